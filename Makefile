@@ -1,0 +1,77 @@
+# Conveyor: the two commands a fresh machine needs are `make local` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DURATION ?=
+PROTO_SRC := services/proto
+PROTO_OUT := services
+PROTO_FILES := $(PROTO_SRC)/conveyor/v1/task_service.proto
+
+.PHONY: setup local test lint format proto proto-check test-unit test-infra test-observability \
+        test-integration test-chaos test-e2e generate generate-check bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip==25.3"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[infra,local,observability,dev]"
+	touch $(STAMP)
+
+## The main job: the whole system on the embedded AWS emulator, a demo load and a summary.
+local: setup
+	$(BIN)/python -m conveyor.local.run $(if $(DURATION),--duration $(DURATION),)
+
+## Every test tier, after lint and drift checks.
+test: setup lint proto-check generate-check
+	$(BIN)/pytest
+
+test-unit: setup
+	$(BIN)/pytest tests/unit
+test-infra: setup
+	$(BIN)/pytest tests/infra
+test-observability: setup
+	$(BIN)/pytest tests/observability
+test-integration: setup
+	$(BIN)/pytest tests/integration
+test-chaos: setup
+	$(BIN)/pytest tests/chaos
+test-e2e: setup
+	$(BIN)/pytest tests/e2e
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy services/conveyor infra/conveyor_infra observability/conveyor_observability
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## gRPC stubs are generated from the proto and committed; proto-check fails on drift.
+proto: setup
+	$(BIN)/python -m grpc_tools.protoc -I $(PROTO_SRC) --python_out=$(PROTO_OUT) \
+	  --pyi_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) $(PROTO_FILES)
+
+proto-check: setup
+	@tmp=$$(mktemp -d); \
+	$(BIN)/python -m grpc_tools.protoc -I $(PROTO_SRC) --python_out=$$tmp --pyi_out=$$tmp \
+	  --grpc_python_out=$$tmp $(PROTO_FILES) && \
+	diff -r -x __init__.py -x __pycache__ -x '*.typed' $$tmp/conveyor/v1 $(PROTO_OUT)/conveyor/v1 \
+	  >/dev/null || { echo "generated gRPC code is stale: run 'make proto'"; exit 1; }; \
+	rm -rf $$tmp
+
+## Rules, dashboards and other generated artefacts: regenerate, or check they are up to date.
+generate: setup
+	$(BIN)/python -m conveyor_observability.generate
+
+generate-check: setup
+	$(BIN)/python -m conveyor_observability.generate --check
+
+bench: setup
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .local

@@ -1,0 +1,96 @@
+"""Task states, the legal transitions between them, and the limits on client input.
+
+This module is the single definition of the state machine (DESIGN.md §1): the store builds its
+conditional writes from `ALLOWED`, and the API validates requests with the limits below.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class TaskState(StrEnum):
+    PENDING = "PENDING"
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    DEAD = "DEAD"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.DEAD, TaskState.CANCELLED})
+NON_TERMINAL = frozenset(TaskState) - TERMINAL
+
+# to_state -> the states it may be reached from.
+ALLOWED: dict[TaskState, frozenset[TaskState]] = {
+    TaskState.QUEUED: frozenset({TaskState.PENDING, TaskState.RUNNING}),
+    TaskState.RUNNING: frozenset({TaskState.QUEUED, TaskState.RUNNING}),
+    TaskState.SUCCEEDED: frozenset({TaskState.RUNNING}),
+    TaskState.FAILED: frozenset({TaskState.RUNNING}),
+    # A task can die while RUNNING (last attempt failed) or on re-delivery after a worker died
+    # during its last attempt (state still RUNNING, lease expired) or, via the DLQ compensator,
+    # from any non-terminal state.
+    TaskState.DEAD: NON_TERMINAL,
+    TaskState.CANCELLED: NON_TERMINAL,
+}
+
+
+class IllegalTransition(Exception):
+    def __init__(self, task_id: str, current: TaskState, target: TaskState) -> None:
+        super().__init__(f"task {task_id}: {current} -> {target} is not allowed")
+        self.task_id = task_id
+        self.current = current
+        self.target = target
+
+
+def check_transition(task_id: str, current: TaskState, target: TaskState) -> None:
+    if current not in ALLOWED.get(target, frozenset()):
+        raise IllegalTransition(task_id, current, target)
+
+
+# ---- limits on client input (documented in README "API limits") ----
+MAX_PAYLOAD_BYTES = 64 * 1024
+TASK_TYPE_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+TASK_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+MAX_ATTEMPTS_LIMIT = 20
+MAX_REASON_CHARS = 256
+MAX_PAGE_SIZE = 100
+TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    seq: int
+    from_state: TaskState | None
+    to_state: TaskState
+    at_ms: int
+    attempt: int
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Task:
+    task_id: str
+    tenant: str
+    task_type: str
+    payload: bytes
+    state: TaskState
+    version: int
+    attempts: int
+    max_attempts: int
+    created_at_ms: int
+    updated_at_ms: int
+    idempotency_key: str
+    last_error: str = ""
+    result: bytes = b""
+    lease_owner: str = ""
+    lease_expires_at_ms: int = 0
+    events: tuple[TaskEvent, ...] = field(default=())

@@ -1,0 +1,157 @@
+"""Typed configuration from `CONVEYOR_*` environment variables (plus the standard AWS ones).
+
+Each process composes the sections it needs, so the API never demands worker settings. Every
+setting is validated at start; `load()` turns pydantic's error into one message that lists every
+bad or missing variable by its environment name.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import TypeVar
+
+from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PREFIX = "CONVEYOR_"
+
+
+class ConfigError(Exception):
+    """Raised at start-up when the environment does not describe a valid configuration."""
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", frozen=True)
+
+
+class AwsSettings(_Base):
+    aws_region: str = Field(
+        validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"),
+        min_length=1,
+    )
+    aws_endpoint_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_ENDPOINT_URL")
+    )
+    aws_max_attempts: int = Field(default=3, ge=1, le=10)
+    aws_connect_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
+    aws_read_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    breaker_reset_seconds: float = Field(default=10.0, gt=0)
+
+
+class StoreSettings(_Base):
+    table_name: str = Field(min_length=3, max_length=255)
+    idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
+    outbox_shards: int = Field(default=4, ge=1, le=64)
+
+
+class QueueSettings(_Base):
+    queue_url: str = Field(min_length=1)
+    dlq_url: str = Field(min_length=1)
+    message_group_shards: int = Field(default=8, ge=1, le=1024)
+
+
+class TelemetrySettings(_Base):
+    service_name: str = Field(default="conveyor", min_length=1)
+    metrics_listen: str = Field(pattern=r"^[^:]*:\d{1,5}$")
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    otlp_endpoint: str | None = None
+
+
+class TlsSettings(_Base):
+    """PEM material as files (local runs) or inline (ECS injects secrets as variables)."""
+
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_ca_pem: str | None = None
+    tls_cert_pem: str | None = None
+    tls_key_pem: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source_each(self) -> TlsSettings:
+        for part in ("ca", "cert", "key"):
+            has_file = getattr(self, f"tls_{part}_file") is not None
+            has_pem = getattr(self, f"tls_{part}_pem") is not None
+            if has_file == has_pem:
+                raise ValueError(
+                    f"set exactly one of CONVEYOR_TLS_{part.upper()}_FILE and "
+                    f"CONVEYOR_TLS_{part.upper()}_PEM"
+                )
+        return self
+
+    def pem(self, part: str) -> bytes:
+        """The PEM bytes of `part` (ca, cert or key), from whichever source is set."""
+        inline = getattr(self, f"tls_{part}_pem")
+        if inline is not None:
+            return str(inline).encode()
+        with open(str(getattr(self, f"tls_{part}_file")), "rb") as fh:
+            return fh.read()
+
+
+class ApiSettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySettings, TlsSettings):
+    api_listen: str = Field(pattern=r"^[^:]*:\d{1,5}$|^\[.*\]:\d{1,5}$")
+    api_max_workers: int = Field(default=16, ge=1, le=256)
+    default_max_attempts: int = Field(default=5, ge=1, le=20)
+    send_timeout_seconds: float = Field(default=1.0, gt=0, le=10)
+    min_deadline_seconds: float = Field(default=0.05, ge=0, le=5)
+    watch_poll_seconds: float = Field(default=0.5, gt=0, le=10)
+
+
+class WorkerSettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySettings):
+    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    worker_concurrency: int = Field(default=4, ge=1, le=256)
+    poll_wait_seconds: int = Field(default=20, ge=0, le=20)
+    visibility_timeout_seconds: int = Field(default=30, ge=5, le=43_200)
+    heartbeat_interval_seconds: float = Field(default=10.0, gt=0)
+    lease_seconds: float = Field(default=30.0, gt=0)
+    backoff_base_seconds: float = Field(default=1.0, gt=0)
+    backoff_max_seconds: float = Field(default=60.0, gt=0, le=43_200)
+    shutdown_grace_seconds: float = Field(default=25.0, ge=0)
+
+    @model_validator(mode="after")
+    def _heartbeat_fits(self) -> WorkerSettings:
+        # A heartbeat must land well before the message becomes visible again or the lease
+        # lapses, or a healthy task would be handed to a second worker.
+        if self.heartbeat_interval_seconds * 2 > self.visibility_timeout_seconds:
+            raise ValueError(
+                "CONVEYOR_HEARTBEAT_INTERVAL_SECONDS must be at most half of "
+                "CONVEYOR_VISIBILITY_TIMEOUT_SECONDS"
+            )
+        if self.heartbeat_interval_seconds * 2 > self.lease_seconds:
+            raise ValueError(
+                "CONVEYOR_HEARTBEAT_INTERVAL_SECONDS must be at most half of "
+                "CONVEYOR_LEASE_SECONDS"
+            )
+        return self
+
+
+class RelaySettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySettings):
+    relay_interval_seconds: float = Field(default=5.0, gt=0)
+    outbox_age_seconds: float = Field(default=10.0, ge=0)
+    relay_batch_size: int = Field(default=100, ge=1, le=1000)
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def _env_name(field: str, model: type[BaseSettings]) -> str:
+    info = model.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return PREFIX + field.upper()
+
+
+def load(model: type[S]) -> S:
+    """Build `model` from the environment, or raise ConfigError naming every bad variable."""
+    try:
+        return model()
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = [str(part) for part in err["loc"]]
+            name = _env_name(loc[0], model) if loc else "(settings)"
+            lines.append(f"  {name}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None

@@ -1,0 +1,109 @@
+"""Every Prometheus metric Conveyor exports, in one place (DESIGN.md §4).
+
+gRPC metrics keep go-grpc-prometheus names so that existing dashboards work. Conveyor's own
+metrics start with `conveyor_`, use base units and `_total` for counters. Histogram buckets put
+each SLO threshold exactly on a boundary: 0.25 s for API latency, 30 s for task freshness.
+Rules, dashboards and runbooks may only use names defined here; a test scrapes a live
+`/metrics` to hold them to it.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# SLO thresholds that must sit on bucket boundaries (observability/slos.yaml uses the same).
+API_LATENCY_SLO_SECONDS = 0.25
+TASK_FRESHNESS_SLO_SECONDS = 30.0
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+QUEUE_DELAY_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
+PROCESSING_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
+
+# ---- gRPC server (go-grpc-prometheus names) ----
+GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+grpc_server_started_total = Counter(
+    "grpc_server_started_total", "RPCs started on the server.", GRPC_LABELS
+)
+grpc_server_handled_total = Counter(
+    "grpc_server_handled_total",
+    "RPCs completed on the server, regardless of success or failure.",
+    (*GRPC_LABELS, "grpc_code"),
+)
+grpc_server_handling_seconds = Histogram(
+    "grpc_server_handling_seconds",
+    "Response latency of RPCs handled by the server.",
+    GRPC_LABELS,
+    buckets=LATENCY_BUCKETS,
+)
+
+# ---- tasks ----
+tasks_submitted_total = Counter(
+    "conveyor_tasks_submitted_total", "Tasks committed by the API (replays excluded).", ("task_type",)
+)
+# outcome: succeeded | failed | dead | cancelled
+tasks_completed_total = Counter(
+    "conveyor_tasks_completed_total", "Tasks that reached a terminal state.", ("task_type", "outcome")
+)
+# outcome: succeeded | retry | failed | dead | lost_lease | cancelled
+task_attempts_total = Counter(
+    "conveyor_task_attempts_total", "Handler attempts by outcome.", ("task_type", "outcome")
+)
+task_processing_seconds = Histogram(
+    "conveyor_task_processing_seconds",
+    "Time a handler attempt ran.",
+    ("task_type",),
+    buckets=PROCESSING_BUCKETS,
+)
+task_queue_delay_seconds = Histogram(
+    "conveyor_task_queue_delay_seconds",
+    "Time from submit to the start of the first attempt.",
+    ("task_type",),
+    buckets=QUEUE_DELAY_BUCKETS,
+)
+
+# ---- worker ----
+worker_inflight_tasks = Gauge("conveyor_worker_inflight_tasks", "Tasks a worker is running now.")
+worker_concurrency_limit = Gauge(
+    "conveyor_worker_concurrency_limit", "Most tasks a worker runs at once (saturation divisor)."
+)
+sqs_messages_received_total = Counter(
+    "conveyor_sqs_messages_received_total", "Messages received from SQS.", ("queue",)
+)
+
+# ---- outbox relay ----
+outbox_pending_tasks = Gauge(
+    "conveyor_outbox_pending_tasks", "Tasks committed whose message is not yet known to be sent."
+)
+outbox_oldest_age_seconds = Gauge(
+    "conveyor_outbox_oldest_age_seconds", "Age of the oldest outbox mark."
+)
+outbox_relayed_total = Counter(
+    "conveyor_outbox_relayed_total", "Messages the relay (re-)sent for stale outbox marks."
+)
+# queue: main | dlq ; state: visible | inflight | delayed
+queue_messages = Gauge(
+    "conveyor_queue_messages", "Approximate messages in a queue, by state.", ("queue", "state")
+)
+dlq_compensated_total = Counter(
+    "conveyor_dlq_compensated_total",
+    "Tasks found in the DLQ while not terminal and marked DEAD by the compensator.",
+)
+
+# ---- AWS and resilience ----
+# outcome: success | error | throttled
+aws_requests_total = Counter(
+    "conveyor_aws_requests_total", "AWS API calls.", ("service", "operation", "outcome")
+)
+aws_request_seconds = Histogram(
+    "conveyor_aws_request_seconds",
+    "AWS API call latency, retries included.",
+    ("service", "operation"),
+    buckets=LATENCY_BUCKETS,
+)
+# 0 = closed, 1 = half-open, 2 = open
+CIRCUIT_STATE_VALUES = {"closed": 0, "half-open": 1, "open": 2}
+circuit_breaker_state = Gauge(
+    "conveyor_circuit_breaker_state",
+    "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+    ("dependency",),
+)
