@@ -93,4 +93,5 @@ class Task:
     result: bytes = b""
     lease_owner: str = ""
     lease_expires_at_ms: int = 0
+    event_seq: int = 0
     events: tuple[TaskEvent, ...] = field(default=())

@@ -1,0 +1,170 @@
+"""AWS clients: botocore's standard retry mode, timeouts cut from the caller's deadline, a
+request counter on every call, and the circuit breaker that guards DynamoDB.
+
+Retries are botocore's (standard mode: exponential backoff with jitter, throttling-aware retry
+quota), not ours. A client is cached per (service, timeout bucket): creating a client per
+request would be slow, and a handful of buckets lets a call never outlive its gRPC deadline.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import boto3
+import pybreaker
+from botocore.client import BaseClient
+from botocore.config import Config
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+from conveyor.settings import AwsSettings
+from conveyor.telemetry import metrics
+
+# Per-attempt read timeouts a deadline-bound call may get, in seconds.
+TIMEOUT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+THROTTLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "ThrottledException",
+    }
+)
+SERVER_FAULT_CODES = frozenset({"InternalServerError", "ServiceUnavailable", "InternalFailure"})
+TRANSPORT_ERRORS = (
+    ConnectTimeoutError,
+    ReadTimeoutError,
+    EndpointConnectionError,
+    ConnectionClosedError,
+)
+
+T = TypeVar("T")
+
+
+class DeadlineTooShort(Exception):
+    """The caller's remaining time cannot cover even the shortest AWS call."""
+
+
+def error_code(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def is_dependency_fault(exc: BaseException) -> bool:
+    """Throttling, server faults and transport errors: what should trip the breaker."""
+    if isinstance(exc, TRANSPORT_ERRORS):
+        return True
+    code = error_code(exc)
+    return code in THROTTLE_CODES or code in SERVER_FAULT_CODES
+
+
+class _BreakerGauge(pybreaker.CircuitBreakerListener):
+    def __init__(self, dependency: str) -> None:
+        self._dependency = dependency
+
+    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
+        name = getattr(new_state, "name", str(new_state))
+        metrics.circuit_breaker_state.labels(self._dependency).set(
+            metrics.CIRCUIT_STATE_VALUES.get(name, 0)
+        )
+
+
+def make_breaker(settings: AwsSettings, dependency: str) -> pybreaker.CircuitBreaker:
+    """A breaker that only counts dependency faults: a failed condition check is an answer."""
+    metrics.circuit_breaker_state.labels(dependency).set(0)
+    return pybreaker.CircuitBreaker(
+        fail_max=settings.breaker_failure_threshold,
+        reset_timeout=settings.breaker_reset_seconds,
+        exclude=[lambda exc: not is_dependency_fault(exc)],
+        listeners=[_BreakerGauge(dependency)],
+        name=dependency,
+    )
+
+
+def _on_before_call(model: Any, context: dict[str, Any], **_: Any) -> None:
+    context["conveyor_call"] = (model.service_model.service_name, model.name, time.monotonic())
+
+
+def _record(context: dict[str, Any], outcome: str) -> None:
+    service, operation, started = context["conveyor_call"]
+    metrics.aws_requests_total.labels(service, operation, outcome).inc()
+    metrics.aws_request_seconds.labels(service, operation).observe(time.monotonic() - started)
+
+
+def _on_after_call(
+    http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any
+) -> None:
+    code = str(parsed.get("Error", {}).get("Code", "")) if parsed else ""
+    if getattr(http_response, "status_code", 200) < 300:
+        _record(context, "success")
+    else:
+        _record(context, "throttled" if code in THROTTLE_CODES else "error")
+
+
+def _on_after_call_error(context: dict[str, Any], **_: Any) -> None:
+    _record(context, "error")
+
+
+class AwsClients:
+    """Thread-safe cache of instrumented boto3 clients."""
+
+    def __init__(self, settings: AwsSettings) -> None:
+        self._settings = settings
+        self._session = boto3.session.Session(region_name=settings.aws_region)
+        self._clients: dict[tuple[str, float], BaseClient] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def settings(self) -> AwsSettings:
+        return self._settings
+
+    def client(self, service: str, remaining: float | None = None) -> BaseClient:
+        """A client whose worst case (all retries) fits in `remaining` seconds, if given."""
+        read_timeout = self._settings.aws_read_timeout_seconds
+        if remaining is not None:
+            per_attempt = remaining / self._settings.aws_max_attempts
+            fitting = [b for b in TIMEOUT_BUCKETS if b <= min(per_attempt, read_timeout)]
+            if not fitting:
+                raise DeadlineTooShort(f"{remaining:.3f}s left is too short for a {service} call")
+            read_timeout = fitting[-1]
+        key = (service, read_timeout)
+        with self._lock:
+            cached = self._clients.get(key)
+            if cached is None:
+                cached = self._create(service, read_timeout)
+                self._clients[key] = cached
+        return cached
+
+    def _create(self, service: str, read_timeout: float) -> BaseClient:
+        config = Config(
+            retries={"mode": "standard", "max_attempts": self._settings.aws_max_attempts},
+            connect_timeout=min(self._settings.aws_connect_timeout_seconds, read_timeout * 2),
+            read_timeout=read_timeout,
+            max_pool_connections=50,
+            tcp_keepalive=True,
+        )
+        client = self._session.client(
+            service, endpoint_url=self._settings.aws_endpoint_url, config=config
+        )
+        events = client.meta.events
+        events.register("before-call", _on_before_call)
+        events.register("after-call", _on_after_call)
+        events.register("after-call-error", _on_after_call_error)
+        return client
+
+
+def guarded(breaker: pybreaker.CircuitBreaker, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+    """Run `fn` through `breaker`; raises pybreaker.CircuitBreakerError while it is open."""
+    return breaker.call(fn, *args, **kw)

@@ -1,0 +1,512 @@
+"""The DynamoDB single-table task store (layout: conveyor.schema).
+
+Every state change is one TransactWriteItems: a conditional update of the task item (expected
+state and version, plus any lease condition) and a Put of the event item with the next sequence
+number. The version condition makes the sequence number race-free, and it makes every write
+safe to retry: a retried write whose first try landed fails its condition instead of applying
+twice. Reads that decide a write are strongly consistent.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pybreaker
+from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from conveyor import schema
+from conveyor.aws import AwsClients, error_code, guarded
+from conveyor.domain import Task, TaskEvent, TaskState, check_transition
+from conveyor.settings import StoreSettings
+
+_ser = TypeSerializer()
+_deser = TypeDeserializer()
+
+# Attributes present only while a task's message is not yet known to be on the queue.
+OUTBOX_ATTRIBUTES = (schema.GSI_OUTBOX_PK, schema.GSI_OUTBOX_SK)
+
+
+class Conflict(Exception):
+    """A conditional write found the item changed (state, version or lease): re-read it."""
+
+
+class IdempotencyMismatch(Exception):
+    """The idempotency key was used before with a different request."""
+
+    def __init__(self, key: str, task_id: str) -> None:
+        super().__init__(
+            f"idempotency key {key!r} was already used for task {task_id} with a different "
+            "request; use a new key for a new request"
+        )
+        self.key = key
+        self.task_id = task_id
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    task: Task
+    created: bool
+
+
+@dataclass(frozen=True)
+class OutboxMark:
+    task_id: str
+    task_type: str
+    marked_at_ms: int
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _item(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _ser.serialize(v) for k, v in values.items() if v is not None}
+
+
+def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deser.deserialize(v) for k, v in item.items()}
+
+
+def _bytes(value: Any) -> bytes:
+    if isinstance(value, Binary):
+        return bytes(value.value)
+    return bytes(value) if value is not None else b""
+
+
+def task_from_item(item: Mapping[str, Any], events: tuple[TaskEvent, ...] = ()) -> Task:
+    v = _plain(item)
+    return Task(
+        task_id=v["task_id"],
+        tenant=v["tenant"],
+        task_type=v["task_type"],
+        payload=_bytes(v.get("payload")),
+        state=TaskState(v["state"]),
+        version=int(v["version"]),
+        attempts=int(v.get("attempts", 0)),
+        max_attempts=int(v["max_attempts"]),
+        created_at_ms=int(v["created_at"]),
+        updated_at_ms=int(v["updated_at"]),
+        idempotency_key=v.get("idempotency_key", ""),
+        last_error=v.get("last_error", ""),
+        result=_bytes(v.get("result")),
+        lease_owner=v.get("lease_owner", ""),
+        lease_expires_at_ms=int(v.get("lease_expires_at", 0)),
+        event_seq=int(v.get("event_seq", 0)),
+        events=events,
+    )
+
+
+def _event_from_item(item: Mapping[str, Any]) -> TaskEvent:
+    v = _plain(item)
+    return TaskEvent(
+        seq=int(v["seq"]),
+        from_state=TaskState(v["from_state"]) if v.get("from_state") else None,
+        to_state=TaskState(v["to_state"]),
+        at_ms=int(v["at"]),
+        attempt=int(v.get("attempt", 0)),
+        detail=v.get("detail", ""),
+    )
+
+
+def _event_item(
+    task_id: str,
+    seq: int,
+    from_state: TaskState | None,
+    to_state: TaskState,
+    at: int,
+    attempt: int,
+    detail: str,
+) -> dict[str, Any]:
+    return _item(
+        {
+            schema.PK: schema.task_pk(task_id),
+            schema.SK: schema.event_sk(seq),
+            "seq": seq,
+            "from_state": from_state.value if from_state else None,
+            "to_state": to_state.value,
+            "at": at,
+            "attempt": attempt,
+            "detail": detail[:1024],
+        }
+    )
+
+
+class TaskStore:
+    def __init__(
+        self, clients: AwsClients, settings: StoreSettings, breaker: pybreaker.CircuitBreaker
+    ) -> None:
+        self._clients = clients
+        self._settings = settings
+        self._breaker = breaker
+        self.table = settings.table_name
+
+    # ---- plumbing ----
+    def _call(self, operation: str, remaining: float | None = None, **kwargs: Any) -> Any:
+        client = self._clients.client("dynamodb", remaining)
+        return guarded(self._breaker, getattr(client, operation), **kwargs)
+
+    def _transact(self, items: list[dict[str, Any]], remaining: float | None, token: str) -> None:
+        try:
+            self._call(
+                "transact_write_items",
+                remaining,
+                TransactItems=items,
+                ClientRequestToken=token,
+            )
+        except ClientError as exc:
+            if error_code(exc) != "TransactionCanceledException":
+                raise
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            raise Conflict(f"transaction cancelled: {reasons}") from exc
+
+    def outbox_shard(self, task_id: str) -> int:
+        return int(task_id[:8], 16) % self._settings.outbox_shards
+
+    # ---- reads ----
+    def get(
+        self, task_id: str, *, with_events: bool = False, remaining: float | None = None
+    ) -> Task | None:
+        """The task (and, if asked, its history in one Query), read strongly consistent."""
+        if not with_events:
+            resp = self._call(
+                "get_item",
+                remaining,
+                TableName=self.table,
+                Key=_item({schema.PK: schema.task_pk(task_id), schema.SK: "TASK"}),
+                ConsistentRead=True,
+            )
+            return task_from_item(resp["Item"]) if "Item" in resp else None
+        task_item: dict[str, Any] | None = None
+        events: list[TaskEvent] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "#pk = :pk",
+            "ExpressionAttributeNames": {"#pk": schema.PK},
+            "ExpressionAttributeValues": _item({":pk": schema.task_pk(task_id)}),
+            "ConsistentRead": True,
+        }
+        while True:
+            resp = self._call("query", remaining, **kwargs)
+            for raw in resp.get("Items", []):
+                sk = raw[schema.SK]["S"]
+                if sk == "TASK":
+                    task_item = raw
+                elif sk.startswith("EVENT#"):
+                    events.append(_event_from_item(raw))
+            if "LastEvaluatedKey" not in resp:
+                break
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        if task_item is None:
+            return None
+        return task_from_item(task_item, tuple(sorted(events, key=lambda e: e.seq)))
+
+    def list_for_tenant(
+        self,
+        tenant: str,
+        *,
+        state: TaskState | None = None,
+        task_type: str | None = None,
+        page_size: int = 25,
+        remaining: float | None = None,
+    ) -> Iterator[Task]:
+        """The tenant's tasks newest first, fetched a page at a time as the caller iterates."""
+        names = {"#g": schema.GSI_BY_TENANT_PK}
+        values: dict[str, Any] = {":g": schema.tenant_pk(tenant)}
+        filters = []
+        if state is not None:
+            names["#state"] = "state"
+            values[":state"] = state.value
+            filters.append("#state = :state")
+        if task_type:
+            names["#type"] = "task_type"
+            values[":type"] = task_type
+            filters.append("#type = :type")
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": schema.GSI_BY_TENANT,
+            "KeyConditionExpression": "#g = :g",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": _item(values),
+            "ScanIndexForward": False,
+            "Limit": page_size,
+        }
+        if filters:
+            kwargs["FilterExpression"] = " AND ".join(filters)
+        while True:
+            resp = self._call("query", remaining, **kwargs)
+            for raw in resp.get("Items", []):
+                yield task_from_item({"payload": {"B": b""}, **raw})
+            if "LastEvaluatedKey" not in resp:
+                return
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    # ---- submit ----
+    def submit(
+        self,
+        *,
+        tenant: str,
+        task_type: str,
+        payload: bytes,
+        idempotency_key: str,
+        request_hash: str,
+        max_attempts: int,
+        remaining: float | None = None,
+    ) -> SubmitResult:
+        """Commit task + idempotency record + first event + outbox mark in one transaction.
+
+        The idempotency record is read first (nothing is written for a replay), and its Put is
+        conditional, so two concurrent submits with one key commit exactly one task.
+        """
+        replay = self._replay(tenant, idempotency_key, request_hash, remaining)
+        if replay is not None:
+            return SubmitResult(replay, created=False)
+        task_id = uuid.uuid4().hex
+        at = now_ms()
+        task_values = {
+            schema.PK: schema.task_pk(task_id),
+            schema.SK: "TASK",
+            "task_id": task_id,
+            "tenant": tenant,
+            "task_type": task_type,
+            "payload": payload,
+            "state": TaskState.PENDING.value,
+            "version": 1,
+            "event_seq": 1,
+            "attempts": 0,
+            "max_attempts": max_attempts,
+            "created_at": at,
+            "updated_at": at,
+            "idempotency_key": idempotency_key,
+            schema.GSI_BY_TENANT_PK: schema.tenant_pk(tenant),
+            schema.GSI_BY_TENANT_SK: f"{at:013d}#{task_id}",
+            schema.GSI_OUTBOX_PK: schema.outbox_pk(self.outbox_shard(task_id)),
+            schema.GSI_OUTBOX_SK: at,
+        }
+        idem_values = {
+            schema.PK: schema.idempotency_pk(tenant, idempotency_key),
+            schema.SK: "IDEM",
+            "task_id": task_id,
+            "request_hash": request_hash,
+            schema.TTL_ATTRIBUTE: at // 1000 + self._settings.idempotency_ttl_seconds,
+        }
+        items = [
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": _item(task_values),
+                    "ConditionExpression": "attribute_not_exists(#pk)",
+                    "ExpressionAttributeNames": {"#pk": schema.PK},
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": _item(idem_values),
+                    # An expired record may be replaced before DynamoDB's TTL sweep removes it.
+                    "ConditionExpression": "attribute_not_exists(#pk) OR #exp < :now",
+                    "ExpressionAttributeNames": {"#pk": schema.PK, "#exp": schema.TTL_ATTRIBUTE},
+                    "ExpressionAttributeValues": _item({":now": at // 1000}),
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": _event_item(task_id, 1, None, TaskState.PENDING, at, 0, "submitted"),
+                }
+            },
+        ]
+        try:
+            self._transact(items, remaining, token=task_id)
+        except Conflict:
+            # Another submit with the same key won the race: answer as a replay.
+            replay = self._replay(tenant, idempotency_key, request_hash, remaining)
+            if replay is None:
+                raise
+            return SubmitResult(replay, created=False)
+        task = self.get(task_id, remaining=remaining)
+        assert task is not None
+        return SubmitResult(task, created=True)
+
+    def _replay(
+        self, tenant: str, key: str, request_hash: str, remaining: float | None
+    ) -> Task | None:
+        resp = self._call(
+            "get_item",
+            remaining,
+            TableName=self.table,
+            Key=_item({schema.PK: schema.idempotency_pk(tenant, key), schema.SK: "IDEM"}),
+            ConsistentRead=True,
+        )
+        if "Item" not in resp:
+            return None
+        record = _plain(resp["Item"])
+        if int(record[schema.TTL_ATTRIBUTE]) < now_ms() // 1000:
+            return None
+        if record["request_hash"] != request_hash:
+            raise IdempotencyMismatch(key, record["task_id"])
+        return self.get(record["task_id"], remaining=remaining)
+
+    # ---- transitions ----
+    def transition(
+        self,
+        task: Task,
+        to: TaskState,
+        *,
+        detail: str = "",
+        set_values: Mapping[str, Any] | None = None,
+        remove: tuple[str, ...] = (),
+        lease_owner: str | None = None,
+        via: TaskState | None = None,
+        remaining: float | None = None,
+    ) -> Task:
+        """Move `task` (as last read) to `to`, appending its event(s) in the same transaction.
+
+        `lease_owner` adds the condition that the caller still holds the lease. `via` records an
+        intermediate state that happened but was never written (a worker that receives a task
+        still PENDING records QUEUED then RUNNING, so the history keeps the canonical path).
+        Raises Conflict if the task changed since it was read, IllegalTransition if the state
+        machine forbids the move.
+        """
+        path = [task.state, *([via] if via else []), to]
+        for current, target in itertools.pairwise(path):
+            check_transition(task.task_id, current, target)
+        at = now_ms()
+        attempt = int((set_values or {}).get("attempts", task.attempts))
+        events = [
+            _event_item(task.task_id, task.event_seq + i + 1, a, b, at, attempt, detail)
+            for i, (a, b) in enumerate(itertools.pairwise(path))
+        ]
+        values: dict[str, Any] = {
+            "state": to.value,
+            "version": task.version + 1,
+            "event_seq": task.event_seq + len(events),
+            "updated_at": at,
+            **(set_values or {}),
+        }
+        to_remove = list(remove)
+        if task.state == TaskState.PENDING:
+            to_remove.extend(OUTBOX_ATTRIBUTES)
+        names = {f"#s{i}": k for i, k in enumerate(values)}
+        expr_values: dict[str, Any] = {f":s{i}": v for i, v in enumerate(values.values())}
+        update = "SET " + ", ".join(f"#s{i} = :s{i}" for i in range(len(values)))
+        if to_remove:
+            names.update({f"#r{i}": k for i, k in enumerate(to_remove)})
+            update += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(to_remove)))
+        names.update({"#state": "state", "#version": "version"})
+        expr_values.update({":from": task.state.value, ":version": task.version})
+        condition = "#state = :from AND #version = :version"
+        if lease_owner is not None:
+            names["#owner"] = "lease_owner"
+            expr_values[":owner"] = lease_owner
+            condition += " AND #owner = :owner"
+        items = [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": _item({schema.PK: schema.task_pk(task.task_id), schema.SK: "TASK"}),
+                    "UpdateExpression": update,
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": _item(expr_values),
+                }
+            },
+            *({"Put": {"TableName": self.table, "Item": e}} for e in events),
+        ]
+        # A fresh token per logical write: botocore's retries of this call are idempotent, and a
+        # different write from the same version still fails its condition instead.
+        self._transact(items, remaining, token=uuid.uuid4().hex)
+        fresh = self.get(task.task_id, remaining=remaining)
+        if fresh is None:
+            raise Conflict(f"task {task.task_id} vanished")
+        return fresh
+
+    def extend_lease(self, task_id: str, owner: str, until_ms: int) -> bool:
+        """Push the lease out; False if the task is no longer RUNNING under this owner."""
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table,
+                Key=_item({schema.PK: schema.task_pk(task_id), schema.SK: "TASK"}),
+                UpdateExpression="SET lease_expires_at = :until",
+                ConditionExpression="#state = :running AND lease_owner = :owner",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues=_item(
+                    {":until": until_ms, ":running": TaskState.RUNNING.value, ":owner": owner}
+                ),
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    # ---- outbox ----
+    def outbox_marks(self, older_than_ms: int, limit: int) -> list[OutboxMark]:
+        """Pending outbox marks set before `older_than_ms`, oldest first, across all shards."""
+        marks: list[OutboxMark] = []
+        for shard in range(self._settings.outbox_shards):
+            kwargs: dict[str, Any] = {
+                "TableName": self.table,
+                "IndexName": schema.GSI_OUTBOX,
+                "KeyConditionExpression": "#p = :p AND #at < :before",
+                "ExpressionAttributeNames": {
+                    "#p": schema.GSI_OUTBOX_PK,
+                    "#at": schema.GSI_OUTBOX_SK,
+                },
+                "ExpressionAttributeValues": _item(
+                    {":p": schema.outbox_pk(shard), ":before": older_than_ms}
+                ),
+                "Limit": limit,
+            }
+            resp = self._call("query", **kwargs)
+            for raw in resp.get("Items", []):
+                v = _plain(raw)
+                marks.append(OutboxMark(v["task_id"], v["task_type"], int(v[schema.GSI_OUTBOX_SK])))
+        marks.sort(key=lambda m: m.marked_at_ms)
+        return marks[:limit]
+
+    def touch_outbox_mark(self, task_id: str, at_ms: int) -> None:
+        """Re-arm a mark after a re-send, so the relay waits a full age before trying again."""
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table,
+                Key=_item({schema.PK: schema.task_pk(task_id), schema.SK: "TASK"}),
+                UpdateExpression="SET #at = :at",
+                ConditionExpression="attribute_exists(#p)",
+                ExpressionAttributeNames={"#at": schema.GSI_OUTBOX_SK, "#p": schema.GSI_OUTBOX_PK},
+                ExpressionAttributeValues=_item({":at": at_ms}),
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+
+    # ---- handler effect ledger ----
+    def record_effect(self, task_id: str, effect: str) -> bool:
+        """Apply a handler's effect at most once per task; False if it was applied before."""
+        try:
+            self._call(
+                "put_item",
+                TableName=self.table,
+                Item=_item(
+                    {
+                        schema.PK: schema.effect_pk(task_id),
+                        schema.SK: "EFFECT",
+                        "effect": effect,
+                        "at": now_ms(),
+                    }
+                ),
+                ConditionExpression="attribute_not_exists(#pk)",
+                ExpressionAttributeNames={"#pk": schema.PK},
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
