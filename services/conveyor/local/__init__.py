@@ -1,0 +1,1 @@
+"""Local development tooling: throwaway mTLS material and the AWS backend harness."""

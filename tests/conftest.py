@@ -1,0 +1,57 @@
+"""Fixtures shared by every test tier.
+
+Nothing here is autouse and nothing changes the process environment: tests that need AWS use
+`aws_backend.client(...)` in-process and `aws_env(aws_backend)` for subprocesses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from conveyor.local.backend import Backend, start_backend
+from conveyor.local.certs import (
+    DeploymentCerts,
+    TlsFiles,
+    generate_deployment,
+    generate_rogue_client,
+)
+
+TENANTS = ("acme", "globex")
+
+
+@dataclass(frozen=True)
+class CertSet:
+    deployment: DeploymentCerts
+    rogue: TlsFiles  # a client for tenant "acme" signed by an unrelated CA
+
+    @property
+    def server(self) -> TlsFiles:
+        return self.deployment.server
+
+    def client(self, tenant: str) -> TlsFiles:
+        return self.deployment.clients[tenant]
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> CertSet:
+    """A throwaway deployment CA with a server identity, clients for TENANTS and a rogue client."""
+    directory = tmp_path_factory.mktemp("certs")
+    deployment = generate_deployment(directory, TENANTS)
+    rogue = generate_rogue_client(directory / "rogue", "acme", deployment.ca_cert)
+    return CertSet(deployment=deployment, rogue=rogue)
+
+
+@pytest.fixture(scope="session")
+def aws_backend() -> Iterator[Backend]:
+    """The AWS backend for the session, chosen by start_backend() from the real environment
+    (AWS_ENDPOINT_URL, then LocalStack if Docker answers, else a moto server); stopped at the
+    end of the session. It sets no environment variables."""
+    with start_backend() as backend:
+        yield backend
+
+
+def aws_env(backend: Backend) -> dict[str, str]:
+    """The full environment for a subprocess that must talk to `backend`."""
+    return backend.child_env()
