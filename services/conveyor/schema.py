@@ -2,13 +2,13 @@
 
 Access patterns first (DESIGN.md §1):
 
-| access pattern                         | key                                                      |
-|----------------------------------------|----------------------------------------------------------|
-| task by id (+ its history, one Query)  | pk=TASK#<id>, sk=TASK and sk=EVENT#<seq:08d>             |
-| idempotency look-up by (tenant, key)   | pk=IDEM#<tenant>#<key>, sk=IDEM (TTL `expires_at`)       |
-| tenant's tasks, newest first           | GSI by_tenant: gsi1pk=TENANT#<tenant>, gsi1sk=<created>  |
-| outbox marks older than N seconds      | sparse GSI outbox: outbox_pk=OUTBOX#<shard>, outbox_at   |
-| handler effect ledger (exactly-once)   | pk=EFFECT#<task id>, sk=EFFECT                           |
+| access pattern                         | key |
+|----------------------------------------|------------------------------------------------------|
+| task by id (+ its history, one Query)  | pk=TASK#<id>, sk=TASK and sk=EVENT#<seq:08d> |
+| idempotency look-up by (tenant, key)   | pk=IDEM#<tenant>#<key>, sk=IDEM (TTL `expires_at`) |
+| tenant's tasks, newest first           | GSI by_tenant: gsi1pk=TENANT#<tenant>, gsi1sk=<created> |
+| outbox marks older than N seconds      | sparse GSI outbox: outbox_pk=OUTBOX#<shard>, outbox_at |
+| handler effect ledger (exactly-once)   | pk=EFFECT#<task id>, sk=EFFECT |
 
 Only task items carry the GSI attributes, and `outbox_pk`/`outbox_at` exist only while a task's
 message is not yet known to be on the queue, so the outbox index holds just the pending marks.

@@ -92,6 +92,8 @@ class TlsSettings(_Base):
 
 class ApiSettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySettings, TlsSettings):
     api_listen: str = Field(pattern=r"^[^:]*:\d{1,5}$|^\[.*\]:\d{1,5}$")
+    # Plaintext health endpoint on loopback only, for the container health check.
+    health_listen: str = Field(default="127.0.0.1:50052", pattern=r"^[^:]*:\d{1,5}$")
     api_max_workers: int = Field(default=16, ge=1, le=256)
     default_max_attempts: int = Field(default=5, ge=1, le=20)
     send_timeout_seconds: float = Field(default=1.0, gt=0, le=10)
@@ -102,13 +104,15 @@ class ApiSettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySettings, 
 class WorkerSettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySettings):
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     worker_concurrency: int = Field(default=4, ge=1, le=256)
-    poll_wait_seconds: int = Field(default=20, ge=0, le=20)
+    # Long-poll length bounds how long shutdown waits for the poll to return its messages.
+    poll_wait_seconds: int = Field(default=5, ge=0, le=20)
     visibility_timeout_seconds: int = Field(default=30, ge=5, le=43_200)
     heartbeat_interval_seconds: float = Field(default=10.0, gt=0)
     lease_seconds: float = Field(default=30.0, gt=0)
     backoff_base_seconds: float = Field(default=1.0, gt=0)
     backoff_max_seconds: float = Field(default=60.0, gt=0, le=43_200)
     shutdown_grace_seconds: float = Field(default=25.0, ge=0)
+    handlers: str = Field(default="conveyor.worker.demo_handlers:HANDLERS", min_length=3)
 
     @model_validator(mode="after")
     def _heartbeat_fits(self) -> WorkerSettings:
@@ -121,8 +125,7 @@ class WorkerSettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySetting
             )
         if self.heartbeat_interval_seconds * 2 > self.lease_seconds:
             raise ValueError(
-                "CONVEYOR_HEARTBEAT_INTERVAL_SECONDS must be at most half of "
-                "CONVEYOR_LEASE_SECONDS"
+                "CONVEYOR_HEARTBEAT_INTERVAL_SECONDS must be at most half of CONVEYOR_LEASE_SECONDS"
             )
         return self
 

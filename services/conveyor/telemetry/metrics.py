@@ -38,11 +38,15 @@ grpc_server_handling_seconds = Histogram(
 
 # ---- tasks ----
 tasks_submitted_total = Counter(
-    "conveyor_tasks_submitted_total", "Tasks committed by the API (replays excluded).", ("task_type",)
+    "conveyor_tasks_submitted_total",
+    "Tasks committed by the API (replays excluded).",
+    ("task_type",),
 )
 # outcome: succeeded | failed | dead | cancelled
 tasks_completed_total = Counter(
-    "conveyor_tasks_completed_total", "Tasks that reached a terminal state.", ("task_type", "outcome")
+    "conveyor_tasks_completed_total",
+    "Tasks that reached a terminal state.",
+    ("task_type", "outcome"),
 )
 # outcome: succeeded | retry | failed | dead | lost_lease | cancelled
 task_attempts_total = Counter(

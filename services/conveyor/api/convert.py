@@ -1,0 +1,48 @@
+"""Domain objects to protobuf messages."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from conveyor.domain import Task, TaskEvent, TaskState
+from conveyor.v1 import task_service_pb2 as pb
+
+
+def _ts(ms: int) -> Timestamp:
+    ts = Timestamp()
+    ts.FromMilliseconds(ms)
+    return ts
+
+
+def state(value: TaskState | None) -> int:
+    if value is None:
+        return pb.TASK_STATE_UNSPECIFIED
+    return int(pb.TaskState.Value(f"TASK_STATE_{value.value}"))
+
+
+def task(t: Task) -> pb.Task:
+    return pb.Task(
+        task_id=t.task_id,
+        task_type=t.task_type,
+        payload=t.payload,
+        state=state(t.state),  # type: ignore[arg-type]
+        attempts=t.attempts,
+        max_attempts=t.max_attempts,
+        last_error=t.last_error,
+        result=t.result,
+        version=t.version,
+        created_at=_ts(t.created_at_ms),
+        updated_at=_ts(t.updated_at_ms),
+        idempotency_key=t.idempotency_key,
+    )
+
+
+def event(e: TaskEvent) -> pb.TaskEvent:
+    return pb.TaskEvent(
+        seq=e.seq,
+        from_state=state(e.from_state),  # type: ignore[arg-type]
+        to_state=state(e.to_state),  # type: ignore[arg-type]
+        at=_ts(e.at_ms),
+        attempt=e.attempt,
+        detail=e.detail,
+    )

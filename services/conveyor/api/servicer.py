@@ -1,0 +1,222 @@
+"""`conveyor.v1.TaskService`: validation, tenancy, deadlines and error mapping around the store.
+
+Deadlines: each RPC checks the caller's remaining time before it touches DynamoDB and fails
+fast with DEADLINE_EXCEEDED when it cannot cover a call; every AWS call then gets a client whose
+timeouts (all retries included) fit in what remains (conveyor.aws.AwsClients.client).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+import pybreaker
+from botocore.exceptions import BotoCoreError, ClientError
+
+from conveyor.api import convert, validation
+from conveyor.api.auth import tenant_of
+from conveyor.aws import DeadlineTooShort, is_dependency_fault
+from conveyor.domain import IllegalTransition, Task, TaskState
+from conveyor.queue import TaskQueue
+from conveyor.settings import ApiSettings
+from conveyor.store import Conflict, IdempotencyMismatch, TaskStore
+from conveyor.telemetry import metrics
+from conveyor.v1 import task_service_pb2 as pb
+from conveyor.v1 import task_service_pb2_grpc as pb_grpc
+
+log = logging.getLogger("conveyor.api")
+F = TypeVar("F", bound=Callable[..., Any])
+
+NO_DEADLINE = 1e6  # grpc reports a huge remaining time when the client set no deadline
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, detail: str) -> NoReturn:
+    context.abort(code, detail)
+    raise AssertionError("unreachable: abort raises")
+
+
+@contextmanager
+def error_mapping(context: grpc.ServicerContext) -> Iterator[None]:
+    """Turns domain and dependency errors into gRPC status codes, the same way for every RPC."""
+    try:
+        yield
+    except validation.InvalidArgument as exc:
+        _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    except IdempotencyMismatch as exc:
+        _abort(context, grpc.StatusCode.ALREADY_EXISTS, str(exc))
+    except IllegalTransition as exc:
+        _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+    except DeadlineTooShort as exc:
+        _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+    except pybreaker.CircuitBreakerError:
+        _abort(context, grpc.StatusCode.UNAVAILABLE, "task store unavailable (circuit open)")
+    except (ClientError, BotoCoreError) as exc:
+        if is_dependency_fault(exc):
+            _abort(context, grpc.StatusCode.UNAVAILABLE, "task store unavailable, retry")
+        log.exception("unexpected AWS error")
+        _abort(context, grpc.StatusCode.INTERNAL, "internal error")
+
+
+def unary_rpc(fn: F) -> F:
+    @wraps(fn)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        with error_mapping(context):
+            return fn(self, request, context)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def stream_rpc(fn: F) -> F:
+    @wraps(fn)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        with error_mapping(context):
+            yield from fn(self, request, context)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def request_hash(task_type: str, payload: bytes, max_attempts: int) -> str:
+    digest = hashlib.sha256()
+    for part in (task_type.encode(), payload, str(max_attempts).encode()):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+class TaskServicer(pb_grpc.TaskServiceServicer):
+    def __init__(self, settings: ApiSettings, store: TaskStore, queue: TaskQueue) -> None:
+        self.settings = settings
+        self.store = store
+        self.queue = queue
+
+    def _remaining(self, context: grpc.ServicerContext) -> float | None:
+        left = context.time_remaining()
+        if left is None or left > NO_DEADLINE:
+            return None
+        if left < self.settings.min_deadline_seconds:
+            _abort(
+                context,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"{left * 1000:.0f} ms left: not enough for a store call",
+            )
+        return float(left)
+
+    def _own_task(self, context: grpc.ServicerContext, task_id: str, events: bool) -> Task:
+        tenant = tenant_of(context)
+        task = self.store.get(task_id, with_events=events, remaining=self._remaining(context))
+        if task is None or task.tenant != tenant:
+            # Another tenant's task is indistinguishable from a missing one.
+            _abort(context, grpc.StatusCode.NOT_FOUND, f"task {task_id} not found")
+        return task
+
+    # ---- RPCs ----
+    @unary_rpc
+    def SubmitTask(
+        self, request: pb.SubmitTaskRequest, context: grpc.ServicerContext
+    ) -> pb.SubmitTaskResponse:
+        tenant = tenant_of(context)
+        max_attempts = validation.submit(request, self.settings.default_max_attempts)
+        result = self.store.submit(
+            tenant=tenant,
+            task_type=request.task_type,
+            payload=request.payload,
+            idempotency_key=request.idempotency_key,
+            request_hash=request_hash(request.task_type, request.payload, max_attempts),
+            max_attempts=max_attempts,
+            remaining=self._remaining(context),
+        )
+        task = result.task
+        if result.created:
+            metrics.tasks_submitted_total.labels(task.task_type).inc()
+            task = self._enqueue(task, context)
+        return pb.SubmitTaskResponse(task=convert.task(task), created=result.created)
+
+    def _enqueue(self, task: Task, context: grpc.ServicerContext) -> Task:
+        """Best effort: on any failure the outbox mark stays and the relay sends it later."""
+        try:
+            left = context.time_remaining()
+            budget = min(self.settings.send_timeout_seconds, left if left else NO_DEADLINE)
+            self.queue.send(task.task_id, task.task_type, remaining=budget)
+            return self.store.transition(
+                task, TaskState.QUEUED, detail="sent by the API", remaining=self._remaining(context)
+            )
+        except Conflict:
+            return self.store.get(task.task_id) or task  # a worker already claimed it
+        except Exception:
+            log.warning("send after commit failed; the outbox relay will send it", exc_info=True)
+            return task
+
+    @unary_rpc
+    def GetTask(
+        self, request: pb.GetTaskRequest, context: grpc.ServicerContext
+    ) -> pb.GetTaskResponse:
+        validation.task_id(request.task_id)
+        task = self._own_task(context, request.task_id, events=True)
+        return pb.GetTaskResponse(
+            task=convert.task(task), events=[convert.event(e) for e in task.events]
+        )
+
+    @stream_rpc
+    def ListTasks(
+        self, request: pb.ListTasksRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.Task]:
+        tenant = tenant_of(context)
+        state, task_type, page_size = validation.list_request(request)
+        tasks = self.store.list_for_tenant(
+            tenant,
+            state=state,
+            task_type=task_type,
+            page_size=page_size,
+            remaining=self._remaining(context),
+        )
+        for sent, task in enumerate(tasks, start=1):
+            if not context.is_active():
+                return
+            yield convert.task(task)
+            if request.limit and sent >= request.limit:
+                return
+
+    @unary_rpc
+    def CancelTask(
+        self, request: pb.CancelTaskRequest, context: grpc.ServicerContext
+    ) -> pb.CancelTaskResponse:
+        validation.cancel(request)
+        reason = request.reason or "cancelled by the client"
+        for _ in range(5):
+            task = self._own_task(context, request.task_id, events=False)
+            if task.state == TaskState.CANCELLED:
+                return pb.CancelTaskResponse(task=convert.task(task))
+            try:
+                task = self.store.transition(
+                    task,
+                    TaskState.CANCELLED,
+                    detail=reason,
+                    remove=("lease_owner", "lease_expires_at"),
+                    remaining=self._remaining(context),
+                )
+            except Conflict:
+                continue  # raced with a worker; decide again on a fresh read
+            metrics.tasks_completed_total.labels(task.task_type, "cancelled").inc()
+            return pb.CancelTaskResponse(task=convert.task(task))
+        _abort(context, grpc.StatusCode.ABORTED, "task kept changing; retry the cancel")
+
+    @stream_rpc
+    def WatchTask(
+        self, request: pb.WatchTaskRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.Task]:
+        validation.task_id(request.task_id)
+        seen = -1
+        while context.is_active():
+            task = self._own_task(context, request.task_id, events=False)
+            if task.version != seen:
+                seen = task.version
+                yield convert.task(task)
+            if task.state.terminal:
+                return
+            time.sleep(self.settings.watch_poll_seconds)

@@ -1,0 +1,149 @@
+"""The SQS FIFO task queue and its DLQ.
+
+MessageGroupId is `<task type>#<shard>` with the shard taken from the task id, not the bare task
+type: FIFO holds back a whole group while one of its messages is in flight or backing off, so a
+group per type would let one poison task stall every task of its type. The trade-off is that
+ordering holds only within a shard, which Conveyor does not promise anyway (tasks are
+independent); raise CONVEYOR_MESSAGE_GROUP_SHARDS for more parallelism per type.
+
+The W3C trace context rides in message attributes (`traceparent`, `tracestate`) so the worker's
+CONSUMER span joins the submitter's trace.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import propagate
+
+from conveyor.aws import AwsClients
+from conveyor.settings import QueueSettings
+from conveyor.telemetry import metrics
+
+QUEUE_MAIN = "main"
+QUEUE_DLQ = "dlq"
+_DEPTH_ATTRIBUTES = {
+    "ApproximateNumberOfMessages": "visible",
+    "ApproximateNumberOfMessagesNotVisible": "inflight",
+    "ApproximateNumberOfMessagesDelayed": "delayed",
+}
+
+
+@dataclass(frozen=True)
+class Message:
+    message_id: str
+    receipt_handle: str
+    task_id: str
+    task_type: str
+    receive_count: int
+    attributes: dict[str, str] = field(default_factory=dict)
+    error: str = ""
+
+
+class MalformedMessage(Exception):
+    """A message whose body is not a Conveyor task reference."""
+
+
+def parse(raw: dict[str, Any]) -> Message:
+    try:
+        body = json.loads(raw["Body"])
+        task_id, task_type = str(body["task_id"]), str(body["task_type"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedMessage(f"message {raw.get('MessageId')}: {exc}") from exc
+    attrs = {
+        name: value.get("StringValue", "")
+        for name, value in raw.get("MessageAttributes", {}).items()
+    }
+    return Message(
+        message_id=raw["MessageId"],
+        receipt_handle=raw["ReceiptHandle"],
+        task_id=task_id,
+        task_type=task_type,
+        receive_count=int(raw.get("Attributes", {}).get("ApproximateReceiveCount", "1")),
+        attributes=attrs,
+        error=str(body.get("error", "")),
+    )
+
+
+class TaskQueue:
+    def __init__(self, clients: AwsClients, settings: QueueSettings) -> None:
+        self._clients = clients
+        self._settings = settings
+        self.urls = {QUEUE_MAIN: settings.queue_url, QUEUE_DLQ: settings.dlq_url}
+
+    def _sqs(self, remaining: float | None = None) -> Any:
+        return self._clients.client("sqs", remaining)
+
+    def group_id(self, task_id: str, task_type: str) -> str:
+        return f"{task_type}#{int(task_id[-8:], 16) % self._settings.message_group_shards}"
+
+    def send(
+        self,
+        task_id: str,
+        task_type: str,
+        *,
+        queue: str = QUEUE_MAIN,
+        dedup_id: str | None = None,
+        error: str = "",
+        remaining: float | None = None,
+    ) -> str:
+        """Send a task reference; the dedup id defaults to the task id (DESIGN.md §1)."""
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        body: dict[str, str] = {"task_id": task_id, "task_type": task_type}
+        if error:
+            body["error"] = error[:1024]
+        resp = self._sqs(remaining).send_message(
+            QueueUrl=self.urls[queue],
+            MessageBody=json.dumps(body),
+            MessageGroupId=self.group_id(task_id, task_type),
+            MessageDeduplicationId=dedup_id or task_id,
+            MessageAttributes={
+                k: {"DataType": "String", "StringValue": v} for k, v in carrier.items()
+            },
+        )
+        return str(resp["MessageId"])
+
+    def receive(
+        self,
+        max_messages: int,
+        wait_seconds: int,
+        visibility_timeout: int,
+        *,
+        queue: str = QUEUE_MAIN,
+    ) -> list[dict[str, Any]]:
+        """Raw messages (parse each with `parse`, so one bad body cannot sink a batch)."""
+        resp = self._sqs().receive_message(
+            QueueUrl=self.urls[queue],
+            MaxNumberOfMessages=max(1, min(max_messages, 10)),
+            WaitTimeSeconds=wait_seconds,
+            VisibilityTimeout=visibility_timeout,
+            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+            MessageAttributeNames=["All"],
+        )
+        messages: list[dict[str, Any]] = resp.get("Messages", [])
+        if messages:
+            metrics.sqs_messages_received_total.labels(queue).inc(len(messages))
+        return messages
+
+    def set_visibility(self, receipt_handle: str, seconds: int, *, queue: str = QUEUE_MAIN) -> None:
+        self._sqs().change_message_visibility(
+            QueueUrl=self.urls[queue], ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
+        )
+
+    def delete(self, receipt_handle: str, *, queue: str = QUEUE_MAIN) -> None:
+        self._sqs().delete_message(QueueUrl=self.urls[queue], ReceiptHandle=receipt_handle)
+
+    def depths(self) -> dict[str, dict[str, int]]:
+        """Approximate message counts of both queues by state (visible, inflight, delayed)."""
+        out: dict[str, dict[str, int]] = {}
+        for name, url in self.urls.items():
+            attrs = self._sqs().get_queue_attributes(
+                QueueUrl=url, AttributeNames=list(_DEPTH_ATTRIBUTES)
+            )["Attributes"]
+            out[name] = {
+                state: int(attrs.get(attr, 0)) for attr, state in _DEPTH_ATTRIBUTES.items()
+            }
+        return out

@@ -1,0 +1,27 @@
+"""Builds the AWS-facing objects every process shares from its settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from conveyor.aws import AwsClients, make_breaker
+from conveyor.queue import TaskQueue
+from conveyor.settings import AwsSettings, QueueSettings, StoreSettings
+from conveyor.store import TaskStore
+
+
+@dataclass(frozen=True)
+class Deps:
+    clients: AwsClients
+    store: TaskStore
+    queue: TaskQueue
+
+
+def build(settings: AwsSettings | StoreSettings | QueueSettings) -> Deps:
+    """`settings` must include the AWS, store and queue sections (every service's does)."""
+    assert isinstance(settings, AwsSettings)
+    assert isinstance(settings, StoreSettings)
+    assert isinstance(settings, QueueSettings)
+    clients = AwsClients(settings)
+    store = TaskStore(clients, settings, make_breaker(settings, "dynamodb"))
+    return Deps(clients, store, TaskQueue(clients, settings))

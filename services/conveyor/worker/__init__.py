@@ -1,0 +1,1 @@
+"""The SQS worker: claims tasks with a lease, heartbeats, runs pluggable handlers."""

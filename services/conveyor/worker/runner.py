@@ -1,0 +1,346 @@
+"""The worker loop: receive, claim under a lease, heartbeat, run the handler, settle.
+
+Concurrency is bounded by a semaphore: the poller asks SQS for at most as many messages as
+there are free slots, so nothing waits in memory holding an invisible message. Each message
+runs on its own daemon thread with a heartbeat thread beside it that extends both the SQS
+visibility timeout and the DynamoDB lease, and notices cancellation.
+
+Shutdown (SIGTERM): stop polling; messages a poll returns after that are released at once
+(visibility 0); in-flight tasks keep heartbeating until they finish or the grace period ends,
+after which their lease is handed back (task to QUEUED, message visible) so another worker
+takes over without waiting for the lease to expire.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import tenacity
+from opentelemetry import propagate, trace
+
+from conveyor.domain import TaskState
+from conveyor.queue import QUEUE_DLQ, MalformedMessage, Message, TaskQueue, parse
+from conveyor.settings import WorkerSettings
+from conveyor.store import Conflict, TaskStore, now_ms
+from conveyor.telemetry import metrics
+from conveyor.worker.handlers import Handler, PermanentError, TaskCancelled, TaskContext
+
+log = logging.getLogger("conveyor.worker")
+tracer = trace.get_tracer("conveyor.worker")
+
+LEASE_ATTRIBUTES = ("lease_owner", "lease_expires_at")
+
+
+def backoff_seconds(attempt: int, base: float, cap: float) -> int:
+    """Full-jitter exponential backoff (tenacity's), whole seconds for the visibility timeout."""
+    state = tenacity.RetryCallState(None, None, (), {})
+    state.attempt_number = attempt
+    return round(tenacity.wait_random_exponential(multiplier=base, max=cap)(state))
+
+
+@dataclass
+class _InFlight:
+    message: Message
+    owner: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        store: TaskStore,
+        queue: TaskQueue,
+        handlers: Mapping[str, Handler],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.queue = queue
+        self.handlers = handlers
+        self._slots = threading.BoundedSemaphore(settings.worker_concurrency)
+        self._inflight: dict[str, _InFlight] = {}
+        self._lock = threading.Lock()
+        metrics.worker_concurrency_limit.set(settings.worker_concurrency)
+
+    # ---- the loop ----
+    def run(self, stop: threading.Event) -> None:
+        """Poll until `stop` is set, then drain. Returns when every task has settled."""
+        poller = threading.Thread(target=self._poll, args=(stop,), name="poller", daemon=True)
+        poller.start()
+        stop.wait()
+        log.info("worker stopping: draining in-flight tasks", extra={"inflight": self.inflight})
+        deadline = time.monotonic() + self.settings.shutdown_grace_seconds
+        poller.join(max(0.0, deadline - time.monotonic()))
+        for item in self._snapshot():
+            item.done.wait(max(0.0, deadline - time.monotonic()))
+        for item in self._snapshot():
+            self._hand_back(item)
+        log.info("worker stopped")
+
+    @property
+    def inflight(self) -> int:
+        with self._lock:
+            return len(self._inflight)
+
+    def _snapshot(self) -> list[_InFlight]:
+        with self._lock:
+            return list(self._inflight.values())
+
+    def _poll(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            if not self._slots.acquire(timeout=0.5):
+                continue
+            free = 1
+            while free < 10 and self._slots.acquire(blocking=False):
+                free += 1
+            try:
+                raw = self.queue.receive(
+                    free, self.settings.poll_wait_seconds, self.settings.visibility_timeout_seconds
+                )
+            except Exception:
+                log.exception("receive failed; retrying")
+                raw = []
+                stop.wait(1.0)
+            for message in raw:
+                if stop.is_set():
+                    self._release(message)
+                    continue
+                free -= 1
+                self._start(message)
+            for _ in range(free):
+                self._slots.release()
+
+    def _release(self, raw: dict[str, Any]) -> None:
+        try:
+            self.queue.set_visibility(raw["ReceiptHandle"], 0)
+        except Exception:
+            log.exception("could not release message; it returns after its visibility timeout")
+
+    def _start(self, raw: dict[str, Any]) -> None:
+        try:
+            message = parse(raw)
+        except MalformedMessage as exc:
+            # Not ours to interpret; leave it for the redrive policy to move to the DLQ.
+            log.error("malformed message left for the DLQ", extra={"error": str(exc)})
+            self._slots.release()
+            return
+        threading.Thread(
+            target=self._run_message, args=(message,), name=f"task-{message.task_id}", daemon=True
+        ).start()
+
+    def _run_message(self, message: Message) -> None:
+        parent = propagate.extract(message.attributes)
+        try:
+            with tracer.start_as_current_span(
+                "conveyor.task process",
+                context=parent,
+                kind=trace.SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "aws_sqs",
+                    "messaging.operation": "process",
+                    "messaging.message.id": message.message_id,
+                    "conveyor.task_id": message.task_id,
+                    "conveyor.task_type": message.task_type,
+                },
+            ):
+                self._process(message)
+        except Exception:
+            log.exception("task processing failed; the message will be redelivered")
+        finally:
+            self._slots.release()
+
+    # ---- one message ----
+    def _process(self, message: Message) -> None:
+        for _ in range(3):
+            task = self.store.get(message.task_id)
+            if task is None:
+                log.error("message for unknown task deleted", extra={"task_id": message.task_id})
+                self.queue.delete(message.receipt_handle)
+                return
+            if task.state.terminal:
+                self.queue.delete(message.receipt_handle)  # a duplicate, or cancelled meanwhile
+                return
+            now = now_ms()
+            if task.state == TaskState.RUNNING and task.lease_expires_at_ms > now:
+                # Another worker holds a live lease. Deleting would strand the task if that
+                # worker then died, so come back when the lease would have run out.
+                wait = (task.lease_expires_at_ms - now) // 1000 + 1
+                self.queue.set_visibility(message.receipt_handle, int(wait))
+                return
+            if task.attempts >= task.max_attempts:
+                self._dead(message, task, task.last_error or "attempts exhausted")
+                return
+            attempt = task.attempts + 1
+            owner = f"{self.settings.worker_id}/{message.message_id}/{attempt}"
+            try:
+                task = self.store.transition(
+                    task,
+                    TaskState.RUNNING,
+                    via=TaskState.QUEUED if task.state == TaskState.PENDING else None,
+                    detail=f"claimed by {self.settings.worker_id}",
+                    set_values={
+                        "attempts": attempt,
+                        "lease_owner": owner,
+                        "lease_expires_at": now + int(self.settings.lease_seconds * 1000),
+                    },
+                )
+            except Conflict:
+                continue  # changed under us: decide again on a fresh read
+            if attempt == 1:
+                metrics.task_queue_delay_seconds.labels(task.task_type).observe(
+                    max(0.0, (now - task.created_at_ms) / 1000)
+                )
+            self._run_claimed(message, task, owner, attempt)
+            return
+        log.warning("gave up claiming after repeated conflicts", extra={"task_id": message.task_id})
+
+    def _run_claimed(self, message: Message, task: Any, owner: str, attempt: int) -> None:
+        item = _InFlight(message, owner)
+        with self._lock:
+            self._inflight[task.task_id] = item
+        metrics.worker_inflight_tasks.inc()
+        heart = threading.Thread(target=self._heartbeat, args=(item,), daemon=True)
+        heart.start()
+        started = time.monotonic()
+        outcome = "succeeded"
+        try:
+            handler = self.handlers.get(task.task_type)
+            if handler is None:
+                raise PermanentError(f"no handler for task type {task.task_type!r}")
+            result = handler(TaskContext(task, attempt, item.stop, self.store)) or b""
+            self._settle(item, task, TaskState.SUCCEEDED, {"result": result}, "")
+        except TaskCancelled:
+            outcome = "cancelled" if self._after_stop(item, task) else "lost_lease"
+        except PermanentError as exc:
+            outcome = "failed"
+            self._settle(item, task, TaskState.FAILED, {"last_error": str(exc)}, str(exc))
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if attempt >= task.max_attempts:
+                outcome = "dead"
+                self._dead(message, task, error, owner=owner)
+            else:
+                outcome = "retry"
+                self._retry(item, task, error, attempt)
+        finally:
+            item.done.set()
+            heart.join()
+            with self._lock:
+                self._inflight.pop(task.task_id, None)
+            metrics.worker_inflight_tasks.dec()
+            metrics.task_processing_seconds.labels(task.task_type).observe(
+                time.monotonic() - started
+            )
+            metrics.task_attempts_total.labels(task.task_type, outcome).inc()
+
+    def _heartbeat(self, item: _InFlight) -> None:
+        interval = self.settings.heartbeat_interval_seconds
+        while not item.done.wait(interval):
+            try:
+                self.queue.set_visibility(
+                    item.message.receipt_handle, self.settings.visibility_timeout_seconds
+                )
+                until = now_ms() + int(self.settings.lease_seconds * 1000)
+                if not self.store.extend_lease(item.message.task_id, item.owner, until):
+                    log.info("lease gone (cancelled or taken over): stopping the handler")
+                    item.stop.set()
+                    return
+            except Exception:
+                # A missed beat is survivable: the lease and visibility outlast two intervals.
+                log.exception("heartbeat failed")
+
+    # ---- settling ----
+    def _settle(
+        self, item: _InFlight, task: Any, to: TaskState, values: dict[str, Any], detail: str
+    ) -> None:
+        try:
+            done = self.store.transition(
+                task,
+                to,
+                detail=detail or "completed",
+                set_values=values,
+                remove=LEASE_ATTRIBUTES,
+                lease_owner=item.owner,
+            )
+        except Conflict:
+            self._after_stop(item, task)
+            return
+        self.queue.delete(item.message.receipt_handle)
+        metrics.tasks_completed_total.labels(done.task_type, to.value.lower()).inc()
+
+    def _after_stop(self, item: _InFlight, task: Any) -> bool:
+        """The task changed under us. If it was cancelled the message is finished with (True);
+        if another worker took it over, that worker owns the message now (False)."""
+        fresh = self.store.get(task.task_id)
+        if fresh is not None and fresh.state == TaskState.CANCELLED:
+            self.queue.delete(item.message.receipt_handle)
+            return True
+        return False
+
+    def _retry(self, item: _InFlight, task: Any, error: str, attempt: int) -> None:
+        delay = backoff_seconds(
+            attempt, self.settings.backoff_base_seconds, self.settings.backoff_max_seconds
+        )
+        try:
+            self.store.transition(
+                task,
+                TaskState.QUEUED,
+                detail=f"retry in {delay}s: {error}",
+                set_values={"last_error": error},
+                remove=LEASE_ATTRIBUTES,
+                lease_owner=item.owner,
+            )
+        except Conflict:
+            self._after_stop(item, task)
+            return
+        self.queue.set_visibility(item.message.receipt_handle, delay)
+
+    def _dead(self, message: Message, task: Any, error: str, owner: str | None = None) -> None:
+        """Dead-letter first, then record DEAD: a crash in between re-runs this, never loses it."""
+        self.queue.send(
+            task.task_id,
+            task.task_type,
+            queue=QUEUE_DLQ,
+            dedup_id=f"{task.task_id}.{task.version}",
+            error=error,
+        )
+        try:
+            self.store.transition(
+                task,
+                TaskState.DEAD,
+                detail=f"attempts exhausted: {error}",
+                set_values={"last_error": error},
+                remove=LEASE_ATTRIBUTES,
+                lease_owner=owner,
+            )
+        except Conflict:
+            fresh = self.store.get(task.task_id)
+            if fresh is None or not fresh.state.terminal:
+                return  # someone else holds it now; their outcome stands
+        else:
+            metrics.tasks_completed_total.labels(task.task_type, "dead").inc()
+        self.queue.delete(message.receipt_handle)
+
+    def _hand_back(self, item: _InFlight) -> None:
+        """Grace period over: give the task and its message back for another worker."""
+        item.stop.set()
+        task = self.store.get(item.message.task_id)
+        if task is None or task.state != TaskState.RUNNING or task.lease_owner != item.owner:
+            return
+        try:
+            self.store.transition(
+                task,
+                TaskState.QUEUED,
+                detail="worker shut down before the task finished",
+                remove=LEASE_ATTRIBUTES,
+                lease_owner=item.owner,
+            )
+            self.queue.set_visibility(item.message.receipt_handle, 0)
+        except Exception:
+            log.exception("hand-back failed; the lease and visibility timeout will expire")
