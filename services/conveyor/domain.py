@@ -30,7 +30,9 @@ NON_TERMINAL = frozenset(TaskState) - TERMINAL
 
 # to_state -> the states it may be reached from.
 ALLOWED: dict[TaskState, frozenset[TaskState]] = {
-    TaskState.QUEUED: frozenset({TaskState.PENDING, TaskState.RUNNING}),
+    # DEAD -> QUEUED is the operator's DLQ redrive (`conveyor dlq redrive`), the one way out of
+    # a terminal state: a fixed bug or recovered dependency deserves another run of the task.
+    TaskState.QUEUED: frozenset({TaskState.PENDING, TaskState.RUNNING, TaskState.DEAD}),
     TaskState.RUNNING: frozenset({TaskState.QUEUED, TaskState.RUNNING}),
     TaskState.SUCCEEDED: frozenset({TaskState.RUNNING}),
     TaskState.FAILED: frozenset({TaskState.RUNNING}),

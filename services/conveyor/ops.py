@@ -1,0 +1,157 @@
+"""Operator actions behind `conveyor dlq|outbox|queue`: they talk to AWS directly, with the
+operator's credentials, because they must work when the API is the thing that is down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor import wiring
+from conveyor.domain import TaskState
+from conveyor.queue import QUEUE_DLQ, QUEUE_MAIN, MalformedMessage, TaskQueue, parse
+from conveyor.settings import AwsSettings, QueueSettings, StoreSettings, load
+from conveyor.store import Conflict, TaskStore, now_ms
+
+PEEK_VISIBILITY_SECONDS = 30
+
+
+class OpsSettings(AwsSettings, StoreSettings, QueueSettings):
+    pass
+
+
+@dataclass(frozen=True)
+class Ops:
+    store: TaskStore
+    queue: TaskQueue
+
+
+@dataclass(frozen=True)
+class DlqEntry:
+    task_id: str
+    task_type: str
+    state: str
+    attempts: int
+    last_error: str
+    message_id: str
+
+
+@dataclass(frozen=True)
+class RedriveResult:
+    task_id: str
+    outcome: str  # redriven | discarded | skipped | not-found
+    detail: str
+
+
+@dataclass(frozen=True)
+class OutboxStatus:
+    pending: int
+    oldest_age_seconds: float | None
+
+
+def from_env() -> Ops:
+    deps = wiring.build(load(OpsSettings))
+    return Ops(deps.store, deps.queue)
+
+
+def _drain_dlq(o: Ops, limit: int) -> list[dict[str, Any]]:
+    """Receive up to `limit` distinct DLQ messages (hidden while we look at them)."""
+    seen: dict[str, dict[str, Any]] = {}
+    while len(seen) < limit:
+        batch = o.queue.receive(
+            min(10, limit - len(seen)), 0, PEEK_VISIBILITY_SECONDS, queue=QUEUE_DLQ
+        )
+        fresh = [m for m in batch if m["MessageId"] not in seen]
+        if not fresh:
+            break
+        seen.update((m["MessageId"], m) for m in fresh)
+    return list(seen.values())
+
+
+def _unhide(o: Ops, raws: list[dict[str, Any]]) -> None:
+    for raw in raws:
+        o.queue.set_visibility(raw["ReceiptHandle"], 0, queue=QUEUE_DLQ)
+
+
+def dlq_inspect(o: Ops, limit: int) -> list[DlqEntry]:
+    raws = _drain_dlq(o, limit)
+    entries = []
+    try:
+        for raw in raws:
+            try:
+                message = parse(raw)
+            except MalformedMessage as exc:
+                entries.append(DlqEntry("?", "?", "MALFORMED", 0, str(exc), raw["MessageId"]))
+                continue
+            task = o.store.get(message.task_id)
+            entries.append(
+                DlqEntry(
+                    message.task_id,
+                    message.task_type,
+                    task.state.value if task else "MISSING",
+                    task.attempts if task else 0,
+                    (task.last_error if task else "") or message.error,
+                    message.message_id,
+                )
+            )
+    finally:
+        _unhide(o, raws)
+    return entries
+
+
+def dlq_redrive(o: Ops, task_ids: list[str] | None, limit: int) -> list[RedriveResult]:
+    """Move DEAD tasks back to QUEUED (attempts reset) and their messages to the main queue."""
+    raws = _drain_dlq(o, limit if task_ids is None else 10_000)
+    wanted = set(task_ids) if task_ids is not None else None
+    results: list[RedriveResult] = []
+    untouched = []
+    for raw in raws:
+        try:
+            message = parse(raw)
+        except MalformedMessage:
+            untouched.append(raw)
+            continue
+        if wanted is not None and message.task_id not in wanted:
+            untouched.append(raw)
+            continue
+        if wanted is None and len(results) >= limit:
+            untouched.append(raw)
+            continue
+        results.append(_redrive_one(o, raw, message.task_id))
+    _unhide(o, untouched)
+    found = {r.task_id for r in results}
+    for task_id in sorted((wanted or set()) - found):
+        results.append(RedriveResult(task_id, "not-found", "no DLQ message for this task"))
+    return results
+
+
+def _redrive_one(o: Ops, raw: dict[str, Any], task_id: str) -> RedriveResult:
+    task = o.store.get(task_id)
+    if task is None or (task.state.terminal and task.state != TaskState.DEAD):
+        o.queue.delete(raw["ReceiptHandle"], queue=QUEUE_DLQ)
+        state = task.state.value if task else "missing"
+        return RedriveResult(task_id, "discarded", f"task is {state}; stale DLQ message removed")
+    if task.state != TaskState.DEAD:
+        o.queue.set_visibility(raw["ReceiptHandle"], 0, queue=QUEUE_DLQ)
+        return RedriveResult(task_id, "skipped", f"task is {task.state.value}, not DEAD yet")
+    try:
+        queued = o.store.transition(
+            task, TaskState.QUEUED, detail="redriven from the DLQ", set_values={"attempts": 0}
+        )
+    except Conflict:
+        o.queue.set_visibility(raw["ReceiptHandle"], 0, queue=QUEUE_DLQ)
+        return RedriveResult(task_id, "skipped", "task changed meanwhile; try again")
+    # A new dedup id: the original one may still be inside SQS's 5-minute dedup window.
+    o.queue.send(task_id, task.task_type, queue=QUEUE_MAIN, dedup_id=f"{task_id}.r{queued.version}")
+    o.queue.delete(raw["ReceiptHandle"], queue=QUEUE_DLQ)
+    return RedriveResult(task_id, "redriven", "QUEUED with attempts reset")
+
+
+def outbox_status(o: Ops) -> OutboxStatus:
+    now = now_ms()
+    marks = o.store.outbox_marks(now + 1, 1000)
+    oldest = (now - marks[0].marked_at_ms) / 1000 if marks else None
+    return OutboxStatus(len(marks), oldest)
+
+
+def queue_stats(o: Ops) -> dict[str, dict[str, int]]:
+    return o.queue.depths()
