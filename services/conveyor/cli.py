@@ -1,0 +1,378 @@
+"""`conveyor`: the command line for people and runbooks.
+
+Task commands talk to the API over mTLS; operator commands (dlq, outbox, queue) talk to AWS
+directly through `conveyor.ops`. The command surface is a contract: runbooks call it.
+
+Exit codes: 0 success; 1 the API or AWS returned an error (one line: code and details);
+2 bad usage or configuration; 3 (`watch`, `submit --wait`) the task ended in a state other
+than SUCCEEDED.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, NoReturn
+
+import grpc
+import typer
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import Field
+from rich.console import Console
+
+from conveyor import cli_output as out
+from conveyor.api.auth import secure_channel
+from conveyor.domain import (
+    IDEMPOTENCY_KEY_RE,
+    MAX_ATTEMPTS_LIMIT,
+    MAX_PAYLOAD_BYTES,
+    MAX_REASON_CHARS,
+    TASK_ID_RE,
+    TASK_TYPE_RE,
+    TaskState,
+)
+from conveyor.settings import ConfigError, TlsSettings, load
+from conveyor.v1 import task_service_pb2 as pb
+from conveyor.v1 import task_service_pb2_grpc as pb_grpc
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_TASK_UNSUCCESSFUL = 3
+DEFAULT_TIMEOUT_SECONDS = 5.0
+
+API_VARIABLES_HINT = (
+    "the task commands need CONVEYOR_API_ADDRESS (host:port) and the client's TLS material: "
+    "CONVEYOR_TLS_CA_FILE, CONVEYOR_TLS_CERT_FILE and CONVEYOR_TLS_KEY_FILE (or the matching "
+    "*_PEM variables); CONVEYOR_TLS_SERVER_NAME is optional"
+)
+
+
+class ClientSettings(TlsSettings):
+    """Where the API is and who we are (the tenant is our client certificate's identity)."""
+
+    api_address: str = Field(pattern=r"^[^:\[\]]+:\d{1,5}$|^\[[0-9A-Fa-f:.]+\]:\d{1,5}$")
+    tls_server_name: str | None = None
+
+
+app = typer.Typer(
+    help="Submit, follow and cancel tasks; inspect and repair the queues.",
+    epilog="Exit codes: 0 success; 1 API or AWS error; 2 bad usage or configuration; "
+    "3 the task ended unsuccessfully (watch, submit --wait).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+dlq_app = typer.Typer(help="Inspect and redrive the dead-letter queue.", no_args_is_help=True)
+outbox_app = typer.Typer(help="The transactional outbox.", no_args_is_help=True)
+queue_app = typer.Typer(help="The SQS queues.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(outbox_app, name="outbox")
+app.add_typer(queue_app, name="queue")
+
+Timeout = Annotated[
+    float,
+    typer.Option("--timeout", min=0.001, help="Deadline for each API call, in seconds."),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+TaskId = Annotated[str, typer.Argument(metavar="TASK_ID", help="32 lowercase hex digits.")]
+
+
+def _stdout() -> Console:
+    return Console(highlight=False)
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    _stderr().print(message, markup=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _reported_errors() -> Iterator[None]:
+    """Turn the expected failures into one readable line and the documented exit code."""
+    try:
+        yield
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except grpc.RpcError as exc:
+        # Every RpcError the grpc library raises is also a grpc.Call.
+        if isinstance(exc, grpc.Call):
+            _fail(f"error: {exc.code().name}: {exc.details()}", EXIT_ERROR)
+        _fail(f"error: {exc}", EXIT_ERROR)
+    except (BotoCoreError, ClientError) as exc:
+        _fail(f"AWS error: {exc}", EXIT_ERROR)
+
+
+def _client_settings() -> ClientSettings:
+    try:
+        return load(ClientSettings)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}\n{API_VARIABLES_HINT}") from None
+
+
+@contextmanager
+def _task_service() -> Iterator[pb_grpc.TaskServiceStub]:
+    config = _client_settings()
+    with secure_channel(config.api_address, config, config.tls_server_name) as channel:
+        yield pb_grpc.TaskServiceStub(channel)
+
+
+def _interactive() -> bool:
+    """Whether a person can answer a confirmation prompt."""
+    return sys.stdin.isatty()
+
+
+def _require(pattern: re.Pattern[str], value: str, param: str) -> str:
+    if not pattern.fullmatch(value):
+        raise typer.BadParameter(f"{value!r} does not match {pattern.pattern}", param_hint=param)
+    return value
+
+
+def _payload_bytes(text: str | None) -> bytes:
+    """The payload as compact JSON, so the same document always hashes the same for
+    idempotency however it was spaced on the command line."""
+    if text is None:
+        return b""
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not valid JSON: {exc}", param_hint="'--payload'") from None
+    body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(body) > MAX_PAYLOAD_BYTES:
+        raise typer.BadParameter(
+            f"{len(body)} bytes; the limit is {MAX_PAYLOAD_BYTES}", param_hint="'--payload'"
+        )
+    return body
+
+
+def _follow(
+    stub: pb_grpc.TaskServiceStub,
+    task_id: str,
+    timeout: float | None,
+    on_change: Callable[[pb.Task], None] | None,
+) -> pb.Task:
+    """Stream the task's states until the server ends the watch after a terminal state."""
+    last: pb.Task | None = None
+    for task in stub.WatchTask(pb.WatchTaskRequest(task_id=task_id), timeout=timeout):
+        if on_change is not None:
+            on_change(task)
+        last = task
+    if last is None or not out.is_terminal(last):
+        _fail(f"error: the watch of task {task_id} ended before a terminal state", EXIT_ERROR)
+    return last
+
+
+def _exit_for(task: pb.Task) -> None:
+    if task.state != pb.TASK_STATE_SUCCEEDED:
+        raise typer.Exit(EXIT_TASK_UNSUCCESSFUL)
+
+
+@app.command()
+def submit(
+    task_type: Annotated[str, typer.Argument(metavar="TYPE", help="Task type, e.g. email.send.")],
+    payload: Annotated[str | None, typer.Option(help="The task's input, a JSON document.")] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            help="Idempotency key; default: a fresh UUID, printed so a retry can reuse it."
+        ),
+    ] = None,
+    max_attempts: Annotated[
+        int | None,
+        typer.Option(min=1, max=MAX_ATTEMPTS_LIMIT, help="Default: the server's."),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Follow the task until it finishes.")
+    ] = False,
+    wait_timeout: Annotated[
+        float | None,
+        typer.Option(min=0.001, help="With --wait: give up after this many seconds."),
+    ] = None,
+    timeout: Timeout = DEFAULT_TIMEOUT_SECONDS,
+    as_json: AsJson = False,
+) -> None:
+    """Submit a task. Submitting again with the same --key returns the original task."""
+    _require(TASK_TYPE_RE, task_type, "'TYPE'")
+    body = _payload_bytes(payload)
+    if key is None:
+        key = str(uuid.uuid4())
+        _stderr().print(f"idempotency key: {key} (retry safely with --key {key})", markup=False)
+    else:
+        _require(IDEMPOTENCY_KEY_RE, key, "'--key'")
+    request = pb.SubmitTaskRequest(
+        task_type=task_type, payload=body, idempotency_key=key, max_attempts=max_attempts or 0
+    )
+    console = _stdout()
+    with _reported_errors(), _task_service() as stub:
+        response = stub.SubmitTask(request, timeout=timeout)
+        task = response.task
+        if not as_json:
+            title = "Submitted" if response.created else "Already submitted with this key"
+            console.print(out.task_table(task, title=title))
+        if wait:
+            show = None if as_json else lambda t: console.print(out.state_change(t))
+            task = _follow(stub, task.task_id, wait_timeout, show)
+    if as_json:
+        typer.echo(out.to_json({"created": response.created, "task": out.task_dict(task)}))
+    if wait:
+        _exit_for(task)
+
+
+@app.command()
+def get(
+    task_id: TaskId, timeout: Timeout = DEFAULT_TIMEOUT_SECONDS, as_json: AsJson = False
+) -> None:
+    """Show a task and its event history."""
+    _require(TASK_ID_RE, task_id, "'TASK_ID'")
+    with _reported_errors(), _task_service() as stub:
+        response = stub.GetTask(pb.GetTaskRequest(task_id=task_id), timeout=timeout)
+    if as_json:
+        typer.echo(
+            out.to_json(
+                {
+                    "task": out.task_dict(response.task),
+                    "events": [out.event_dict(e) for e in response.events],
+                }
+            )
+        )
+        return
+    console = _stdout()
+    console.print(out.task_table(response.task))
+    console.print(out.events_table(response.events))
+
+
+@app.command("list")
+def list_tasks(
+    state: Annotated[
+        TaskState | None, typer.Option(case_sensitive=False, help="Only tasks in this state.")
+    ] = None,
+    task_type: Annotated[
+        str | None, typer.Option("--type", help="Only tasks of this type.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=0, help="At most this many; 0 = all.")] = 50,
+    timeout: Timeout = DEFAULT_TIMEOUT_SECONDS,
+    as_json: AsJson = False,
+) -> None:
+    """List your tasks, newest first."""
+    if task_type is not None:
+        _require(TASK_TYPE_RE, task_type, "'--type'")
+    request = pb.ListTasksRequest(
+        state=out.proto_state(state.value) if state else pb.TASK_STATE_UNSPECIFIED,
+        task_type=task_type or "",
+        limit=limit,
+    )
+    with _reported_errors(), _task_service() as stub:
+        tasks = list(stub.ListTasks(request, timeout=timeout))
+    if as_json:
+        typer.echo(out.to_json([out.task_dict(t) for t in tasks]))
+    else:
+        _stdout().print(out.tasks_table(tasks))
+
+
+@app.command()
+def cancel(
+    task_id: TaskId,
+    reason: Annotated[str, typer.Option(help=f"At most {MAX_REASON_CHARS} characters.")] = "",
+    timeout: Timeout = DEFAULT_TIMEOUT_SECONDS,
+) -> None:
+    """Cancel a task that has not finished. Cancelling a cancelled task changes nothing."""
+    _require(TASK_ID_RE, task_id, "'TASK_ID'")
+    if len(reason) > MAX_REASON_CHARS:
+        raise typer.BadParameter(
+            f"{len(reason)} characters; the limit is {MAX_REASON_CHARS}", param_hint="'--reason'"
+        )
+    with _reported_errors(), _task_service() as stub:
+        response = stub.CancelTask(
+            pb.CancelTaskRequest(task_id=task_id, reason=reason), timeout=timeout
+        )
+    _stdout().print(out.task_table(response.task))
+
+
+@app.command()
+def watch(
+    task_id: TaskId,
+    timeout: Annotated[
+        float | None,
+        typer.Option(min=0.001, help="Give up after this many seconds; default: wait."),
+    ] = None,
+) -> None:
+    """Print each state change of a task until it finishes."""
+    _require(TASK_ID_RE, task_id, "'TASK_ID'")
+    console = _stdout()
+    with _reported_errors(), _task_service() as stub:
+        task = _follow(stub, task_id, timeout, lambda t: console.print(out.state_change(t)))
+    _exit_for(task)
+
+
+@dlq_app.command("inspect")
+def dlq_inspect(
+    limit: Annotated[int, typer.Option(min=1, help="Look at most at this many messages.")] = 10,
+) -> None:
+    """Show dead-lettered tasks without removing them from the DLQ."""
+    from conveyor import ops
+
+    with _reported_errors():
+        entries = ops.dlq_inspect(ops.from_env(), limit)
+    _stdout().print(out.dlq_table(entries))
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(
+    task_ids: Annotated[
+        list[str] | None,
+        typer.Option("--task-id", help="Only this task (repeatable); default: any."),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Without --task-id: at most this many.")] = 10,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Send dead-lettered tasks back to the main queue for another round of attempts."""
+    for task_id in task_ids or ():
+        _require(TASK_ID_RE, task_id, "'--task-id'")
+    if not yes and not _interactive():
+        _fail(
+            "refusing to redrive without confirmation: no terminal to ask on; pass --yes",
+            EXIT_USAGE,
+        )
+    from conveyor import ops
+
+    with _reported_errors():
+        operator = ops.from_env()
+        if not yes:
+            question = (
+                f"Redrive {', '.join(task_ids)} from the DLQ?"
+                if task_ids
+                else f"Redrive up to {limit} task(s) from the DLQ?"
+            )
+            typer.confirm(question, abort=True)
+        results = ops.dlq_redrive(operator, task_ids or None, limit)
+    _stdout().print(out.redrive_table(results))
+
+
+@outbox_app.command("status")
+def outbox_status() -> None:
+    """How many tasks wait for the relay, and for how long the oldest has waited."""
+    from conveyor import ops
+
+    with _reported_errors():
+        status = ops.outbox_status(ops.from_env())
+    _stdout().print(out.outbox_table(status))
+
+
+@queue_app.command("stats")
+def queue_stats() -> None:
+    """Approximate message counts of the main queue and the DLQ."""
+    from conveyor import ops
+
+    with _reported_errors():
+        stats = ops.queue_stats(ops.from_env())
+    _stdout().print(out.queue_table(stats))
+
+
+def main() -> None:
+    app()

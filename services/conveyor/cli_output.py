@@ -1,0 +1,237 @@
+"""How the `conveyor` command shows things: rich tables for people, plain JSON for scripts.
+
+Every value that comes from the server or AWS is wrapped in `Text`, never parsed as rich markup,
+so a task type or an error message containing `[brackets]` is printed as it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from rich.table import Table
+from rich.text import Text
+
+from conveyor.v1 import task_service_pb2 as pb
+
+_STATE_PREFIX = "TASK_STATE_"
+_STATE_STYLE = {
+    "SUCCEEDED": "green",
+    "FAILED": "red",
+    "DEAD": "bold red",
+    "CANCELLED": "yellow",
+    "RUNNING": "cyan",
+}
+_CELL_LIMIT = 80
+
+
+def state_name(state: int) -> str:
+    """`TASK_STATE_QUEUED` -> `QUEUED`; empty for UNSPECIFIED (e.g. a first event's origin)."""
+    if state == pb.TASK_STATE_UNSPECIFIED:
+        return ""
+    return pb.TaskState.Name(state).removeprefix(_STATE_PREFIX)
+
+
+def proto_state(name: str) -> str:
+    """`QUEUED` -> `TASK_STATE_QUEUED`, which proto message constructors accept."""
+    return _STATE_PREFIX + name
+
+
+def is_terminal(task: pb.Task) -> bool:
+    return task.state in (
+        pb.TASK_STATE_SUCCEEDED,
+        pb.TASK_STATE_FAILED,
+        pb.TASK_STATE_DEAD,
+        pb.TASK_STATE_CANCELLED,
+    )
+
+
+def _iso(ts: Timestamp) -> str | None:
+    if ts.seconds == 0 and ts.nanos == 0:
+        return None
+    return ts.ToDatetime(tzinfo=dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _bytes_json(data: bytes) -> dict[str, Any]:
+    """A JSON document stays a document; anything else is carried as base64."""
+    if not data:
+        return {}
+    try:
+        return {"json": json.loads(data)}
+    except ValueError:
+        return {"base64": base64.b64encode(data).decode()}
+
+
+def task_dict(task: pb.Task) -> dict[str, Any]:
+    return {
+        "task_id": task.task_id,
+        "task_type": task.task_type,
+        "state": state_name(task.state),
+        "attempts": task.attempts,
+        "max_attempts": task.max_attempts,
+        "last_error": task.last_error,
+        "payload": _bytes_json(task.payload),
+        "result": _bytes_json(task.result),
+        "version": task.version,
+        "idempotency_key": task.idempotency_key,
+        "created_at": _iso(task.created_at),
+        "updated_at": _iso(task.updated_at),
+    }
+
+
+def event_dict(event: pb.TaskEvent) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "from_state": state_name(event.from_state) or None,
+        "to_state": state_name(event.to_state),
+        "at": _iso(event.at),
+        "attempt": event.attempt,
+        "detail": event.detail,
+    }
+
+
+def to_json(document: Any) -> str:
+    return json.dumps(document, indent=2, ensure_ascii=False)
+
+
+def _state_text(state: int) -> Text:
+    name = state_name(state)
+    return Text(name, style=_STATE_STYLE.get(name, ""))
+
+
+def _when(ts: Timestamp) -> str:
+    iso = _iso(ts)
+    return "" if iso is None else iso.replace("T", " ").removesuffix("Z")
+
+
+def _bytes_text(data: bytes) -> Text:
+    if not data:
+        return Text("")
+    try:
+        return Text(json.dumps(json.loads(data), ensure_ascii=False))
+    except ValueError:
+        return Text(f"<{len(data)} bytes, not JSON>", style="dim")
+
+
+def _clip(text: str) -> Text:
+    return Text(text if len(text) <= _CELL_LIMIT else text[: _CELL_LIMIT - 1] + "…")
+
+
+def task_table(task: pb.Task, *, title: str = "Task") -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    rows: list[tuple[str, Text]] = [
+        ("task id", Text(task.task_id)),
+        ("type", Text(task.task_type)),
+        ("state", _state_text(task.state)),
+        ("attempts", Text(f"{task.attempts} of {task.max_attempts}")),
+        ("last error", Text(task.last_error)),
+        ("payload", _bytes_text(task.payload)),
+        ("result", _bytes_text(task.result)),
+        ("idempotency key", Text(task.idempotency_key)),
+        ("created", Text(_when(task.created_at))),
+        ("updated", Text(_when(task.updated_at))),
+        ("version", Text(str(task.version))),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def events_table(events: Iterable[pb.TaskEvent]) -> Table:
+    table = Table(title="History", title_justify="left")
+    for column in ("#", "at (UTC)", "from", "to", "attempt", "detail"):
+        table.add_column(column)
+    for event in events:
+        table.add_row(
+            str(event.seq),
+            _when(event.at),
+            _state_text(event.from_state),
+            _state_text(event.to_state),
+            str(event.attempt),
+            Text(event.detail),
+        )
+    return table
+
+
+def tasks_table(tasks: Iterable[pb.Task]) -> Table:
+    table = Table()
+    for column in ("task id", "type", "state", "attempts", "updated (UTC)", "last error"):
+        table.add_column(column)
+    for task in tasks:
+        table.add_row(
+            Text(task.task_id),
+            Text(task.task_type),
+            _state_text(task.state),
+            f"{task.attempts}/{task.max_attempts}",
+            _when(task.updated_at),
+            _clip(task.last_error),
+        )
+    return table
+
+
+def state_change(task: pb.Task) -> Text:
+    """One line per observed state, for `watch` and `submit --wait`."""
+    line = Text(f"{_when(task.updated_at)}  ")
+    state = _state_text(task.state)
+    state.pad_right(len("CANCELLED") - len(state))  # the longest state name: columns line up
+    line.append_text(state)
+    line.append(f"  attempt {task.attempts}/{task.max_attempts}")
+    if task.last_error:
+        line.append(f"  {task.last_error}", style="dim")
+    return line
+
+
+def dlq_table(entries: Iterable[Any]) -> Table:
+    """Rows of ops.DlqEntry."""
+    table = Table(title="Dead-letter queue", title_justify="left")
+    for column in ("task id", "type", "state", "attempts", "last error", "message id"):
+        table.add_column(column)
+    for entry in entries:
+        table.add_row(
+            Text(entry.task_id),
+            Text(entry.task_type),
+            Text(entry.state),
+            str(entry.attempts),
+            _clip(entry.last_error),
+            Text(entry.message_id),
+        )
+    return table
+
+
+def redrive_table(results: Iterable[Any]) -> Table:
+    """Rows of ops.RedriveResult."""
+    table = Table(title="Redrive", title_justify="left")
+    for column in ("task id", "outcome", "detail"):
+        table.add_column(column)
+    for result in results:
+        table.add_row(Text(result.task_id), Text(result.outcome), Text(result.detail))
+    return table
+
+
+def outbox_table(status: Any) -> Table:
+    """An ops.OutboxStatus."""
+    table = Table(title="Outbox", show_header=False, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    age = status.oldest_age_seconds
+    table.add_row("pending marks", str(status.pending))
+    table.add_row("oldest age", "-" if age is None else f"{age:.1f} s")
+    return table
+
+
+def queue_table(stats: Mapping[str, Mapping[str, int]]) -> Table:
+    table = Table(title="Queues (approximate counts)", title_justify="left")
+    table.add_column("queue")
+    for column in ("visible", "inflight", "delayed"):
+        table.add_column(column, justify="right")
+    for queue, counts in stats.items():
+        table.add_row(
+            Text(queue), *(str(counts.get(c, 0)) for c in ("visible", "inflight", "delayed"))
+        )
+    return table
