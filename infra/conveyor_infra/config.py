@@ -1,0 +1,261 @@
+"""Typed stack configuration: the `conveyor:*` keys of `Pulumi.<stack>.yaml`, plus `aws:region`.
+
+`load()` reads every key, validates them all at once and raises one `ConfigError` that lists
+every missing or invalid key by its full Pulumi name, so a forking team fixes its stack file in
+one pass instead of one `pulumi preview` per typo.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from typing import Annotated, Any, Literal
+
+import pulumi
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+PROJECT_NAMESPACE = "conveyor"
+
+# CloudWatch Logs accepts only these retention periods (days).
+LOG_RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+    2922, 3288, 3653,
+)  # fmt: skip
+
+# Fargate's valid (cpu units -> memory MiB) combinations.
+FARGATE_MEMORY: dict[int, range] = {
+    256: range(512, 2049, 512),
+    512: range(1024, 4097, 1024),
+    1024: range(2048, 8193, 1024),
+    2048: range(4096, 16385, 1024),
+    4096: range(8192, 30721, 1024),
+    8192: range(16384, 61441, 4096),
+    16384: range(32768, 122881, 8192),
+}
+
+# A tenant name becomes a certificate CN and part of a secret name.
+TENANT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
+
+class ConfigError(pulumi.RunError):
+    """The stack configuration is incomplete or invalid; the message lists every bad key."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class TaskSize(_Model):
+    """Fargate task size; memory must be a combination Fargate accepts for the cpu."""
+
+    cpu: int = 256
+    memory: int = 512
+
+    @model_validator(mode="after")
+    def _fargate_combination(self) -> TaskSize:
+        allowed = FARGATE_MEMORY.get(self.cpu)
+        if allowed is None:
+            raise ValueError(f"cpu must be one of {sorted(FARGATE_MEMORY)}")
+        if self.memory not in allowed:
+            raise ValueError(
+                f"memory {self.memory} is not valid with cpu {self.cpu}: "
+                f"use {allowed.start}..{allowed.stop - 1} in steps of {allowed.step}"
+            )
+        return self
+
+
+class ApiServiceConfig(TaskSize):
+    min_count: int = Field(default=1, ge=1)
+    max_count: int = Field(default=2, ge=1)
+    cpu_target_percent: float = Field(default=60.0, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ApiServiceConfig:
+        if self.max_count < self.min_count:
+            raise ValueError("maxCount must be >= minCount")
+        return self
+
+
+class WorkerServiceConfig(TaskSize):
+    # At least one worker: the backlog-per-task metric divides by the running task count.
+    min_count: int = Field(default=1, ge=1)
+    max_count: int = Field(default=4, ge=1)
+    concurrency: int = Field(default=4, ge=1, le=256)
+    backlog_per_task: float = Field(default=20.0, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> WorkerServiceConfig:
+        if self.max_count < self.min_count:
+            raise ValueError("maxCount must be >= minCount")
+        return self
+
+
+class RelayServiceConfig(TaskSize):
+    # More than one relay is safe (MessageDeduplicationId = task id) and only buys availability.
+    count: int = Field(default=1, ge=1, le=10)
+
+
+Cidr = Annotated[str, Field(min_length=9)]
+
+
+class StackConfig(_Model):
+    """Everything the program reads from the stack configuration."""
+
+    region: str = Field(min_length=1)
+    deploy_compute: bool = True
+    tenants: list[Annotated[str, Field(pattern=TENANT_PATTERN)]] = Field(min_length=1)
+    image: str | None = Field(default=None, min_length=1)
+    collector_image: str = "otel/opentelemetry-collector-contrib:0.114.0"
+    cpu_architecture: Literal["X86_64", "ARM64"] = "X86_64"
+
+    vpc_cidr: Cidr = "10.40.0.0/16"
+    availability_zones: int = Field(default=2, ge=2, le=3)
+    nat_gateways: Literal["single", "per-az"] = "single"
+
+    api: ApiServiceConfig = ApiServiceConfig()
+    relay: RelayServiceConfig = RelayServiceConfig()
+    worker: WorkerServiceConfig = WorkerServiceConfig()
+    api_port: int = Field(default=50051, ge=1024, le=65535)
+    metrics_port: int = Field(default=9464, ge=1024, le=65535)
+    api_listener_port: int = Field(default=443, ge=1, le=65535)
+    api_internet_facing: bool = False
+    api_allowed_cidrs: list[Cidr] = Field(default_factory=list)
+    api_dns_names: list[str] = Field(default_factory=list)
+
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    visibility_timeout_seconds: int = Field(default=30, ge=5, le=43_200)
+    heartbeat_interval_seconds: float = Field(default=10.0, gt=0)
+    lease_seconds: float = Field(default=30.0, gt=0)
+    message_retention_seconds: int = Field(default=345_600, ge=60, le=1_209_600)
+    dlq_retention_seconds: int = Field(default=1_209_600, ge=60, le=1_209_600)
+    high_throughput_fifo: bool = False
+
+    table_deletion_protection: bool = False
+    pitr_recovery_days: int = Field(default=35, ge=1, le=35)
+    log_retention_days: int = 14
+    secret_recovery_window_days: int = 7
+    tls_ca_validity_days: int = Field(default=3650, ge=30)
+    tls_leaf_validity_days: int = Field(default=365, ge=7)
+    tls_renew_before_days: int = Field(default=30, ge=1)
+    alarm_emails: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]] = Field(
+        default_factory=list
+    )
+
+    @field_validator("vpc_cidr", "api_allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, value: str | list[str]) -> str | list[str]:
+        for cidr in [value] if isinstance(value, str) else value:
+            ipaddress.ip_network(cidr)  # raises ValueError with a precise message
+        return value
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if value not in LOG_RETENTION_DAYS:
+            raise ValueError(f"must be one of {LOG_RETENTION_DAYS}")
+        return value
+
+    @field_validator("secret_recovery_window_days")
+    @classmethod
+    def _recovery_window(cls, value: int) -> int:
+        if value != 0 and not 7 <= value <= 30:
+            raise ValueError("must be 0 (delete at once) or 7..30")
+        return value
+
+    @field_validator("tenants")
+    @classmethod
+    def _unique_tenants(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("tenant names must be unique")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StackConfig:
+        problems = []
+        if self.deploy_compute and self.image is None:
+            problems.append("conveyor:image is required when deployCompute is true")
+        # Mirrors WorkerSettings: a heartbeat must land well before the message reappears.
+        if self.heartbeat_interval_seconds * 2 > self.visibility_timeout_seconds:
+            problems.append("visibilityTimeoutSeconds must be >= 2 x heartbeatIntervalSeconds")
+        if self.heartbeat_interval_seconds * 2 > self.lease_seconds:
+            problems.append("leaseSeconds must be >= 2 x heartbeatIntervalSeconds")
+        # A FIFO message keeps its original enqueue time in the DLQ, so a DLQ with a shorter
+        # retention than the source would drop dead letters before anyone could read them.
+        if self.dlq_retention_seconds <= self.message_retention_seconds:
+            problems.append("dlqRetentionSeconds must be longer than messageRetentionSeconds")
+        if self.tls_renew_before_days >= self.tls_leaf_validity_days:
+            problems.append("tlsRenewBeforeDays must be shorter than tlsLeafValidityDays")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def allowed_api_cidrs(self) -> list[str]:
+        return self.api_allowed_cidrs or [self.vpc_cidr]
+
+
+def _is_plain_string(field_name: str) -> bool:
+    annotation = StackConfig.model_fields[field_name].annotation
+    return annotation in (str, str | None)
+
+
+def _raw_values(config: pulumi.Config, region: str | None) -> dict[str, Any]:
+    """Every key that is set, decoded: YAML objects, lists, numbers and booleans arrive as JSON."""
+    values: dict[str, Any] = {}
+    if region is not None:
+        values["region"] = region
+    for name, field in StackConfig.model_fields.items():
+        if name == "region":
+            continue
+        assert field.alias is not None
+        raw = config.get(field.alias)
+        if raw is None:
+            continue
+        if _is_plain_string(name):
+            values[name] = raw
+            continue
+        try:
+            values[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[name] = raw  # let validation name the key and the expected type
+    return values
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    if not loc:
+        return "(stack configuration)"
+    head = str(loc[0])
+    if head == "region":
+        return "aws:region"
+    alias = StackConfig.model_fields[head].alias if head in StackConfig.model_fields else head
+    rest = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc[1:])
+    return f"{PROJECT_NAMESPACE}:{alias}{rest}"
+
+
+def load() -> StackConfig:
+    """Read and validate the stack configuration, or raise ConfigError listing every bad key."""
+    region = pulumi.Config("aws").get("region")
+    try:
+        return StackConfig.model_validate(_raw_values(pulumi.Config(PROJECT_NAMESPACE), region))
+    except ValidationError as exc:
+        lines = [
+            f"  {_key(err['loc'])}: {re.sub(r'^Value error, ', '', err['msg'])}"
+            for err in exc.errors()
+        ]
+        raise ConfigError(
+            f"invalid configuration for stack {pulumi.get_stack()}:\n" + "\n".join(lines)
+        ) from None

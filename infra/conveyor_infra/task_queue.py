@@ -1,0 +1,95 @@
+"""The task queue: an SQS FIFO queue with a FIFO dead-letter queue behind it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+# The worker itself dead-letters a task after max attempts (state DEAD + DLQ message). SQS's
+# redrive fires only if that path failed (a worker crashed mid-attempt again and again), so it
+# sits a few receives above max attempts instead of competing with the worker.
+REDRIVE_MARGIN = 5
+LONG_POLL_SECONDS = 20
+
+
+@dataclass(frozen=True)
+class TaskQueueArgs:
+    name_prefix: str
+    max_attempts: int
+    # Must equal the worker's CONVEYOR_VISIBILITY_TIMEOUT_SECONDS.
+    visibility_timeout_seconds: int
+    heartbeat_interval_seconds: float
+    message_retention_seconds: int
+    dlq_retention_seconds: int
+    # DeduplicationScope=messageGroup + FifoThroughputLimit=perMessageGroupId: throughput scales
+    # with message groups. Dedup then holds per group, so a task's group id must be stable.
+    high_throughput: bool
+
+    def __post_init__(self) -> None:
+        if self.visibility_timeout_seconds < 2 * self.heartbeat_interval_seconds:
+            raise ValueError(
+                f"visibility timeout {self.visibility_timeout_seconds}s must be at least twice "
+                f"the heartbeat interval {self.heartbeat_interval_seconds}s, or a healthy task "
+                "would reappear on the queue before its heartbeat extends it"
+            )
+
+    @property
+    def max_receive_count(self) -> int:
+        return self.max_attempts + REDRIVE_MARGIN
+
+
+class TaskQueue(pulumi.ComponentResource):
+    """FIFO queue + FIFO DLQ with SSE, long polling and a redrive safety net.
+
+    ContentBasedDeduplication is off because the API sets MessageDeduplicationId = task id:
+    the relay's re-send of the same task must be dropped even though its body may differ.
+    """
+
+    queue: aws.sqs.Queue
+    dlq: aws.sqs.Queue
+
+    def __init__(
+        self, name: str, args: TaskQueueArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("conveyor:messaging:TaskQueue", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.dlq = aws.sqs.Queue(
+            f"{name}-dlq",
+            name=f"{args.name_prefix}-tasks-dlq.fifo",
+            fifo_queue=True,
+            content_based_deduplication=False,
+            deduplication_scope="queue",
+            fifo_throughput_limit="perQueue",
+            sqs_managed_sse_enabled=True,
+            visibility_timeout_seconds=args.visibility_timeout_seconds,
+            receive_wait_time_seconds=LONG_POLL_SECONDS,
+            message_retention_seconds=args.dlq_retention_seconds,
+            opts=child,
+        )
+        self.queue = aws.sqs.Queue(
+            f"{name}-queue",
+            name=f"{args.name_prefix}-tasks.fifo",
+            fifo_queue=True,
+            content_based_deduplication=False,
+            deduplication_scope="messageGroup" if args.high_throughput else "queue",
+            fifo_throughput_limit="perMessageGroupId" if args.high_throughput else "perQueue",
+            sqs_managed_sse_enabled=True,
+            visibility_timeout_seconds=args.visibility_timeout_seconds,
+            receive_wait_time_seconds=LONG_POLL_SECONDS,
+            message_retention_seconds=args.message_retention_seconds,
+            redrive_policy=pulumi.Output.json_dumps(
+                {"deadLetterTargetArn": self.dlq.arn, "maxReceiveCount": args.max_receive_count}
+            ),
+            opts=child,
+        )
+        self.register_outputs(
+            {
+                "queue_url": self.queue.url,
+                "queue_arn": self.queue.arn,
+                "dlq_url": self.dlq.url,
+                "dlq_arn": self.dlq.arn,
+            }
+        )
