@@ -32,6 +32,7 @@ behaviour the emulator lacks (for instance deduplication after delete) is not te
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -196,7 +197,8 @@ def _start_localstack(environ: Mapping[str, str], region: str) -> Backend:
         container.start(timeout=LOCALSTACK_START_TIMEOUT_SECONDS)
         url = container.get_url()
     except Exception as exc:
-        container.stop()
+        with contextlib.suppress(Exception):  # keep the start failure, not a cleanup failure
+            container.stop()
         raise BackendError(
             f"LocalStack ({image}) did not start: {exc}. Images from 2026.03 on need "
             "LOCALSTACK_AUTH_TOKEN; set CONVEYOR_BACKEND=moto to use the embedded emulator"
@@ -223,6 +225,9 @@ def _start_moto(region: str) -> Backend:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            # Out of the terminal's process group: Ctrl-C reaches the caller, which stops the
+            # services gracefully (they may still need AWS) and then closes this backend.
+            start_new_session=True,
         )
         if _wait_until_answering(proc, url, deadline):
             return Backend("moto", url, region, EMULATOR_CREDENTIALS, partial(_stop, proc, log))
