@@ -128,10 +128,10 @@ def _interactive() -> bool:
     return sys.stdin.isatty()
 
 
-def _require(pattern: re.Pattern[str], value: str, param: str) -> str:
+def _require(pattern: re.Pattern[str], value: str, param: str) -> None:
+    """Reject locally what the API would reject, with the same rule, before connecting."""
     if not pattern.fullmatch(value):
         raise typer.BadParameter(f"{value!r} does not match {pattern.pattern}", param_hint=param)
-    return value
 
 
 def _payload_bytes(text: str | None) -> bytes:
