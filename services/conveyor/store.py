@@ -13,7 +13,7 @@ import itertools
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pybreaker
@@ -135,6 +135,32 @@ def _event_item(
             "detail": detail[:1024],
         }
     )
+
+
+# Task item attribute -> (Task field, value when the attribute is removed).
+_FIELDS: dict[str, tuple[str, Any]] = {
+    "state": ("state", None),
+    "version": ("version", None),
+    "event_seq": ("event_seq", None),
+    "updated_at": ("updated_at_ms", None),
+    "attempts": ("attempts", 0),
+    "last_error": ("last_error", ""),
+    "result": ("result", b""),
+    "lease_owner": ("lease_owner", ""),
+    "lease_expires_at": ("lease_expires_at_ms", 0),
+}
+
+
+def _applied(task: Task, values: Mapping[str, Any], removed: list[str]) -> Task:
+    """`task` after a successful update that set `values` and removed `removed`."""
+    changes: dict[str, Any] = {}
+    for attr, value in values.items():
+        if attr in _FIELDS:
+            changes[_FIELDS[attr][0]] = TaskState(value) if attr == "state" else value
+    for attr in removed:
+        if attr in _FIELDS:
+            changes[_FIELDS[attr][0]] = _FIELDS[attr][1]
+    return replace(task, **changes)
 
 
 class TaskStore:
@@ -329,9 +355,7 @@ class TaskStore:
             if replay is None:
                 raise
             return SubmitResult(replay, created=False)
-        task = self.get(task_id, remaining=remaining)
-        assert task is not None
-        return SubmitResult(task, created=True)
+        return SubmitResult(task_from_item(_item(task_values)), created=True)
 
     def _replay(
         self, tenant: str, key: str, request_hash: str, remaining: float | None
@@ -421,10 +445,8 @@ class TaskStore:
         # A fresh token per logical write: botocore's retries of this call are idempotent, and a
         # different write from the same version still fails its condition instead.
         self._transact(items, remaining, token=uuid.uuid4().hex)
-        fresh = self.get(task.task_id, remaining=remaining)
-        if fresh is None:
-            raise Conflict(f"task {task.task_id} vanished")
-        return fresh
+        # The write succeeded against exactly `task`, so the new item is known without a read.
+        return _applied(task, values, to_remove)
 
     def extend_lease(self, task_id: str, owner: str, until_ms: int) -> bool:
         """Push the lease out; False if the task is no longer RUNNING under this owner."""

@@ -221,7 +221,15 @@ def _start_moto(region: str) -> Backend:
         # Outlives this function: _stop() closes it when the server stops.
         log = tempfile.TemporaryFile()  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "conveyor.local.emulator_server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

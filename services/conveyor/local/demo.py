@@ -1,0 +1,130 @@
+"""The demo load: a mix of task types submitted over gRPC, and the tally of how they ended."""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import threading
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+import grpc
+
+from conveyor.v1 import task_service_pb2 as pb
+from conveyor.v1 import task_service_pb2_grpc as pb_grpc
+
+TERMINAL = {
+    pb.TASK_STATE_SUCCEEDED,
+    pb.TASK_STATE_FAILED,
+    pb.TASK_STATE_DEAD,
+    pb.TASK_STATE_CANCELLED,
+}
+
+# (weight, task type, payload maker, max_attempts, cancel after submit)
+MIX: tuple[tuple[int, str, object, int, bool], ...] = (
+    (78, "demo.sleep", lambda r: {"seconds": round(r.uniform(0.05, 0.5), 2)}, 5, False),
+    (10, "demo.flaky", lambda r: {"fail_times": r.choice((1, 2))}, 5, False),
+    (4, "demo.poison", lambda r: {}, 3, False),
+    (4, "demo.reject", lambda r: {}, 3, False),
+    (4, "demo.sleep", lambda r: {"seconds": 30}, 3, True),
+)
+
+
+@dataclass
+class Submitted:
+    task_id: str
+    task_type: str
+    expect_cancel: bool
+
+
+@dataclass
+class DemoLoad:
+    stub: pb_grpc.TaskServiceStub
+    seed: int = 7
+    submitted: list[Submitted] = field(default_factory=list)
+    rejected: int = 0
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+        self._lock = threading.Lock()
+
+    def submit_one(self) -> Submitted | None:
+        """Submit one task of the mix (thread-safe); None if the API refused it."""
+        with self._lock:
+            _, task_type, make, max_attempts, cancel = self._random.choices(
+                MIX, [m[0] for m in MIX]
+            )[0]
+            payload = json.dumps(make(self._random)).encode()  # type: ignore[operator]
+        request = pb.SubmitTaskRequest(
+            task_type=task_type,
+            payload=payload,
+            idempotency_key=uuid.uuid4().hex,
+            max_attempts=max_attempts,
+        )
+        try:
+            response = self.stub.SubmitTask(request, timeout=5)
+        except grpc.RpcError:
+            with self._lock:
+                self.rejected += 1
+            return None
+        item = Submitted(response.task.task_id, task_type, cancel)
+        with self._lock:
+            self.submitted.append(item)
+        if cancel:
+            self.stub.CancelTask(
+                pb.CancelTaskRequest(task_id=item.task_id, reason="demo cancel"), timeout=5
+            )
+        return item
+
+    def states(self) -> dict[str, pb.Task]:
+        """Current state of every submitted task (strongly consistent reads)."""
+        out = {}
+        with self._lock:
+            submitted = list(self.submitted)
+        for item in submitted:
+            out[item.task_id] = self.stub.GetTask(
+                pb.GetTaskRequest(task_id=item.task_id), timeout=5
+            ).task
+        return out
+
+
+@dataclass(frozen=True)
+class Summary:
+    submitted: int
+    by_state: dict[str, int]
+    lost: int
+    tasks_per_second: float
+    p50_seconds: float
+    p99_seconds: float
+    aws_requests_per_task: float
+
+
+def summarize(tasks: dict[str, pb.Task], elapsed_seconds: float, aws_requests: float) -> Summary:
+    by_state = Counter(
+        pb.TaskState.Name(t.state).removeprefix("TASK_STATE_") for t in tasks.values()
+    )
+    done = [t for t in tasks.values() if t.state in TERMINAL]
+    latencies = sorted(
+        (t.updated_at.ToMilliseconds() - t.created_at.ToMilliseconds()) / 1000
+        for t in done
+        if t.state == pb.TASK_STATE_SUCCEEDED
+    )
+
+    def pct(q: float) -> float:
+        if not latencies:
+            return 0.0
+        if len(latencies) == 1:
+            return latencies[0]
+        return statistics.quantiles(latencies, n=100, method="inclusive")[int(q) - 1]
+
+    return Summary(
+        submitted=len(tasks),
+        by_state=dict(by_state),
+        lost=len(tasks) - len(done),
+        tasks_per_second=len(done) / elapsed_seconds if elapsed_seconds > 0 else 0.0,
+        p50_seconds=pct(50),
+        p99_seconds=pct(99),
+        aws_requests_per_task=aws_requests / len(tasks) if tasks else 0.0,
+    )

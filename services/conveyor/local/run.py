@@ -1,0 +1,177 @@
+"""`make local`: the whole system on the embedded emulator, a demo load and a summary.
+
+    python -m conveyor.local.run [--duration SECONDS] [--workers N] [--rate TASKS_PER_S]
+
+Without --duration it submits --tasks demo tasks, then keeps the system up (use the CLI with
+`source .local/conveyor.env`) until Ctrl-C. With --duration it submits load for most of that
+time, drains, and exits. Either way it shuts down cleanly, prints a summary, and exits 1 if any
+submitted task was lost or is not terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from conveyor.local.backend import start_backend
+from conveyor.local.demo import TERMINAL, DemoLoad, Summary, summarize
+from conveyor.local.scrape import total
+from conveyor.local.system import LocalSystem
+
+TENANT = "demo"
+DRAIN_TIMEOUT_SECONDS = 60.0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="conveyor-local", description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, help="run for this many seconds, then stop")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--rate", type=float, default=10.0, help="tasks submitted per second")
+    parser.add_argument("--tasks", type=int, default=200, help="demo tasks without --duration")
+    parser.add_argument("--stack", default="dev", help="Pulumi stack whose resources to create")
+    parser.add_argument("--workdir", type=Path, default=Path(".local"))
+    args = parser.parse_args(argv)
+    if args.duration is not None and args.duration < 10:
+        parser.error("--duration must be at least 10 seconds")
+    if args.workers < 1 or args.rate <= 0 or args.tasks < 1:
+        parser.error("--workers, --rate and --tasks must be positive")
+    return args
+
+
+def write_env_file(system: LocalSystem, path: Path) -> None:
+    lines = [
+        f"export {k}={shlex.quote(v)}"
+        for k, v in sorted(system.cli_env(TENANT).items())
+        if k.startswith(("CONVEYOR_", "AWS_"))
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def show_endpoints(console: Console, system: LocalSystem, env_file: Path) -> None:
+    table = Table(title="Conveyor is running", show_header=False)
+    table.add_row("AWS backend", f"{system.backend.kind} at {system.backend.endpoint_url}")
+    table.add_row("task API (mTLS)", system.api_address)
+    for proc in system.procs.values():
+        table.add_row(f"metrics: {proc.name}", proc.metrics_url)
+    table.add_row("logs", str(system.workdir / "logs"))
+    table.add_row("CLI", f"source {env_file} && conveyor list --limit 5")
+    console.print(table)
+
+
+SUBMITTERS = 4
+
+
+def drive(console: Console, load: DemoLoad, args: argparse.Namespace) -> None:
+    """Submit the demo load at --rate from a few concurrent clients; Ctrl-C ends it early."""
+    interval = 1.0 / args.rate
+    if args.duration is not None:
+        load_seconds = args.duration - min(15.0, args.duration / 2)
+        target = int(load_seconds * args.rate)
+    else:
+        load_seconds = float("inf")
+        target = args.tasks
+    started = time.monotonic()
+    with (
+        Progress(
+            TextColumn("[bold]submitting demo load"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress,
+        ThreadPoolExecutor(SUBMITTERS, thread_name_prefix="submit") as pool,
+    ):
+        bar = progress.add_task("submit", total=target)
+        for i in range(target):
+            if time.monotonic() - started > load_seconds:
+                break  # the emulator could not keep up with --rate: keep to --duration
+            pool.submit(load.submit_one).add_done_callback(lambda _: progress.advance(bar))
+            time.sleep(max(0.0, started + (i + 1) * interval - time.monotonic()))
+
+
+def settle(console: Console, load: DemoLoad, deadline: float) -> dict:
+    with Progress(
+        TextColumn("[bold]waiting for tasks to finish"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        bar = progress.add_task("settle", total=len(load.submitted))
+        while True:
+            states = load.states()
+            done = sum(1 for t in states.values() if t.state in TERMINAL)
+            progress.update(bar, completed=done)
+            if done == len(states) or time.monotonic() > deadline:
+                return states
+            time.sleep(1.0)
+
+
+def show_summary(console: Console, summary: Summary, exit_codes: dict) -> None:
+    table = Table(title="Summary")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("submitted", str(summary.submitted))
+    for state in ("SUCCEEDED", "FAILED", "DEAD", "CANCELLED"):
+        table.add_row(state.lower(), str(summary.by_state.get(state, 0)))
+    style = "red" if summary.lost else "green"
+    table.add_row("lost or not terminal", f"[{style}]{summary.lost}")
+    table.add_row("tasks/s (settled)", f"{summary.tasks_per_second:.1f}")
+    table.add_row("end-to-end p50 (succeeded)", f"{summary.p50_seconds * 1000:.0f} ms")
+    table.add_row("end-to-end p99 (succeeded)", f"{summary.p99_seconds * 1000:.0f} ms")
+    table.add_row("AWS requests per task", f"{summary.aws_requests_per_task:.1f}")
+    table.add_row("process exit codes", ", ".join(f"{k}={v}" for k, v in exit_codes.items()))
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console()
+    workdir = args.workdir.resolve() / time.strftime("run-%Y%m%d-%H%M%S")
+    with start_backend() as backend:
+        console.print(f"[bold]AWS backend:[/] {backend.kind} ({backend.endpoint_url})")
+        console.print(f"creating the [bold]{args.stack}[/] stack's queues, table and secrets")
+        system = LocalSystem.provision(workdir, backend, (TENANT,), stack=args.stack)
+        exit_codes: dict = {}
+        try:
+            system.start(workers=args.workers)
+            env_file = args.workdir.resolve() / "conveyor.env"
+            write_env_file(system, env_file)
+            show_endpoints(console, system, env_file)
+            channel = system.channel(TENANT)
+            load = DemoLoad(system.stub(channel))
+            run_until = time.monotonic() + args.duration if args.duration else None
+            try:
+                drive(console, load, args)
+                if run_until is None:
+                    console.print("demo load submitted; the system keeps running. Ctrl-C stops it.")
+                    while True:
+                        time.sleep(3600)
+            except KeyboardInterrupt:
+                console.print("stopping: no new tasks; letting submitted ones finish")
+            deadline = max(run_until or 0, time.monotonic()) + DRAIN_TIMEOUT_SECONDS
+            states = settle(console, load, deadline)
+            urls = [p.metrics_url for p in system.procs.values()]
+            aws_requests = total(urls, "conveyor_aws_requests_total")
+            created = [t.created_at.ToMilliseconds() for t in states.values()]
+            updated = [t.updated_at.ToMilliseconds() for t in states.values()]
+            span = (max(updated) - min(created)) / 1000 if states else 0.0
+            summary = summarize(states, span, aws_requests)
+            channel.close()
+        finally:
+            exit_codes = system.stop()
+    show_summary(console, summary, exit_codes)
+    clean = all(code == 0 for code in exit_codes.values())
+    return 0 if summary.lost == 0 and clean and summary.submitted > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
