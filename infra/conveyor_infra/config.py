@@ -97,6 +97,8 @@ class WorkerServiceConfig(TaskSize):
     max_count: int = Field(default=4, ge=1)
     concurrency: int = Field(default=4, ge=1, le=256)
     backlog_per_task: float = Field(default=20.0, gt=0)
+    # CONVEYOR_HANDLERS ("module:ATTRIBUTE"); unset keeps the image's default (demo handlers).
+    handlers: str | None = Field(default=None, pattern=r"^[\w.]+:\w+$")
 
     @model_validator(mode="after")
     def _bounds(self) -> WorkerServiceConfig:
@@ -110,9 +112,6 @@ class RelayServiceConfig(TaskSize):
     count: int = Field(default=1, ge=1, le=10)
 
 
-Cidr = Annotated[str, Field(min_length=9)]
-
-
 class StackConfig(_Model):
     """Everything the program reads from the stack configuration."""
 
@@ -121,9 +120,13 @@ class StackConfig(_Model):
     tenants: list[Annotated[str, Field(pattern=TENANT_PATTERN)]] = Field(min_length=1)
     image: str | None = Field(default=None, min_length=1)
     collector_image: str = "otel/opentelemetry-collector-contrib:0.114.0"
+    # Relative to the repository root; both are written by the observability tooling.
+    collector_config_path: str = "observability/collector/ecs-sidecar.yaml"
+    prometheus_rules_dir: str = "observability/rules"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     cpu_architecture: Literal["X86_64", "ARM64"] = "X86_64"
 
-    vpc_cidr: Cidr = "10.40.0.0/16"
+    vpc_cidr: str = "10.40.0.0/16"
     availability_zones: int = Field(default=2, ge=2, le=3)
     nat_gateways: Literal["single", "per-az"] = "single"
 
@@ -134,7 +137,7 @@ class StackConfig(_Model):
     metrics_port: int = Field(default=9464, ge=1024, le=65535)
     api_listener_port: int = Field(default=443, ge=1, le=65535)
     api_internet_facing: bool = False
-    api_allowed_cidrs: list[Cidr] = Field(default_factory=list)
+    api_allowed_cidrs: list[str] = Field(default_factory=list)
     api_dns_names: list[str] = Field(default_factory=list)
 
     max_attempts: int = Field(default=5, ge=1, le=20)
@@ -156,11 +159,20 @@ class StackConfig(_Model):
         default_factory=list
     )
 
-    @field_validator("vpc_cidr", "api_allowed_cidrs")
+    @field_validator("vpc_cidr")
     @classmethod
-    def _cidrs(cls, value: str | list[str]) -> str | list[str]:
-        for cidr in [value] if isinstance(value, str) else value:
-            ipaddress.ip_network(cidr)  # raises ValueError with a precise message
+    def _vpc_cidr(cls, value: str) -> str:
+        # Private subnets are VPC sixteenths, public ones quarters of the last sixteenth, and
+        # AWS subnets are /28 at the smallest.
+        if not 16 <= ipaddress.IPv4Network(value).prefixlen <= 22:
+            raise ValueError("the VPC prefix length must be between /16 and /22")
+        return value
+
+    @field_validator("api_allowed_cidrs")
+    @classmethod
+    def _ipv4_cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.IPv4Network(cidr)  # raises ValueError with a precise message
         return value
 
     @field_validator("log_retention_days")

@@ -13,11 +13,9 @@ import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-INFRA_DIR = Path(__file__).resolve().parents[1]
-REPO_ROOT = INFRA_DIR.parent
+from conveyor_infra.paths import INFRA_DIR, REPO_ROOT
 
 
 class DeclarationError(RuntimeError):

@@ -1,8 +1,8 @@
 """The whole stack, composed from one component per concern.
 
-The data plane (queue, table, mTLS secrets) is always deployed. The compute plane (network,
-ECS, load balancer, IAM, monitoring) follows `conveyor:deployCompute`, so a LocalStack stack
-and the local emulator get exactly the data-plane resources a real stack gets.
+The data plane (queue, table, mTLS secrets, DLQ alarm) is always deployed. The compute plane
+(network, load balancer, monitoring, IAM, ECS, autoscaling) follows `conveyor:deployCompute`,
+so a LocalStack stack and the local emulator get the same data plane as a real stack.
 """
 
 from __future__ import annotations
@@ -10,9 +10,30 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
+import pulumi_aws as aws
+from conveyor import schema
 
+from conveyor_infra.alerting import Alerting, AlertingArgs
+from conveyor_infra.autoscaling import Autoscaling, AutoscalingArgs
 from conveyor_infra.config import StackConfig
+from conveyor_infra.containers import (
+    SERVICES,
+    TLS_SECRET_VARIABLES,
+    DataPlaneRefs,
+    read_collector_config,
+)
+from conveyor_infra.ecs import EcsServices, EcsServicesArgs
+from conveyor_infra.iam import ServiceIam, ServiceIamArgs
+from conveyor_infra.load_balancer import ApiLoadBalancer, ApiLoadBalancerArgs
+from conveyor_infra.monitoring import Monitoring, MonitoringArgs, rule_files
 from conveyor_infra.mtls import MutualTls, MutualTlsArgs
+from conveyor_infra.network import Network, NetworkArgs
+from conveyor_infra.paths import REPO_ROOT
+from conveyor_infra.permissions import (
+    DataPlaneArns,
+    execution_role_statements,
+    task_role_statements,
+)
 from conveyor_infra.task_queue import TaskQueue, TaskQueueArgs
 from conveyor_infra.task_table import TaskTable, TaskTableArgs
 
@@ -20,6 +41,7 @@ from conveyor_infra.task_table import TaskTable, TaskTableArgs
 def build(config: StackConfig) -> dict[str, Any]:
     """Declare every resource of the stack; returns the stack outputs."""
     prefix = f"conveyor-{pulumi.get_stack()}"
+    account_id = aws.get_caller_identity_output().account_id
 
     tasks = TaskQueue(
         "tasks",
@@ -33,7 +55,7 @@ def build(config: StackConfig) -> dict[str, Any]:
             high_throughput=config.high_throughput_fifo,
         ),
     )
-    table = TaskTable(
+    store = TaskTable(
         "store",
         TaskTableArgs(
             name_prefix=prefix,
@@ -41,19 +63,16 @@ def build(config: StackConfig) -> dict[str, Any]:
             deletion_protection=config.table_deletion_protection,
         ),
     )
-    tls = MutualTls(
-        "tls",
-        MutualTlsArgs(
+    alerting = Alerting(
+        "alerting",
+        AlertingArgs(
             name_prefix=prefix,
-            tenants=config.tenants,
-            server_dns_names=config.api_dns_names,
-            ca_validity_days=config.tls_ca_validity_days,
-            leaf_validity_days=config.tls_leaf_validity_days,
-            renew_before_days=config.tls_renew_before_days,
-            secret_recovery_window_days=config.secret_recovery_window_days,
+            account_id=account_id,
+            dlq_name=tasks.dlq.name,
+            alarm_emails=config.alarm_emails,
         ),
     )
-    return {
+    outputs: dict[str, Any] = {
         "region": config.region,
         "queue_url": tasks.queue.url,
         "queue_arn": tasks.queue.arn,
@@ -61,8 +80,160 @@ def build(config: StackConfig) -> dict[str, Any]:
         "dlq_url": tasks.dlq.url,
         "dlq_arn": tasks.dlq.arn,
         "dlq_name": tasks.dlq.name,
-        "table_name": table.table.name,
-        "table_arn": table.table.arn,
+        "table_name": store.table.name,
+        "table_arn": store.table.arn,
+        "alarm_topic_arn": alerting.topic.arn,
+    }
+
+    if not config.deploy_compute:
+        tls = _mutual_tls(config, prefix, config.api_dns_names)
+        return outputs | _tls_outputs(tls)
+
+    # Fail before declaring compute if the sidecar has no config.
+    collector_config = read_collector_config(REPO_ROOT, config.collector_config_path)
+    network = Network(
+        "network",
+        NetworkArgs(
+            name_prefix=prefix,
+            region=config.region,
+            vpc_cidr=config.vpc_cidr,
+            availability_zones=config.availability_zones,
+            nat_per_az=config.nat_gateways == "per-az",
+            api_port=config.api_port,
+            api_listener_port=config.api_listener_port,
+            api_allowed_cidrs=config.allowed_api_cidrs(),
+        ),
+    )
+    front = ApiLoadBalancer(
+        "api-lb",
+        ApiLoadBalancerArgs(
+            name_prefix=prefix,
+            vpc_id=network.vpc.id,
+            subnet_ids=(
+                network.public_subnet_ids
+                if config.api_internet_facing
+                else network.private_subnet_ids
+            ),
+            security_group_id=network.load_balancer_sg.id,
+            internet_facing=config.api_internet_facing,
+            listener_port=config.api_listener_port,
+            target_port=config.api_port,
+        ),
+    )
+    # Clients dial the NLB's DNS name unless they have their own: both go into the certificate.
+    server_dns_names = front.load_balancer.dns_name.apply(
+        lambda dns_name: [*config.api_dns_names, dns_name]
+    )
+    tls = _mutual_tls(config, prefix, server_dns_names)
+    monitoring = Monitoring(
+        "monitoring",
+        MonitoringArgs(
+            name_prefix=prefix,
+            region=config.region,
+            services=SERVICES,
+            log_retention_days=config.log_retention_days,
+            rule_files=rule_files(REPO_ROOT / config.prometheus_rules_dir),
+            alarm_topic_arn=alerting.topic.arn,
+        ),
+    )
+    arns = DataPlaneArns(
+        table=store.table.arn,
+        by_tenant_index=store.index_arn(schema.GSI_BY_TENANT),
+        outbox_index=store.index_arn(schema.GSI_OUTBOX),
+        queue=tasks.queue.arn,
+        dlq=tasks.dlq.arn,
+        prometheus_workspace=monitoring.workspace.arn,
+    )
+    assert config.image is not None  # guaranteed by StackConfig when deploy_compute is set
+    identities = {
+        service: ServiceIam(
+            f"{service}-iam",
+            ServiceIamArgs(
+                name_prefix=prefix,
+                service=service,
+                account_id=account_id,
+                region=config.region,
+                task_statements=task_role_statements(service, arns),
+                execution_statements=execution_role_statements(
+                    region=config.region,
+                    images=[config.image, config.collector_image],
+                    log_group_arn=monitoring.log_groups[service].arn,
+                    secret_arns=[tls.server.secret.arn] if service == "api" else [],
+                    secrets_key_arn=tls.kms_key.arn,
+                ),
+            ),
+        )
+        for service in SERVICES
+    }
+    ecs = EcsServices(
+        "ecs",
+        EcsServicesArgs(
+            name_prefix=prefix,
+            config=config,
+            refs=DataPlaneRefs(
+                table_name=store.table.name, queue_url=tasks.queue.url, dlq_url=tasks.dlq.url
+            ),
+            collector_config=collector_config,
+            log_group_names={s: g.name for s, g in monitoring.log_groups.items()},
+            remote_write_url=monitoring.remote_write_url,
+            identities=identities,
+            subnet_ids=network.private_subnet_ids,
+            security_group_ids={s: sg.id for s, sg in network.service_sgs.items()},
+            api_target_group_arn=front.target_group.arn,
+            api_listener=front.listener,
+            api_secrets={
+                variable: tls.server.value_from(json_key)
+                for variable, json_key in TLS_SECRET_VARIABLES.items()
+            },
+        ),
+    )
+    Autoscaling(
+        "autoscaling",
+        AutoscalingArgs(
+            cluster_name=ecs.cluster.name,
+            api_service_name=ecs.services["api"].name,
+            worker_service_name=ecs.services["worker"].name,
+            queue_name=tasks.queue.name,
+            api=config.api,
+            worker=config.worker,
+        ),
+    )
+    return (
+        outputs
+        | _tls_outputs(tls)
+        | {
+            "cluster_name": ecs.cluster.name,
+            "api_service_name": ecs.services["api"].name,
+            "relay_service_name": ecs.services["relay"].name,
+            "worker_service_name": ecs.services["worker"].name,
+            "api_endpoint": front.endpoint,
+            "amp_workspace_id": monitoring.workspace.id,
+            "amp_remote_write_url": monitoring.remote_write_url,
+            "log_group_names": {s: g.name for s, g in monitoring.log_groups.items()},
+            "vpc_id": network.vpc.id,
+        }
+    )
+
+
+def _mutual_tls(
+    config: StackConfig, prefix: str, server_dns_names: pulumi.Input[list[str]]
+) -> MutualTls:
+    return MutualTls(
+        "tls",
+        MutualTlsArgs(
+            name_prefix=prefix,
+            tenants=config.tenants,
+            server_dns_names=server_dns_names,
+            ca_validity_days=config.tls_ca_validity_days,
+            leaf_validity_days=config.tls_leaf_validity_days,
+            renew_before_days=config.tls_renew_before_days,
+            secret_recovery_window_days=config.secret_recovery_window_days,
+        ),
+    )
+
+
+def _tls_outputs(tls: MutualTls) -> dict[str, Any]:
+    return {
         "tls_server_secret_arn": tls.server.secret.arn,
         "tls_client_secret_arns": {t: s.secret.arn for t, s in tls.clients.items()},
     }

@@ -22,7 +22,7 @@ import pulumi
 import yaml
 from pulumi.runtime import mocks, rpc
 
-from conveyor_infra.declared import REPO_ROOT
+from conveyor_infra.paths import REPO_ROOT
 
 DEFAULT_ACCOUNT = "123456789012"
 _used = False
@@ -210,20 +210,20 @@ class MockCloud(pulumi.runtime.Mocks):
         resource_id = extra.get("id", f"{args.name}-id") if args.custom else None
         return resource_id, outputs
 
-    def call(self, args: mocks.MockCallArgs) -> tuple[dict[str, Any], None]:
+    def call(self, args: mocks.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {
                 "accountId": self.account,
                 "arn": f"arn:aws:iam::{self.account}:user/mock",
                 "userId": "MOCKUSER",
-            }, None
+            }
         if args.token == "aws:index/getRegion:getRegion":
-            return {"name": self.region, "region": self.region, "id": self.region}, None
+            return {"name": self.region, "region": self.region, "id": self.region}
         if args.token == "aws:index/getPartition:getPartition":
-            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}, None
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
         if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             names = [f"{self.region}{letter}" for letter in "abc"]
-            return {"names": names, "zoneIds": [f"mock-az{i}" for i in range(1, 4)]}, None
+            return {"names": names, "zoneIds": [f"mock-az{i}" for i in range(1, 4)]}
         raise NotImplementedError(f"the mock cloud does not answer {args.token}")
 
 
@@ -298,7 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     overrides = dict(item.split("=", 1) for item in args.set)
     # Keep stdout for the JSON document, whatever the program prints.
     with contextlib.redirect_stdout(sys.stderr):
-        document = simulate(args.stack, overrides)
+        try:
+            document = simulate(args.stack, overrides)
+        except pulumi.RunError as error:
+            # What `pulumi up` would show: the message, no traceback.
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     json.dump(document, sys.stdout)
     return 0
 

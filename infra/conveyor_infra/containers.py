@@ -1,0 +1,187 @@
+"""ECS container definitions: the service container and its OpenTelemetry collector sidecar.
+
+Settings reach the services as the `CONVEYOR_*` variables of `conveyor.settings`; TLS material
+only through `secrets` (`valueFrom`), never `environment`. The sidecar reads its config from
+`AOT_CONFIG_CONTENT` (the contrib image via `--config=env:`, the ADOT image natively) and can use
+`${env:...}` for the variables in `collector_environment`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from conveyor_infra.config import ConfigError, StackConfig
+
+SERVICES = ("api", "relay", "worker")
+COLLECTOR = "otel-collector"
+COLLECTOR_CONFIG_VARIABLE = "AOT_CONFIG_CONTENT"
+OTLP_ENDPOINT = "http://127.0.0.1:4317"
+# The API's plaintext health endpoint stays on loopback, for `python -m conveyor.healthcheck`.
+HEALTH_LISTEN = "127.0.0.1:50052"
+# Non-root; the image needs no passwd entry for a numeric uid.
+RUN_AS = "10001:10001"
+SCRATCH_VOLUME = "tmp"
+# SIGTERM -> the worker stops polling and finishes in-flight tasks within the grace period;
+# ECS sends SIGKILL at stopTimeout, so the grace must end first.
+SHUTDOWN_GRACE_SECONDS = 25
+STOP_TIMEOUT_SECONDS = 30
+TLS_SECRET_VARIABLES = {
+    "CONVEYOR_TLS_CA_PEM": "ca_pem",
+    "CONVEYOR_TLS_CERT_PEM": "cert_pem",
+    "CONVEYOR_TLS_KEY_PEM": "key_pem",
+}
+
+
+class CollectorConfigMissing(ConfigError):
+    """The sidecar's collector config file is not there; compute cannot be declared."""
+
+
+def read_collector_config(repo_root: Path, relative_path: str) -> str:
+    path = repo_root / relative_path
+    if not path.is_file():
+        raise CollectorConfigMissing(
+            f"the OpenTelemetry collector config {relative_path} does not exist. Every ECS task "
+            "runs a collector sidecar configured from it: generate it (observability tooling) "
+            "or point conveyor:collectorConfigPath at it. Stacks with "
+            "conveyor:deployCompute=false do not need it."
+        )
+    return path.read_text()
+
+
+@dataclass(frozen=True)
+class DataPlaneRefs:
+    """What every service needs to find the data plane; values may be Pulumi Inputs."""
+
+    table_name: Any
+    queue_url: Any
+    dlq_url: Any
+
+
+def service_environment(service: str, config: StackConfig, refs: DataPlaneRefs) -> dict[str, Any]:
+    """The non-secret settings of one service, named as conveyor.settings reads them."""
+    environment: dict[str, Any] = {
+        "AWS_REGION": config.region,
+        "CONVEYOR_SERVICE_NAME": f"conveyor-{service}",
+        "CONVEYOR_TABLE_NAME": refs.table_name,
+        "CONVEYOR_QUEUE_URL": refs.queue_url,
+        "CONVEYOR_DLQ_URL": refs.dlq_url,
+        "CONVEYOR_METRICS_LISTEN": f"127.0.0.1:{config.metrics_port}",
+        "CONVEYOR_OTLP_ENDPOINT": OTLP_ENDPOINT,
+        "CONVEYOR_LOG_LEVEL": config.log_level,
+    }
+    if service == "api":
+        environment |= {
+            "CONVEYOR_API_LISTEN": f"0.0.0.0:{config.api_port}",
+            "CONVEYOR_HEALTH_LISTEN": HEALTH_LISTEN,
+            "CONVEYOR_DEFAULT_MAX_ATTEMPTS": str(config.max_attempts),
+        }
+    if service == "worker":
+        environment |= {
+            "CONVEYOR_VISIBILITY_TIMEOUT_SECONDS": str(config.visibility_timeout_seconds),
+            "CONVEYOR_HEARTBEAT_INTERVAL_SECONDS": str(config.heartbeat_interval_seconds),
+            "CONVEYOR_LEASE_SECONDS": str(config.lease_seconds),
+            "CONVEYOR_WORKER_CONCURRENCY": str(config.worker.concurrency),
+            "CONVEYOR_SHUTDOWN_GRACE_SECONDS": str(SHUTDOWN_GRACE_SECONDS),
+        }
+        if config.worker.handlers:
+            environment["CONVEYOR_HANDLERS"] = config.worker.handlers
+    return environment
+
+
+def collector_environment(
+    service: str, config: StackConfig, collector_config: str, remote_write_url: Any
+) -> dict[str, Any]:
+    return {
+        COLLECTOR_CONFIG_VARIABLE: collector_config,
+        "AWS_REGION": config.region,
+        "AMP_REMOTE_WRITE_ENDPOINT": remote_write_url,
+        "CONVEYOR_SERVICE_NAME": f"conveyor-{service}",
+        "CONVEYOR_METRICS_TARGET": f"127.0.0.1:{config.metrics_port}",
+    }
+
+
+def _pairs(values: Mapping[str, Any], value_key: str) -> list[dict[str, Any]]:
+    return [{"name": name, value_key: values[name]} for name in sorted(values)]
+
+
+def _logging(log_group_name: Any, region: str, stream_prefix: str) -> dict[str, Any]:
+    return {
+        "logDriver": "awslogs",
+        "options": {
+            "awslogs-group": log_group_name,
+            "awslogs-region": region,
+            "awslogs-stream-prefix": stream_prefix,
+            # A slow CloudWatch must not block the service's stdout.
+            "mode": "non-blocking",
+            "max-buffer-size": "4m",
+        },
+    }
+
+
+@dataclass(frozen=True)
+class TaskContainers:
+    service: str
+    config: StackConfig
+    refs: DataPlaneRefs
+    collector_config: str
+    log_group_name: Any
+    remote_write_url: Any
+    secrets: Mapping[str, Any]  # variable -> valueFrom
+
+    def definitions(self) -> list[dict[str, Any]]:
+        return [self.service_container(), self.collector_container()]
+
+    def service_container(self) -> dict[str, Any]:
+        container: dict[str, Any] = {
+            "name": self.service,
+            "image": self.config.image,
+            "essential": True,
+            "command": ["python", "-m", f"conveyor.{self.service}"],
+            "user": RUN_AS,
+            "readonlyRootFilesystem": True,
+            "environment": _pairs(
+                service_environment(self.service, self.config, self.refs), "value"
+            ),
+            "secrets": _pairs(self.secrets, "valueFrom"),
+            "mountPoints": [{"sourceVolume": SCRATCH_VOLUME, "containerPath": "/tmp"}],
+            "linuxParameters": {"initProcessEnabled": True},
+            "stopTimeout": STOP_TIMEOUT_SECONDS,
+            "dependsOn": [{"containerName": COLLECTOR, "condition": "START"}],
+            "logConfiguration": _logging(self.log_group_name, self.config.region, self.service),
+        }
+        if self.service == "api":
+            container["portMappings"] = [
+                {"name": "grpc", "containerPort": self.config.api_port, "protocol": "tcp"}
+            ]
+            container["healthCheck"] = {
+                "command": ["CMD", "python", "-m", "conveyor.healthcheck"],
+                "interval": 15,
+                "timeout": 5,
+                "retries": 3,
+                "startPeriod": 30,
+            }
+        return container
+
+    def collector_container(self) -> dict[str, Any]:
+        # Not essential: losing telemetry must not stop task processing (a scrape-target-down
+        # alert reports it instead).
+        return {
+            "name": COLLECTOR,
+            "image": self.config.collector_image,
+            "essential": False,
+            "command": [f"--config=env:{COLLECTOR_CONFIG_VARIABLE}"],
+            "user": RUN_AS,
+            "readonlyRootFilesystem": True,
+            "environment": _pairs(
+                collector_environment(
+                    self.service, self.config, self.collector_config, self.remote_write_url
+                ),
+                "value",
+            ),
+            "logConfiguration": _logging(
+                self.log_group_name, self.config.region, f"{self.service}-{COLLECTOR}"
+            ),
+        }

@@ -1,0 +1,130 @@
+"""What each service may do, as IAM statements: exact actions on exact ARNs.
+
+The action lists follow the AWS calls the services make (conveyor.store, conveyor.queue):
+TransactWriteItems is authorised per item, so Put/Update in a transaction need PutItem and
+UpdateItem. Indexes are granted by their exact ARN (`<table>/index/<name>`), never `index/*`.
+Values may be Pulumi Inputs; `iam.py` turns the documents into JSON.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# Actions AWS authorises only on Resource "*": the one documented exception to exact resources.
+STAR_ONLY_ACTIONS = frozenset(
+    {
+        "ecr:GetAuthorizationToken",
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+        "xray:GetSamplingRules",
+        "xray:GetSamplingTargets",
+    }
+)
+# ECS names log streams per task, so the execution role can only name its log group exactly.
+LOG_STREAM_ACTIONS = frozenset({"logs:CreateLogStream", "logs:PutLogEvents"})
+LOG_STREAM_SUFFIX = ":log-stream:*"
+
+TABLE_ACTIONS = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+TRACE_ACTIONS = sorted(a for a in STAR_ONLY_ACTIONS if a.startswith("xray:"))
+IMAGE_PULL_ACTIONS = [
+    "ecr:BatchCheckLayerAvailability",
+    "ecr:GetDownloadUrlForLayer",
+    "ecr:BatchGetImage",
+]
+ECR_IMAGE = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
+    r"(?P<repository>[^:@]+)"
+)
+
+
+@dataclass(frozen=True)
+class DataPlaneArns:
+    table: Any
+    by_tenant_index: Any
+    outbox_index: Any
+    queue: Any
+    dlq: Any
+    prometheus_workspace: Any
+
+
+def _allow(sid: str, actions: Sequence[str], resources: Sequence[Any]) -> dict[str, Any]:
+    return {"Sid": sid, "Effect": "Allow", "Action": list(actions), "Resource": list(resources)}
+
+
+def document(statements: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return {"Version": "2012-10-17", "Statement": list(statements)}
+
+
+def task_role_statements(service: str, arns: DataPlaneArns) -> list[dict[str, Any]]:
+    """The application's own permissions plus its collector sidecar's (AMP, X-Ray)."""
+    own: dict[str, list[dict[str, Any]]] = {
+        "api": [
+            _allow("TaskTable", TABLE_ACTIONS, [arns.table]),
+            _allow("ListByTenant", ["dynamodb:Query"], [arns.by_tenant_index]),
+            _allow("Enqueue", ["sqs:SendMessage"], [arns.queue]),
+        ],
+        "relay": [
+            _allow("TaskTable", TABLE_ACTIONS, [arns.table]),
+            _allow("OutboxMarks", ["dynamodb:Query"], [arns.outbox_index]),
+            _allow("Enqueue", ["sqs:SendMessage"], [arns.queue]),
+            _allow("QueueDepths", ["sqs:GetQueueAttributes"], [arns.queue, arns.dlq]),
+            # The DLQ compensator peeks (visibility 0) and marks stranded tasks DEAD.
+            _allow("DlqCompensation", ["sqs:ReceiveMessage"], [arns.dlq]),
+        ],
+        "worker": [
+            _allow("TaskTable", TABLE_ACTIONS, [arns.table]),
+            _allow(
+                "Consume",
+                ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],
+                [arns.queue],
+            ),
+            _allow("DeadLetter", ["sqs:SendMessage"], [arns.dlq]),
+        ],
+    }
+    return [
+        *own[service],
+        _allow("PrometheusRemoteWrite", ["aps:RemoteWrite"], [arns.prometheus_workspace]),
+        _allow("Traces", TRACE_ACTIONS, ["*"]),
+    ]
+
+
+def ecr_repository_arn(image: str) -> str | None:
+    """The ECR repository an image URI points at, or None for other registries."""
+    match = ECR_IMAGE.match(image)
+    if match is None:
+        return None
+    partition = "aws-cn" if ".amazonaws.com.cn/" in image else "aws"
+    return (
+        f"arn:{partition}:ecr:{match['region']}:{match['account']}:repository/{match['repository']}"
+    )
+
+
+def execution_role_statements(
+    region: str,
+    images: Sequence[str],
+    log_group_arn: Any,
+    secret_arns: Sequence[Any] = (),
+    secrets_key_arn: Any = None,
+) -> list[dict[str, Any]]:
+    """What ECS needs to start the task: pull its images, ship its logs, inject its secrets."""
+    repositories = sorted({arn for arn in map(ecr_repository_arn, images) if arn})
+    statements = []
+    if repositories:
+        statements += [
+            _allow("EcrLogin", ["ecr:GetAuthorizationToken"], ["*"]),
+            _allow("PullImages", IMAGE_PULL_ACTIONS, repositories),
+        ]
+    log_streams = [log_group_arn.apply(lambda arn: f"{arn}{LOG_STREAM_SUFFIX}")]
+    statements.append(_allow("Logs", sorted(LOG_STREAM_ACTIONS), log_streams))
+    if secret_arns:
+        statements.append(_allow("Secrets", ["secretsmanager:GetSecretValue"], secret_arns))
+        # The key only decrypts on Secrets Manager's behalf, not for direct kms:Decrypt calls.
+        key = _allow("SecretsKey", ["kms:Decrypt"], [secrets_key_arn])
+        key["Condition"] = {
+            "StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}
+        }
+        statements.append(key)
+    return statements

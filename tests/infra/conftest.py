@@ -1,0 +1,28 @@
+"""Shared infra fixtures: each stack's program runs once per test session, under Pulumi's mocks,
+in its own child process (Pulumi's runtime state is process-global), all stacks in parallel."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import yaml
+from conveyor_infra.declared import Declaration, declare
+from conveyor_infra.paths import REPO_ROOT
+from stack_support import STACKS
+
+
+@pytest.fixture(scope="session")
+def declarations() -> dict[str, Declaration]:
+    with ThreadPoolExecutor(max_workers=len(STACKS)) as pool:
+        return dict(zip(STACKS, pool.map(declare, STACKS), strict=True))
+
+
+@pytest.fixture(scope="session")
+def stack_files() -> dict[str, dict[str, Any]]:
+    """Each stack's `config:` block as written in Pulumi.<stack>.yaml."""
+    return {
+        stack: yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+        for stack in STACKS
+    }

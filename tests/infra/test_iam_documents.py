@@ -1,0 +1,156 @@
+"""IAM: every role policy names only this stack's own ARNs, and each service gets exactly the
+actions its code calls."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from conveyor import schema
+from conveyor_infra.declared import Declaration
+from conveyor_infra.permissions import STAR_ONLY_ACTIONS, ecr_repository_arn
+from stack_support import COMPUTE_STACKS, SERVICES
+
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+
+TRACES = {(a, "*") for a in STAR_ONLY_ACTIONS if a.startswith("xray:")}
+TABLE = {(f"dynamodb:{a}", "table") for a in ("GetItem", "Query", "PutItem", "UpdateItem")}
+TASK_ROLE_GRANTS = {
+    "api": TABLE
+    | TRACES
+    | {
+        ("dynamodb:Query", "index/by_tenant"),
+        ("sqs:SendMessage", "queue"),
+        ("aps:RemoteWrite", "workspace"),
+    },
+    "relay": TABLE
+    | TRACES
+    | {
+        ("dynamodb:Query", "index/outbox"),
+        ("sqs:SendMessage", "queue"),
+        ("sqs:GetQueueAttributes", "queue"),
+        ("sqs:GetQueueAttributes", "dlq"),
+        ("sqs:ReceiveMessage", "dlq"),
+        ("aps:RemoteWrite", "workspace"),
+    },
+    "worker": TABLE
+    | TRACES
+    | {
+        ("sqs:ReceiveMessage", "queue"),
+        ("sqs:DeleteMessage", "queue"),
+        ("sqs:ChangeMessageVisibility", "queue"),
+        ("sqs:SendMessage", "dlq"),
+        ("aps:RemoteWrite", "workspace"),
+    },
+}
+
+
+def _document(declaration: Declaration, name: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(declaration.named(name).inputs["policy"])
+    return document
+
+
+def _grants(document: dict[str, Any]) -> set[tuple[str, str]]:
+    return {
+        (action, resource)
+        for statement in document["Statement"]
+        for action in statement["Action"]
+        for resource in statement["Resource"]
+    }
+
+
+def _own_arns(declaration: Declaration, image: str) -> dict[str, str]:
+    """ARN -> symbolic name, for every ARN this stack owns or may legitimately name."""
+    table = declaration.named("store-table").outputs["arn"]
+    arns = {
+        table: "table",
+        declaration.named("tasks-queue").outputs["arn"]: "queue",
+        declaration.named("tasks-dlq").outputs["arn"]: "dlq",
+        declaration.named("monitoring-prometheus").outputs["arn"]: "workspace",
+        declaration.named("tls-server").outputs["arn"]: "server-secret",
+        declaration.named("tls-secrets-key").outputs["arn"]: "secrets-key",
+        str(ecr_repository_arn(image)): "repository",
+        "*": "*",
+    }
+    for index_name, *_ in schema.GLOBAL_SECONDARY_INDEXES:
+        arns[f"{table}/index/{index_name}"] = f"index/{index_name}"
+    for service in SERVICES:
+        log_group = declaration.named(f"monitoring-{service}-logs").outputs["arn"]
+        arns[f"{log_group}:log-stream:*"] = f"logs/{service}"
+    return arns
+
+
+@pytest.mark.parametrize("stack", COMPUTE_STACKS)
+def test_role_policies_name_only_this_stacks_arns(
+    declarations: dict[str, Declaration], stack_files: dict[str, Any], stack: str
+) -> None:
+    declaration = declarations[stack]
+    own = _own_arns(declaration, stack_files[stack]["conveyor:image"])
+    account = stack_files[stack]["aws:allowedAccountIds"][0]
+    policies = declaration.of_type(ROLE_POLICY)
+    assert len(policies) == 2 * len(SERVICES)
+    for policy in policies:
+        for action, resource in _grants(json.loads(policy.inputs["policy"])):
+            assert resource in own, f"{policy.name} grants {action} on foreign {resource}"
+            if resource == "*":
+                assert action in STAR_ONLY_ACTIONS
+            else:
+                assert resource.split(":")[4] == account
+
+
+@pytest.mark.parametrize("stack", COMPUTE_STACKS)
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_task_role_gets_exactly_the_calls_its_service_makes(
+    declarations: dict[str, Declaration], stack_files: dict[str, Any], stack: str, service: str
+) -> None:
+    declaration = declarations[stack]
+    own = _own_arns(declaration, stack_files[stack]["conveyor:image"])
+    grants = _grants(_document(declaration, f"{service}-iam-task-policy"))
+    assert {(action, own[resource]) for action, resource in grants} == TASK_ROLE_GRANTS[service]
+
+
+@pytest.mark.parametrize("stack", COMPUTE_STACKS)
+@pytest.mark.parametrize("service", SERVICES)
+def test_execution_roles_pull_the_image_ship_logs_and_only_the_api_reads_tls(
+    declarations: dict[str, Declaration], stack_files: dict[str, Any], stack: str, service: str
+) -> None:
+    declaration = declarations[stack]
+    own = _own_arns(declaration, stack_files[stack]["conveyor:image"])
+    document = _document(declaration, f"{service}-iam-execution-policy")
+    grants = {(action, own[resource]) for action, resource in _grants(document)}
+    expected = {
+        ("ecr:GetAuthorizationToken", "*"),
+        ("ecr:BatchCheckLayerAvailability", "repository"),
+        ("ecr:GetDownloadUrlForLayer", "repository"),
+        ("ecr:BatchGetImage", "repository"),
+        ("logs:CreateLogStream", f"logs/{service}"),
+        ("logs:PutLogEvents", f"logs/{service}"),
+    }
+    if service == "api":
+        expected |= {
+            ("secretsmanager:GetSecretValue", "server-secret"),
+            ("kms:Decrypt", "secrets-key"),
+        }
+        (key_statement,) = [s for s in document["Statement"] if s["Sid"] == "SecretsKey"]
+        assert key_statement["Condition"] == {
+            "StringEquals": {"kms:ViaService": "secretsmanager.eu-west-1.amazonaws.com"}
+        }
+    assert grants == expected
+
+
+@pytest.mark.parametrize("stack", COMPUTE_STACKS)
+def test_only_ecs_tasks_of_this_account_can_assume_the_roles(
+    declarations: dict[str, Declaration], stack_files: dict[str, Any], stack: str
+) -> None:
+    account = stack_files[stack]["aws:allowedAccountIds"][0]
+    roles = declarations[stack].of_type("aws:iam/role:Role")
+    assert sorted(r.inputs["name"] for r in roles) == sorted(
+        f"conveyor-{stack}-{service}-{kind}"
+        for service in SERVICES
+        for kind in ("execution", "task")
+    )
+    for role in roles:
+        (statement,) = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
+        assert statement["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
+        assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": account}

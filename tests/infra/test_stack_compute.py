@@ -1,0 +1,331 @@
+"""Network, ECS, load balancer, autoscaling and monitoring, as each compute stack declares them."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from conveyor import settings
+from conveyor_infra.containers import COLLECTOR, COLLECTOR_CONFIG_VARIABLE, TLS_SECRET_VARIABLES
+from conveyor_infra.declared import Declaration, DeclarationError, declare
+from conveyor_infra.paths import REPO_ROOT
+from stack_support import COMPUTE_STACKS, SERVICES, STACKS, container, pairs
+
+SETTINGS_MODELS: dict[str, type[settings.BaseSettings]] = {
+    "api": settings.ApiSettings,
+    "relay": settings.RelaySettings,
+    "worker": settings.WorkerSettings,
+}
+EXPECTED = {
+    "dev": {"zones": 2, "nats": 1, "log_days": 7, "sizes": {"api": (256, 512)}},
+    "staging": {"zones": 2, "nats": 2, "log_days": 30, "sizes": {"api": (512, 1024)}},
+    "prod": {"zones": 3, "nats": 3, "log_days": 90, "sizes": {"api": (1024, 2048)}},
+}
+
+
+def _of_parent_type(declaration: Declaration, parent_type: str) -> list[Any]:
+    return [r for r in declaration if r.parent.rsplit("::", 2)[-2].endswith(parent_type)]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_resource_belongs_to_a_conveyor_component(
+    declarations: dict[str, Declaration], stack: str
+) -> None:
+    declaration = declarations[stack]
+    components = {r.urn for r in declaration if r.type.startswith("conveyor:")}
+    for resource in declaration:
+        if resource.custom:
+            assert resource.parent in components, f"{resource.name} is not in a component"
+        else:
+            assert resource.type.startswith("conveyor:")
+
+
+def test_localstack_deploys_only_the_data_plane(declarations: dict[str, Declaration]) -> None:
+    modules = {r.type.split("/")[0] for r in declarations["localstack"] if r.custom}
+    assert modules == {
+        "aws:sqs",
+        "aws:dynamodb",
+        "aws:secretsmanager",
+        "aws:kms",
+        "aws:sns",
+        "aws:cloudwatch",
+        "tls:index",
+    }
+    assert {r.type for r in declarations["localstack"] if r.type.startswith("aws:cloudwatch")} == {
+        "aws:cloudwatch/metricAlarm:MetricAlarm"
+    }
+
+
+@pytest.mark.parametrize("stack", COMPUTE_STACKS)
+def test_network_has_private_subnets_nat_per_stack_and_the_vpc_endpoints(
+    declarations: dict[str, Declaration], stack: str
+) -> None:
+    declaration = declarations[stack]
+    expected = EXPECTED[stack]
+    subnets = declaration.of_type("aws:ec2/subnet:Subnet")
+    private = [s for s in subnets if "-private-" in s.name]
+    assert len(private) == len(subnets) - len(private) == expected["zones"]
+    assert len({s.inputs["availabilityZone"] for s in private}) == expected["zones"]
+    assert len(declaration.of_type("aws:ec2/natGateway:NatGateway")) == expected["nats"]
+
+    endpoints = {
+        e.inputs["serviceName"].rsplit(".", 1)[-1]
+        if e.inputs["vpcEndpointType"] == "Gateway"
+        else e.inputs["serviceName"].split(".", 3)[-1]: e.inputs["vpcEndpointType"]
+        for e in declaration.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+    }
+    assert endpoints == {
+        "sqs": "Interface",
+        "secretsmanager": "Interface",
+        "ecr.api": "Interface",
+        "ecr.dkr": "Interface",
+        "logs": "Interface",
+        "dynamodb": "Gateway",
+        "s3": "Gateway",
+    }
+    private_ids = {s.outputs["id"] for s in private}
+    for service in SERVICES:
+        network = declaration.named(f"ecs-{service}").inputs["networkConfiguration"]
+        assert network["assignPublicIp"] is False
+        assert set(network["subnets"]) == private_ids
+
+
+@pytest.mark.parametrize("stack", COMPUTE_STACKS)
+def test_task_definitions_run_the_service_commands_read_only_and_non_root(
+    declarations: dict[str, Declaration], stack: str
+) -> None:
+    declaration = declarations[stack]
+    task_definition = declaration.named("ecs-api-task")
+    assert (int(task_definition.inputs["cpu"]), int(task_definition.inputs["memory"])) == (
+        EXPECTED[stack]["sizes"]["api"]
+    )
+    for service in SERVICES:
+        inputs = declaration.named(f"ecs-{service}-task").inputs
+        assert inputs["requiresCompatibilities"] == ["FARGATE"]
+        assert inputs["networkMode"] == "awsvpc"
+        app = container(declaration, service, service)
+        assert app["command"] == ["python", "-m", f"conveyor.{service}"]
+        assert app["image"].endswith("/conveyor:0.1.0")
+        for each in (app, container(declaration, service, COLLECTOR)):
+            assert each["readonlyRootFilesystem"] is True
+            assert each["user"].split(":")[0] not in ("", "0", "root")
+    api = container(declaration, "api", "api")
+    assert api["healthCheck"]["command"] == ["CMD", "python", "-m", "conveyor.healthcheck"]
+
+
+@pytest.mark.parametrize("stack", COMPUTE_STACKS)
+def test_each_task_has_a_collector_sidecar_configured_from_the_observability_file(
+    declarations: dict[str, Declaration], stack: str
+) -> None:
+    declaration = declarations[stack]
+    expected_config = (REPO_ROOT / "observability/collector/ecs-sidecar.yaml").read_text()
+    (workspace,) = declaration.of_type("aws:amp/workspace:Workspace")
+    for service in SERVICES:
+        collector = container(declaration, service, COLLECTOR)
+        assert collector["image"].startswith("otel/opentelemetry-collector-contrib:")
+        assert collector["command"] == [f"--config=env:{COLLECTOR_CONFIG_VARIABLE}"]
+        environment = pairs(collector["environment"])
+        assert environment[COLLECTOR_CONFIG_VARIABLE] == expected_config
+        assert environment["AMP_REMOTE_WRITE_ENDPOINT"] == (
+            workspace.outputs["prometheusEndpoint"] + "api/v1/remote_write"
+        )
+        app_environment = pairs(container(declaration, service, service)["environment"])
+        assert environment["CONVEYOR_METRICS_TARGET"] == app_environment["CONVEYOR_METRICS_LISTEN"]
+
+
+@pytest.mark.parametrize("stack", COMPUTE_STACKS)
+@pytest.mark.parametrize("service", SERVICES)
+def test_container_settings_are_exactly_what_conveyor_settings_loads(
+    declarations: dict[str, Declaration],
+    stack: str,
+    service: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The service's own settings model accepts the container's environment + secrets."""
+    app = container(declarations[stack], service, service)
+    environment = pairs(app["environment"])
+    secrets = pairs(app["secrets"], "valueFrom")
+    for name in os.environ:
+        if name.startswith(("CONVEYOR_", "AWS_")):
+            monkeypatch.delenv(name)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    for name in secrets:
+        monkeypatch.setenv(name, f"pem from {name}")
+
+    model = SETTINGS_MODELS[service]
+    loaded = settings.load(model)
+
+    known = {
+        str(info.validation_alias.choices[0])
+        if isinstance(info.validation_alias, settings.AliasChoices)
+        else settings.PREFIX + field.upper()
+        for field, info in model.model_fields.items()
+    }
+    assert set(environment) | set(secrets) <= known
+    assert loaded.table_name == f"conveyor-{stack}-tasks"  # type: ignore[attr-defined]
+    if service == "worker":
+        assert environment["CONVEYOR_VISIBILITY_TIMEOUT_SECONDS"] == "30"
+        queue = declarations[stack].named("tasks-queue")
+        assert queue.inputs["visibilityTimeoutSeconds"] == int(
+            environment["CONVEYOR_VISIBILITY_TIMEOUT_SECONDS"]
+        )
+
+
+@pytest.mark.parametrize("stack", COMPUTE_STACKS)
+def test_tls_material_reaches_only_the_api_and_only_through_secrets(
+    declarations: dict[str, Declaration], stack: str
+) -> None:
+    declaration = declarations[stack]
+    server = declaration.named("tls-server")
+    version = declaration.named("tls-server-value")
+    api = container(declaration, "api", "api")
+    assert pairs(api["secrets"], "valueFrom") == {
+        variable: f"{server.outputs['arn']}:{json_key}::{version.outputs['versionId']}"
+        for variable, json_key in TLS_SECRET_VARIABLES.items()
+    }
+    assert not set(TLS_SECRET_VARIABLES) & set(pairs(api["environment"]))
+    for service in ("relay", "worker"):
+        assert container(declaration, service, service)["secrets"] == []
+
+
+@pytest.mark.parametrize("stack", COMPUTE_STACKS)
+def test_grpc_goes_through_an_nlb_tcp_listener_so_mtls_reaches_the_api(
+    declarations: dict[str, Declaration], stack: str
+) -> None:
+    declaration = declarations[stack]
+    (nlb,) = declaration.of_type("aws:lb/loadBalancer:LoadBalancer")
+    (listener,) = declaration.of_type("aws:lb/listener:Listener")
+    (targets,) = declaration.of_type("aws:lb/targetGroup:TargetGroup")
+    assert nlb.inputs["loadBalancerType"] == "network"
+    assert listener.inputs["protocol"] == "TCP"
+    assert listener.inputs["loadBalancerArn"] == nlb.outputs["arn"]
+    assert listener.inputs["defaultActions"] == [
+        {"type": "forward", "targetGroupArn": targets.outputs["arn"]}
+    ]
+    assert (targets.inputs["protocol"], targets.inputs["targetType"]) == ("TCP", "ip")
+    assert targets.inputs["healthCheck"]["protocol"] == "TCP"
+    api_port = targets.inputs["port"]
+    assert container(declaration, "api", "api")["portMappings"][0]["containerPort"] == api_port
+    service = declaration.named("ecs-api")
+    assert service.inputs["loadBalancers"] == [
+        {
+            "targetGroupArn": targets.outputs["arn"],
+            "containerName": "api",
+            "containerPort": api_port,
+        }
+    ]
+    # The server certificate names the address clients dial.
+    assert nlb.outputs["dnsName"] in declaration.named("tls-server-csr").inputs["dnsNames"]
+    assert declarations[stack].outputs["api_endpoint"] == f"{nlb.outputs['dnsName']}:443"
+
+
+@pytest.mark.parametrize("stack", COMPUTE_STACKS)
+def test_workers_scale_on_backlog_per_task_and_the_api_on_cpu(
+    declarations: dict[str, Declaration], stack_files: dict[str, Any], stack: str
+) -> None:
+    declaration = declarations[stack]
+    worker_config = stack_files[stack]["conveyor:worker"]
+    targets = {
+        t.inputs["resourceId"]: t for t in declaration.of_type("aws:appautoscaling/target:Target")
+    }
+    worker_target = targets[f"service/conveyor-{stack}/conveyor-{stack}-worker"]
+    assert (worker_target.inputs["minCapacity"], worker_target.inputs["maxCapacity"]) == (
+        worker_config["minCount"],
+        worker_config["maxCount"],
+    )
+    assert f"service/conveyor-{stack}/conveyor-{stack}-api" in targets
+
+    worker_policy = declaration.named("autoscaling-worker-backlog").inputs
+    tracking = worker_policy["targetTrackingScalingPolicyConfiguration"]
+    assert worker_policy["resourceId"] == worker_target.inputs["resourceId"]
+    assert tracking["targetValue"] == worker_config["backlogPerTask"]
+    metrics = {m["id"]: m for m in tracking["customizedMetricSpecification"]["metrics"]}
+    visible = metrics["visible"]["metricStat"]["metric"]
+    running = metrics["running"]["metricStat"]["metric"]
+    assert (visible["namespace"], visible["metricName"]) == (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+    )
+    assert visible["dimensions"] == [{"name": "QueueName", "value": f"conveyor-{stack}-tasks.fifo"}]
+    assert (running["namespace"], running["metricName"]) == (
+        "ECS/ContainerInsights",
+        "RunningTaskCount",
+    )
+    assert metrics["backlog_per_task"]["expression"] == "visible / running"
+    assert [m["id"] for m in metrics.values() if m["returnData"]] == ["backlog_per_task"]
+
+    api_policy = declaration.named("autoscaling-api-cpu").inputs
+    assert api_policy["targetTrackingScalingPolicyConfiguration"][
+        "predefinedMetricSpecification"
+    ] == {"predefinedMetricType": "ECSServiceAverageCPUUtilization"}
+    (cluster,) = declaration.of_type("aws:ecs/cluster:Cluster")
+    assert cluster.inputs["settings"] == [{"name": "containerInsights", "value": "enabled"}]
+
+
+@pytest.mark.parametrize("stack", COMPUTE_STACKS)
+def test_monitoring_has_log_retention_amp_rules_from_every_rule_file_and_alertmanager(
+    declarations: dict[str, Declaration], stack: str
+) -> None:
+    declaration = declarations[stack]
+    log_groups = {
+        g.inputs["name"]: g for g in declaration.of_type("aws:cloudwatch/logGroup:LogGroup")
+    }
+    assert set(log_groups) == {f"/ecs/conveyor-{stack}/{s}" for s in SERVICES}
+    assert {g.inputs["retentionInDays"] for g in log_groups.values()} == {
+        EXPECTED[stack]["log_days"]
+    }
+    (workspace,) = declaration.of_type("aws:amp/workspace:Workspace")
+    rule_files = sorted((REPO_ROOT / "observability/rules").glob("*.yaml"))
+    assert rule_files, "the observability generator writes observability/rules/*.yaml"
+    namespaces = {
+        n.inputs["name"]: n
+        for n in declaration.of_type("aws:amp/ruleGroupNamespace:RuleGroupNamespace")
+    }
+    assert set(namespaces) == {f.stem for f in rule_files}
+    for rule_file in rule_files:
+        assert namespaces[rule_file.stem].inputs["data"] == rule_file.read_text()
+        assert namespaces[rule_file.stem].inputs["workspaceId"] == workspace.outputs["id"]
+    (alertmanager,) = declaration.of_type("aws:amp/alertManagerDefinition:AlertManagerDefinition")
+    (topic,) = declaration.of_type("aws:sns/topic:Topic")
+    assert f"topic_arn: {topic.outputs['arn']}" in alertmanager.inputs["definition"]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_stack_outputs_name_everything_services_and_runbooks_need(
+    declarations: dict[str, Declaration], stack: str
+) -> None:
+    outputs = declarations[stack].outputs
+    data_plane = {"queue_url", "dlq_url", "table_name", "alarm_topic_arn", "tls_server_secret_arn"}
+    compute = {
+        "cluster_name",
+        "api_service_name",
+        "relay_service_name",
+        "worker_service_name",
+        "api_endpoint",
+        "amp_workspace_id",
+        "log_group_names",
+    }
+    assert data_plane <= set(outputs)
+    assert (compute <= set(outputs)) is (stack != "localstack")
+    assert outputs["queue_url"] == declarations[stack].named("tasks-queue").outputs["url"]
+    if stack != "localstack":
+        assert outputs["worker_service_name"] == f"conveyor-{stack}-worker"
+        assert set(outputs["log_group_names"]) == set(SERVICES)
+
+
+def test_a_missing_collector_config_stops_compute_with_a_clear_error() -> None:
+    with pytest.raises(DeclarationError) as failure:
+        declare("dev", {"conveyor:collectorConfigPath": "observability/collector/absent.yaml"})
+    assert "observability/collector/absent.yaml does not exist" in str(failure.value)
+    # Without compute the file is not needed at all.
+    declaration = declare(
+        "dev",
+        {
+            "conveyor:collectorConfigPath": "observability/collector/absent.yaml",
+            "conveyor:deployCompute": "false",
+        },
+    )
+    assert not declaration.of_type("aws:ecs/service:Service")
+    assert declaration.outputs["queue_url"].endswith("/conveyor-dev-tasks.fifo")
