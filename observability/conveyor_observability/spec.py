@@ -1,0 +1,330 @@
+"""The SLO spec (observability/slos.yaml): loading and validation.
+
+Numbers that end up in PromQL (objectives, burn rates) are kept as Decimal so that the rules say
+`0.001`, not `0.0010000000000000009`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from conveyor_observability import durations
+from conveyor_observability.paths import SPEC_PATH
+
+WINDOW_PLACEHOLDER = "{{.window}}"
+BASE_WINDOW = "5m"
+BURN_SEVERITIES = ("page", "ticket")
+SEVERITIES = ("page", "ticket", "warning")
+_SLO_NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+_ALERT_NAME_RE = re.compile(r"^([A-Z][a-z0-9]*)+$")
+
+
+class SpecError(ValueError):
+    """The spec is malformed; the message names every problem found."""
+
+
+@dataclass(frozen=True)
+class BurnWindow:
+    """Fire when the error ratio exceeds burn_rate x budget over both windows."""
+
+    long_window: str
+    short_window: str
+    burn_rate: Decimal
+
+
+@dataclass(frozen=True)
+class Sli:
+    errors: str
+    total: str
+
+    def errors_over(self, window: str) -> str:
+        return self.errors.replace(WINDOW_PLACEHOLDER, window)
+
+    def total_over(self, window: str) -> str:
+        return self.total.replace(WINDOW_PLACEHOLDER, window)
+
+
+@dataclass(frozen=True)
+class TestSeries:
+    """Raw series that count good events, bad events, or all events (good + bad)."""
+
+    good: tuple[str, ...]
+    bad: tuple[str, ...]
+    all: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Slo:
+    name: str
+    objective: Decimal  # percent, e.g. 99.9
+    description: str
+    sli: Sli
+    min_events_per_hour: Decimal
+    test_series: TestSeries
+
+    @property
+    def objective_ratio(self) -> Decimal:
+        return self.objective / 100
+
+    @property
+    def error_budget(self) -> Decimal:
+        return (100 - self.objective) / 100
+
+
+@dataclass(frozen=True)
+class SymptomAlert:
+    alert: str
+    severity: str
+    for_: str
+    expr: str
+    summary: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Spec:
+    service: str
+    runbook_base_url: str
+    period: str
+    burn_rate_alerts: Mapping[str, tuple[BurnWindow, ...]]
+    slos: tuple[Slo, ...]
+    symptom_alerts: tuple[SymptomAlert, ...]
+
+    @property
+    def alert_prefix(self) -> str:
+        """ "conveyor" -> "Conveyor": every alert name starts with it."""
+        return camel_case(self.service)
+
+    def sloth_id(self, slo: Slo) -> str:
+        return f"{self.service}-{slo.name}"
+
+    def runbook_url(self, alert: str) -> str:
+        return f"{self.runbook_base_url}/runbooks/{alert}.md"
+
+    def windows(self) -> list[str]:
+        """Every window a ratio is recorded for, shortest first."""
+        names = {BASE_WINDOW, self.period}
+        for policy in self.burn_rate_alerts.values():
+            for pair in policy:
+                names.update((pair.long_window, pair.short_window))
+        return sorted(names, key=durations.seconds)
+
+
+def camel_case(name: str) -> str:
+    return "".join(part.capitalize() for part in re.split(r"[-_.]", name))
+
+
+def load_spec(path: Path = SPEC_PATH) -> Spec:
+    with path.open() as fh:
+        raw = yaml.safe_load(fh)
+    return parse_spec(raw)
+
+
+def parse_spec(raw: Any) -> Spec:
+    """Build a Spec from the YAML document, or raise SpecError listing every problem."""
+    problems: list[str] = []
+    doc = _mapping(raw, "spec", problems)
+    _keys(
+        doc,
+        "spec",
+        {"version", "service", "runbook_base_url", "period", "burn_rate_alerts", "slos"},
+        {"symptom_alerts"},
+        problems,
+    )
+    if doc.get("version") != 1:
+        problems.append("spec: version must be 1")
+    service = str(doc.get("service", ""))
+    if not _SLO_NAME_RE.match(service):
+        problems.append(f"spec: service {service!r} must be lowercase words joined by '-'")
+    base_url = str(doc.get("runbook_base_url", ""))
+    if not re.match(r"^https?://\S+[^/]$", base_url):
+        problems.append("spec: runbook_base_url must be an http(s) URL without a trailing '/'")
+    period = str(doc.get("period", ""))
+    _duration(period, "spec: period", problems)
+
+    policies = _burn_policies(doc.get("burn_rate_alerts"), problems)
+    slos = tuple(
+        _slo(item, f"slos[{i}]", problems)
+        for i, item in enumerate(_list(doc.get("slos"), "slos", problems))
+    )
+    prefix = camel_case(service)
+    symptoms = tuple(
+        _symptom(item, f"symptom_alerts[{i}]", prefix, problems)
+        for i, item in enumerate(_list(doc.get("symptom_alerts", []), "symptom_alerts", problems))
+    )
+    for kind, names in (("SLO", [s.name for s in slos]), ("alert", [a.alert for a in symptoms])):
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            problems.append(f"spec: duplicate {kind} names: {', '.join(duplicates)}")
+    if not slos:
+        problems.append("spec: slos must list at least one SLO")
+    if problems:
+        raise SpecError("invalid SLO spec:\n  " + "\n  ".join(problems))
+    return Spec(
+        service=service,
+        runbook_base_url=base_url,
+        period=period,
+        burn_rate_alerts=policies,
+        slos=slos,
+        symptom_alerts=symptoms,
+    )
+
+
+def _burn_policies(raw: Any, problems: list[str]) -> dict[str, tuple[BurnWindow, ...]]:
+    doc = _mapping(raw, "burn_rate_alerts", problems)
+    _keys(doc, "burn_rate_alerts", set(BURN_SEVERITIES), set(), problems)
+    policies: dict[str, tuple[BurnWindow, ...]] = {}
+    for severity in BURN_SEVERITIES:
+        pairs = []
+        for i, item in enumerate(
+            _list(doc.get(severity), f"burn_rate_alerts.{severity}", problems)
+        ):
+            where = f"burn_rate_alerts.{severity}[{i}]"
+            pair = _mapping(item, where, problems)
+            _keys(pair, where, {"long_window", "short_window", "burn_rate"}, set(), problems)
+            long_window = str(pair.get("long_window", ""))
+            short_window = str(pair.get("short_window", ""))
+            _duration(long_window, f"{where}.long_window", problems)
+            _duration(short_window, f"{where}.short_window", problems)
+            for name in (long_window, short_window):
+                if _is_duration(name) and durations.seconds(name) < durations.seconds(BASE_WINDOW):
+                    problems.append(f"{where}: windows shorter than {BASE_WINDOW} are not recorded")
+            if (
+                _is_duration(long_window)
+                and _is_duration(short_window)
+                and durations.seconds(short_window) >= durations.seconds(long_window)
+            ):
+                problems.append(f"{where}: short_window must be shorter than long_window")
+            burn_rate = _positive(pair.get("burn_rate"), f"{where}.burn_rate", problems)
+            pairs.append(BurnWindow(long_window, short_window, burn_rate))
+        if not pairs:
+            problems.append(f"burn_rate_alerts.{severity}: list at least one window pair")
+        policies[severity] = tuple(pairs)
+    return policies
+
+
+def _slo(raw: Any, where: str, problems: list[str]) -> Slo:
+    doc = _mapping(raw, where, problems)
+    _keys(
+        doc,
+        where,
+        {"name", "objective", "description", "sli", "min_events_per_hour", "test_series"},
+        set(),
+        problems,
+    )
+    name = str(doc.get("name", ""))
+    if not _SLO_NAME_RE.match(name):
+        problems.append(f"{where}.name: {name!r} must be lowercase words joined by '-'")
+    objective = _positive(doc.get("objective"), f"{where}.objective", problems)
+    if objective >= 100:
+        problems.append(f"{where}.objective: must be a percentage below 100")
+    sli_doc = _mapping(doc.get("sli"), f"{where}.sli", problems)
+    _keys(sli_doc, f"{where}.sli", {"errors", "total"}, set(), problems)
+    sli = Sli(errors=str(sli_doc.get("errors", "")), total=str(sli_doc.get("total", "")))
+    for part, query in (("errors", sli.errors), ("total", sli.total)):
+        if WINDOW_PLACEHOLDER not in query:
+            problems.append(f"{where}.sli.{part}: must contain {WINDOW_PLACEHOLDER}")
+    series_doc = _mapping(doc.get("test_series"), f"{where}.test_series", problems)
+    _keys(series_doc, f"{where}.test_series", {"good"}, {"bad", "all"}, problems)
+    series = TestSeries(
+        good=tuple(
+            str(s) for s in _list(series_doc.get("good"), f"{where}.test_series.good", problems)
+        ),
+        bad=tuple(
+            str(s) for s in _list(series_doc.get("bad", []), f"{where}.test_series.bad", problems)
+        ),
+        all=tuple(
+            str(s) for s in _list(series_doc.get("all", []), f"{where}.test_series.all", problems)
+        ),
+    )
+    if not series.good or not (series.bad or series.all):
+        problems.append(f"{where}.test_series: needs good series and bad or all series")
+    return Slo(
+        name=name,
+        objective=objective,
+        description=str(doc.get("description", "")).strip(),
+        sli=sli,
+        min_events_per_hour=_positive(
+            doc.get("min_events_per_hour"), f"{where}.min_events_per_hour", problems
+        ),
+        test_series=series,
+    )
+
+
+def _symptom(raw: Any, where: str, prefix: str, problems: list[str]) -> SymptomAlert:
+    doc = _mapping(raw, where, problems)
+    _keys(
+        doc, where, {"alert", "severity", "for", "expr", "summary", "description"}, set(), problems
+    )
+    alert = str(doc.get("alert", ""))
+    if not (_ALERT_NAME_RE.match(alert) and alert.startswith(prefix)):
+        problems.append(f"{where}.alert: {alert!r} must be CamelCase starting with {prefix}")
+    severity = str(doc.get("severity", ""))
+    if severity not in SEVERITIES:
+        problems.append(f"{where}.severity: {severity!r} is not one of {', '.join(SEVERITIES)}")
+    for_ = str(doc.get("for", ""))
+    _duration(for_, f"{where}.for", problems)
+    return SymptomAlert(
+        alert=alert,
+        severity=severity,
+        for_=for_,
+        expr=str(doc.get("expr", "")).strip(),
+        summary=str(doc.get("summary", "")).strip(),
+        description=str(doc.get("description", "")).strip(),
+    )
+
+
+def _mapping(raw: Any, where: str, problems: list[str]) -> Mapping[str, Any]:
+    if isinstance(raw, Mapping):
+        return raw
+    problems.append(f"{where}: expected a mapping")
+    return {}
+
+
+def _list(raw: Any, where: str, problems: list[str]) -> list[Any]:
+    if isinstance(raw, list):
+        return raw
+    problems.append(f"{where}: expected a list")
+    return []
+
+
+def _keys(
+    doc: Mapping[str, Any], where: str, required: set[str], optional: set[str], problems: list[str]
+) -> None:
+    missing = required - doc.keys()
+    unknown = doc.keys() - required - optional
+    if missing:
+        problems.append(f"{where}: missing {', '.join(sorted(missing))}")
+    if unknown:
+        problems.append(f"{where}: unknown {', '.join(sorted(unknown))}")
+
+
+def _is_duration(value: str) -> bool:
+    try:
+        durations.seconds(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _duration(value: str, where: str, problems: list[str]) -> None:
+    if not _is_duration(value):
+        problems.append(f"{where}: {value!r} is not a duration like 5m, 6h or 30d")
+
+
+def _positive(raw: Any, where: str, problems: list[str]) -> Decimal:
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        problems.append(f"{where}: expected a number")
+        return Decimal(1)
+    value = Decimal(str(raw))
+    if value <= 0:
+        problems.append(f"{where}: must be above 0")
+        return Decimal(1)
+    return value

@@ -1,0 +1,205 @@
+"""promtool scenarios for the symptom alerts: each fires when it should and stays silent in the
+look-alike cases that must not wake anyone.
+
+Series use promtool's notation, one sample a minute: "1x5" is six samples of 1 (minutes 0-5),
+"0+60x20" counts 0, 60, ... 1200, "_" is a missing sample.
+"""
+
+from __future__ import annotations
+
+from conveyor_observability.promtool_tests import AlertCheck, Scenario
+
+RELAY_A = 'job="conveyor-relay",instance="10.0.1.7:9464"'
+RELAY_B = 'job="conveyor-relay",instance="10.0.2.7:9464"'
+API_A = 'job="conveyor-api",instance="10.0.1.5:9464"'
+API_B = 'job="conveyor-api",instance="10.0.2.5:9464"'
+WORKER_A = 'job="conveyor-worker",instance="10.0.1.9:9464"'
+
+DLQ = "ConveyorDlqNotEmpty"
+OUTBOX = "ConveyorOutboxStuck"
+NOT_CONSUMED = "ConveyorTasksNotConsumed"
+BREAKER = "ConveyorCircuitBreakerOpen"
+TARGET_DOWN = "ConveyorTargetDown"
+COMPONENT_DOWN = "ConveyorComponentDown"
+
+NO_LABELS: dict[str, str] = {}
+
+
+def _queue(instance: str, queue: str, state: str) -> str:
+    return f'conveyor_queue_messages{{{instance},queue="{queue}",state="{state}"}}'
+
+
+def _up(instance: str) -> str:
+    return f"up{{{instance}}}"
+
+
+def _dlq_scenarios() -> list[Scenario]:
+    return [
+        Scenario(
+            name="DLQ messages for 5 minutes raise one ticket, however many relays report them; "
+            "redriving them resolves it",
+            series={
+                _queue(RELAY_A, "dlq", "visible"): "0x10 3x19 0x10",
+                _queue(RELAY_B, "dlq", "visible"): "0x10 3x19 0x10",
+                _queue(RELAY_A, "dlq", "inflight"): "0x40",
+            },
+            checks=[
+                AlertCheck(9, DLQ),
+                AlertCheck(14, DLQ),
+                AlertCheck(20, DLQ, [NO_LABELS]),
+                AlertCheck(35, DLQ),
+            ],
+        ),
+        Scenario(
+            name="DLQ messages count in every state, not only visible",
+            series={
+                _queue(RELAY_A, "dlq", "visible"): "0x20",
+                _queue(RELAY_A, "dlq", "inflight"): "2x20",
+            },
+            checks=[AlertCheck(10, DLQ, [NO_LABELS])],
+        ),
+        Scenario(
+            name="a DLQ message handled within 5 minutes is silent",
+            series={_queue(RELAY_A, "dlq", "visible"): "0x5 1x2 0x20"},
+            checks=[AlertCheck(8, DLQ), AlertCheck(15, DLQ)],
+        ),
+    ]
+
+
+def _outbox_scenarios() -> list[Scenario]:
+    age = f"conveyor_outbox_oldest_age_seconds{{{RELAY_A}}}"
+    return [
+        Scenario(
+            name="an outbox mark older than 5 minutes for 2 minutes pages; the relay catching "
+            "up resolves it",
+            # The age passes 300 s at minute 6; the relay clears the mark at minute 21.
+            series={age: "0+60x20 0x10"},
+            checks=[
+                AlertCheck(5, OUTBOX),
+                AlertCheck(7, OUTBOX),
+                AlertCheck(9, OUTBOX, [NO_LABELS]),
+                AlertCheck(25, OUTBOX),
+            ],
+        ),
+        Scenario(
+            name="a relay keeping marks a few seconds old is silent",
+            series={age: "5 12 3 15 8 11 2 14 9 13 4 10 7 12 6 15 3 11 8 14 5"},
+            checks=[AlertCheck(20, OUTBOX)],
+        ),
+    ]
+
+
+def _not_consumed_scenarios() -> list[Scenario]:
+    visible = _queue(RELAY_A, "main", "visible")
+    received = f'conveyor_sqs_messages_received_total{{{WORKER_A},queue="main"}}'
+    return [
+        Scenario(
+            name="visible messages while workers receive nothing for 10 + 5 minutes page",
+            # Workers stop receiving at minute 20; the 10-minute increase is 0 from minute 30.
+            series={visible: "0x20 5x30", received: "0+10x20 200x30"},
+            checks=[
+                AlertCheck(28, NOT_CONSUMED),
+                AlertCheck(33, NOT_CONSUMED),
+                AlertCheck(37, NOT_CONSUMED, [NO_LABELS]),
+            ],
+        ),
+        Scenario(
+            name="visible messages with no worker exporting at all page",
+            series={visible: "5x20"},
+            checks=[AlertCheck(10, NOT_CONSUMED, [NO_LABELS])],
+        ),
+        Scenario(
+            name="visible messages while workers keep receiving are silent",
+            series={visible: "5x30", received: "0+10x30"},
+            checks=[AlertCheck(20, NOT_CONSUMED), AlertCheck(30, NOT_CONSUMED)],
+        ),
+        Scenario(
+            name="an empty queue with idle workers is silent",
+            series={visible: "0x30", received: "100x30"},
+            checks=[AlertCheck(20, NOT_CONSUMED), AlertCheck(30, NOT_CONSUMED)],
+        ),
+    ]
+
+
+def _breaker_scenarios() -> list[Scenario]:
+    def state(instance: str) -> str:
+        return f'conveyor_circuit_breaker_state{{{instance},dependency="dynamodb"}}'
+
+    worker_dynamodb = {"job": "conveyor-worker", "dependency": "dynamodb"}
+    return [
+        Scenario(
+            name="a breaker open for 5 minutes pages per job and dependency; closing resolves it",
+            series={state(WORKER_A): "0x5 2x15 0x10", state(API_A): "0x30"},
+            checks=[
+                AlertCheck(9, BREAKER),
+                AlertCheck(13, BREAKER, [worker_dynamodb]),
+                AlertCheck(26, BREAKER),
+            ],
+        ),
+        Scenario(
+            name="half-open probes between open periods do not reset the clock",
+            series={state(WORKER_A): "0 " + "2 1 2 " * 6 + "2"},
+            checks=[AlertCheck(12, BREAKER, [worker_dynamodb])],
+        ),
+        Scenario(
+            name="a breaker open for a minute is silent",
+            series={state(WORKER_A): "0x5 2 0x20"},
+            checks=[AlertCheck(8, BREAKER), AlertCheck(12, BREAKER)],
+        ),
+        Scenario(
+            name="a breaker stuck half-open is silent",
+            series={state(WORKER_A): "1x20"},
+            checks=[AlertCheck(15, BREAKER)],
+        ),
+    ]
+
+
+def _target_scenarios() -> list[Scenario]:
+    api_a = {"job": "conveyor-api", "instance": "10.0.1.5:9464"}
+    api_b = {"job": "conveyor-api", "instance": "10.0.2.5:9464"}
+    others = {_up(RELAY_A): "1x20", _up(WORKER_A): "1x20"}
+    return [
+        Scenario(
+            name="one instance down for 5 minutes warns; the component is still up",
+            series={_up(API_A): "1x5 0x15", _up(API_B): "1x20", **others},
+            checks=[
+                AlertCheck(9, TARGET_DOWN),
+                AlertCheck(13, TARGET_DOWN, [api_a]),
+                AlertCheck(13, COMPONENT_DOWN),
+            ],
+        ),
+        Scenario(
+            name="a scrape failing for 2 minutes is silent",
+            series={_up(API_A): "1x5 0 0 1x12", _up(API_B): "1x20", **others},
+            checks=[AlertCheck(8, TARGET_DOWN), AlertCheck(12, TARGET_DOWN)],
+        ),
+        Scenario(
+            name="every api instance down pages once for the api",
+            series={_up(API_A): "0x20", _up(API_B): "0x20", **others},
+            checks=[
+                AlertCheck(3, COMPONENT_DOWN),
+                AlertCheck(10, COMPONENT_DOWN, [{"job": "conveyor-api"}]),
+                AlertCheck(10, TARGET_DOWN, [api_a, api_b]),
+            ],
+        ),
+        Scenario(
+            name="a component that stopped reporting altogether pages",
+            series={_up(API_A): "1x20", _up(RELAY_A): "1x20"},
+            checks=[AlertCheck(10, COMPONENT_DOWN, [{"job": "conveyor-worker"}])],
+        ),
+        Scenario(
+            name="every component up is silent",
+            series={_up(API_A): "1x20", **others},
+            checks=[AlertCheck(10, COMPONENT_DOWN), AlertCheck(10, TARGET_DOWN)],
+        ),
+    ]
+
+
+def symptom_scenarios() -> list[Scenario]:
+    return [
+        *_dlq_scenarios(),
+        *_outbox_scenarios(),
+        *_not_consumed_scenarios(),
+        *_breaker_scenarios(),
+        *_target_scenarios(),
+    ]
