@@ -37,6 +37,11 @@ def stack_config(stack: str, overrides: Mapping[str, str] | None = None) -> dict
     document = yaml.safe_load(path.read_text()) or {}
     config: dict[str, str] = {}
     for key, value in (document.get("config") or {}).items():
+        if isinstance(value, dict) and "secure" in value:
+            raise ValueError(
+                f"{key} in {path.name} is encrypted; mocks cannot decrypt it: pass a test "
+                "value as an override instead"
+            )
         if isinstance(value, str):
             config[key] = value
         elif isinstance(value, bool):

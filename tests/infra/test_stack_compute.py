@@ -24,10 +24,6 @@ EXPECTED = {
 }
 
 
-def _of_parent_type(declaration: Declaration, parent_type: str) -> list[Any]:
-    return [r for r in declaration if r.parent.rsplit("::", 2)[-2].endswith(parent_type)]
-
-
 @pytest.mark.parametrize("stack", STACKS)
 def test_every_resource_belongs_to_a_conveyor_component(
     declarations: dict[str, Declaration], stack: str

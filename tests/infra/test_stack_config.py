@@ -1,0 +1,101 @@
+"""Typed stack configuration: defaults, per-stack differences and one error for every bad key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conveyor_infra.config import StackConfig
+from conveyor_infra.declared import DeclarationError, declare
+from pydantic import ValidationError
+from stack_support import STACKS
+
+
+def _config(**overrides: Any) -> StackConfig:
+    return StackConfig.model_validate(
+        {"region": "eu-west-1", "tenants": ["acme"], "image": "repo/conveyor:1", **overrides}
+    )
+
+
+def test_defaults_describe_a_small_single_nat_stack() -> None:
+    config = _config()
+    assert config.deploy_compute is True
+    assert config.nat_gateways == "single"
+    assert (config.visibility_timeout_seconds, config.heartbeat_interval_seconds) == (30, 10.0)
+    assert config.max_attempts == 5
+    assert config.allowed_api_cidrs() == [config.vpc_cidr]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"api": {"cpu": 256, "memory": 4096}}, "memory 4096 is not valid with cpu 256"),
+        ({"worker": {"minCount": 0}}, "greater than or equal to 1"),
+        ({"heartbeatIntervalSeconds": 20}, "visibilityTimeoutSeconds must be >= 2 x"),
+        ({"dlqRetentionSeconds": 60}, "dlqRetentionSeconds must be longer"),
+        ({"logRetentionDays": 10}, "must be one of"),
+        ({"vpcCidr": "10.0.0.0/24"}, "between /16 and /22"),
+        ({"tenants": ["Acme Corp"]}, "String should match pattern"),
+        ({"tenants": ["acme", "acme"]}, "unique"),
+        ({"image": None}, "conveyor:image is required"),
+        ({"api": {"cpus": 256}}, "Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_values_are_rejected(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        _config(**overrides)
+
+
+def test_a_data_plane_only_stack_needs_no_image() -> None:
+    assert _config(image=None, deployCompute=False).image is None
+
+
+def test_every_bad_key_is_listed_in_one_error_by_its_pulumi_name() -> None:
+    with pytest.raises(DeclarationError) as failure:
+        declare(
+            "dev",
+            {
+                "aws:region": "",
+                "conveyor:tenants": '["Bad Tenant"]',
+                "conveyor:api": '{"cpu": 300, "memory": 512}',
+                "conveyor:logRetentionDays": "8",
+                "conveyor:natGateways": "two",
+                "conveyor:maxAttempts": "many",
+            },
+        )
+    message = str(failure.value)
+    assert "invalid configuration for stack dev:" in message
+    for key in (
+        "aws:region:",
+        "conveyor:tenants[0]:",
+        "conveyor:api:",
+        "conveyor:logRetentionDays:",
+        "conveyor:natGateways:",
+        "conveyor:maxAttempts:",
+    ):
+        assert key in message
+    assert "Traceback" not in message
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_stack_file_is_valid_and_stacks_differ_where_it_matters(
+    stack_files: dict[str, Any], stack: str
+) -> None:
+    config = stack_files[stack]
+    keys = {key.split(":", 1)[1] for key in config if key.startswith("conveyor:")}
+    StackConfig.model_validate(
+        {"region": config["aws:region"], **{k: config[f"conveyor:{k}"] for k in keys}}
+    )
+    if stack == "prod":
+        assert config["conveyor:natGateways"] == "per-az"
+        assert config["conveyor:tableDeletionProtection"] is True
+        assert config["conveyor:api"]["minCount"] >= 2
+    if stack == "dev":
+        assert config["conveyor:natGateways"] == "single"
+        assert config["conveyor:tableDeletionProtection"] is False
+    if stack == "localstack":
+        endpoints = config["aws:endpoints"][0]
+        assert {"sqs", "dynamodb", "secretsmanager", "sts"} <= set(endpoints)
+        assert config["aws:skipCredentialsValidation"] is True
+        assert config["aws:skipRequestingAccountId"] is True
+        assert config["aws:s3UsePathStyle"] is True
