@@ -376,3 +376,7 @@ def queue_stats() -> None:
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -19,6 +19,7 @@ import grpc
 import pybreaker
 from botocore.exceptions import BotoCoreError, ClientError
 
+from conveyor import failpoints
 from conveyor.api import convert, validation
 from conveyor.api.auth import tenant_of
 from conveyor.aws import DeadlineTooShort, is_dependency_fault
@@ -134,6 +135,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         task = result.task
         if result.created:
             metrics.tasks_submitted_total.labels(task.task_type).inc()
+            failpoints.hit("api.after_commit")
             task = self._enqueue(task, context)
         return pb.SubmitTaskResponse(task=convert.task(task), created=result.created)
 

@@ -18,10 +18,17 @@ def _params(ctx: TaskContext) -> dict[str, float]:
 
 
 def sleep(ctx: TaskContext) -> bytes:
-    """Works for `seconds` (default 0.1), honouring cancellation, then applies its effect once."""
-    seconds = float(_params(ctx).get("seconds", 0.1))
+    """Works for `seconds` (default 0.1), honouring cancellation, and applies its effect once:
+    after the work, or before it with `effect_first` (so a crash lands between effect and
+    completion, the case the effect ledger exists for)."""
+    params = _params(ctx)
+    seconds = float(params.get("seconds", 0.1))
+    applied = (
+        ctx.apply_once(f"slept on attempt {ctx.attempt}") if params.get("effect_first") else None
+    )
     ctx.wait(seconds)
-    applied = ctx.apply_once("slept")
+    if applied is None:
+        applied = ctx.apply_once(f"slept on attempt {ctx.attempt}")
     return json.dumps({"slept": seconds, "applied_now": applied}).encode()
 
 

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from conveyor.local.backend import start_backend
+from conveyor.local.system import LocalSystem
+from conveyor.v1 import task_service_pb2_grpc as pb_grpc
+from support import start_system
+
+
+@pytest.fixture(scope="session")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
+    """API, relay and two workers as real processes, on a backend of their own: the relay
+    and workers act on every task in their table, so no other tier may share it."""
+    with start_backend() as backend:
+        system = start_system(tmp_path_factory.mktemp("integration"), backend, stack="dev")
+        try:
+            yield system
+        finally:
+            codes = system.stop()
+            assert all(code == 0 for code in codes.values()), f"unclean shutdown: {codes}"
+
+
+@pytest.fixture(scope="session")
+def acme(system: LocalSystem) -> Iterator[pb_grpc.TaskServiceStub]:
+    with system.channel("acme") as channel:
+        yield system.stub(channel)
+
+
+@pytest.fixture(scope="session")
+def globex(system: LocalSystem) -> Iterator[pb_grpc.TaskServiceStub]:
+    with system.channel("globex") as channel:
+        yield system.stub(channel)

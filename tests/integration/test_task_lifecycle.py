@@ -1,0 +1,216 @@
+"""The task API end to end: real gRPC over mTLS, real processes, the AWS emulator."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+
+import grpc
+import pytest
+from conveyor.local.system import LocalSystem
+from conveyor.v1 import task_service_pb2 as pb
+from support import cli, get, path_of, rpc_code, submit, wait_for, wait_state, wait_terminal
+
+pytestmark = pytest.mark.integration
+
+
+def test_submit_runs_to_succeeded_with_full_history(acme):
+    response = submit(acme, "demo.sleep", {"seconds": 0.05})
+    assert response.created
+    assert response.task.state in (pb.TASK_STATE_PENDING, pb.TASK_STATE_QUEUED)
+
+    task = wait_terminal(acme, response.task.task_id)
+
+    assert task.state == pb.TASK_STATE_SUCCEEDED
+    assert task.attempts == 1
+    assert json.loads(task.result)["slept"] == 0.05
+    history = get(acme, task.task_id)
+    assert path_of(history) == ["PENDING", "QUEUED", "RUNNING", "SUCCEEDED"]
+    assert [e.seq for e in history.events] == [1, 2, 3, 4]
+
+
+def test_same_key_same_request_returns_the_original_task(acme):
+    key = uuid.uuid4().hex
+    first = submit(acme, "demo.sleep", {"seconds": 0.01}, key=key)
+    again = submit(acme, "demo.sleep", {"seconds": 0.01}, key=key)
+
+    assert first.created and not again.created
+    assert again.task.task_id == first.task.task_id
+    wait_terminal(acme, first.task.task_id)
+    # The replay wrote nothing: the history is that of one task run once.
+    assert path_of(get(acme, first.task.task_id)) == ["PENDING", "QUEUED", "RUNNING", "SUCCEEDED"]
+
+
+def test_same_key_different_request_is_rejected(acme):
+    key = uuid.uuid4().hex
+    first = submit(acme, "demo.sleep", {"seconds": 0.01}, key=key)
+
+    with pytest.raises(grpc.RpcError) as err:
+        submit(acme, "demo.sleep", {"seconds": 0.02}, key=key)
+
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert first.task.task_id in err.value.details()
+    assert key in err.value.details()
+
+
+def test_concurrent_submits_with_one_key_create_one_task(acme):
+    key = uuid.uuid4().hex
+    barrier = threading.Barrier(12)
+    results: list[pb.SubmitTaskResponse] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        barrier.wait()
+        response = submit(acme, "demo.sleep", {"seconds": 0.01}, key=key)
+        with lock:
+            results.append(response)
+
+    threads = [threading.Thread(target=one) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert len(results) == 12
+    assert len({r.task.task_id for r in results}) == 1
+    assert sum(r.created for r in results) == 1
+    listed = [t for t in acme.ListTasks(pb.ListTasksRequest(), timeout=10)]
+    assert sum(1 for t in listed if t.idempotency_key == key) == 1
+
+
+def test_transient_failures_are_retried_until_success(acme):
+    response = submit(acme, "demo.flaky", {"fail_times": 2}, max_attempts=5)
+
+    task = wait_terminal(acme, response.task.task_id)
+
+    assert task.state == pb.TASK_STATE_SUCCEEDED
+    assert task.attempts == 3
+    assert path_of(get(acme, task.task_id)) == [
+        "PENDING", "QUEUED",
+        "RUNNING", "QUEUED",
+        "RUNNING", "QUEUED",
+        "RUNNING", "SUCCEEDED",
+    ]  # fmt: skip
+
+
+def test_permanent_error_fails_without_retry(acme):
+    task = wait_terminal(acme, submit(acme, "demo.reject", max_attempts=5).task.task_id)
+
+    assert task.state == pb.TASK_STATE_FAILED
+    assert task.attempts == 1
+    assert "rejected" in task.last_error
+
+
+def test_unknown_task_type_fails_permanently(acme):
+    task = wait_terminal(acme, submit(acme, "no.such.handler").task.task_id)
+
+    assert task.state == pb.TASK_STATE_FAILED
+    assert "no handler" in task.last_error
+
+
+def test_poison_task_ends_dead_with_its_message_in_the_dlq(acme, system: LocalSystem):
+    response = submit(acme, "demo.poison", max_attempts=2)
+    task = wait_terminal(acme, response.task.task_id)
+
+    assert task.state == pb.TASK_STATE_DEAD
+    assert task.attempts == 2
+    assert "poison" in task.last_error
+    assert path_of(get(acme, task.task_id))[-1] == "DEAD"
+    listing = cli(system, "acme", "dlq", "inspect", "--limit", "50")
+    assert listing.returncode == 0, listing.stderr
+    row = next(line for line in listing.stdout.splitlines() if task.task_id in line)
+    assert "DEAD" in row
+    assert "poison" in row
+
+
+def test_cancel_stops_a_running_task(acme):
+    response = submit(acme, "demo.sleep", {"seconds": 30})
+    wait_state(acme, response.task.task_id, {pb.TASK_STATE_RUNNING}, timeout=30)
+
+    cancelled = acme.CancelTask(
+        pb.CancelTaskRequest(task_id=response.task.task_id, reason="test"), timeout=10
+    )
+
+    assert cancelled.task.state == pb.TASK_STATE_CANCELLED
+    # Honoured at the next heartbeat: the worker stops and the state stays CANCELLED.
+    history = get(acme, response.task.task_id)
+    assert path_of(history)[-1] == "CANCELLED"
+    assert history.events[-1].detail == "test"
+    again = acme.CancelTask(pb.CancelTaskRequest(task_id=response.task.task_id), timeout=10)
+    assert again.task.version == cancelled.task.version  # a no-op, not a second transition
+
+
+def test_cancelling_a_finished_task_is_a_failed_precondition(acme):
+    task = wait_terminal(acme, submit(acme, "demo.sleep", {"seconds": 0}).task.task_id)
+
+    code = rpc_code(lambda: acme.CancelTask(pb.CancelTaskRequest(task_id=task.task_id), timeout=10))
+
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert get(acme, task.task_id).task.state == pb.TASK_STATE_SUCCEEDED
+
+
+def test_watch_streams_each_state_until_terminal(acme):
+    response = submit(acme, "demo.sleep", {"seconds": 0.5})
+
+    seen = [
+        t.state
+        for t in acme.WatchTask(pb.WatchTaskRequest(task_id=response.task.task_id), timeout=30)
+    ]
+
+    assert seen[-1] == pb.TASK_STATE_SUCCEEDED
+    assert pb.TASK_STATE_RUNNING in seen
+    assert len(seen) == len(set(seen))  # one message per change, no repeats
+
+
+def test_list_streams_newest_first_with_filters_and_paging(acme):
+    task_type = f"list.t{uuid.uuid4().hex[:8]}"
+    ids = [submit(acme, task_type).task.task_id for _ in range(5)]  # no handler: FAILED
+    for task_id in ids:
+        wait_terminal(acme, task_id)
+
+    def listed(**kw: object) -> list[pb.Task]:
+        return list(acme.ListTasks(pb.ListTasksRequest(task_type=task_type, **kw), timeout=10))
+
+    everything = wait_for(lambda: (r := listed(page_size=2)) and len(r) == 5 and r, 10, "GSI")
+    assert [t.task_id for t in everything] == list(reversed(ids))
+    assert everything[0].payload == b""  # listing returns summaries
+    assert [t.task_id for t in listed(limit=3)] == list(reversed(ids))[:3]
+    assert len(listed(state=pb.TASK_STATE_FAILED)) == 5
+    assert listed(state=pb.TASK_STATE_SUCCEEDED) == []
+
+
+def test_tenants_cannot_see_or_touch_each_others_tasks(acme, globex):
+    mine = submit(acme, "demo.sleep", {"seconds": 0.01}).task.task_id
+
+    assert rpc_code(lambda: get(globex, mine)) == grpc.StatusCode.NOT_FOUND
+    assert (
+        rpc_code(lambda: globex.CancelTask(pb.CancelTaskRequest(task_id=mine), timeout=10))
+        == grpc.StatusCode.NOT_FOUND
+    )
+    assert mine not in {t.task_id for t in globex.ListTasks(pb.ListTasksRequest(), timeout=10)}
+    watch = globex.WatchTask(pb.WatchTaskRequest(task_id=mine), timeout=10)
+    assert rpc_code(lambda: list(watch)) == grpc.StatusCode.NOT_FOUND
+    # The same idempotency key is per tenant: globex gets its own task, not acme's.
+    key = uuid.uuid4().hex
+    a = submit(acme, "demo.sleep", {"seconds": 0.01}, key=key)
+    b = submit(globex, "demo.sleep", {"seconds": 0.01}, key=key)
+    assert b.created and a.task.task_id != b.task.task_id
+    assert get(acme, mine).task.task_id == mine
+
+
+def test_health_and_reflection_are_served(system: LocalSystem):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with system.channel("acme") as channel:
+        status = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="conveyor.v1.TaskService"), timeout=5
+        )
+        assert status.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
+        names = {s.name for r in responses for s in r.list_services_response.service}
+    assert "conveyor.v1.TaskService" in names
