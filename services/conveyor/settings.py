@@ -71,14 +71,15 @@ class TlsSettings(_Base):
 
     @model_validator(mode="after")
     def _one_source_each(self) -> TlsSettings:
-        for part in ("ca", "cert", "key"):
-            has_file = getattr(self, f"tls_{part}_file") is not None
-            has_pem = getattr(self, f"tls_{part}_pem") is not None
-            if has_file == has_pem:
-                raise ValueError(
-                    f"set exactly one of CONVEYOR_TLS_{part.upper()}_FILE and "
-                    f"CONVEYOR_TLS_{part.upper()}_PEM"
-                )
+        problems = [
+            f"set exactly one of CONVEYOR_TLS_{part.upper()}_FILE and "
+            f"CONVEYOR_TLS_{part.upper()}_PEM"
+            for part in ("ca", "cert", "key")
+            if (getattr(self, f"tls_{part}_file") is None)
+            == (getattr(self, f"tls_{part}_pem") is None)
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))  # every part at once, not the first
         return self
 
     def pem(self, part: str) -> bytes:
@@ -118,15 +119,16 @@ class WorkerSettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySetting
     def _heartbeat_fits(self) -> WorkerSettings:
         # A heartbeat must land well before the message becomes visible again or the lease
         # lapses, or a healthy task would be handed to a second worker.
-        if self.heartbeat_interval_seconds * 2 > self.visibility_timeout_seconds:
-            raise ValueError(
-                "CONVEYOR_HEARTBEAT_INTERVAL_SECONDS must be at most half of "
-                "CONVEYOR_VISIBILITY_TIMEOUT_SECONDS"
+        problems = [
+            f"CONVEYOR_HEARTBEAT_INTERVAL_SECONDS must be at most half of {name}"
+            for name, limit in (
+                ("CONVEYOR_VISIBILITY_TIMEOUT_SECONDS", self.visibility_timeout_seconds),
+                ("CONVEYOR_LEASE_SECONDS", self.lease_seconds),
             )
-        if self.heartbeat_interval_seconds * 2 > self.lease_seconds:
-            raise ValueError(
-                "CONVEYOR_HEARTBEAT_INTERVAL_SECONDS must be at most half of CONVEYOR_LEASE_SECONDS"
-            )
+            if self.heartbeat_interval_seconds * 2 > limit
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 
@@ -139,12 +141,15 @@ class RelaySettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySettings
 S = TypeVar("S", bound=BaseSettings)
 
 
-def _env_name(field: str, model: type[BaseSettings]) -> str:
-    info = model.model_fields.get(field)
-    alias = info.validation_alias if info else None
-    if isinstance(alias, AliasChoices):
-        return str(alias.choices[0])
-    return PREFIX + field.upper()
+def _env_name(loc: str, model: type[BaseSettings]) -> str:
+    """The variable to set for an error at `loc`: a field name, or (for aliased fields such as
+    the region) one of its aliases, which pydantic reports instead of the field name."""
+    for name, info in model.model_fields.items():
+        alias = info.validation_alias
+        choices = [str(c) for c in alias.choices] if isinstance(alias, AliasChoices) else []
+        if loc == name or loc in choices:
+            return choices[0] if choices else PREFIX + name.upper()
+    return PREFIX + loc.upper()
 
 
 def load(model: type[S]) -> S:
