@@ -96,4 +96,5 @@ class Task:
     lease_owner: str = ""
     lease_expires_at_ms: int = 0
     event_seq: int = 0
+    traceparent: str = ""  # the submitter's W3C trace context, so a relayed send keeps the trace
     events: tuple[TaskEvent, ...] = field(default=())

@@ -87,11 +87,17 @@ class TaskQueue:
         queue: str = QUEUE_MAIN,
         dedup_id: str | None = None,
         error: str = "",
+        traceparent: str = "",
         remaining: float | None = None,
     ) -> str:
-        """Send a task reference; the dedup id defaults to the task id (DESIGN.md §1)."""
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
+        """Send a task reference; the dedup id defaults to the task id (DESIGN.md §1).
+
+        The trace context is the current one, or `traceparent` when given (the relay sends on
+        behalf of a submit that happened in another process, possibly minutes ago).
+        """
+        carrier: dict[str, str] = {"traceparent": traceparent} if traceparent else {}
+        if not carrier:
+            propagate.inject(carrier)
         body: dict[str, str] = {"task_id": task_id, "task_type": task_type}
         if error:
             body["error"] = error[:1024]

@@ -64,7 +64,7 @@ class Relay:
             task = self.store.get(mark.task_id)
             if task is None or task.state != TaskState.PENDING:
                 continue
-            self.queue.send(task.task_id, task.task_type)
+            self.queue.send(task.task_id, task.task_type, traceparent=task.traceparent)
             # On Conflict a worker claimed it or it was cancelled: the mark is gone either way.
             with contextlib.suppress(Conflict):
                 self.store.transition(task, TaskState.QUEUED, detail="sent by the outbox relay")

@@ -98,6 +98,7 @@ def task_from_item(item: Mapping[str, Any], events: tuple[TaskEvent, ...] = ()) 
         lease_owner=v.get("lease_owner", ""),
         lease_expires_at_ms=int(v.get("lease_expires_at", 0)),
         event_seq=int(v.get("event_seq", 0)),
+        traceparent=v.get("traceparent", ""),
         events=events,
     )
 
@@ -282,6 +283,7 @@ class TaskStore:
         idempotency_key: str,
         request_hash: str,
         max_attempts: int,
+        traceparent: str = "",
         remaining: float | None = None,
     ) -> SubmitResult:
         """Commit task + idempotency record + first event + outbox mark in one transaction.
@@ -309,6 +311,7 @@ class TaskStore:
             "created_at": at,
             "updated_at": at,
             "idempotency_key": idempotency_key,
+            "traceparent": traceparent or None,
             schema.GSI_BY_TENANT_PK: schema.tenant_pk(tenant),
             schema.GSI_BY_TENANT_SK: f"{at:013d}#{task_id}",
             schema.GSI_OUTBOX_PK: schema.outbox_pk(self.outbox_shard(task_id)),

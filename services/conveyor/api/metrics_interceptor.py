@@ -71,7 +71,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         started: float,
         fallback: grpc.StatusCode,
     ) -> None:
-        code = context.code() or fallback  # type: ignore[attr-defined]
+        code = context.code() or fallback
         metrics.grpc_server_handled_total.labels(*labels, GO_CODE_NAMES[code]).inc()
         metrics.grpc_server_handling_seconds.labels(*labels).observe(time.perf_counter() - started)
 

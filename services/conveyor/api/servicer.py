@@ -18,6 +18,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 import pybreaker
 from botocore.exceptions import BotoCoreError, ClientError
+from opentelemetry import propagate
 
 from conveyor import failpoints
 from conveyor.api import convert, validation
@@ -123,6 +124,8 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     ) -> pb.SubmitTaskResponse:
         tenant = tenant_of(context)
         max_attempts = validation.submit(request, self.settings.default_max_attempts)
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
         result = self.store.submit(
             tenant=tenant,
             task_type=request.task_type,
@@ -130,9 +133,14 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             idempotency_key=request.idempotency_key,
             request_hash=request_hash(request.task_type, request.payload, max_attempts),
             max_attempts=max_attempts,
+            traceparent=carrier.get("traceparent", ""),
             remaining=self._remaining(context),
         )
         task = result.task
+        log.info(
+            "task submitted" if result.created else "task submit replayed",
+            extra={"task_id": task.task_id, "task_type": task.task_type, "tenant": tenant},
+        )
         if result.created:
             metrics.tasks_submitted_total.labels(task.task_type).inc()
             failpoints.hit("api.after_commit")

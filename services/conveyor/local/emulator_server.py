@@ -11,7 +11,6 @@ This launcher makes that snapshot copy only what the transaction can change: the
 from __future__ import annotations
 
 import copy
-import sys
 import threading
 import types
 from collections import defaultdict
@@ -28,7 +27,8 @@ _call = threading.local()
 def _snapshot_item(item: Any) -> Any:
     clone = object.__new__(type(item))  # not copy.copy: moto's BaseModel.__new__ is costly
     clone.__dict__.update(item.__dict__)
-    attrs = type(item.attrs).__new__(type(item.attrs))
+    attrs_type: Any = type(item.attrs)
+    attrs = attrs_type.__new__(attrs_type)
     dict.update(attrs, item.attrs)  # not key by key: moto re-sizes the item on every set
     clone.attrs = attrs
     return clone
@@ -87,10 +87,10 @@ def install() -> None:
     shim = types.ModuleType("copy")
     shim.__dict__.update(copy.__dict__)
     shim.deepcopy = _deepcopy  # type: ignore[attr-defined]
-    ddb_models.copy = shim  # type: ignore[attr-defined]
-    ddb_models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    ddb_models.copy = shim
+    setattr(ddb_models.DynamoDBBackend, "transact_write_items", transact_write_items)  # noqa: B010
 
 
 if __name__ == "__main__":
     install()
-    sys.exit(moto_main())
+    moto_main()

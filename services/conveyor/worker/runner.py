@@ -38,7 +38,7 @@ LEASE_ATTRIBUTES = ("lease_owner", "lease_expires_at")
 
 def backoff_seconds(attempt: int, base: float, cap: float) -> int:
     """Full-jitter exponential backoff (tenacity's), whole seconds for the visibility timeout."""
-    state = tenacity.RetryCallState(None, None, (), {})
+    state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
     state.attempt_number = attempt
     return round(tenacity.wait_random_exponential(multiplier=base, max=cap)(state))
 
@@ -238,6 +238,15 @@ class Worker:
                 time.monotonic() - started
             )
             metrics.task_attempts_total.labels(task.task_type, outcome).inc()
+            log.info(
+                "task attempt finished",
+                extra={
+                    "task_id": task.task_id,
+                    "task_type": task.task_type,
+                    "attempt": attempt,
+                    "outcome": outcome,
+                },
+            )
 
     def _heartbeat(self, item: _InFlight) -> None:
         interval = self.settings.heartbeat_interval_seconds
