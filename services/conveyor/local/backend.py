@@ -78,6 +78,9 @@ class Backend:
     region: str
     _credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
     _stop: Callable[[], None] | None = field(default=None, repr=False)
+    # The emulator's process when this harness started one on this machine (fault tests
+    # freeze it with SIGSTOP); None for an explicit endpoint or a container.
+    pid: int | None = None
 
     def env(self) -> dict[str, str]:
         """The variables a child process needs to reach this backend.
@@ -238,7 +241,9 @@ def _start_moto(region: str) -> Backend:
             start_new_session=True,
         )
         if _wait_until_answering(proc, url, deadline):
-            return Backend("moto", url, region, EMULATOR_CREDENTIALS, partial(_stop, proc, log))
+            return Backend(
+                "moto", url, region, EMULATOR_CREDENTIALS, partial(_stop, proc, log), proc.pid
+            )
         exit_code = proc.poll()
         if exit_code is not None and attempt < MOTO_PORT_ATTEMPTS and time.monotonic() < deadline:
             _stop(proc, log)
