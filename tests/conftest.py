@@ -1,7 +1,7 @@
 """Fixtures shared by every test tier.
 
 Nothing here is autouse and nothing changes the process environment: tests that need AWS use
-`aws_backend.client(...)` in-process and `aws_env(aws_backend)` for subprocesses.
+`aws_backend.client(...)` in-process and `aws_backend.child_env()` for subprocesses.
 """
 
 from __future__ import annotations
@@ -51,7 +51,3 @@ def aws_backend() -> Iterator[Backend]:
     with start_backend() as backend:
         yield backend
 
-
-def aws_env(backend: Backend) -> dict[str, str]:
-    """The full environment for a subprocess that must talk to `backend`."""
-    return backend.child_env()
