@@ -72,6 +72,12 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         fallback: grpc.StatusCode,
     ) -> None:
         code = context.code() or fallback
+        if code == grpc.StatusCode.OK and not context.is_active():
+            # The handler returned after the RPC had ended (WatchTask's poll loop notices the
+            # client is gone only then): the client never got this OK.
+            left = context.time_remaining()
+            expired = left is not None and left <= 0
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
         metrics.grpc_server_handled_total.labels(*labels, GO_CODE_NAMES[code]).inc()
         metrics.grpc_server_handling_seconds.labels(*labels).observe(time.perf_counter() - started)
 
