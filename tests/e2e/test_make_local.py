@@ -1,0 +1,42 @@
+"""`make local`'s program, run as a user runs it: exit 0, every demo task terminal."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_local_run_settles_every_task_and_exits_zero(tmp_path):
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "conveyor.local.run",
+            "--duration",
+            "20",
+            "--workdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "COLUMNS": "120", "NO_COLOR": "1"},
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    out = run.stdout
+    submitted = int(re.search(r"submitted\s*│\s*(\d+)", out).group(1))
+    settled = sum(
+        int(re.search(rf"{state}\s*│\s*(\d+)", out).group(1))
+        for state in ("succeeded", "failed", "dead", "cancelled")
+    )
+    assert submitted > 50
+    assert settled == submitted
+    assert re.search(r"lost or not terminal\s*│\s*0\b", out)
+    assert "api=0, relay=0, worker-1=0, worker-2=0" in out
+    assert (tmp_path / "conveyor.env").read_text().count("export CONVEYOR_") >= 5
