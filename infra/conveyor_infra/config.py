@@ -122,6 +122,7 @@ class StackConfig(_Model):
     collector_image: str = "otel/opentelemetry-collector-contrib:0.114.0"
     # Relative to the repository root; both are written by the observability tooling.
     collector_config_path: str = "observability/collector/ecs-sidecar.yaml"
+    gateway_config_path: str = "observability/collector/gateway.yaml"
     prometheus_rules_dir: str = "observability/rules"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     cpu_architecture: Literal["X86_64", "ARM64"] = "X86_64"
@@ -132,6 +133,8 @@ class StackConfig(_Model):
 
     api: ApiServiceConfig = ApiServiceConfig()
     relay: RelayServiceConfig = RelayServiceConfig()
+    # Tail sampling holds every trace for decision_wait in memory.
+    trace_gateway: TaskSize = TaskSize(cpu=512, memory=1024)
     worker: WorkerServiceConfig = WorkerServiceConfig()
     api_port: int = Field(default=50051, ge=1024, le=65535)
     metrics_port: int = Field(default=9464, ge=1024, le=65535)

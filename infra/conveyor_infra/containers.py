@@ -1,7 +1,8 @@
-"""ECS container definitions: the service container and its OpenTelemetry collector sidecar.
+"""ECS container definitions: each service container with its OpenTelemetry collector
+sidecar, and the trace gateway's collector.
 
 Settings reach the services as the `CONVEYOR_*` variables of `conveyor.settings`; TLS material
-only through `secrets` (`valueFrom`), never `environment`. The sidecar reads its config from
+only through `secrets` (`valueFrom`), never `environment`. Collectors read their config from
 `AOT_CONFIG_CONTENT` (the contrib image via `--config=env:`, the ADOT image natively) and can use
 `${env:...}` for the variables in `collector_environment`.
 """
@@ -14,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from conveyor_infra.config import ConfigError, StackConfig
+from conveyor_infra.topology import OTLP_GRPC_PORT, TRACE_GATEWAY
 
-SERVICES = ("api", "relay", "worker")
 COLLECTOR = "otel-collector"
 COLLECTOR_CONFIG_VARIABLE = "AOT_CONFIG_CONTENT"
 OTLP_ENDPOINT = "http://127.0.0.1:4317"
@@ -36,17 +37,16 @@ TLS_SECRET_VARIABLES = {
 
 
 class CollectorConfigMissing(ConfigError):
-    """The sidecar's collector config file is not there; compute cannot be declared."""
+    """A collector config file is not there; compute cannot be declared."""
 
 
-def read_collector_config(repo_root: Path, relative_path: str) -> str:
+def read_collector_config(repo_root: Path, relative_path: str, key: str) -> str:
     path = repo_root / relative_path
     if not path.is_file():
         raise CollectorConfigMissing(
-            f"the OpenTelemetry collector config {relative_path} does not exist. Every ECS task "
-            "runs a collector sidecar configured from it: generate it (observability tooling) "
-            "or point conveyor:collectorConfigPath at it. Stacks with "
-            "conveyor:deployCompute=false do not need it."
+            f"the OpenTelemetry collector config {relative_path} does not exist. The ECS tasks "
+            "run collectors configured from it: write it (observability/collector) or point "
+            f"conveyor:{key} at it. Stacks with conveyor:deployCompute=false do not need it."
         )
     return path.read_text()
 
@@ -92,12 +92,17 @@ def service_environment(service: str, config: StackConfig, refs: DataPlaneRefs) 
 
 
 def collector_environment(
-    service: str, config: StackConfig, collector_config: str, remote_write_url: Any
+    service: str,
+    config: StackConfig,
+    collector_config: str,
+    remote_write_url: Any,
+    trace_gateway_endpoint: str,
 ) -> dict[str, Any]:
     return {
         COLLECTOR_CONFIG_VARIABLE: collector_config,
         "AWS_REGION": config.region,
         "AMP_REMOTE_WRITE_ENDPOINT": remote_write_url,
+        "OTEL_GATEWAY_ENDPOINT": trace_gateway_endpoint,
         "CONVEYOR_SERVICE_NAME": f"conveyor-{service}",
         "CONVEYOR_METRICS_TARGET": f"127.0.0.1:{config.metrics_port}",
     }
@@ -129,6 +134,7 @@ class TaskContainers:
     collector_config: str
     log_group_name: Any
     remote_write_url: Any
+    trace_gateway_endpoint: str
     secrets: Mapping[str, Any]  # variable -> valueFrom
 
     def definitions(self) -> list[dict[str, Any]]:
@@ -177,7 +183,11 @@ class TaskContainers:
             "readonlyRootFilesystem": True,
             "environment": _pairs(
                 collector_environment(
-                    self.service, self.config, self.collector_config, self.remote_write_url
+                    self.service,
+                    self.config,
+                    self.collector_config,
+                    self.remote_write_url,
+                    self.trace_gateway_endpoint,
                 ),
                 "value",
             ),
@@ -185,3 +195,22 @@ class TaskContainers:
                 self.log_group_name, self.config.region, f"{self.service}-{COLLECTOR}"
             ),
         }
+
+
+def trace_gateway_container(
+    config: StackConfig, gateway_config: str, log_group_name: Any
+) -> dict[str, Any]:
+    """The gateway collector: OTLP in from every sidecar, tail sampling, X-Ray out."""
+    return {
+        "name": TRACE_GATEWAY,
+        "image": config.collector_image,
+        "essential": True,
+        "command": [f"--config=env:{COLLECTOR_CONFIG_VARIABLE}"],
+        "user": RUN_AS,
+        "readonlyRootFilesystem": True,
+        "environment": _pairs(
+            {COLLECTOR_CONFIG_VARIABLE: gateway_config, "AWS_REGION": config.region}, "value"
+        ),
+        "portMappings": [{"name": "otlp", "containerPort": OTLP_GRPC_PORT, "protocol": "tcp"}],
+        "logConfiguration": _logging(log_group_name, config.region, TRACE_GATEWAY),
+    }

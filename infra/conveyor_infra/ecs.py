@@ -9,8 +9,9 @@ import pulumi
 import pulumi_aws as aws
 
 from conveyor_infra.config import StackConfig, TaskSize
-from conveyor_infra.containers import SCRATCH_VOLUME, SERVICES, DataPlaneRefs, TaskContainers
+from conveyor_infra.containers import SCRATCH_VOLUME, DataPlaneRefs, TaskContainers
 from conveyor_infra.iam import ServiceIam
+from conveyor_infra.topology import SERVICES
 
 # Autoscaling owns these services' desired count once they exist.
 AUTOSCALED = ("api", "worker")
@@ -24,6 +25,7 @@ class EcsServicesArgs:
     collector_config: str
     log_group_names: Mapping[str, pulumi.Input[str]]
     remote_write_url: pulumi.Input[str]
+    trace_gateway_endpoint: str
     identities: Mapping[str, ServiceIam]
     subnet_ids: Sequence[pulumi.Input[str]]
     security_group_ids: Mapping[str, pulumi.Input[str]]
@@ -70,6 +72,7 @@ class EcsServices(pulumi.ComponentResource):
                 collector_config=args.collector_config,
                 log_group_name=args.log_group_names[service],
                 remote_write_url=args.remote_write_url,
+                trace_gateway_endpoint=args.trace_gateway_endpoint,
                 secrets=args.api_secrets if service == "api" else {},
             )
             size = _size(config, service)

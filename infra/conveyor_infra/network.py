@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from conveyor_infra.topology import OTLP_GRPC_PORT, SERVICES, TRACE_GATEWAY
+
 HTTPS = 443
 # Interface endpoints for what the tasks call on every request or at start-up. ECR layers come
 # from S3, so S3 gets a (free) gateway endpoint next to DynamoDB's.
@@ -37,13 +39,18 @@ def subnet_cidrs(vpc_cidr: str, count: int) -> tuple[list[str], list[str]]:
     return private, public
 
 
-def _egress_https() -> list[aws.ec2.SecurityGroupEgressArgs]:
+def _egress_https() -> aws.ec2.SecurityGroupEgressArgs:
     # AWS APIs (endpoints, NAT) and image pulls are all HTTPS; the VPC resolver is not filtered.
-    return [
-        aws.ec2.SecurityGroupEgressArgs(
-            protocol="tcp", from_port=HTTPS, to_port=HTTPS, cidr_blocks=["0.0.0.0/0"]
-        )
-    ]
+    return aws.ec2.SecurityGroupEgressArgs(
+        protocol="tcp", from_port=HTTPS, to_port=HTTPS, cidr_blocks=["0.0.0.0/0"]
+    )
+
+
+def _egress_to_trace_gateway(vpc_cidr: str) -> aws.ec2.SecurityGroupEgressArgs:
+    # By CIDR, not by the gateway's group, which itself names these groups (no cycle).
+    return aws.ec2.SecurityGroupEgressArgs(
+        protocol="tcp", from_port=OTLP_GRPC_PORT, to_port=OTLP_GRPC_PORT, cidr_blocks=[vpc_cidr]
+    )
 
 
 class Network(pulumi.ComponentResource):
@@ -172,7 +179,7 @@ class Network(pulumi.ComponentResource):
                         security_groups=[self.load_balancer_sg.id],
                     )
                 ],
-                egress=_egress_https(),
+                egress=[_egress_https(), _egress_to_trace_gateway(args.vpc_cidr)],
                 opts=child,
             ),
             **{
@@ -181,12 +188,28 @@ class Network(pulumi.ComponentResource):
                     name=f"{args.name_prefix}-{service}",
                     description=f"{service} tasks: no inbound traffic",
                     vpc_id=self.vpc.id,
-                    egress=_egress_https(),
+                    egress=[_egress_https(), _egress_to_trace_gateway(args.vpc_cidr)],
                     opts=child,
                 )
                 for service in ("relay", "worker")
             },
         }
+        self.service_sgs[TRACE_GATEWAY] = aws.ec2.SecurityGroup(
+            f"{name}-{TRACE_GATEWAY}",
+            name=f"{args.name_prefix}-{TRACE_GATEWAY}",
+            description="Trace gateway: OTLP from the service tasks' sidecars",
+            vpc_id=self.vpc.id,
+            ingress=[
+                aws.ec2.SecurityGroupIngressArgs(
+                    protocol="tcp",
+                    from_port=OTLP_GRPC_PORT,
+                    to_port=OTLP_GRPC_PORT,
+                    security_groups=[self.service_sgs[s].id for s in SERVICES],
+                )
+            ],
+            egress=[_egress_https()],
+            opts=child,
+        )
         endpoints_sg = aws.ec2.SecurityGroup(
             f"{name}-endpoints",
             name=f"{args.name_prefix}-endpoints",

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from conveyor_infra.topology import TRACE_GATEWAY
+
 # Actions AWS authorises only on Resource "*": the one documented exception to exact resources.
 STAR_ONLY_ACTIONS = frozenset(
     {
@@ -28,7 +30,7 @@ LOG_STREAM_ACTIONS = frozenset({"logs:CreateLogStream", "logs:PutLogEvents"})
 LOG_STREAM_SUFFIX = ":log-stream:*"
 
 TABLE_ACTIONS = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"]
-TRACE_ACTIONS = sorted(a for a in STAR_ONLY_ACTIONS if a.startswith("xray:"))
+TRACE_ACTIONS = ["xray:PutTelemetryRecords", "xray:PutTraceSegments"]
 IMAGE_PULL_ACTIONS = [
     "ecr:BatchCheckLayerAvailability",
     "ecr:GetDownloadUrlForLayer",
@@ -59,7 +61,9 @@ def document(statements: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def task_role_statements(service: str, arns: DataPlaneArns) -> list[dict[str, Any]]:
-    """The application's own permissions plus its collector sidecar's (AMP, X-Ray)."""
+    """A service's own permissions plus its collector sidecar's (AMP); the trace gateway's."""
+    if service == TRACE_GATEWAY:
+        return [_allow("Traces", TRACE_ACTIONS, ["*"])]
     own: dict[str, list[dict[str, Any]]] = {
         "api": [
             _allow("TaskTable", TABLE_ACTIONS, [arns.table]),
@@ -87,7 +91,6 @@ def task_role_statements(service: str, arns: DataPlaneArns) -> list[dict[str, An
     return [
         *own[service],
         _allow("PrometheusRemoteWrite", ["aps:RemoteWrite"], [arns.prometheus_workspace]),
-        _allow("Traces", TRACE_ACTIONS, ["*"]),
     ]
 
 

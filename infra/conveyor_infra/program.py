@@ -1,7 +1,8 @@
 """The whole stack, composed from one component per concern.
 
 The data plane (queue, table, mTLS secrets, DLQ alarm) is always deployed. The compute plane
-(network, load balancer, monitoring, IAM, ECS, autoscaling) follows `conveyor:deployCompute`,
+(network, load balancer, monitoring, IAM, ECS, trace gateway, autoscaling) follows
+`conveyor:deployCompute`,
 so a LocalStack stack and the local emulator get the same data plane as a real stack.
 """
 
@@ -16,12 +17,7 @@ from conveyor import schema
 from conveyor_infra.alerting import Alerting, AlertingArgs
 from conveyor_infra.autoscaling import Autoscaling, AutoscalingArgs
 from conveyor_infra.config import StackConfig
-from conveyor_infra.containers import (
-    SERVICES,
-    TLS_SECRET_VARIABLES,
-    DataPlaneRefs,
-    read_collector_config,
-)
+from conveyor_infra.containers import TLS_SECRET_VARIABLES, DataPlaneRefs, read_collector_config
 from conveyor_infra.ecs import EcsServices, EcsServicesArgs
 from conveyor_infra.iam import ServiceIam, ServiceIamArgs
 from conveyor_infra.load_balancer import ApiLoadBalancer, ApiLoadBalancerArgs
@@ -36,6 +32,8 @@ from conveyor_infra.permissions import (
 )
 from conveyor_infra.task_queue import TaskQueue, TaskQueueArgs
 from conveyor_infra.task_table import TaskTable, TaskTableArgs
+from conveyor_infra.topology import SERVICES, TRACE_GATEWAY
+from conveyor_infra.trace_gateway import TraceGateway, TraceGatewayArgs, trace_gateway_endpoint
 
 
 def build(config: StackConfig) -> dict[str, Any]:
@@ -89,8 +87,13 @@ def build(config: StackConfig) -> dict[str, Any]:
         tls = _mutual_tls(config, prefix, config.api_dns_names)
         return outputs | _tls_outputs(tls)
 
-    # Fail before declaring compute if the sidecar has no config.
-    collector_config = read_collector_config(REPO_ROOT, config.collector_config_path)
+    # Fail before declaring compute if a collector has no config.
+    collector_config = read_collector_config(
+        REPO_ROOT, config.collector_config_path, "collectorConfigPath"
+    )
+    gateway_config = read_collector_config(
+        REPO_ROOT, config.gateway_config_path, "gatewayConfigPath"
+    )
     network = Network(
         "network",
         NetworkArgs(
@@ -130,7 +133,7 @@ def build(config: StackConfig) -> dict[str, Any]:
         MonitoringArgs(
             name_prefix=prefix,
             region=config.region,
-            services=SERVICES,
+            services=(*SERVICES, TRACE_GATEWAY),
             log_retention_days=config.log_retention_days,
             rule_files=rule_files(REPO_ROOT / config.prometheus_rules_dir),
             alarm_topic_arn=alerting.topic.arn,
@@ -156,14 +159,18 @@ def build(config: StackConfig) -> dict[str, Any]:
                 task_statements=task_role_statements(service, arns),
                 execution_statements=execution_role_statements(
                     region=config.region,
-                    images=[config.image, config.collector_image],
+                    images=(
+                        [config.collector_image]
+                        if service == TRACE_GATEWAY
+                        else [config.image, config.collector_image]
+                    ),
                     log_group_arn=monitoring.log_groups[service].arn,
                     secret_arns=[tls.server.secret.arn] if service == "api" else [],
                     secrets_key_arn=tls.kms_key.arn,
                 ),
             ),
         )
-        for service in SERVICES
+        for service in (*SERVICES, TRACE_GATEWAY)
     }
     ecs = EcsServices(
         "ecs",
@@ -176,6 +183,7 @@ def build(config: StackConfig) -> dict[str, Any]:
             collector_config=collector_config,
             log_group_names={s: g.name for s, g in monitoring.log_groups.items()},
             remote_write_url=monitoring.remote_write_url,
+            trace_gateway_endpoint=trace_gateway_endpoint(prefix),
             identities=identities,
             subnet_ids=network.private_subnet_ids,
             security_group_ids={s: sg.id for s, sg in network.service_sgs.items()},
@@ -185,6 +193,20 @@ def build(config: StackConfig) -> dict[str, Any]:
                 variable: tls.server.value_from(json_key)
                 for variable, json_key in TLS_SECRET_VARIABLES.items()
             },
+        ),
+    )
+    gateway = TraceGateway(
+        "traces",
+        TraceGatewayArgs(
+            name_prefix=prefix,
+            config=config,
+            gateway_config=gateway_config,
+            cluster_arn=ecs.cluster.arn,
+            vpc_id=network.vpc.id,
+            subnet_ids=network.private_subnet_ids,
+            security_group_id=network.service_sgs[TRACE_GATEWAY].id,
+            identity=identities[TRACE_GATEWAY],
+            log_group_name=monitoring.log_groups[TRACE_GATEWAY].name,
         ),
     )
     Autoscaling(
@@ -206,6 +228,8 @@ def build(config: StackConfig) -> dict[str, Any]:
             "api_service_name": ecs.services["api"].name,
             "relay_service_name": ecs.services["relay"].name,
             "worker_service_name": ecs.services["worker"].name,
+            "trace_gateway_service_name": gateway.service.name,
+            "trace_gateway_endpoint": trace_gateway_endpoint(prefix),
             "api_endpoint": front.endpoint,
             "amp_workspace_id": monitoring.workspace.id,
             "amp_remote_write_url": monitoring.remote_write_url,

@@ -156,6 +156,20 @@ def _workspace(name: str, inputs: dict[str, Any], region: str, account: str) -> 
     }
 
 
+def _discovery_service(name: str, inputs: dict[str, Any], region: str, account: str) -> dict:
+    service_id = f"srv-{_short_hash(name, length=16)}"
+    return {
+        "id": service_id,
+        "arn": _arn("servicediscovery", region, account, f"service/{service_id}"),
+    }
+
+
+def _discovery_namespace(name: str, inputs: dict[str, Any], region: str, account: str) -> dict:
+    namespace_id = f"ns-{_short_hash(name, length=16)}"
+    arn = _arn("servicediscovery", region, account, f"namespace/{namespace_id}")
+    return {"id": namespace_id, "arn": arn, "hostedZone": f"Z{_short_hash(name, length=12)}"}
+
+
 def _ec2_id(prefix: str) -> Computed:
     def computed(name: str, inputs: dict[str, Any], region: str, account: str) -> dict:
         return {"id": f"{prefix}-{_short_hash(name, length=17)}"}
@@ -186,6 +200,8 @@ COMPUTED: dict[str, Computed] = {
     "aws:lb/loadBalancer:LoadBalancer": _load_balancer,
     "aws:lb/targetGroup:TargetGroup": _target_group,
     "aws:amp/workspace:Workspace": _workspace,
+    "aws:servicediscovery/service:Service": _discovery_service,
+    "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace": _discovery_namespace,
     "aws:ec2/vpc:Vpc": _ec2_id("vpc"),
     "aws:ec2/subnet:Subnet": _ec2_id("subnet"),
     "aws:ec2/securityGroup:SecurityGroup": _ec2_id("sg"),

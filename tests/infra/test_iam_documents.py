@@ -10,22 +10,21 @@ import pytest
 from conveyor import schema
 from conveyor_infra.declared import Declaration
 from conveyor_infra.permissions import STAR_ONLY_ACTIONS, ecr_repository_arn
+from conveyor_infra.topology import TRACE_GATEWAY
 from stack_support import COMPUTE_STACKS, SERVICES
 
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 
-TRACES = {(a, "*") for a in STAR_ONLY_ACTIONS if a.startswith("xray:")}
+IDENTITIES = (*SERVICES, TRACE_GATEWAY)
 TABLE = {(f"dynamodb:{a}", "table") for a in ("GetItem", "Query", "PutItem", "UpdateItem")}
 TASK_ROLE_GRANTS = {
     "api": TABLE
-    | TRACES
     | {
         ("dynamodb:Query", "index/by_tenant"),
         ("sqs:SendMessage", "queue"),
         ("aps:RemoteWrite", "workspace"),
     },
     "relay": TABLE
-    | TRACES
     | {
         ("dynamodb:Query", "index/outbox"),
         ("sqs:SendMessage", "queue"),
@@ -35,7 +34,6 @@ TASK_ROLE_GRANTS = {
         ("aps:RemoteWrite", "workspace"),
     },
     "worker": TABLE
-    | TRACES
     | {
         ("sqs:ReceiveMessage", "queue"),
         ("sqs:DeleteMessage", "queue"),
@@ -43,6 +41,8 @@ TASK_ROLE_GRANTS = {
         ("sqs:SendMessage", "dlq"),
         ("aps:RemoteWrite", "workspace"),
     },
+    # Only the gateway exports traces; the sidecars send them to it.
+    TRACE_GATEWAY: {("xray:PutTraceSegments", "*"), ("xray:PutTelemetryRecords", "*")},
 }
 
 
@@ -75,7 +75,7 @@ def _own_arns(declaration: Declaration, image: str) -> dict[str, str]:
     }
     for index_name, *_ in schema.GLOBAL_SECONDARY_INDEXES:
         arns[f"{table}/index/{index_name}"] = f"index/{index_name}"
-    for service in SERVICES:
+    for service in IDENTITIES:
         log_group = declaration.named(f"monitoring-{service}-logs").outputs["arn"]
         arns[f"{log_group}:log-stream:*"] = f"logs/{service}"
     return arns
@@ -89,7 +89,7 @@ def test_role_policies_name_only_this_stacks_arns(
     own = _own_arns(declaration, stack_files[stack]["conveyor:image"])
     account = stack_files[stack]["aws:allowedAccountIds"][0]
     policies = declaration.of_type(ROLE_POLICY)
-    assert len(policies) == 2 * len(SERVICES)
+    assert len(policies) == 2 * len(IDENTITIES)
     for policy in policies:
         for action, resource in _grants(json.loads(policy.inputs["policy"])):
             assert resource in own, f"{policy.name} grants {action} on foreign {resource}"
@@ -100,7 +100,7 @@ def test_role_policies_name_only_this_stacks_arns(
 
 
 @pytest.mark.parametrize("stack", COMPUTE_STACKS)
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", IDENTITIES)
 def test_each_task_role_gets_exactly_the_calls_its_service_makes(
     declarations: dict[str, Declaration], stack_files: dict[str, Any], stack: str, service: str
 ) -> None:
@@ -111,7 +111,7 @@ def test_each_task_role_gets_exactly_the_calls_its_service_makes(
 
 
 @pytest.mark.parametrize("stack", COMPUTE_STACKS)
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", IDENTITIES)
 def test_execution_roles_pull_the_image_ship_logs_and_only_the_api_reads_tls(
     declarations: dict[str, Declaration], stack_files: dict[str, Any], stack: str, service: str
 ) -> None:
@@ -120,13 +120,16 @@ def test_execution_roles_pull_the_image_ship_logs_and_only_the_api_reads_tls(
     document = _document(declaration, f"{service}-iam-execution-policy")
     grants = {(action, own[resource]) for action, resource in _grants(document)}
     expected = {
-        ("ecr:GetAuthorizationToken", "*"),
-        ("ecr:BatchCheckLayerAvailability", "repository"),
-        ("ecr:GetDownloadUrlForLayer", "repository"),
-        ("ecr:BatchGetImage", "repository"),
         ("logs:CreateLogStream", f"logs/{service}"),
         ("logs:PutLogEvents", f"logs/{service}"),
     }
+    if service != TRACE_GATEWAY:  # the gateway runs only the (Docker Hub) collector image
+        expected |= {
+            ("ecr:GetAuthorizationToken", "*"),
+            ("ecr:BatchCheckLayerAvailability", "repository"),
+            ("ecr:GetDownloadUrlForLayer", "repository"),
+            ("ecr:BatchGetImage", "repository"),
+        }
     if service == "api":
         expected |= {
             ("secretsmanager:GetSecretValue", "server-secret"),
@@ -147,7 +150,7 @@ def test_only_ecs_tasks_of_this_account_can_assume_the_roles(
     roles = declarations[stack].of_type("aws:iam/role:Role")
     assert sorted(r.inputs["name"] for r in roles) == sorted(
         f"conveyor-{stack}-{service}-{kind}"
-        for service in SERVICES
+        for service in IDENTITIES
         for kind in ("execution", "task")
     )
     for role in roles:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -10,6 +11,7 @@ from conveyor import settings
 from conveyor_infra.containers import COLLECTOR, COLLECTOR_CONFIG_VARIABLE, TLS_SECRET_VARIABLES
 from conveyor_infra.declared import Declaration, DeclarationError, declare
 from conveyor_infra.paths import REPO_ROOT
+from conveyor_infra.topology import OTLP_GRPC_PORT, TRACE_GATEWAY
 from stack_support import COMPUTE_STACKS, SERVICES, STACKS, container, pairs
 
 SETTINGS_MODELS: dict[str, type[settings.BaseSettings]] = {
@@ -128,6 +130,47 @@ def test_each_task_has_a_collector_sidecar_configured_from_the_observability_fil
         )
         app_environment = pairs(container(declaration, service, service)["environment"])
         assert environment["CONVEYOR_METRICS_TARGET"] == app_environment["CONVEYOR_METRICS_LISTEN"]
+
+
+@pytest.mark.parametrize("stack", COMPUTE_STACKS)
+def test_sidecars_send_traces_to_one_gateway_found_through_cloud_map(
+    declarations: dict[str, Declaration], stack: str
+) -> None:
+    declaration = declarations[stack]
+    (namespace,) = declaration.of_type(
+        "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace"
+    )
+    (discovery,) = declaration.of_type("aws:servicediscovery/service:Service")
+    assert discovery.inputs["dnsConfig"]["namespaceId"] == namespace.outputs["id"]
+    assert namespace.inputs["vpc"] == declaration.named("network-vpc").outputs["id"]
+    endpoint = f"{discovery.inputs['name']}.{namespace.inputs['name']}:{OTLP_GRPC_PORT}"
+    assert declaration.outputs["trace_gateway_endpoint"] == endpoint
+    for service in SERVICES:
+        sidecar = pairs(container(declaration, service, COLLECTOR)["environment"])
+        assert sidecar["OTEL_GATEWAY_ENDPOINT"] == endpoint
+
+    gateway_service = declaration.named("traces-service")
+    # Tail sampling needs every span of a trace in one process.
+    assert gateway_service.inputs["desiredCount"] == 1
+    assert gateway_service.inputs["serviceRegistries"] == {"registryArn": discovery.outputs["arn"]}
+    (gateway,) = json.loads(declaration.named("traces-task").inputs["containerDefinitions"])
+    assert pairs(gateway["environment"])[COLLECTOR_CONFIG_VARIABLE] == (
+        (REPO_ROOT / "observability/collector/gateway.yaml").read_text()
+    )
+    assert gateway["command"] == [f"--config=env:{COLLECTOR_CONFIG_VARIABLE}"]
+    assert gateway["portMappings"][0]["containerPort"] == OTLP_GRPC_PORT
+    assert gateway["readonlyRootFilesystem"] is True
+
+    groups = {g.name: g for g in declaration.of_type("aws:ec2/securityGroup:SecurityGroup")}
+    service_group_ids = sorted(groups[f"network-{s}"].outputs["id"] for s in SERVICES)
+    (ingress,) = groups[f"network-{TRACE_GATEWAY}"].inputs["ingress"]
+    assert (ingress["fromPort"], sorted(ingress["securityGroups"])) == (
+        OTLP_GRPC_PORT,
+        service_group_ids,
+    )
+    for service in SERVICES:
+        ports = {rule["fromPort"] for rule in groups[f"network-{service}"].inputs["egress"]}
+        assert ports == {443, OTLP_GRPC_PORT}
 
 
 @pytest.mark.parametrize("stack", COMPUTE_STACKS)
@@ -268,7 +311,7 @@ def test_monitoring_has_log_retention_amp_rules_from_every_rule_file_and_alertma
     log_groups = {
         g.inputs["name"]: g for g in declaration.of_type("aws:cloudwatch/logGroup:LogGroup")
     }
-    assert set(log_groups) == {f"/ecs/conveyor-{stack}/{s}" for s in SERVICES}
+    assert set(log_groups) == {f"/ecs/conveyor-{stack}/{s}" for s in (*SERVICES, TRACE_GATEWAY)}
     assert {g.inputs["retentionInDays"] for g in log_groups.values()} == {
         EXPECTED[stack]["log_days"]
     }
@@ -308,7 +351,7 @@ def test_stack_outputs_name_everything_services_and_runbooks_need(
     assert outputs["queue_url"] == declarations[stack].named("tasks-queue").outputs["url"]
     if stack != "localstack":
         assert outputs["worker_service_name"] == f"conveyor-{stack}-worker"
-        assert set(outputs["log_group_names"]) == set(SERVICES)
+        assert set(outputs["log_group_names"]) == {*SERVICES, TRACE_GATEWAY}
 
 
 def test_a_missing_collector_config_stops_compute_with_a_clear_error() -> None:
