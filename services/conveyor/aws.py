@@ -149,7 +149,8 @@ class AwsClients:
 
     def _create(self, service: str, read_timeout: float) -> BaseClient:
         config = Config(
-            retries={"mode": "standard", "max_attempts": self._settings.aws_max_attempts},
+            # total_max_attempts: botocore's "max_attempts" counts retries, not attempts.
+            retries={"mode": "standard", "total_max_attempts": self._settings.aws_max_attempts},
             connect_timeout=min(self._settings.aws_connect_timeout_seconds, read_timeout * 2),
             read_timeout=read_timeout,
             max_pool_connections=50,

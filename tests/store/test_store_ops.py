@@ -1,0 +1,150 @@
+"""Operator actions (conveyor.ops) against real queues and table: DLQ inspect and redrive,
+outbox status."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from conveyor import ops as ops_mod
+from conveyor.domain import TaskState
+from conveyor.queue import QUEUE_DLQ
+from conveyor.store import now_ms
+from store_support import claim, dead, submit, succeeded
+
+S = TaskState
+
+
+def _to_dlq(queue, task, error: str = "boom") -> str:
+    """Dead-letter `task` as the worker does (its own dedup id, the error in the body)."""
+    return queue.send(
+        task.task_id,
+        task.task_type,
+        queue=QUEUE_DLQ,
+        dedup_id=f"{task.task_id}.{task.version}",
+        error=error,
+    )
+
+
+def test_inspect_lists_dlq_messages_with_task_state_and_leaves_them_visible(ops, queue, raw):
+    task = dead(ops.store, submit(ops.store, task_type="demo.poison"), error="RuntimeError: x")
+    message_id = _to_dlq(queue, task, error="from the message")
+    orphan_id = uuid.uuid4().hex
+    raw.sqs.send_message(
+        QueueUrl=raw.res.dlq_url,
+        MessageBody=json.dumps({"task_id": orphan_id, "task_type": "t", "error": "lost"}),
+        MessageGroupId="t#0",
+        MessageDeduplicationId=orphan_id,
+    )
+    raw.sqs.send_message(
+        QueueUrl=raw.res.dlq_url,
+        MessageBody="not json",
+        MessageGroupId="junk",
+        MessageDeduplicationId="junk",
+    )
+
+    entries = ops_mod.dlq_inspect(ops, 10)
+
+    by_task = {e.task_id: e for e in entries}
+    assert by_task[task.task_id] == ops_mod.DlqEntry(
+        task.task_id, "demo.poison", "DEAD", 1, "RuntimeError: x", message_id
+    )
+    assert by_task[orphan_id].state == "MISSING"
+    assert by_task[orphan_id].last_error == "lost"  # the message's error when no task says
+    assert by_task["?"].state == "MALFORMED"
+    assert len(entries) == 3
+    # Inspect is read-only: everything is visible again, the task untouched.
+    assert len(raw.receive(raw.res.dlq_url)) == 3
+    assert ops.store.get(task.task_id) == task
+    assert [e.task_id for e in ops_mod.dlq_inspect(ops, 10)] == [e.task_id for e in entries]
+
+
+def test_inspect_respects_the_limit(ops, queue, raw):
+    for _ in range(3):
+        _to_dlq(queue, dead(ops.store, submit(ops.store)))
+    assert len(ops_mod.dlq_inspect(ops, 2)) == 2
+    assert len(raw.receive(raw.res.dlq_url)) == 3
+
+
+def test_redrive_requeues_a_dead_task_with_a_new_dedup_id(ops, queue, raw):
+    task = dead(ops.store, submit(ops.store, task_type="demo.flaky"))
+    assert task.attempts == 1
+    _to_dlq(queue, task)
+    before = now_ms()
+
+    [result] = ops_mod.dlq_redrive(ops, [task.task_id], limit=10)
+
+    assert (result.task_id, result.outcome) == (task.task_id, "redriven")
+    stored = ops.store.get(task.task_id, with_events=True)
+    assert stored is not None
+    assert (stored.state, stored.attempts) == (S.QUEUED, 0)
+    assert stored.updated_at_ms >= before
+    last = stored.events[-1]
+    assert (last.from_state, last.to_state, last.detail) == (
+        S.DEAD,
+        S.QUEUED,
+        "redriven from the DLQ",
+    )
+
+    [message] = raw.receive(raw.res.queue_url)
+    assert json.loads(message["Body"]) == {"task_id": task.task_id, "task_type": "demo.flaky"}
+    attributes = message["Attributes"]
+    assert attributes["MessageDeduplicationId"] == f"{task.task_id}.r{stored.version}"
+    assert attributes["MessageDeduplicationId"] != task.task_id
+    assert attributes["MessageGroupId"] == queue.group_id(task.task_id, "demo.flaky")
+    assert raw.receive(raw.res.dlq_url) == []  # deleted from the DLQ
+
+
+def test_redrive_all_takes_every_dead_task_up_to_the_limit(ops, queue, raw):
+    tasks = [dead(ops.store, submit(ops.store)) for _ in range(3)]
+    for task in tasks:
+        _to_dlq(queue, task)
+    results = ops_mod.dlq_redrive(ops, None, limit=2)
+    assert [r.outcome for r in results] == ["redriven", "redriven"]
+    assert len(raw.receive(raw.res.dlq_url)) == 1  # the third is back and visible
+    assert len(raw.receive(raw.res.queue_url)) == 2
+
+
+def test_redrive_discards_a_message_whose_task_already_succeeded(ops, queue, raw):
+    task = succeeded(ops.store, submit(ops.store))
+    _to_dlq(queue, task)
+    [result] = ops_mod.dlq_redrive(ops, [task.task_id], limit=10)
+    assert result.outcome == "discarded"
+    assert "SUCCEEDED" in result.detail
+    assert raw.receive(raw.res.dlq_url) == []
+    assert raw.receive(raw.res.queue_url) == []
+    assert ops.store.get(task.task_id) == task
+
+
+def test_redrive_skips_a_task_that_is_not_dead_yet_and_leaves_its_message(ops, queue, raw):
+    running = claim(ops.store, submit(ops.store))
+    _to_dlq(queue, running)
+    [result] = ops_mod.dlq_redrive(ops, [running.task_id], limit=10)
+    assert result.outcome == "skipped"
+    assert len(raw.receive(raw.res.dlq_url)) == 1
+    assert ops.store.get(running.task_id) == running
+
+
+def test_redrive_of_unknown_ids_is_not_found_and_touches_nothing_else(ops, queue, raw):
+    other = dead(ops.store, submit(ops.store))
+    _to_dlq(queue, other)
+    unknown = uuid.uuid4().hex
+    results = ops_mod.dlq_redrive(ops, [unknown], limit=10)
+    assert [(r.task_id, r.outcome) for r in results] == [(unknown, "not-found")]
+    assert len(raw.receive(raw.res.dlq_url)) == 1  # the other message is visible again
+    assert ops.store.get(other.task_id) == other
+
+
+def test_outbox_status_counts_pending_marks(ops):
+    empty = ops_mod.outbox_status(ops)
+    assert (empty.pending, empty.oldest_age_seconds) == (0, None)
+
+    first = submit(ops.store)
+    submit(ops.store)
+    third = submit(ops.store)
+    ops.store.transition(third, S.QUEUED)
+
+    status = ops_mod.outbox_status(ops)
+    assert status.pending == 2
+    assert status.oldest_age_seconds is not None
+    assert 0 <= status.oldest_age_seconds <= (now_ms() - first.created_at_ms) / 1000

@@ -1,0 +1,180 @@
+"""TaskStore.submit against the backend: one transaction, idempotency per tenant, races."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from conveyor import schema
+from conveyor.domain import TaskState
+from conveyor.store import IdempotencyMismatch, SubmitResult, now_ms
+from store_support import TENANT, ddb_calls, submit
+
+
+def test_submit_commits_task_idempotency_event_and_outbox_mark_together(store, raw, settings):
+    transactions = ddb_calls("TransactWriteItems")
+    puts = ddb_calls("PutItem") + ddb_calls("UpdateItem")
+    before = now_ms()
+    task = submit(store, payload=b'{"n": 1}', key="order-1", max_attempts=4)
+    after = now_ms()
+
+    # One TransactWriteItems, and no other write.
+    assert ddb_calls("TransactWriteItems") == transactions + 1
+    assert ddb_calls("PutItem") + ddb_calls("UpdateItem") == puts
+
+    items = raw.items()
+    assert [(i["pk"], i["sk"]) for i in items] == sorted(
+        [
+            (f"IDEM#{TENANT}#order-1", "IDEM"),
+            (f"TASK#{task.task_id}", "EVENT#00000001"),
+            (f"TASK#{task.task_id}", "TASK"),
+        ]
+    )
+    idem, event, item = items
+    assert item["task_id"] == task.task_id
+    assert (item["tenant"], item["task_type"]) == (TENANT, "demo.sleep")
+    assert bytes(item["payload"].value) == b'{"n": 1}'
+    assert (item["state"], item["version"], item["event_seq"]) == ("PENDING", 1, 1)
+    assert (item["attempts"], item["max_attempts"]) == (0, 4)
+    assert before <= item["created_at"] == item["updated_at"] <= after
+    assert item["gsi1pk"] == f"TENANT#{TENANT}"
+    assert item["gsi1sk"] == f"{int(item['created_at']):013d}#{task.task_id}"
+    assert item["outbox_pk"] == f"OUTBOX#{int(task.task_id[:8], 16) % settings.outbox_shards}"
+    assert item["outbox_at"] == item["created_at"]
+
+    assert idem["task_id"] == task.task_id
+    assert idem["request_hash"] == "h1"
+    ttl = settings.idempotency_ttl_seconds
+    assert before // 1000 + ttl <= idem[schema.TTL_ATTRIBUTE] <= after // 1000 + ttl
+
+    assert event["seq"] == 1 and event["to_state"] == "PENDING" and "from_state" not in event
+    assert event["detail"] == "submitted"
+
+    # What submit returned is what was stored.
+    stored = store.get(task.task_id, with_events=True)
+    assert stored is not None
+    assert stored.state == TaskState.PENDING
+    assert stored == task.__class__(**{**task.__dict__, "events": stored.events})
+    assert [(e.seq, e.from_state, e.to_state) for e in stored.events] == [
+        (1, None, TaskState.PENDING)
+    ]
+
+
+def test_binary_payload_is_stored_byte_for_byte(store):
+    payload = bytes(range(256)) * 256  # 64 KiB, every byte value
+    task = submit(store, payload=payload)
+    stored = store.get(task.task_id)
+    assert stored is not None and stored.payload == payload
+
+
+def test_replay_with_the_same_request_returns_the_task_and_writes_nothing(store, raw):
+    first = submit(store, key="same")
+    items = raw.items()
+    transactions = ddb_calls("TransactWriteItems")
+
+    again = store.submit(
+        tenant=TENANT,
+        task_type="demo.sleep",
+        payload=b"{}",
+        idempotency_key="same",
+        request_hash="h1",
+        max_attempts=3,
+    )
+
+    assert again == SubmitResult(first, created=False)
+    assert raw.items() == items
+    assert ddb_calls("TransactWriteItems") == transactions
+
+
+def test_replay_returns_the_tasks_current_state(store):
+    first = submit(store, key="k")
+    store.transition(first, TaskState.QUEUED)
+    again = store.submit(
+        tenant=TENANT,
+        task_type="demo.sleep",
+        payload=b"{}",
+        idempotency_key="k",
+        request_hash="h1",
+        max_attempts=3,
+    )
+    assert again.task.task_id == first.task_id
+    assert again.task.state == TaskState.QUEUED
+
+
+def test_same_key_with_a_different_request_is_a_mismatch(store, raw):
+    first = submit(store, key="dup")
+    items = raw.items()
+    with pytest.raises(IdempotencyMismatch) as caught:
+        submit(store, key="dup", request_hash="other")
+    assert (caught.value.key, caught.value.task_id) == ("dup", first.task_id)
+    assert "dup" in str(caught.value) and first.task_id in str(caught.value)
+    assert raw.items() == items
+
+
+def test_idempotency_keys_are_scoped_per_tenant(store):
+    acme = submit(store, tenant="acme", key="shared")
+    globex = submit(store, tenant="globex", key="shared", request_hash="different")
+    assert acme.task_id != globex.task_id
+    assert (acme.tenant, globex.tenant) == ("acme", "globex")
+
+
+def test_concurrent_submits_with_one_key_commit_exactly_one_task(store, raw):
+    callers = 16
+    start = threading.Barrier(callers)
+
+    def one() -> SubmitResult:
+        start.wait(timeout=10)
+        return store.submit(
+            tenant=TENANT,
+            task_type="demo.sleep",
+            payload=b"{}",
+            idempotency_key="race",
+            request_hash="h1",
+            max_attempts=3,
+        )
+
+    with ThreadPoolExecutor(callers) as pool:
+        results = [f.result(timeout=60) for f in [pool.submit(one) for _ in range(callers)]]
+
+    tasks = [i for i in raw.items() if i["sk"] == "TASK"]
+    assert len(tasks) == 1
+    assert {r.task.task_id for r in results} == {tasks[0]["task_id"]}
+    assert sum(r.created for r in results) == 1
+    assert len([i for i in raw.items() if i["sk"].startswith("EVENT#")]) == 1
+
+
+def test_an_expired_idempotency_record_lets_the_key_be_reused(store, raw):
+    old = submit(store, key="reuse")
+    # DynamoDB's TTL sweep may lag by days: the record is still there, but expired.
+    raw.update(
+        f"IDEM#{TENANT}#reuse",
+        "IDEM",
+        "SET expires_at = :past",
+        {":past": {"N": str(now_ms() // 1000 - 10)}},
+    )
+
+    new = store.submit(
+        tenant=TENANT,
+        task_type="demo.sleep",
+        payload=b"{}",
+        idempotency_key="reuse",
+        request_hash="another request",
+        max_attempts=3,
+    )
+
+    assert new.created
+    assert new.task.task_id != old.task_id
+    record = raw.item(f"IDEM#{TENANT}#reuse", "IDEM")
+    assert record is not None
+    assert record["task_id"] == new.task.task_id
+    assert record["request_hash"] == "another request"
+    assert record["expires_at"] > now_ms() // 1000
+    assert store.get(old.task_id) is not None  # the old task itself is untouched
+
+
+def test_get_of_an_unknown_task_is_none(store):
+    unknown = uuid.uuid4().hex
+    assert store.get(unknown) is None
+    assert store.get(unknown, with_events=True) is None
