@@ -86,7 +86,18 @@ def build(config: StackConfig) -> dict[str, Any]:
     if not config.deploy_compute:
         tls = _mutual_tls(config, prefix, config.api_dns_names)
         return outputs | _tls_outputs(tls)
+    return outputs | _compute_plane(config, prefix, account_id, tasks, store, alerting)
 
+
+def _compute_plane(
+    config: StackConfig,
+    prefix: str,
+    account_id: pulumi.Output[str],
+    tasks: TaskQueue,
+    store: TaskTable,
+    alerting: Alerting,
+) -> dict[str, Any]:
+    """Network, load balancer, mTLS, monitoring, IAM, ECS, trace gateway and autoscaling."""
     # Fail before declaring compute if a collector has no config.
     collector_config = read_collector_config(
         REPO_ROOT, config.collector_config_path, "collectorConfigPath"
@@ -220,23 +231,19 @@ def build(config: StackConfig) -> dict[str, Any]:
             worker=config.worker,
         ),
     )
-    return (
-        outputs
-        | _tls_outputs(tls)
-        | {
-            "cluster_name": ecs.cluster.name,
-            "api_service_name": ecs.services["api"].name,
-            "relay_service_name": ecs.services["relay"].name,
-            "worker_service_name": ecs.services["worker"].name,
-            "trace_gateway_service_name": gateway.service.name,
-            "trace_gateway_endpoint": trace_gateway_endpoint(prefix),
-            "api_endpoint": front.endpoint,
-            "amp_workspace_id": monitoring.workspace.id,
-            "amp_remote_write_url": monitoring.remote_write_url,
-            "log_group_names": {s: g.name for s, g in monitoring.log_groups.items()},
-            "vpc_id": network.vpc.id,
-        }
-    )
+    return _tls_outputs(tls) | {
+        "cluster_name": ecs.cluster.name,
+        "api_service_name": ecs.services["api"].name,
+        "relay_service_name": ecs.services["relay"].name,
+        "worker_service_name": ecs.services["worker"].name,
+        "trace_gateway_service_name": gateway.service.name,
+        "trace_gateway_endpoint": trace_gateway_endpoint(prefix),
+        "api_endpoint": front.endpoint,
+        "amp_workspace_id": monitoring.workspace.id,
+        "amp_remote_write_url": monitoring.remote_write_url,
+        "log_group_names": {s: g.name for s, g in monitoring.log_groups.items()},
+        "vpc_id": network.vpc.id,
+    }
 
 
 def _mutual_tls(

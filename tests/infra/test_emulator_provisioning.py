@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from typing import Any
 import boto3
 import pytest
 from conveyor import schema
+from conveyor.local.system import free_port
 from conveyor_infra.emulator import (
     PLACEHOLDER_SECRET_VALUE,
     DataPlane,
@@ -36,17 +36,11 @@ FAKE_CREDENTIALS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
     saved = {key: os.environ.get(key) for key in FAKE_CREDENTIALS}
     os.environ.update(FAKE_CREDENTIALS)
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     try:
