@@ -49,7 +49,7 @@ class StoreSettings(_Base):
 class QueueSettings(_Base):
     queue_url: str = Field(min_length=1)
     dlq_url: str = Field(min_length=1)
-    message_group_shards: int = Field(default=8, ge=1, le=1024)
+    message_group_shards: int = Field(default=32, ge=1, le=1024)
 
 
 class TelemetrySettings(_Base):
