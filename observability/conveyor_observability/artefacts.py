@@ -6,10 +6,10 @@ from pathlib import Path
 
 from conveyor_observability.dashboards import rendered_dashboards
 from conveyor_observability.paths import DASHBOARDS_DIR, PROMTOOL_TESTS_DIR, RULES_DIR
+from conveyor_observability.promtool_test_files import rendered_test_files
 from conveyor_observability.provenance import is_generated
 from conveyor_observability.rule_files import rendered_rule_files
 from conveyor_observability.spec import Spec
-from conveyor_observability.test_files import rendered_test_files
 
 
 def generated_files(spec: Spec) -> dict[Path, str]:

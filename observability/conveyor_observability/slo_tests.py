@@ -28,6 +28,7 @@ TRAFFIC_PER_MINUTE = Decimal(1000)
 BASELINE_SHARE = Decimal("0.5")  # healthy burn, as a share of the lowest alert factor
 HEALTHY_SHARE = Decimal("0.9")  # "almost burning": just under the lowest alert factor
 MIN_MARGIN_MINUTES = 10
+DAY_MINUTES = 1440
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,12 @@ def slo_scenarios(spec: Spec, slo: Slo) -> list[Scenario]:
 def _burn_scenario(
     spec: Spec, slo: Slo, severity: str, pair: BurnWindow, burn: Decimal, lowest: Decimal
 ) -> Scenario:
-    """Healthy history as long as the severity's longest window, then `burn` until the alert
-    has fired, then (for pages) healthy again until the short windows reset it."""
-    warmup = max(durations.minutes(p.long_window) for p in spec.burn_rate_alerts[severity])
+    """Healthy history, then `burn` until the alert has fired, then (for pages) healthy again
+    until the short windows reset it. The history lasts the pair's long window; for pages the
+    longest page window, or the 6h window, short of history, would fire before the 1h one."""
+    warmup = durations.minutes(pair.long_window)
+    if severity == "page":
+        warmup = max(durations.minutes(p.long_window) for p in spec.burn_rate_alerts[severity])
     margin = _margin(pair.long_window)
     baseline = lowest * BASELINE_SHARE
     probe = _oracle(spec, slo, [Phase(warmup, baseline), Phase(4 * warmup, burn)])
@@ -132,7 +136,7 @@ def _burn_scenario(
 
 def _healthy_scenario(spec: Spec, slo: Slo, lowest: Decimal) -> Scenario:
     burn = lowest * HEALTHY_SHARE
-    phases = [Phase(_longest_window(spec) + 60, burn)]
+    phases = [Phase(DAY_MINUTES + 60, burn)]
     oracle = _oracle(spec, slo, phases)
     checks = _checks(spec, slo, oracle, _at_every_long_window(spec))
     _require(not any(c.firing for c in checks), f"{slo.name}: {number(burn)}x burn alerts")
@@ -146,7 +150,7 @@ def _healthy_scenario(spec: Spec, slo: Slo, lowest: Decimal) -> Scenario:
 def _low_traffic_scenarios(spec: Spec, slo: Slo, highest: Decimal) -> list[Scenario]:
     """The same heavy burn under the low-traffic guard (silent) and just above it (pages)."""
     burn = min(highest * 2, Decimal("0.5") / slo.error_budget)
-    phases = [Phase(_longest_window(spec) + 60, burn)]
+    phases = [Phase(DAY_MINUTES + 60, burn)]
     scenarios = []
     for share, expect_page in ((Decimal("0.5"), False), (Decimal(2), True)):
         traffic = slo.min_events_per_hour * share / 60
@@ -190,10 +194,13 @@ def _checks(
 
 
 def _at_every_long_window(spec: Spec) -> dict[str, list[int]]:
-    """Just past the end of every long window, for every severity."""
+    """Just past the end of every long window up to a day, for every severity. The silent
+    scenarios burn at a constant rate, so every window sees the same ratio once it holds two
+    samples: a day of history speaks for the 3d and 30d windows too, at a third of the cost."""
+    step = durations.minutes(EVALUATION_INTERVAL)
     ends = sorted(
         {
-            durations.minutes(pair.long_window) + durations.minutes(EVALUATION_INTERVAL)
+            min(durations.minutes(pair.long_window), DAY_MINUTES) + step
             for pairs in spec.burn_rate_alerts.values()
             for pair in pairs
         }
@@ -232,14 +239,6 @@ def _margin(window: str) -> int:
     """How far from a threshold crossing to look: rate() extrapolation and the 5-minute
     recordings behind long windows shift crossings by a few minutes."""
     return max(MIN_MARGIN_MINUTES, durations.minutes(window) // 50)
-
-
-def _longest_window(spec: Spec) -> int:
-    return max(
-        durations.minutes(pair.long_window)
-        for pairs in spec.burn_rate_alerts.values()
-        for pair in pairs
-    )
 
 
 def _evaluated(minute: int, up: bool) -> int:
