@@ -8,12 +8,18 @@ unknown-checking proxy, as `pulumi preview --policy-pack infra/policy` would han
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import grpc
 import pytest
 from conveyor_infra import policies
 from conveyor_infra.declared import Declaration, DeclaredResource
+from conveyor_infra.paths import REPO_ROOT
+from google.protobuf import empty_pb2, struct_pb2
+from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy import (
     EnforcementLevel,
     PolicyResource,
@@ -279,3 +285,80 @@ def test_values_unknown_during_preview_are_reported_not_passed(prod: Declaration
             policies.tables_on_demand_with_pitr,
             resource_args(prod.named("store-table"), billingMode=UNKNOWN),
         )
+
+
+# ---- the pack itself, over the protocol `pulumi preview --policy-pack` speaks ----------------
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> Iterator[Any]:
+    """infra/policy/__main__.py as the Pulumi CLI starts it: it prints its gRPC port."""
+    pack = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "infra/policy/__main__.py")],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT / "infra/policy",
+    )
+    try:
+        assert pack.stdout is not None
+        port = int(pack.stdout.readline())
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield analyzer_pb2_grpc.AnalyzerStub(channel)
+    finally:
+        pack.kill()
+        pack.wait()
+
+
+def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    message.update(dict(values))
+    return message
+
+
+def test_the_pack_serves_all_policies_as_mandatory(analyzer: Any) -> None:
+    info = analyzer.GetAnalyzerInfo(empty_pb2.Empty(), timeout=30)
+    assert info.name == "conveyor"
+    assert {p.name: p.enforcementLevel for p in info.policies} == {
+        name: analyzer_pb2.MANDATORY
+        for name in (*policies.RESOURCE_VALIDATORS, *policies.STACK_VALIDATORS)
+    }
+
+
+def test_the_pack_passes_the_declared_table_and_rejects_a_provisioned_one(
+    analyzer: Any, prod: Declaration
+) -> None:
+    table = prod.named("store-table")
+
+    def analyze(props: Mapping[str, Any]) -> list[tuple[str, int]]:
+        request = analyzer_pb2.AnalyzeRequest(
+            type=table.type, properties=_struct(props), urn=table.urn, name=table.name
+        )
+        response = analyzer.Analyze(request, timeout=30)
+        return [(d.policyName, d.enforcementLevel) for d in response.diagnostics]
+
+    assert analyze(table.inputs) == []
+    assert analyze({**table.inputs, "billingMode": "PROVISIONED"}) == [
+        ("dynamodb-on-demand-with-pitr", analyzer_pb2.MANDATORY)
+    ]
+
+
+def test_the_pack_rejects_a_stack_whose_dlq_is_not_fifo(analyzer: Any, prod: Declaration) -> None:
+    def analyze_stack(dlq_is_fifo: bool) -> list[str]:
+        resources = [
+            analyzer_pb2.AnalyzerResource(
+                type=q.type,
+                properties=_struct(
+                    {**q.outputs, "fifoQueue": dlq_is_fifo or q.name != "tasks-dlq"}
+                ),
+                urn=q.urn,
+                name=q.name,
+            )
+            for q in prod.of_type(policies.QUEUE)
+        ]
+        response = analyzer.AnalyzeStack(
+            analyzer_pb2.AnalyzeStackRequest(resources=resources), timeout=30
+        )
+        return [d.policyName for d in response.diagnostics]
+
+    assert analyze_stack(dlq_is_fifo=True) == []
+    assert analyze_stack(dlq_is_fifo=False) == ["fifo-queue-has-fifo-dlq"]
