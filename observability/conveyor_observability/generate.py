@@ -11,6 +11,7 @@ import sys
 
 from conveyor_observability.artefacts import generated_files, stale_files
 from conveyor_observability.paths import REPO_ROOT
+from conveyor_observability.slo_tests import ScenarioError
 from conveyor_observability.spec import SpecError, load_spec
 
 
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         expected = generated_files(load_spec())
-    except SpecError as exc:
+    except (SpecError, ScenarioError) as exc:
         print(exc, file=sys.stderr)
         return 2
     stale = stale_files(expected)

@@ -29,10 +29,6 @@ class AlertingRule:
     annotations: Mapping[str, str]
     for_: str | None = None
 
-    @property
-    def severity(self) -> str:
-        return self.labels["severity"]
-
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {"alert": self.alert, "expr": self.expr}
         if self.for_:

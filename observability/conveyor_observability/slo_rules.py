@@ -46,7 +46,8 @@ def number(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
-def _labels(spec: Spec, slo: Slo) -> dict[str, str]:
+def slo_labels(spec: Spec, slo: Slo) -> dict[str, str]:
+    """The labels of every series recorded for `slo` (and of its burn alerts)."""
     return {"sloth_id": spec.sloth_id(slo), "sloth_service": spec.service, "sloth_slo": slo.name}
 
 
@@ -59,7 +60,7 @@ def _block(expr: str) -> str:
 
 
 def _sli_recordings(spec: Spec, slo: Slo) -> RuleGroup:
-    labels = _labels(spec, slo)
+    labels = slo_labels(spec, slo)
     rules = [
         RecordingRule(
             ERRORS_RATE,
@@ -95,7 +96,7 @@ def _error_ratio(spec: Spec, slo: Slo, window: str) -> str:
 
 
 def _meta_recordings(spec: Spec, slo: Slo) -> RuleGroup:
-    labels = _labels(spec, slo)
+    labels = slo_labels(spec, slo)
     selector = _selector(spec, slo)
     on_slo = f"on ({', '.join(SLO_LABELS)}) group_left"
     rules = [

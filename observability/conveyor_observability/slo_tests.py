@@ -18,7 +18,7 @@ from decimal import Decimal
 from conveyor_observability import durations
 from conveyor_observability.promtool_tests import AlertCheck, Scenario
 from conveyor_observability.series import cumulative
-from conveyor_observability.slo_rules import burn_alert_name, number
+from conveyor_observability.slo_rules import burn_alert_name, number, slo_labels
 from conveyor_observability.spec import BurnWindow, Slo, Spec
 
 # Rules run every 5 minutes here (1 in production): the scenarios span days of history, and
@@ -35,6 +35,10 @@ DAY_MINUTES = 1440
 class Phase:
     minutes: int
     burn: Decimal  # error ratio / error budget
+
+
+class ScenarioError(ValueError):
+    """The spec's policy leaves a scenario unable to show what it is named for."""
 
 
 class BurnOracle:
@@ -72,7 +76,7 @@ class BurnOracle:
             if self.fires(severity, minute) == firing:
                 return minute
         state = "fires" if firing else "is silent"
-        raise ValueError(f"no minute from {start} on where the {severity} alert {state}")
+        raise ScenarioError(f"no minute from {start} on where the {severity} alert {state}")
 
 
 def slo_scenarios(spec: Spec, slo: Slo) -> list[Scenario]:
@@ -181,7 +185,7 @@ def _low_traffic_scenarios(spec: Spec, slo: Slo, highest: Decimal) -> list[Scena
 def _checks(
     spec: Spec, slo: Slo, oracle: BurnOracle, minutes: Mapping[str, Sequence[int]]
 ) -> list[AlertCheck]:
-    labels = {"sloth_id": spec.sloth_id(slo), "sloth_service": spec.service, "sloth_slo": slo.name}
+    labels = slo_labels(spec, slo)
     return [
         AlertCheck(
             minute=minute,
@@ -253,4 +257,4 @@ def _hours(minutes: int) -> str:
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
-        raise ValueError(f"SLO test scenario does not hold: {message}")
+        raise ScenarioError(f"SLO test scenario does not hold: {message}")

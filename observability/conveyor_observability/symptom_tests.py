@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from conveyor_observability.promtool_tests import AlertCheck, Scenario
 
-RELAY_A = 'job="conveyor-relay",instance="10.0.1.7:9464"'
-RELAY_B = 'job="conveyor-relay",instance="10.0.2.7:9464"'
-API_A = 'job="conveyor-api",instance="10.0.1.5:9464"'
-API_B = 'job="conveyor-api",instance="10.0.2.5:9464"'
-WORKER_A = 'job="conveyor-worker",instance="10.0.1.9:9464"'
+# The collector sidecar makes each ECS task ARN the `instance` (observability/collector).
+TASK_ARN = "arn:aws:ecs:eu-west-1:111122223333:task/conveyor"
+RELAY_A = f'job="conveyor-relay",instance="{TASK_ARN}/relay-a"'
+RELAY_B = f'job="conveyor-relay",instance="{TASK_ARN}/relay-b"'
+API_A = f'job="conveyor-api",instance="{TASK_ARN}/api-a"'
+API_B = f'job="conveyor-api",instance="{TASK_ARN}/api-b"'
+WORKER_A = f'job="conveyor-worker",instance="{TASK_ARN}/worker-a"'
 
 DLQ = "ConveyorDlqNotEmpty"
 OUTBOX = "ConveyorOutboxStuck"
@@ -155,8 +157,8 @@ def _breaker_scenarios() -> list[Scenario]:
 
 
 def _target_scenarios() -> list[Scenario]:
-    api_a = {"job": "conveyor-api", "instance": "10.0.1.5:9464"}
-    api_b = {"job": "conveyor-api", "instance": "10.0.2.5:9464"}
+    api_a = {"job": "conveyor-api", "instance": f"{TASK_ARN}/api-a"}
+    api_b = {"job": "conveyor-api", "instance": f"{TASK_ARN}/api-b"}
     others = {_up(RELAY_A): "1x20", _up(WORKER_A): "1x20"}
     return [
         Scenario(

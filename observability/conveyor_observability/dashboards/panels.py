@@ -9,11 +9,22 @@ from dataclasses import dataclass
 
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import prometheus, stat, statetimeline, timeseries
-from grafana_foundation_sdk.builders.common import GraphThresholdsStyleConfig
+from grafana_foundation_sdk.builders.common import (
+    GraphThresholdsStyleConfig,
+    ReduceDataOptions,
+    VizLegendOptions,
+    VizTooltipOptions,
+)
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models.common import GraphTresholdsStyleMode
+from grafana_foundation_sdk.models.common import (
+    GraphTresholdsStyleMode,
+    LegendDisplayMode,
+    LegendPlacement,
+    SortOrder,
+    TooltipDisplayMode,
+)
 from grafana_foundation_sdk.models.dashboard import (
     DashboardCursorSync,
     DataSourceRef,
@@ -26,7 +37,6 @@ from grafana_foundation_sdk.models.dashboard import (
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 # Grafana picks a rate() window that covers at least four scrapes at any zoom level.
 RATE = "$__rate_interval"
-FULL_WIDTH = 24
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,20 @@ def new_dashboard(uid: str, title: str, description: str) -> db.Dashboard:
 
 def row(title: str) -> db.Row:
     return db.Row(title)
+
+
+def _legend() -> VizLegendOptions:
+    return (
+        VizLegendOptions()
+        .display_mode(LegendDisplayMode.LIST)
+        .placement(LegendPlacement.BOTTOM)
+        .show_legend(True)
+    )
+
+
+def _tooltip() -> VizTooltipOptions:
+    """Every series at the hovered time, largest first: the one that matters is on top."""
+    return VizTooltipOptions().mode(TooltipDisplayMode.MULTI).sort(SortOrder.DESCENDING)
 
 
 def _targets(queries: Sequence[Query]) -> list[cogbuilder.Builder[cogvariants.Dataquery]]:
@@ -88,6 +112,8 @@ def graph(
         .span(width)
         .height(8)
         .targets(_targets(queries))
+        .legend(_legend())
+        .tooltip(_tooltip())
     )
     if lines:
         panel = panel.thresholds(
@@ -116,6 +142,7 @@ def single_stat(
         .height(4)
         .targets(_targets([query]))
         .thresholds(_thresholds(steps))
+        .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(False))
     )
 
 
@@ -143,6 +170,9 @@ def states(
         .height(8)
         .targets(_targets([query]))
         .mappings([mapping])
+        .merge_values(True)
+        .legend(_legend())
+        .tooltip(_tooltip())
     )
 
 
