@@ -23,6 +23,7 @@ from rich.table import Table
 
 from conveyor.local.backend import start_backend
 from conveyor.local.demo import TERMINAL, DemoLoad, Summary, summarize
+from conveyor.local.prometheus import Prometheus, prometheus_binary, start_prometheus
 from conveyor.local.scrape import total
 from conveyor.local.system import LocalSystem
 
@@ -55,12 +56,19 @@ def write_env_file(system: LocalSystem, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def show_endpoints(console: Console, system: LocalSystem, env_file: Path) -> None:
+def show_endpoints(
+    console: Console, system: LocalSystem, env_file: Path, prometheus: Prometheus | None
+) -> None:
     table = Table(title="Conveyor is running", show_header=False)
     table.add_row("AWS backend", f"{system.backend.kind} at {system.backend.endpoint_url}")
     table.add_row("task API (mTLS)", system.api_address)
     for proc in system.procs.values():
         table.add_row(f"metrics: {proc.name}", proc.metrics_url)
+    if prometheus is not None:
+        table.add_row("Prometheus (SLO rules loaded)", f"{prometheus.url}/alerts")
+        table.add_row("  try", f"{prometheus.url}/graph?g0.expr=slo:sli_error:ratio_rate5m")
+    else:
+        table.add_row("Prometheus", "not installed: apt-get install prometheus to watch the SLOs")
     table.add_row("logs", str(system.workdir / "logs"))
     table.add_row("CLI", f"source {env_file} && conveyor list --limit 5")
     console.print(table)
@@ -141,11 +149,14 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"creating the [bold]{args.stack}[/] stack's queues, table and secrets")
         system = LocalSystem.provision(workdir, backend, (TENANT,), stack=args.stack)
         exit_codes: dict = {}
+        prometheus: Prometheus | None = None
         try:
             system.start(workers=args.workers)
+            if prometheus_binary():
+                prometheus = start_prometheus(system)
             env_file = args.workdir.resolve() / "conveyor.env"
             write_env_file(system, env_file)
-            show_endpoints(console, system, env_file)
+            show_endpoints(console, system, env_file, prometheus)
             channel = system.channel(TENANT)
             load = DemoLoad(system.stub(channel))
             run_until = time.monotonic() + args.duration if args.duration else None
@@ -167,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             summary = summarize(states, span, aws_requests)
             channel.close()
         finally:
+            if prometheus is not None:
+                prometheus.stop()
             exit_codes = system.stop()
     show_summary(console, summary, exit_codes)
     clean = all(code == 0 for code in exit_codes.values())

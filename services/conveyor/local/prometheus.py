@@ -1,0 +1,121 @@
+"""A real Prometheus server scraping the local processes with the generated rules loaded.
+
+Used by `make local` when Debian's `prometheus` is installed (so a user can watch the SLIs
+and alerts evaluate) and by the observability tests (so rules are proven against the metrics
+the services really export, not against a mock).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from conveyor.local.system import LocalSystem, free_port
+
+RULES_DIR = Path(__file__).resolve().parents[3] / "observability" / "rules"
+
+
+def prometheus_binary() -> str | None:
+    return shutil.which("prometheus")
+
+
+def scrape_config(system: LocalSystem, interval_seconds: int, rule_files: Sequence[Path]) -> dict:
+    """One job per service kind, named as in ECS (`conveyor-api`, ...): the rules select on it."""
+    jobs: dict[str, list[str]] = {}
+    for proc in system.procs.values():
+        kind = proc.name.split("-")[0]
+        jobs.setdefault(f"conveyor-{kind}", []).append(f"127.0.0.1:{proc.metrics_port}")
+    return {
+        "global": {
+            "scrape_interval": f"{interval_seconds}s",
+            "evaluation_interval": f"{interval_seconds}s",
+        },
+        "rule_files": [str(p) for p in rule_files],
+        "scrape_configs": [
+            {"job_name": job, "static_configs": [{"targets": targets}]}
+            for job, targets in sorted(jobs.items())
+        ],
+    }
+
+
+@dataclass
+class Prometheus:
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """Instant query; the result vector."""
+        query = urllib.parse.urlencode({"query": expr})
+        with urllib.request.urlopen(f"{self.url}/api/v1/query?{query}", timeout=5) as resp:
+            body = json.load(resp)
+        if body.get("status") != "success":
+            raise RuntimeError(f"query {expr!r} failed: {body}")
+        return list(body["data"]["result"])
+
+    def get(self, path: str) -> Mapping[str, Any]:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as resp:
+            return dict(json.load(resp))
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_prometheus(
+    system: LocalSystem,
+    *,
+    interval_seconds: int = 5,
+    rule_files: Sequence[Path] | None = None,
+    timeout: float = 30.0,
+) -> Prometheus:
+    binary = prometheus_binary()
+    if binary is None:
+        raise FileNotFoundError("prometheus is not installed (Debian package 'prometheus')")
+    rules = sorted(RULES_DIR.glob("*.yaml")) if rule_files is None else list(rule_files)
+    home = system.workdir / "prometheus"
+    home.mkdir(exist_ok=True)
+    config = home / "prometheus.yml"
+    config.write_text(yaml.safe_dump(scrape_config(system, interval_seconds, rules)))
+    port = free_port()
+    with open(home / "prometheus.log", "ab") as log:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={home / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Prometheus(f"http://127.0.0.1:{port}", process)
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"prometheus exited with {process.returncode}:\n"
+                + (home / "prometheus.log").read_text()[-3000:]
+            )
+        try:
+            with urllib.request.urlopen(f"{server.url}/-/ready", timeout=1):
+                return server
+        except OSError:
+            if time.monotonic() > deadline:
+                server.stop()
+                raise TimeoutError(f"prometheus not ready after {timeout}s") from None
+            time.sleep(0.2)
