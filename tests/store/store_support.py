@@ -82,6 +82,22 @@ class Raw:
     def bodies(self, url: str) -> list[dict[str, Any]]:
         return [json.loads(m["Body"]) for m in self.receive(url)]
 
+    def depth(self, url: str) -> tuple[int, int]:
+        """(visible, in flight) message counts. Counting by attributes, not by receiving: moto
+        withholds a FIFO group while an earlier receive of it is still on its books, even after
+        its visibility was reset to 0, so a receive may not return every visible message."""
+        attrs = self.sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+            ],
+        )["Attributes"]
+        return (
+            int(attrs["ApproximateNumberOfMessages"]),
+            int(attrs["ApproximateNumberOfMessagesNotVisible"]),
+        )
+
 
 def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0

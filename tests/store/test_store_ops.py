@@ -54,7 +54,7 @@ def test_inspect_lists_dlq_messages_with_task_state_and_leaves_them_visible(ops,
     assert by_task["?"].state == "MALFORMED"
     assert len(entries) == 3
     # Inspect is read-only: everything is visible again, the task untouched.
-    assert len(raw.receive(raw.res.dlq_url)) == 3
+    assert raw.depth(raw.res.dlq_url) == (3, 0)
     assert ops.store.get(task.task_id) == task
     assert [e.task_id for e in ops_mod.dlq_inspect(ops, 10)] == [e.task_id for e in entries]
 
@@ -63,7 +63,7 @@ def test_inspect_respects_the_limit(ops, queue, raw):
     for _ in range(3):
         _to_dlq(queue, dead(ops.store, submit(ops.store)))
     assert len(ops_mod.dlq_inspect(ops, 2)) == 2
-    assert len(raw.receive(raw.res.dlq_url)) == 3
+    assert raw.depth(raw.res.dlq_url) == (3, 0)
 
 
 def test_redrive_requeues_a_dead_task_with_a_new_dedup_id(ops, queue, raw):
@@ -92,7 +92,7 @@ def test_redrive_requeues_a_dead_task_with_a_new_dedup_id(ops, queue, raw):
     assert attributes["MessageDeduplicationId"] == f"{task.task_id}.r{stored.version}"
     assert attributes["MessageDeduplicationId"] != task.task_id
     assert attributes["MessageGroupId"] == queue.group_id(task.task_id, "demo.flaky")
-    assert raw.receive(raw.res.dlq_url) == []  # deleted from the DLQ
+    assert raw.depth(raw.res.dlq_url) == (0, 0)  # deleted from the DLQ
 
 
 def test_redrive_all_takes_every_dead_task_up_to_the_limit(ops, queue, raw):
@@ -101,8 +101,8 @@ def test_redrive_all_takes_every_dead_task_up_to_the_limit(ops, queue, raw):
         _to_dlq(queue, task)
     results = ops_mod.dlq_redrive(ops, None, limit=2)
     assert [r.outcome for r in results] == ["redriven", "redriven"]
-    assert len(raw.receive(raw.res.dlq_url)) == 1  # the third is back and visible
-    assert len(raw.receive(raw.res.queue_url)) == 2
+    assert raw.depth(raw.res.dlq_url) == (1, 0)  # the third is still there, visible
+    assert raw.depth(raw.res.queue_url) == (2, 0)
 
 
 def test_redrive_discards_a_message_whose_task_already_succeeded(ops, queue, raw):
@@ -111,8 +111,8 @@ def test_redrive_discards_a_message_whose_task_already_succeeded(ops, queue, raw
     [result] = ops_mod.dlq_redrive(ops, [task.task_id], limit=10)
     assert result.outcome == "discarded"
     assert "SUCCEEDED" in result.detail
-    assert raw.receive(raw.res.dlq_url) == []
-    assert raw.receive(raw.res.queue_url) == []
+    assert raw.depth(raw.res.dlq_url) == (0, 0)
+    assert raw.depth(raw.res.queue_url) == (0, 0)
     assert ops.store.get(task.task_id) == task
 
 
@@ -121,7 +121,7 @@ def test_redrive_skips_a_task_that_is_not_dead_yet_and_leaves_its_message(ops, q
     _to_dlq(queue, running)
     [result] = ops_mod.dlq_redrive(ops, [running.task_id], limit=10)
     assert result.outcome == "skipped"
-    assert len(raw.receive(raw.res.dlq_url)) == 1
+    assert raw.depth(raw.res.dlq_url) == (1, 0)
     assert ops.store.get(running.task_id) == running
 
 
@@ -131,7 +131,7 @@ def test_redrive_of_unknown_ids_is_not_found_and_touches_nothing_else(ops, queue
     unknown = uuid.uuid4().hex
     results = ops_mod.dlq_redrive(ops, [unknown], limit=10)
     assert [(r.task_id, r.outcome) for r in results] == [(unknown, "not-found")]
-    assert len(raw.receive(raw.res.dlq_url)) == 1  # the other message is visible again
+    assert raw.depth(raw.res.dlq_url) == (1, 0)  # the other message is visible again
     assert ops.store.get(other.task_id) == other
 
 

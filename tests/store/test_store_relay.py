@@ -1,0 +1,82 @@
+"""The outbox relay and the DLQ compensator (conveyor.relay.Relay), one sweep at a time against
+the store tier's fresh table and queues."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conveyor.domain import TaskState
+from conveyor.queue import QUEUE_DLQ
+from conveyor.relay import Relay
+from conveyor.settings import RelaySettings
+from store_support import claim, metric, submit
+
+S = TaskState
+
+
+@pytest.fixture
+def relay(settings, store, queue) -> Relay:
+    relay_settings = RelaySettings(  # type: ignore[call-arg]
+        AWS_REGION=settings.aws_region,
+        AWS_ENDPOINT_URL=settings.aws_endpoint_url,
+        table_name=settings.table_name,
+        queue_url=settings.queue_url,
+        dlq_url=settings.dlq_url,
+        metrics_listen="127.0.0.1:0",
+        outbox_age_seconds=10,
+    )
+    return Relay(relay_settings, store, queue)
+
+
+def _age_mark(raw, task_id: str, seconds: float) -> None:
+    item = raw.task_item(task_id)
+    raw.update(
+        f"TASK#{task_id}",
+        "TASK",
+        "SET outbox_at = :at",
+        {":at": {"N": str(int(item["outbox_at"]) - int(seconds * 1000))}},
+    )
+
+
+def test_relay_sends_only_stale_marks_and_queues_their_tasks(relay, store, raw):
+    stale, fresh = submit(store, task_type="demo.a"), submit(store, task_type="demo.b")
+    _age_mark(raw, stale.task_id, 60)
+    relayed_before = metric("conveyor_outbox_relayed_total")
+
+    assert relay.relay_stale_marks() == 1
+
+    assert metric("conveyor_outbox_relayed_total") == relayed_before + 1
+    assert metric("conveyor_outbox_pending_tasks") == 2  # counted before this sweep's sends
+    assert [json.loads(m["Body"])["task_id"] for m in raw.receive(raw.res.queue_url)] == [
+        stale.task_id
+    ]
+    sent = store.get(stale.task_id, with_events=True)
+    assert sent is not None and sent.state == S.QUEUED
+    assert sent.events[-1].detail == "sent by the outbox relay"
+    assert store.get(fresh.task_id).state == S.PENDING  # not old enough yet
+    assert [m.task_id for m in store.outbox_marks(2**62, 10)] == [fresh.task_id]
+
+
+def test_relay_skips_marks_of_tasks_a_worker_already_claimed(relay, store, raw):
+    task = submit(store)
+    _age_mark(raw, task.task_id, 60)
+    stale_copy = store.get(task.task_id)
+    claim(store, task)  # the worker got the API's message; the mark went with the claim
+    assert stale_copy is not None and stale_copy.state == S.PENDING
+    assert relay.relay_stale_marks() == 0
+    assert raw.depth(raw.res.queue_url) == (0, 0)
+
+
+def test_compensator_marks_a_task_moved_to_the_dlq_by_the_redrive_policy_dead(
+    relay, store, queue, raw
+):
+    stuck = claim(store, submit(store))  # a worker died on it too often
+    queue.send(stuck.task_id, stuck.task_type, queue=QUEUE_DLQ)
+    assert relay.compensate_dlq() == 1
+    stored = store.get(stuck.task_id)
+    assert stored is not None
+    assert (stored.state, stored.lease_owner) == (S.DEAD, "")
+    assert stored.last_error == "redrive policy: too many receives"
+    assert raw.depth(raw.res.dlq_url) == (1, 0)  # left for the operator to inspect/redrive
+    assert relay.compensate_dlq() == 0  # terminal now: nothing more to do
