@@ -263,6 +263,23 @@ def test_server_stream_past_its_deadline_is_deadline_exceeded(probe):
     _only_code("server_stream", method, "DeadlineExceeded")
 
 
+def test_server_stream_past_its_deadline_while_blocked_sending(probe):
+    """The client stops reading; the server's generator waits at a yield (flow control) when
+    the deadline passes and is closed there."""
+    server, channel = probe
+    method = _name("FloodDeadline")
+
+    def handler(request, context):
+        while True:
+            yield b"x" * 65536
+
+    server.stream[method] = handler
+    call = _stream(channel, method)(b"", timeout=0.5)
+    assert len(next(call)) == 65536
+    _wait_handled("server_stream", method, "DeadlineExceeded")
+    _only_code("server_stream", method, "DeadlineExceeded")
+
+
 def test_unknown_method_is_not_recorded(probe):
     _, channel = probe
     method = _name("Missing")

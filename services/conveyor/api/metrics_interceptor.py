@@ -71,13 +71,14 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         started: float,
         fallback: grpc.StatusCode,
     ) -> None:
-        code = context.code() or fallback
-        if code == grpc.StatusCode.OK and not context.is_active():
-            # The handler returned after the RPC had ended (WatchTask's poll loop notices the
-            # client is gone only then): the client never got this OK.
+        code = context.code()
+        if code is None and not context.is_active():
+            # The RPC ended before the handler did: the client cancelled or its deadline passed
+            # (WatchTask's poll loop notices only then; a stream parked at a yield is closed).
             left = context.time_remaining()
             expired = left is not None and left <= 0
             code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+        code = code or fallback
         metrics.grpc_server_handled_total.labels(*labels, GO_CODE_NAMES[code]).inc()
         metrics.grpc_server_handling_seconds.labels(*labels).observe(time.perf_counter() - started)
 
@@ -108,7 +109,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
                 yield from behavior(request, context)
                 fallback = grpc.StatusCode.OK
             except GeneratorExit:
-                fallback = grpc.StatusCode.CANCELLED  # the client went away mid-stream
+                fallback = grpc.StatusCode.CANCELLED  # closed mid-stream: the client went away
                 raise
             finally:
                 self._finish(labels, context, started, fallback)
