@@ -50,4 +50,3 @@ def aws_backend() -> Iterator[Backend]:
     end of the session. It sets no environment variables."""
     with start_backend() as backend:
         yield backend
-
