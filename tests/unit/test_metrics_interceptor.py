@@ -182,6 +182,22 @@ def test_unary_latency_lands_in_the_right_bucket(probe):
     assert 0.03 <= _value("grpc_server_handling_seconds_sum", **labels) < 5
 
 
+def test_unary_that_outlives_its_deadline_is_deadline_exceeded(probe):
+    server, channel = probe
+    method = _name("Late")
+
+    def handler(request, context):
+        while context.is_active():
+            time.sleep(0.02)  # slow work that only notices the deadline afterwards
+        return b"too late"
+
+    server.unary[method] = handler
+    with pytest.raises(grpc.RpcError) as caught:
+        _unary(channel, method)(b"", timeout=0.2)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    _only_code("unary", method, "DeadlineExceeded")
+
+
 def test_server_stream_ok(probe):
     server, channel = probe
     method = _name("List")

@@ -1,0 +1,81 @@
+"""TaskQueue against real FIFO queues: message shape, trace context, dedup, message groups."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from conveyor.queue import QUEUE_DLQ, MalformedMessage, parse
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def _partner(queue, task_id: str, task_type: str, *, same_group: bool) -> str:
+    """Another task id whose message group is (or is not) the one of `task_id`."""
+    group = queue.group_id(task_id, task_type)
+    for _ in range(1000):
+        other = uuid.uuid4().hex
+        if (queue.group_id(other, task_type) == group) == same_group:
+            return other
+    raise AssertionError("no such task id found")
+
+
+def test_send_and_parse_round_trip(queue, raw):
+    task_id = uuid.uuid4().hex
+    message_id = queue.send(task_id, "demo.sleep", traceparent=TRACEPARENT)
+    [received] = queue.receive(10, 0, 30)
+    message = parse(received)
+    assert (message.message_id, message.task_id, message.task_type) == (
+        message_id,
+        task_id,
+        "demo.sleep",
+    )
+    assert message.receive_count == 1
+    assert message.attributes == {"traceparent": TRACEPARENT}
+    assert message.error == ""
+    assert json.loads(received["Body"]) == {"task_id": task_id, "task_type": "demo.sleep"}
+
+
+def test_dlq_messages_carry_the_error_truncated(queue, raw):
+    task_id = uuid.uuid4().hex
+    queue.send(task_id, "t", queue=QUEUE_DLQ, dedup_id=f"{task_id}.3", error="e" * 5000)
+    [received] = raw.receive(raw.res.dlq_url)
+    assert parse(received).error == "e" * 1024
+    assert received["Attributes"]["MessageDeduplicationId"] == f"{task_id}.3"
+
+
+def test_the_task_id_is_the_default_dedup_id(queue, raw):
+    task_id = uuid.uuid4().hex
+    queue.send(task_id, "t")
+    queue.send(task_id, "t")  # the relay re-sending what the API already sent: accepted...
+    assert raw.depth(raw.res.queue_url) == (1, 0)  # ...and dropped
+
+
+def test_a_busy_group_does_not_hold_back_the_other_groups_of_its_type(queue):
+    busy = uuid.uuid4().hex
+    behind = _partner(queue, busy, "demo.sleep", same_group=True)
+    other = _partner(queue, busy, "demo.sleep", same_group=False)
+    for task_id in (busy, behind, other):
+        queue.send(task_id, "demo.sleep")
+
+    [first] = queue.receive(1, 0, 30)  # in flight, e.g. a poison task backing off
+    assert parse(first).task_id == busy
+    later = [parse(m).task_id for m in queue.receive(10, 0, 30)]
+    assert later == [other]  # only the busy group waits; the rest of the type flows
+
+
+def test_depths_by_state(queue):
+    for _ in range(3):
+        queue.send(uuid.uuid4().hex, "t")
+    queue.receive(1, 0, 30)
+    depths = queue.depths()
+    assert depths["main"]["visible"] + depths["main"]["inflight"] == 3
+    assert depths["main"]["inflight"] == 1
+    assert depths["dlq"] == {"visible": 0, "inflight": 0, "delayed": 0}
+
+
+@pytest.mark.parametrize("body", ["not json", "[1, 2]", '{"task_id": "x"}', "null"])
+def test_malformed_bodies_are_refused(body):
+    with pytest.raises(MalformedMessage):
+        parse({"MessageId": "m", "ReceiptHandle": "r", "Body": body})
