@@ -1,66 +1,25 @@
-"""The `conveyor` CLI surface runbooks may use, and a checker for command lines against it.
+"""Checks that a runbook's `conveyor ...` line is a command the real CLI accepts.
 
-The surface is a contract between the CLI and the runbooks (services/conveyor/cli.py says so):
-a runbook command that the CLI does not accept fails the on-call engineer at the worst moment.
+The line is parsed by the CLI's own command tree (services/conveyor/cli.py, built with typer),
+so options, choices and required arguments are exactly what an on-call engineer will meet: a
+runbook command the CLI does not accept fails them at the worst moment.
 """
 
 from __future__ import annotations
 
-import argparse
 import shlex
+from typing import Any
 
-TASK_STATES = ("PENDING", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "DEAD", "CANCELLED")
+import typer
+
+# typer 0.29 ships its own copy of click; its command classes and errors live here (pinned).
+from typer._click.exceptions import ClickException
+
 _SHELL_OPERATORS = frozenset("|&;<>()")
 
 
 class CliUsageError(ValueError):
     pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise CliUsageError(message)
-
-
-def _subcommands(parser: argparse.ArgumentParser, dest: str) -> argparse._SubParsersAction:
-    return parser.add_subparsers(dest=dest, required=True, parser_class=_Parser)
-
-
-def _parser() -> argparse.ArgumentParser:
-    root = _Parser(prog="conveyor", allow_abbrev=False)
-    commands = _subcommands(root, "command")
-
-    submit = commands.add_parser("submit", allow_abbrev=False)
-    submit.add_argument("type")
-    submit.add_argument("--payload")
-    submit.add_argument("--key")
-    submit.add_argument("--max-attempts", type=int)
-    submit.add_argument("--wait", action="store_true")
-
-    for name in ("get", "watch"):
-        commands.add_parser(name, allow_abbrev=False).add_argument("task_id")
-
-    listing = commands.add_parser("list", allow_abbrev=False)
-    listing.add_argument("--state", choices=TASK_STATES)
-    listing.add_argument("--type")
-    listing.add_argument("--limit", type=int)
-
-    cancel = commands.add_parser("cancel", allow_abbrev=False)
-    cancel.add_argument("task_id")
-    cancel.add_argument("--reason")
-
-    dlq = _subcommands(commands.add_parser("dlq", allow_abbrev=False), "dlq_command")
-    dlq.add_parser("inspect", allow_abbrev=False).add_argument("--limit", type=int)
-    redrive = dlq.add_parser("redrive", allow_abbrev=False)
-    redrive.add_argument("--task-id", action="append")
-    redrive.add_argument("--limit", type=int)
-    redrive.add_argument("--yes", action="store_true")
-
-    outbox = _subcommands(commands.add_parser("outbox", allow_abbrev=False), "outbox_command")
-    outbox.add_parser("status", allow_abbrev=False)
-    queue = _subcommands(commands.add_parser("queue", allow_abbrev=False), "queue_command")
-    queue.add_parser("stats", allow_abbrev=False)
-    return root
 
 
 def command_words(line: str) -> list[str]:
@@ -75,12 +34,23 @@ def command_words(line: str) -> list[str]:
     return words
 
 
+def _parse(command: Any, name: str, args: list[str], parent: Any = None) -> None:
+    """Parse `args` down the command tree without running anything."""
+    context = command.make_context(name, list(args), parent=parent)
+    if hasattr(command, "resolve_command"):  # a group: descend into the subcommand
+        rest = [*getattr(context, "_protected_args", []), *context.args]
+        sub_name, sub_command, sub_args = command.resolve_command(context, rest)
+        _parse(sub_command, sub_name, sub_args, context)
+
+
 def check_conveyor_command(line: str) -> None:
-    """Raise CliUsageError unless `line` runs a `conveyor` command the CLI surface accepts."""
+    """Raise CliUsageError unless `line` runs a `conveyor` command the CLI accepts."""
+    from conveyor.cli import app
+
     words = command_words(line)
     if not words or words[0] != "conveyor":
         raise CliUsageError(f"not a conveyor command: {line!r}")
     try:
-        _parser().parse_args(words[1:])
-    except CliUsageError as exc:
-        raise CliUsageError(f"{line!r}: {exc}") from None
+        _parse(typer.main.get_command(app), "conveyor", words[1:])
+    except ClickException as exc:
+        raise CliUsageError(f"{line!r}: {exc.format_message()}") from None
