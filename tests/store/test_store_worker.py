@@ -1,0 +1,207 @@
+"""The worker loop in-process (conveyor.worker.runner.Worker.run on a thread) against the real
+store and queues, with the demo handlers: claim, settle, retry, dead-letter, cancel, hand back.
+
+Timings are shrunk (heartbeat 0.5 s, lease 2 s, visibility 5 s, backoff base 0.1 s so a retry
+comes back at once); every wait polls with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from conveyor.domain import Task, TaskState
+from conveyor.queue import parse
+from conveyor.settings import WorkerSettings
+from conveyor.store import TaskStore
+from conveyor.worker.demo_handlers import HANDLERS
+from conveyor.worker.runner import Worker
+from store_support import LEASE, metric, submit
+
+S = TaskState
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T | None], what: str, timeout: float = 15.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def in_state(store: TaskStore, task_id: str, state: TaskState) -> Callable[[], Task | None]:
+    def check() -> Task | None:
+        task = store.get(task_id, with_events=True)
+        return task if task is not None and task.state == state else None
+
+    return check
+
+
+class Running:
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=worker.run, args=(self.stop,), daemon=True)
+        self.thread.start()
+
+    def shutdown(self, timeout: float = 15.0) -> None:
+        self.stop.set()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the worker did not stop"
+
+
+@pytest.fixture
+def start_worker(settings, store, queue) -> Iterator[Callable[..., Running]]:
+    started: list[Running] = []
+
+    def start(**overrides: Any) -> Running:
+        values: dict[str, Any] = {
+            "AWS_REGION": settings.aws_region,
+            "AWS_ENDPOINT_URL": settings.aws_endpoint_url,
+            "table_name": settings.table_name,
+            "queue_url": settings.queue_url,
+            "dlq_url": settings.dlq_url,
+            "metrics_listen": "127.0.0.1:0",
+            "worker_id": f"w-{uuid.uuid4().hex[:6]}",
+            "worker_concurrency": 2,
+            "poll_wait_seconds": 1,
+            "visibility_timeout_seconds": 5,
+            "heartbeat_interval_seconds": 0.5,
+            "lease_seconds": 2,
+            "backoff_base_seconds": 0.1,
+            "backoff_max_seconds": 1,
+            "shutdown_grace_seconds": 5,
+            **overrides,
+        }
+        running = Running(Worker(WorkerSettings(**values), store, queue, HANDLERS))
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        if not running.stop.is_set():
+            running.shutdown()
+
+
+def _enqueue(store, queue, task_type: str, params: dict, max_attempts: int = 3) -> Task:
+    task = submit(
+        store, task_type=task_type, payload=json.dumps(params).encode(), max_attempts=max_attempts
+    )
+    queue.send(task.task_id, task.task_type)
+    return task
+
+
+def _path(task: Task) -> list[tuple[TaskState | None, TaskState]]:
+    return [(e.from_state, e.to_state) for e in task.events]
+
+
+def test_a_task_runs_once_and_succeeds(store, queue, raw, start_worker):
+    labels = {"task_type": "demo.sleep", "outcome": "succeeded"}
+    succeeded = metric("conveyor_tasks_completed_total", **labels)
+    start_worker()
+    task = _enqueue(store, queue, "demo.sleep", {"seconds": 0.05})
+
+    done = wait_for(in_state(store, task.task_id, S.SUCCEEDED), "SUCCEEDED")
+
+    assert json.loads(done.result) == {"slept": 0.05, "applied_now": True}
+    assert (done.attempts, done.lease_owner) == (1, "")
+    assert _path(done) == [
+        (None, S.PENDING),
+        (S.PENDING, S.QUEUED),  # the worker found it PENDING and recorded the canonical path
+        (S.QUEUED, S.RUNNING),
+        (S.RUNNING, S.SUCCEEDED),
+    ]
+    assert raw.item(f"EFFECT#{task.task_id}", "EFFECT") is not None
+    wait_for(lambda: raw.depth(raw.res.queue_url) == (0, 0), "the message to be deleted")
+    assert metric("conveyor_tasks_completed_total", **labels) == succeeded + 1
+
+
+def test_a_transient_failure_is_retried(store, queue, start_worker):
+    start_worker()
+    task = _enqueue(store, queue, "demo.flaky", {"fail_times": 1})
+    done = wait_for(in_state(store, task.task_id, S.SUCCEEDED), "SUCCEEDED after a retry")
+    assert done.attempts == 2
+    assert "transient failure on attempt 1" in done.last_error
+    assert (S.RUNNING, S.QUEUED) in _path(done)
+    retry = next(e for e in done.events if e.to_state == S.QUEUED and e.from_state == S.RUNNING)
+    assert retry.detail.startswith("retry in ")
+
+
+def test_exhausted_attempts_end_dead_with_the_message_in_the_dlq(store, queue, raw, start_worker):
+    start_worker()
+    task = _enqueue(store, queue, "demo.poison", {}, max_attempts=2)
+    dead = wait_for(in_state(store, task.task_id, S.DEAD), "DEAD")
+    assert dead.attempts == 2
+    assert "poison task" in dead.last_error
+    [message] = wait_for(lambda: raw.receive(raw.res.dlq_url), "the DLQ message")
+    assert parse(message).task_id == task.task_id
+    assert "poison task" in parse(message).error
+    wait_for(lambda: raw.depth(raw.res.queue_url) == (0, 0), "the main queue to empty")
+
+
+def test_a_permanent_error_fails_on_the_first_attempt(store, queue, start_worker):
+    start_worker()
+    task = _enqueue(store, queue, "demo.reject", {}, max_attempts=5)
+    failed = wait_for(in_state(store, task.task_id, S.FAILED), "FAILED")
+    assert (failed.attempts, failed.last_error) == (1, "rejected by the demo handler")
+
+
+def test_a_task_type_without_handler_fails(store, queue, start_worker):
+    start_worker()
+    task = _enqueue(store, queue, "no.such.type", {})
+    failed = wait_for(in_state(store, task.task_id, S.FAILED), "FAILED")
+    assert "no handler" in failed.last_error
+
+
+def test_cancel_while_running_stops_the_handler_at_a_heartbeat(store, queue, raw, start_worker):
+    start_worker()
+    task = _enqueue(store, queue, "demo.sleep", {"seconds": 60})
+    running = wait_for(in_state(store, task.task_id, S.RUNNING), "RUNNING")
+    cancelled_at = time.monotonic()
+    store.transition(running, S.CANCELLED, detail="cancelled by the client", remove=LEASE)
+
+    wait_for(lambda: raw.depth(raw.res.queue_url) == (0, 0), "the message to be deleted")
+    assert time.monotonic() - cancelled_at < 10  # a heartbeat, not the 60 s of work
+    final = store.get(task.task_id)
+    assert final is not None and final.state == S.CANCELLED
+    assert raw.item(f"EFFECT#{task.task_id}", "EFFECT") is None  # the work never completed
+
+
+def test_a_duplicate_delivery_does_not_run_the_task_twice(store, queue, raw, start_worker):
+    task = _enqueue(store, queue, "demo.sleep", {"seconds": 0.3})
+    queue.send(task.task_id, task.task_type, dedup_id=f"{task.task_id}.dup")  # SQS delivered twice
+    start_worker()
+    done = wait_for(in_state(store, task.task_id, S.SUCCEEDED), "SUCCEEDED")
+    # Same task, same group: the duplicate comes after the first message is deleted.
+    wait_for(lambda: raw.depth(raw.res.queue_url) == (0, 0), "both messages to be consumed")
+    final = store.get(task.task_id, with_events=True)
+    assert final == done
+    assert [e.to_state for e in final.events].count(S.RUNNING) == 1
+
+
+def test_a_message_for_an_unknown_task_is_dropped(queue, raw, start_worker):
+    start_worker()
+    queue.send(uuid.uuid4().hex, "demo.sleep")
+    wait_for(lambda: raw.depth(raw.res.queue_url) == (0, 0), "the message to be deleted")
+
+
+def test_shutdown_hands_an_unfinished_task_back(store, queue, raw, start_worker):
+    worker = start_worker(shutdown_grace_seconds=0.5)
+    task = _enqueue(store, queue, "demo.sleep", {"seconds": 60})
+    wait_for(in_state(store, task.task_id, S.RUNNING), "RUNNING")
+    worker.shutdown()
+
+    back = store.get(task.task_id, with_events=True)
+    assert back is not None
+    assert (back.state, back.lease_owner) == (S.QUEUED, "")
+    assert back.events[-1].detail == "worker shut down before the task finished"
+    assert raw.depth(raw.res.queue_url) == (1, 0)  # visible again for another worker
