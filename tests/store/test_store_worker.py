@@ -195,7 +195,9 @@ def test_a_message_for_an_unknown_task_is_dropped(queue, raw, start_worker):
 
 
 def test_shutdown_hands_an_unfinished_task_back(store, queue, raw, start_worker):
-    worker = start_worker(shutdown_grace_seconds=0.5)
+    # Grace outlasts the 1 s long poll (so the poller is gone when run() returns) but not the
+    # task's 60 s of work.
+    worker = start_worker(shutdown_grace_seconds=1.5)
     task = _enqueue(store, queue, "demo.sleep", {"seconds": 60})
     wait_for(in_state(store, task.task_id, S.RUNNING), "RUNNING")
     worker.shutdown()

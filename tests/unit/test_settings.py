@@ -100,7 +100,9 @@ def test_valid_environment_loads_typed_values_and_defaults(env: SetEnv):
     assert s.aws_region == "eu-west-1"
     assert s.worker_concurrency == 7
     assert s.backoff_base_seconds == 0.5
-    assert (s.aws_max_attempts, s.outbox_shards, s.message_group_shards) == (3, 4, 8)
+    defaults = WorkerSettings.model_fields
+    for name in ("aws_max_attempts", "outbox_shards", "message_group_shards", "lease_seconds"):
+        assert getattr(s, name) == defaults[name].default, name
     assert s.aws_endpoint_url is None
     with pytest.raises(ValidationError):
         s.worker_concurrency = 8  # type: ignore[misc]  # frozen
