@@ -178,6 +178,16 @@ class TaskStore:
         client = self._clients.client("dynamodb", remaining)
         return guarded(self._breaker, getattr(client, operation), **kwargs)
 
+    def _write_if(self, operation: str, **kwargs: Any) -> bool:
+        """A conditional write: True if applied, False if its condition did not hold."""
+        try:
+            self._call(operation, **kwargs)
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
     def _transact(self, items: list[dict[str, Any]], remaining: float | None, token: str) -> None:
         try:
             self._call(
@@ -443,7 +453,19 @@ class TaskStore:
                     "ExpressionAttributeValues": _item(expr_values),
                 }
             },
-            *({"Put": {"TableName": self.table, "Item": e}} for e in events),
+            # History is append-only: a task read without its event_seq (a listing's index
+            # projection) must fail here, not overwrite earlier events.
+            *(
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": e,
+                        "ConditionExpression": "attribute_not_exists(#pk)",
+                        "ExpressionAttributeNames": {"#pk": schema.PK},
+                    }
+                }
+                for e in events
+            ),
         ]
         # A fresh token per logical write: botocore's retries of this call are idempotent, and a
         # different write from the same version still fails its condition instead.
@@ -453,23 +475,17 @@ class TaskStore:
 
     def extend_lease(self, task_id: str, owner: str, until_ms: int) -> bool:
         """Push the lease out; False if the task is no longer RUNNING under this owner."""
-        try:
-            self._call(
-                "update_item",
-                TableName=self.table,
-                Key=_item({schema.PK: schema.task_pk(task_id), schema.SK: "TASK"}),
-                UpdateExpression="SET lease_expires_at = :until",
-                ConditionExpression="#state = :running AND lease_owner = :owner",
-                ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues=_item(
-                    {":until": until_ms, ":running": TaskState.RUNNING.value, ":owner": owner}
-                ),
-            )
-        except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self._write_if(
+            "update_item",
+            TableName=self.table,
+            Key=_item({schema.PK: schema.task_pk(task_id), schema.SK: "TASK"}),
+            UpdateExpression="SET lease_expires_at = :until",
+            ConditionExpression="#state = :running AND lease_owner = :owner",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues=_item(
+                {":until": until_ms, ":running": TaskState.RUNNING.value, ":owner": owner}
+            ),
+        )
 
     # ---- outbox ----
     def outbox_marks(self, older_than_ms: int, limit: int) -> list[OutboxMark]:
@@ -496,42 +512,20 @@ class TaskStore:
         marks.sort(key=lambda m: m.marked_at_ms)
         return marks[:limit]
 
-    def touch_outbox_mark(self, task_id: str, at_ms: int) -> None:
-        """Re-arm a mark after a re-send, so the relay waits a full age before trying again."""
-        try:
-            self._call(
-                "update_item",
-                TableName=self.table,
-                Key=_item({schema.PK: schema.task_pk(task_id), schema.SK: "TASK"}),
-                UpdateExpression="SET #at = :at",
-                ConditionExpression="attribute_exists(#p)",
-                ExpressionAttributeNames={"#at": schema.GSI_OUTBOX_SK, "#p": schema.GSI_OUTBOX_PK},
-                ExpressionAttributeValues=_item({":at": at_ms}),
-            )
-        except ClientError as exc:
-            if error_code(exc) != "ConditionalCheckFailedException":
-                raise
-
     # ---- handler effect ledger ----
     def record_effect(self, task_id: str, effect: str) -> bool:
         """Apply a handler's effect at most once per task; False if it was applied before."""
-        try:
-            self._call(
-                "put_item",
-                TableName=self.table,
-                Item=_item(
-                    {
-                        schema.PK: schema.effect_pk(task_id),
-                        schema.SK: "EFFECT",
-                        "effect": effect,
-                        "at": now_ms(),
-                    }
-                ),
-                ConditionExpression="attribute_not_exists(#pk)",
-                ExpressionAttributeNames={"#pk": schema.PK},
-            )
-        except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self._write_if(
+            "put_item",
+            TableName=self.table,
+            Item=_item(
+                {
+                    schema.PK: schema.effect_pk(task_id),
+                    schema.SK: "EFFECT",
+                    "effect": effect,
+                    "at": now_ms(),
+                }
+            ),
+            ConditionExpression="attribute_not_exists(#pk)",
+            ExpressionAttributeNames={"#pk": schema.PK},
+        )

@@ -170,6 +170,20 @@ def test_later_transitions_do_not_bring_the_mark_back(store, raw):
     assert item is not None and "outbox_pk" not in item
 
 
+def test_history_is_append_only_even_for_a_task_read_from_the_listing(store, raw):
+    """The by_tenant index does not project event_seq: a transition from a listed task must
+    not overwrite the first event (it did before event Puts became conditional)."""
+    task = submit(store)
+    [listed] = store.list_for_tenant("acme")
+    assert listed.event_seq == 0
+    items = raw.items()
+    with pytest.raises(Conflict):
+        store.transition(listed, S.CANCELLED, detail="from a listed task")
+    assert raw.items() == items
+    stored = store.get(task.task_id, with_events=True)
+    assert stored is not None and [e.detail for e in stored.events] == ["submitted"]
+
+
 def test_event_detail_is_truncated_to_1024_characters(store):
     task = store.transition(submit(store), S.QUEUED, detail="x" * 5000)
     stored = store.get(task.task_id, with_events=True)
