@@ -72,19 +72,3 @@ def test_queued_tasks_have_no_mark(store, settings):
     for task in tasks[1:]:
         store.transition(task, TaskState.QUEUED)
     assert [m.task_id for m in store.outbox_marks(now_ms() + 1, 100)] == [tasks[0].task_id]
-
-
-def test_touch_re_arms_a_pending_mark_but_never_resurrects_a_cleared_one(store, raw):
-    pending, queued = submit(store), submit(store)
-    store.transition(queued, TaskState.QUEUED)
-    later = now_ms() + 60_000
-
-    store.touch_outbox_mark(pending.task_id, later)
-    store.touch_outbox_mark(queued.task_id, later)
-
-    item = raw.task_item(pending.task_id)
-    assert item is not None and item["outbox_at"] == later
-    assert store.outbox_marks(later, 10) == []  # re-armed: not old enough any more
-    assert [m.task_id for m in store.outbox_marks(later + 1, 10)] == [pending.task_id]
-    cleared = raw.task_item(queued.task_id)
-    assert cleared is not None and "outbox_at" not in cleared and "outbox_pk" not in cleared
