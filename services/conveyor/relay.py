@@ -18,13 +18,12 @@ import logging
 import sys
 import threading
 
-from conveyor import wiring
 from conveyor.domain import TaskState
+from conveyor.process import serve
 from conveyor.queue import QUEUE_DLQ, MalformedMessage, TaskQueue, parse
-from conveyor.settings import ConfigError, RelaySettings, load
+from conveyor.settings import RelaySettings
 from conveyor.store import Conflict, TaskStore, now_ms
 from conveyor.telemetry import metrics
-from conveyor.telemetry.serve import start_telemetry, stop_event_on_signals
 
 log = logging.getLogger("conveyor.relay")
 
@@ -107,18 +106,7 @@ class Relay:
         return compensated
 
 
-def main() -> int:
-    try:
-        settings = load(RelaySettings)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    stop = stop_event_on_signals()
-    start_telemetry(settings, "conveyor-relay")
-    deps = wiring.build(settings)
-    Relay(settings, deps.store, deps.queue).run(stop)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(
+        serve(RelaySettings, "conveyor-relay", lambda s, deps: Relay(s, deps.store, deps.queue).run)
+    )

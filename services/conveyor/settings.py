@@ -53,7 +53,8 @@ class QueueSettings(_Base):
 
 
 class TelemetrySettings(_Base):
-    service_name: str = Field(default="conveyor", min_length=1)
+    # The `service.name` of traces and logs; each process has its own default.
+    service_name: str | None = Field(default=None, min_length=1)
     metrics_listen: str = Field(pattern=r"^[^:]*:\d{1,5}$")
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     otlp_endpoint: str | None = None

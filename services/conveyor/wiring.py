@@ -17,11 +17,14 @@ class Deps:
     queue: TaskQueue
 
 
-def build(settings: AwsSettings | StoreSettings | QueueSettings) -> Deps:
+def build(settings: object) -> Deps:
     """`settings` must include the AWS, store and queue sections (every service's does)."""
-    assert isinstance(settings, AwsSettings)
-    assert isinstance(settings, StoreSettings)
-    assert isinstance(settings, QueueSettings)
+    if not (
+        isinstance(settings, AwsSettings)
+        and isinstance(settings, StoreSettings)
+        and isinstance(settings, QueueSettings)
+    ):
+        raise TypeError(f"{type(settings).__name__} lacks the AWS, store or queue settings")
     clients = AwsClients(settings)
     store = TaskStore(clients, settings, make_breaker(settings, "dynamodb"))
     return Deps(clients, store, TaskQueue(clients, settings))

@@ -4,31 +4,29 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 
-from conveyor import wiring
 from conveyor.api.server import ApiServer
-from conveyor.settings import ApiSettings, ConfigError, load
-from conveyor.telemetry.serve import start_telemetry, stop_event_on_signals
+from conveyor.process import Run, serve
+from conveyor.settings import ApiSettings
+from conveyor.wiring import Deps
+
+SHUTDOWN_GRACE_SECONDS = 10
 
 
-def main() -> int:
-    try:
-        settings = load(ApiSettings)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    stop = stop_event_on_signals()
-    start_telemetry(settings, "conveyor-api")
-    deps = wiring.build(settings)
+def build(settings: ApiSettings, deps: Deps) -> Run:
     server = ApiServer(settings, deps.store, deps.queue)
-    server.start()
-    logging.getLogger("conveyor.api").info(
-        "serving", extra={"port": server.port, "health_port": server.health_port}
-    )
-    stop.wait()
-    server.stop(grace=10)
-    return 0
+
+    def run(stop: threading.Event) -> None:
+        server.start()
+        logging.getLogger("conveyor.api").info(
+            "serving", extra={"port": server.port, "health_port": server.health_port}
+        )
+        stop.wait()
+        server.stop(grace=SHUTDOWN_GRACE_SECONDS)
+
+    return run
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve(ApiSettings, "conveyor-api", build))

@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import sys
 
-from conveyor import wiring
-from conveyor.settings import ConfigError, WorkerSettings, load
-from conveyor.telemetry.serve import start_telemetry, stop_event_on_signals
+from conveyor.process import Run, serve
+from conveyor.settings import ConfigError, WorkerSettings
+from conveyor.wiring import Deps
 from conveyor.worker.handlers import load_handlers
 from conveyor.worker.runner import Worker
 
 
-def main() -> int:
+def build(settings: WorkerSettings, deps: Deps) -> Run:
     try:
-        settings = load(WorkerSettings)
         handlers = load_handlers(settings.handlers)
-    except (ConfigError, ValueError, ImportError) as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    stop = stop_event_on_signals()
-    start_telemetry(settings, "conveyor-worker")
-    deps = wiring.build(settings)
-    Worker(settings, deps.store, deps.queue, handlers).run(stop)
-    return 0
+    except (ValueError, ImportError) as exc:
+        raise ConfigError(f"CONVEYOR_HANDLERS: {exc}") from exc
+    return Worker(settings, deps.store, deps.queue, handlers).run
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve(WorkerSettings, "conveyor-worker", build))
