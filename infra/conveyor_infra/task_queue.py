@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+from conveyor.domain import MAX_ATTEMPTS_LIMIT
 
 # The worker itself dead-letters a task after max attempts (state DEAD + DLQ message). SQS's
 # redrive fires only if that path failed (a worker crashed mid-attempt again and again), so it
@@ -37,7 +38,9 @@ class TaskQueueArgs:
 
     @property
     def max_receive_count(self) -> int:
-        return self.max_attempts + REDRIVE_MARGIN
+        # Above the most attempts any task may ask for (not this stack's default): a task with
+        # max_attempts=20 must reach its own last attempt before the redrive policy acts.
+        return MAX_ATTEMPTS_LIMIT + REDRIVE_MARGIN
 
 
 class TaskQueue(pulumi.ComponentResource):

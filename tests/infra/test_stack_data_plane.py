@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from conveyor import schema
+from conveyor.domain import MAX_ATTEMPTS_LIMIT
 from conveyor_infra.declared import Declaration, DeclaredResource, declare
 from conveyor_infra.emulator import DATA_PLANE_ONLY
 from conveyor_infra.task_queue import REDRIVE_MARGIN
@@ -35,10 +36,9 @@ def _queues(declaration: Declaration) -> tuple[DeclaredResource, DeclaredResourc
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_task_queue_is_fifo_with_a_fifo_dlq_behind_a_redrive_safety_net(
-    declarations: dict[str, Declaration], stack_files: dict[str, Any], stack: str
+    declarations: dict[str, Declaration], stack: str
 ) -> None:
     queue, dlq = _queues(declarations[stack])
-    max_attempts = stack_files[stack].get("conveyor:maxAttempts", 5)
 
     for q in (queue, dlq):
         assert q.inputs["fifoQueue"] is True
@@ -50,7 +50,7 @@ def test_task_queue_is_fifo_with_a_fifo_dlq_behind_a_redrive_safety_net(
     redrive = json.loads(queue.inputs["redrivePolicy"])
     assert redrive == {
         "deadLetterTargetArn": dlq.outputs["arn"],
-        "maxReceiveCount": max_attempts + REDRIVE_MARGIN,
+        "maxReceiveCount": MAX_ATTEMPTS_LIMIT + REDRIVE_MARGIN,
     }
     assert "redrivePolicy" not in dlq.inputs
     assert dlq.inputs["messageRetentionSeconds"] > queue.inputs["messageRetentionSeconds"]
