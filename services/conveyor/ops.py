@@ -12,8 +12,6 @@ from conveyor.queue import QUEUE_DLQ, QUEUE_MAIN, MalformedMessage, TaskQueue, p
 from conveyor.settings import AwsSettings, QueueSettings, StoreSettings, load
 from conveyor.store import Conflict, TaskStore, now_ms
 
-PEEK_VISIBILITY_SECONDS = 30
-
 
 class OpsSettings(AwsSettings, StoreSettings, QueueSettings):
     pass
@@ -53,27 +51,8 @@ def from_env() -> Ops:
     return Ops(deps.store, deps.queue)
 
 
-def _drain_dlq(o: Ops, limit: int) -> list[dict[str, Any]]:
-    """Receive up to `limit` distinct DLQ messages (hidden while we look at them)."""
-    seen: dict[str, dict[str, Any]] = {}
-    while len(seen) < limit:
-        batch = o.queue.receive(
-            min(10, limit - len(seen)), 0, PEEK_VISIBILITY_SECONDS, queue=QUEUE_DLQ
-        )
-        fresh = [m for m in batch if m["MessageId"] not in seen]
-        if not fresh:
-            break
-        seen.update((m["MessageId"], m) for m in fresh)
-    return list(seen.values())
-
-
-def _unhide(o: Ops, raws: list[dict[str, Any]]) -> None:
-    for raw in raws:
-        o.queue.set_visibility(raw["ReceiptHandle"], 0, queue=QUEUE_DLQ)
-
-
 def dlq_inspect(o: Ops, limit: int) -> list[DlqEntry]:
-    raws = _drain_dlq(o, limit)
+    raws = o.queue.peek(limit, queue=QUEUE_DLQ)
     entries = []
     try:
         for raw in raws:
@@ -94,13 +73,13 @@ def dlq_inspect(o: Ops, limit: int) -> list[DlqEntry]:
                 )
             )
     finally:
-        _unhide(o, raws)
+        o.queue.unhide(raws, queue=QUEUE_DLQ)
     return entries
 
 
 def dlq_redrive(o: Ops, task_ids: list[str] | None, limit: int) -> list[RedriveResult]:
     """Move DEAD tasks back to QUEUED (attempts reset) and their messages to the main queue."""
-    raws = _drain_dlq(o, limit if task_ids is None else 10_000)
+    raws = o.queue.peek(limit if task_ids is None else 10_000, queue=QUEUE_DLQ)
     wanted = set(task_ids) if task_ids is not None else None
     results: list[RedriveResult] = []
     untouched = []
@@ -117,7 +96,7 @@ def dlq_redrive(o: Ops, task_ids: list[str] | None, limit: int) -> list[RedriveR
             untouched.append(raw)
             continue
         results.append(_redrive_one(o, raw, message.task_id))
-    _unhide(o, untouched)
+    o.queue.unhide(untouched, queue=QUEUE_DLQ)
     found = {r.task_id for r in results}
     for task_id in sorted((wanted or set()) - found):
         results.append(RedriveResult(task_id, "not-found", "no DLQ message for this task"))

@@ -134,6 +134,24 @@ class TaskQueue:
             metrics.sqs_messages_received_total.labels(queue).inc(len(messages))
         return messages
 
+    def peek(self, limit: int, *, queue: str, hold_seconds: int = 30) -> list[dict[str, Any]]:
+        """Up to `limit` distinct messages, each hidden for `hold_seconds` while the caller looks
+        (receiving with visibility 0 would return the same first messages again and again).
+        Give them back with `unhide`. FIFO: only the oldest message of each message group can
+        be received while it is held, so a peek sees the head of every group."""
+        seen: dict[str, dict[str, Any]] = {}
+        while len(seen) < limit:
+            batch = self.receive(min(10, limit - len(seen)), 0, hold_seconds, queue=queue)
+            fresh = [m for m in batch if m["MessageId"] not in seen]
+            if not fresh:
+                break
+            seen.update((m["MessageId"], m) for m in fresh)
+        return list(seen.values())
+
+    def unhide(self, raws: list[dict[str, Any]], *, queue: str) -> None:
+        for raw in raws:
+            self.set_visibility(raw["ReceiptHandle"], 0, queue=queue)
+
     def set_visibility(self, receipt_handle: str, seconds: int, *, queue: str = QUEUE_MAIN) -> None:
         self._sqs().change_message_visibility(
             QueueUrl=self.urls[queue], ReceiptHandle=receipt_handle, VisibilityTimeout=seconds

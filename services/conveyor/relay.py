@@ -78,32 +78,39 @@ class Relay:
                 metrics.queue_messages.labels(queue, state).set(count)
 
     def compensate_dlq(self) -> int:
-        # Visibility 0: looking must not hide the messages from operators or block the group.
+        """Mark DEAD every non-terminal task with a message in the DLQ. Every group's head is
+        looked at (up to the batch size), not just the first page of 10, so messages of tasks
+        already DEAD cannot hide one that is stuck; every message is given back afterwards."""
+        raws = self.queue.peek(self.settings.relay_batch_size, queue=QUEUE_DLQ)
         compensated = 0
-        for raw in self.queue.receive(10, 0, 0, queue=QUEUE_DLQ):
-            try:
-                message = parse(raw)
-            except MalformedMessage:
-                continue
-            task = self.store.get(message.task_id)
-            if task is None or task.state.terminal:
-                continue
-            try:
-                self.store.transition(
-                    task,
-                    TaskState.DEAD,
-                    detail="moved to the DLQ by the queue's redrive policy",
-                    set_values={
-                        "last_error": task.last_error or "redrive policy: too many receives"
-                    },
-                    remove=("lease_owner", "lease_expires_at"),
-                )
-            except Conflict:
-                continue
-            metrics.dlq_compensated_total.inc()
-            metrics.tasks_completed_total.labels(task.task_type, "dead").inc()
-            compensated += 1
+        try:
+            for raw in raws:
+                try:
+                    message = parse(raw)
+                except MalformedMessage:
+                    continue
+                compensated += self._mark_dead(message.task_id)
+        finally:
+            self.queue.unhide(raws, queue=QUEUE_DLQ)
         return compensated
+
+    def _mark_dead(self, task_id: str) -> int:
+        task = self.store.get(task_id)
+        if task is None or task.state.terminal:
+            return 0
+        try:
+            self.store.transition(
+                task,
+                TaskState.DEAD,
+                detail="moved to the DLQ by the queue's redrive policy",
+                set_values={"last_error": task.last_error or "redrive policy: too many receives"},
+                remove=("lease_owner", "lease_expires_at"),
+            )
+        except Conflict:
+            return 0
+        metrics.dlq_compensated_total.inc()
+        metrics.tasks_completed_total.labels(task.task_type, "dead").inc()
+        return 1
 
 
 if __name__ == "__main__":
