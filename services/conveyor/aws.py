@@ -123,7 +123,7 @@ class AwsClients:
     def __init__(self, settings: AwsSettings) -> None:
         self._settings = settings
         self._session = boto3.session.Session(region_name=settings.aws_region)
-        self._clients: dict[tuple[str, float], BaseClient] = {}
+        self._clients: dict[tuple[str, float, int], BaseClient] = {}
         self._lock = threading.Lock()
 
     @property
@@ -131,27 +131,41 @@ class AwsClients:
         return self._settings
 
     def client(self, service: str, remaining: float | None = None) -> BaseClient:
-        """A client whose worst case (all retries) fits in `remaining` seconds, if given."""
+        """A client whose worst case fits in `remaining` seconds, if given: every attempt's
+        connect and read timeouts plus the throttling back-off botocore sleeps between them."""
         read_timeout = self._settings.aws_read_timeout_seconds
+        attempts = self._settings.aws_max_attempts
+        connect_timeout = self._settings.aws_connect_timeout_seconds
         if remaining is not None:
-            per_attempt = remaining / self._settings.aws_max_attempts
-            fitting = [b for b in TIMEOUT_BUCKETS if b <= min(per_attempt, read_timeout)]
-            if not fitting:
-                raise DeadlineTooShort(f"{remaining:.3f}s left is too short for a {service} call")
-            read_timeout = fitting[-1]
-        key = (service, read_timeout)
+            read_timeout, attempts = self._fit(service, remaining)
+            connect_timeout = min(connect_timeout, read_timeout)
+        key = (service, read_timeout, attempts)
         with self._lock:
             cached = self._clients.get(key)
             if cached is None:
-                cached = self._create(service, read_timeout)
+                cached = self._create(service, read_timeout, connect_timeout, attempts)
                 self._clients[key] = cached
         return cached
 
-    def _create(self, service: str, read_timeout: float) -> BaseClient:
+    def _fit(self, service: str, remaining: float) -> tuple[float, int]:
+        """The longest per-attempt timeout, with as many attempts as still fit, for `remaining`."""
+        for attempts in range(self._settings.aws_max_attempts, 0, -1):
+            # botocore's standard mode sleeps up to 1 s, 2 s, ... before throttled retries.
+            backoff = 2 ** (attempts - 1) - 1
+            per_attempt = (remaining - backoff) / (2 * attempts)  # connect + read, each <= it
+            limit = min(per_attempt, self._settings.aws_read_timeout_seconds)
+            fitting = [b for b in TIMEOUT_BUCKETS if b <= limit]
+            if fitting:
+                return fitting[-1], attempts
+        raise DeadlineTooShort(f"{remaining:.3f}s left is too short for a {service} call")
+
+    def _create(
+        self, service: str, read_timeout: float, connect_timeout: float, attempts: int
+    ) -> BaseClient:
         config = Config(
             # total_max_attempts: botocore's "max_attempts" counts retries, not attempts.
-            retries={"mode": "standard", "total_max_attempts": self._settings.aws_max_attempts},
-            connect_timeout=min(self._settings.aws_connect_timeout_seconds, read_timeout * 2),
+            retries={"mode": "standard", "total_max_attempts": attempts},
+            connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=50,
             tcp_keepalive=True,

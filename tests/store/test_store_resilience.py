@@ -165,31 +165,33 @@ def test_a_tiny_deadline_fails_fast_without_a_request(store):
             idempotency_key="k",
             request_hash="h",
             max_attempts=1,
-            remaining=0.1,  # 3 attempts of at least 50 ms do not fit
+            remaining=0.09,  # not even one 50 ms connect + 50 ms read fits
         )
     assert ddb_calls("GetItem") + ddb_calls("GetItem", "error") == calls
 
 
 @pytest.mark.parametrize(
-    ("remaining", "attempts", "read_timeout"),
+    ("remaining", "configured", "read_timeout", "attempts"),
     [
-        (None, 3, 5.0),  # no deadline: the configured timeout
-        (100.0, 3, 5.0),  # a long deadline never raises the configured timeout
-        (3.0, 3, 1.0),  # 1 s per attempt
-        (1.0, 3, 0.25),  # 0.333 s per attempt -> the 0.25 s bucket
-        (0.5, 1, 0.5),
-        (0.16, 3, 0.05),  # the shortest bucket
+        (None, 3, 5.0, 3),  # no deadline: the configured timeout and attempts
+        (100.0, 3, 5.0, 3),  # a long deadline never raises the configured timeout
+        (10.0, 3, 1.0, 3),  # (10 s - 3 s of throttling back-off) / 3 attempts / (connect+read)
+        (3.0, 3, 0.5, 2),  # three attempts' back-off alone would take 3 s: two attempts
+        (1.0, 3, 0.5, 1),  # one attempt, 0.5 s to connect and 0.5 s to read
+        (0.16, 3, 0.05, 1),  # the shortest bucket
     ],
 )
-def test_read_timeout_fits_the_deadline(remaining, attempts, read_timeout):
+def test_timeouts_and_attempts_fit_the_deadline(remaining, configured, read_timeout, attempts):
     clients = AwsClients(
-        _settings("http://unused", aws_max_attempts=attempts, aws_read_timeout_seconds=5.0)
+        _settings("http://unused", aws_max_attempts=configured, aws_read_timeout_seconds=5.0)
     )
     client = clients.client("dynamodb", remaining)
-    assert client.meta.config.read_timeout == read_timeout
-    assert client.meta.config.retries["total_max_attempts"] == attempts
+    config = client.meta.config
+    assert config.read_timeout == read_timeout
+    assert config.retries["total_max_attempts"] == attempts
     if remaining is not None:
-        assert read_timeout * attempts <= remaining
+        worst = attempts * (config.connect_timeout + config.read_timeout) + 2 ** (attempts - 1) - 1
+        assert worst <= remaining
     assert read_timeout in (*TIMEOUT_BUCKETS, 5.0)
     assert clients.client("dynamodb", remaining) is client  # cached per bucket
 
@@ -207,7 +209,7 @@ def test_aws_max_attempts_is_the_total_number_of_attempts(aws_credentials, hang_
 def test_deadline_too_short_names_the_service():
     clients = AwsClients(_settings("http://unused", aws_max_attempts=3))
     with pytest.raises(DeadlineTooShort, match="sqs"):
-        clients.client("sqs", 0.1)
+        clients.client("sqs", 0.05)
 
 
 def test_request_counter_by_outcome(store):
