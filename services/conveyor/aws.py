@@ -41,6 +41,7 @@ THROTTLE_CODES = frozenset(
         "ThrottledException",
     }
 )
+TRANSACTION_THROTTLE_REASONS = frozenset({"ThrottlingError", "ProvisionedThroughputExceeded"})
 SERVER_FAULT_CODES = frozenset({"InternalServerError", "ServiceUnavailable", "InternalFailure"})
 TRANSPORT_ERRORS = (
     ConnectTimeoutError,
@@ -62,12 +63,21 @@ def error_code(exc: BaseException) -> str:
     return ""
 
 
+def cancellation_reasons(exc: BaseException) -> frozenset[str]:
+    """The reason codes of a cancelled DynamoDB transaction (empty for any other error)."""
+    if error_code(exc) != "TransactionCanceledException":
+        return frozenset()
+    reasons = exc.response.get("CancellationReasons", [])  # type: ignore[attr-defined]
+    return frozenset(str(r.get("Code")) for r in reasons if r.get("Code") not in (None, "None"))
+
+
 def is_dependency_fault(exc: BaseException) -> bool:
     """Throttling, server faults and transport errors: what should trip the breaker."""
     if isinstance(exc, TRANSPORT_ERRORS):
         return True
     code = error_code(exc)
-    return code in THROTTLE_CODES or code in SERVER_FAULT_CODES
+    throttled_transaction = bool(cancellation_reasons(exc) & TRANSACTION_THROTTLE_REASONS)
+    return code in THROTTLE_CODES or code in SERVER_FAULT_CODES or throttled_transaction
 
 
 class _BreakerGauge(pybreaker.CircuitBreakerListener):

@@ -59,6 +59,7 @@ def check_transition(task_id: str, current: TaskState, target: TaskState) -> Non
 
 # ---- limits on client input (documented in README "API limits") ----
 MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_RESULT_BYTES = 64 * 1024  # a larger handler result fails the task (DynamoDB items: 400 KB)
 TASK_TYPE_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 TASK_ID_RE = re.compile(r"^[0-9a-f]{32}$")

@@ -40,6 +40,14 @@ class Message:
     receive_count: int
     attributes: dict[str, str] = field(default_factory=dict)
     error: str = ""
+    group_id: str = ""
+
+
+def dead_letter_group(task_id: str) -> str:
+    """The DLQ message group of a dead task: one per task, so that in the FIFO DLQ no dead
+    task's message holds back another's (FIFO hides a group's later messages while its first
+    is being looked at)."""
+    return f"dead#{task_id}"
 
 
 class MalformedMessage(Exception):
@@ -64,6 +72,7 @@ def parse(raw: dict[str, Any]) -> Message:
         receive_count=int(raw.get("Attributes", {}).get("ApproximateReceiveCount", "1")),
         attributes=attrs,
         error=str(body.get("error", "")),
+        group_id=raw.get("Attributes", {}).get("MessageGroupId", ""),
     )
 
 
@@ -86,6 +95,7 @@ class TaskQueue:
         *,
         queue: str = QUEUE_MAIN,
         dedup_id: str | None = None,
+        group_id: str | None = None,
         error: str = "",
         traceparent: str = "",
         remaining: float | None = None,
@@ -104,7 +114,7 @@ class TaskQueue:
         resp = self._sqs(remaining).send_message(
             QueueUrl=self.urls[queue],
             MessageBody=json.dumps(body),
-            MessageGroupId=self.group_id(task_id, task_type),
+            MessageGroupId=group_id or self.group_id(task_id, task_type),
             MessageDeduplicationId=dedup_id or task_id,
             MessageAttributes={
                 k: {"DataType": "String", "StringValue": v} for k, v in carrier.items()
@@ -126,7 +136,11 @@ class TaskQueue:
             MaxNumberOfMessages=max(1, min(max_messages, 10)),
             WaitTimeSeconds=wait_seconds,
             VisibilityTimeout=visibility_timeout,
-            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+            MessageSystemAttributeNames=[
+                "ApproximateReceiveCount",
+                "SentTimestamp",
+                "MessageGroupId",
+            ],
             MessageAttributeNames=["All"],
         )
         messages: list[dict[str, Any]] = resp.get("Messages", [])
@@ -138,7 +152,8 @@ class TaskQueue:
         """Up to `limit` distinct messages, each hidden for `hold_seconds` while the caller looks
         (receiving with visibility 0 would return the same first messages again and again).
         Give them back with `unhide`. FIFO: only the oldest message of each message group can
-        be received while it is held, so a peek sees the head of every group."""
+        be received while it is held, so a peek sees the head of every group (dead tasks have a
+        group each, see `dead_letter_group`)."""
         seen: dict[str, dict[str, Any]] = {}
         while len(seen) < limit:
             batch = self.receive(min(10, limit - len(seen)), 0, hold_seconds, queue=queue)

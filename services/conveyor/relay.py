@@ -20,7 +20,14 @@ import threading
 
 from conveyor.domain import TaskState
 from conveyor.process import serve
-from conveyor.queue import QUEUE_DLQ, MalformedMessage, TaskQueue, parse
+from conveyor.queue import (
+    QUEUE_DLQ,
+    MalformedMessage,
+    Message,
+    TaskQueue,
+    dead_letter_group,
+    parse,
+)
 from conveyor.settings import RelaySettings
 from conveyor.store import Conflict, TaskStore, now_ms
 from conveyor.telemetry import metrics
@@ -78,39 +85,58 @@ class Relay:
                 metrics.queue_messages.labels(queue, state).set(count)
 
     def compensate_dlq(self) -> int:
-        """Mark DEAD every non-terminal task with a message in the DLQ. Every group's head is
-        looked at (up to the batch size), not just the first page of 10, so messages of tasks
-        already DEAD cannot hide one that is stuck; every message is given back afterwards."""
-        raws = self.queue.peek(self.settings.relay_batch_size, queue=QUEUE_DLQ)
+        """Mark DEAD every non-terminal task whose message the redrive policy moved to the DLQ,
+        and re-file such messages under the task's own message group, as the worker files the
+        messages of the tasks it dead-letters: otherwise, FIFO would hide every later message
+        of that group behind it. Returns the tasks marked DEAD."""
         compensated = 0
+        looked_at = []  # messages to give back now; re-filed ones are deleted instead
         try:
-            for raw in raws:
+            for raw in self.queue.peek(self.settings.relay_batch_size, queue=QUEUE_DLQ):
                 try:
                     message = parse(raw)
                 except MalformedMessage:
+                    looked_at.append(raw)
                     continue
-                compensated += self._mark_dead(message.task_id)
+                if message.group_id == dead_letter_group(message.task_id):
+                    looked_at.append(raw)  # dead-lettered by a worker: the task is DEAD
+                    continue
+                compensated += self._compensate(message)
         finally:
-            self.queue.unhide(raws, queue=QUEUE_DLQ)
+            self.queue.unhide(looked_at, queue=QUEUE_DLQ)
         return compensated
 
-    def _mark_dead(self, task_id: str) -> int:
-        task = self.store.get(task_id)
-        if task is None or task.state.terminal:
-            return 0
-        try:
-            self.store.transition(
-                task,
-                TaskState.DEAD,
-                detail="moved to the DLQ by the queue's redrive policy",
-                set_values={"last_error": task.last_error or "redrive policy: too many receives"},
-                remove=("lease_owner", "lease_expires_at"),
+    def _compensate(self, message: Message) -> int:
+        task = self.store.get(message.task_id)
+        marked = 0
+        if task is not None and not task.state.terminal:
+            try:
+                task = self.store.transition(
+                    task,
+                    TaskState.DEAD,
+                    detail="moved to the DLQ by the queue's redrive policy",
+                    set_values={
+                        "last_error": task.last_error or "redrive policy: too many receives"
+                    },
+                    remove=("lease_owner", "lease_expires_at"),
+                )
+            except Conflict:
+                return 0  # it moved on meanwhile; look again next sweep
+            metrics.dlq_compensated_total.inc()
+            metrics.tasks_completed_total.labels(task.task_type, "dead").inc()
+            marked = 1
+        if task is not None and task.state == TaskState.DEAD:
+            self.queue.send(
+                task.task_id,
+                task.task_type,
+                queue=QUEUE_DLQ,
+                dedup_id=f"{task.task_id}.{task.version}",
+                group_id=dead_letter_group(task.task_id),
+                error=task.last_error,
             )
-        except Conflict:
-            return 0
-        metrics.dlq_compensated_total.inc()
-        metrics.tasks_completed_total.labels(task.task_type, "dead").inc()
-        return 1
+        # Re-filed, or stale (the task finished anyway, or is gone): the original goes.
+        self.queue.delete(message.receipt_handle, queue=QUEUE_DLQ)
+        return marked
 
 
 if __name__ == "__main__":

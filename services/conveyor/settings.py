@@ -101,6 +101,7 @@ class ApiSettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySettings, 
     send_timeout_seconds: float = Field(default=1.0, gt=0, le=10)
     min_deadline_seconds: float = Field(default=0.05, ge=0, le=5)
     watch_poll_seconds: float = Field(default=0.5, gt=0, le=10)
+    watch_max_seconds: float = Field(default=300.0, gt=0)
 
 
 class WorkerSettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySettings):

@@ -21,7 +21,7 @@ from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from conveyor import schema
-from conveyor.aws import AwsClients, error_code, guarded
+from conveyor.aws import AwsClients, cancellation_reasons, error_code, guarded
 from conveyor.domain import Task, TaskEvent, TaskState, check_transition
 from conveyor.settings import StoreSettings
 
@@ -30,6 +30,10 @@ _deser = TypeDeserializer()
 
 # Attributes present only while a task's message is not yet known to be on the queue.
 OUTBOX_ATTRIBUTES = (schema.GSI_OUTBOX_PK, schema.GSI_OUTBOX_SK)
+
+
+# Cancellation reasons that mean "the items changed under you": re-read and decide again.
+CONFLICT_REASONS = frozenset({"ConditionalCheckFailed", "TransactionConflict"})
 
 
 class Conflict(Exception):
@@ -189,6 +193,9 @@ class TaskStore:
         return True
 
     def _transact(self, items: list[dict[str, Any]], remaining: float | None, token: str) -> None:
+        """TransactWriteItems; Conflict only when a condition failed or another transaction
+        held an item. Throttling or validation cancellations propagate as the errors they are
+        (the breaker counts throttling; nothing should re-read and retry a validation error)."""
         try:
             self._call(
                 "transact_write_items",
@@ -197,10 +204,10 @@ class TaskStore:
                 ClientRequestToken=token,
             )
         except ClientError as exc:
-            if error_code(exc) != "TransactionCanceledException":
-                raise
-            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-            raise Conflict(f"transaction cancelled: {reasons}") from exc
+            reasons = cancellation_reasons(exc)
+            if reasons and reasons <= CONFLICT_REASONS:
+                raise Conflict(f"transaction cancelled: {sorted(reasons)}") from exc
+            raise
 
     def outbox_shard(self, task_id: str) -> int:
         return int(task_id[:8], 16) % self._settings.outbox_shards

@@ -135,7 +135,8 @@ def test_grace_period_over_hands_the_task_back(fresh: LocalSystem):
     fresh.start(workers=1, extra={"CONVEYOR_SHUTDOWN_GRACE_SECONDS": "1"})
     with fresh.channel("acme") as channel:
         stub = fresh.stub(channel)
-        task_id = submit(stub, "demo.sleep", {"seconds": 4}).task.task_id
+        # On its only attempt: handing back must not use that attempt up.
+        task_id = submit(stub, "demo.sleep", {"seconds": 4}, max_attempts=1).task.task_id
         wait_state(stub, task_id, {pb.TASK_STATE_RUNNING}, timeout=20)
 
         started = time.monotonic()
@@ -149,4 +150,4 @@ def test_grace_period_over_hands_the_task_back(fresh: LocalSystem):
         fresh.spawn("worker-2", "worker")
         task = wait_terminal(stub, task_id, timeout=30)
         assert task.state == pb.TASK_STATE_SUCCEEDED
-        assert task.attempts == 2
+        assert task.attempts == 1  # the interrupted attempt was handed back, not counted

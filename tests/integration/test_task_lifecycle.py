@@ -214,3 +214,32 @@ def test_health_and_reflection_are_served(system: LocalSystem):
         )
         names = {s.name for r in responses for s in r.list_services_response.service}
     assert "conveyor.v1.TaskService" in names
+
+
+def test_watches_are_capped_so_they_cannot_starve_other_calls(acme):
+    task_id = submit(acme, "demo.sleep", {"seconds": 30}).task.task_id
+    watches = []
+    try:
+        for _ in range(8):  # half of the API's 16 threads (CONVEYOR_API_MAX_WORKERS)
+            stream = acme.WatchTask(pb.WatchTaskRequest(task_id=task_id), timeout=30)
+            next(stream)  # the watch is being served
+            watches.append(stream)
+
+        one_more = acme.WatchTask(pb.WatchTaskRequest(task_id=task_id), timeout=30)
+        assert rpc_code(lambda: next(one_more)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert get(acme, task_id).task.task_id == task_id  # other calls still served
+    finally:
+        for stream in watches:
+            stream.cancel()
+        acme.CancelTask(pb.CancelTaskRequest(task_id=task_id), timeout=10)
+
+    def new_watch() -> pb.Task | None:
+        try:
+            return next(acme.WatchTask(pb.WatchTaskRequest(task_id=task_id), timeout=30))
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                return None  # the server has not noticed the cancellations yet
+            raise
+
+    # Ended watches give their slots back (the server notices within a poll interval).
+    assert wait_for(new_watch, 10, "a watch slot to free up").state == pb.TASK_STATE_CANCELLED

@@ -80,3 +80,25 @@ def test_compensator_marks_a_task_moved_to_the_dlq_by_the_redrive_policy_dead(
     assert stored.last_error == "redrive policy: too many receives"
     assert raw.depth(raw.res.dlq_url) == (1, 0)  # left for the operator to inspect/redrive
     assert relay.compensate_dlq() == 0  # terminal now: nothing more to do
+
+
+def test_compensator_finds_a_stuck_task_behind_dead_ones_in_the_same_group(
+    relay, store, queue, raw
+):
+    # The redrive policy moves messages with their original group: twelve messages of dead
+    # tasks ahead of one of a task that is stuck, all in one FIFO group of the DLQ.
+    group = "demo.poison#0"
+    dead = []
+    for _ in range(12):
+        task = claim(store, submit(store, task_type="demo.poison"))
+        dead.append(store.transition(task, S.DEAD, remove=("lease_owner", "lease_expires_at")))
+        queue.send(task.task_id, task.task_type, queue=QUEUE_DLQ, group_id=group)
+    stuck = claim(store, submit(store, task_type="demo.poison"))
+    queue.send(stuck.task_id, stuck.task_type, queue=QUEUE_DLQ, group_id=group)
+
+    for _ in range(3):  # a few sweeps: each re-files the heads it sees under their own groups
+        relay.compensate_dlq()
+
+    final = store.get(stuck.task_id)
+    assert final is not None and final.state == S.DEAD
+    assert raw.depth(raw.res.dlq_url)[0] == 13  # re-filed, none lost

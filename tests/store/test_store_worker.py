@@ -207,3 +207,67 @@ def test_shutdown_hands_an_unfinished_task_back(store, queue, raw, start_worker)
     assert (back.state, back.lease_owner) == (S.QUEUED, "")
     assert back.events[-1].detail == "worker shut down before the task finished"
     assert raw.depth(raw.res.queue_url) == (1, 0)  # visible again for another worker
+
+
+def _throttle_once(store: TaskStore, target: TaskState) -> list[TaskState]:
+    """Make the store's next write to `target` fail like a throttled DynamoDB call would."""
+    from botocore.exceptions import ClientError
+
+    real = store.transition
+    failed: list[TaskState] = []
+
+    def transition(task: Task, to: TaskState, **kwargs: Any) -> Task:
+        if to == target and not failed:
+            failed.append(to)
+            raise ClientError(
+                {"Error": {"Code": "ThrottlingException", "Message": "slow down"}},
+                "TransactWriteItems",
+            )
+        return real(task, to, **kwargs)
+
+    store.transition = transition  # type: ignore[method-assign]
+    return failed
+
+
+def test_a_failed_write_of_the_outcome_is_retried_not_taken_for_a_handler_failure(
+    store, queue, raw, start_worker
+):
+    throttled = _throttle_once(store, S.SUCCEEDED)
+    start_worker()
+    task = _enqueue(store, queue, "demo.sleep", {"seconds": 0}, max_attempts=1)
+
+    done = wait_for(in_state(store, task.task_id, S.SUCCEEDED), "SUCCEEDED")
+
+    assert throttled == [S.SUCCEEDED]  # the fault did happen
+    assert done.attempts == 1
+    assert raw.depth(raw.res.dlq_url) == (0, 0)  # not dead-lettered
+
+
+def test_a_result_over_the_limit_fails_the_task(store, queue, start_worker):
+    from conveyor.domain import MAX_RESULT_BYTES
+
+    def huge(ctx: Any) -> bytes:
+        return b"x" * (MAX_RESULT_BYTES + 1)
+
+    worker = start_worker()
+    worker.worker.handlers = {**HANDLERS, "demo.huge": huge}  # looked up per message
+    task = _enqueue(store, queue, "demo.huge", {})
+
+    failed = wait_for(in_state(store, task.task_id, S.FAILED), "FAILED")
+
+    assert "the limit is" in failed.last_error
+    assert failed.attempts == 1
+
+
+def test_hand_back_does_not_use_up_the_last_attempt(store, queue, raw, start_worker):
+    worker = start_worker(shutdown_grace_seconds=1.5)
+    task = _enqueue(store, queue, "demo.sleep", {"seconds": 60}, max_attempts=1)
+    wait_for(in_state(store, task.task_id, S.RUNNING), "RUNNING")
+    worker.shutdown()
+    back = store.get(task.task_id)
+    assert back is not None and (back.state, back.attempts) == (S.QUEUED, 0)
+
+    store.transition(back, S.CANCELLED)  # let the follow-up end quickly
+    start_worker()
+    wait_for(lambda: raw.depth(raw.res.queue_url) == (0, 0), "the message to be consumed")
+    assert store.get(task.task_id).state == S.CANCELLED  # not DEAD for "attempts exhausted"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -54,6 +55,8 @@ def error_mapping(context: grpc.ServicerContext) -> Iterator[None]:
         _abort(context, grpc.StatusCode.ALREADY_EXISTS, str(exc))
     except IllegalTransition as exc:
         _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+    except Conflict:
+        _abort(context, grpc.StatusCode.ABORTED, "the task changed concurrently; retry")
     except DeadlineTooShort as exc:
         _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
     except pybreaker.CircuitBreakerError:
@@ -96,6 +99,9 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self.settings = settings
         self.store = store
         self.queue = queue
+        # Each watch holds a server thread while it polls: at most half of them, so watches
+        # can never starve SubmitTask and GetTask.
+        self._watch_slots = threading.BoundedSemaphore(max(1, settings.api_max_workers // 2))
 
     def _remaining(self, context: grpc.ServicerContext) -> float | None:
         left = context.time_remaining()
@@ -220,13 +226,21 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     def WatchTask(
         self, request: pb.WatchTaskRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.Task]:
+        """Streams each change until the task is terminal or CONVEYOR_WATCH_MAX_SECONDS pass
+        (then the stream ends OK and the client watches again)."""
         validation.task_id(request.task_id)
-        seen = -1
-        while context.is_active():
-            task = self._own_task(context, request.task_id, events=False)
-            if task.version != seen:
-                seen = task.version
-                yield convert.task(task)
-            if task.state.terminal:
-                return
-            time.sleep(self.settings.watch_poll_seconds)
+        if not self._watch_slots.acquire(blocking=False):
+            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "too many watches; retry later")
+        try:
+            seen = -1
+            until = time.monotonic() + self.settings.watch_max_seconds
+            while context.is_active() and time.monotonic() < until:
+                task = self._own_task(context, request.task_id, events=False)
+                if task.version != seen:
+                    seen = task.version
+                    yield convert.task(task)
+                if task.state.terminal:
+                    return
+                time.sleep(self.settings.watch_poll_seconds)
+        finally:
+            self._watch_slots.release()

@@ -20,11 +20,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pybreaker
 import tenacity
 from opentelemetry import propagate, trace
 
-from conveyor.domain import TaskState
-from conveyor.queue import QUEUE_DLQ, MalformedMessage, Message, TaskQueue, parse
+from conveyor.aws import is_dependency_fault
+from conveyor.domain import MAX_RESULT_BYTES, Task, TaskState
+from conveyor.queue import (
+    QUEUE_DLQ,
+    MalformedMessage,
+    Message,
+    TaskQueue,
+    dead_letter_group,
+    parse,
+)
 from conveyor.settings import WorkerSettings
 from conveyor.store import Conflict, TaskStore, now_ms
 from conveyor.telemetry import metrics
@@ -66,6 +75,19 @@ class Worker:
         self._slots = threading.BoundedSemaphore(settings.worker_concurrency)
         self._inflight: dict[str, _InFlight] = {}
         self._lock = threading.Lock()
+        # Message threads alive, counted before they start: the drain waits for tasks still
+        # being claimed too, not only those already registered as in flight.
+        self._active = 0
+        self._idle = threading.Condition(self._lock)
+        # Recording an outcome survives a dependency blip: retried while the heartbeat still
+        # holds the lease, instead of mistaking the failed write for a failed handler.
+        self._record = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(is_dependency_fault)
+            | tenacity.retry_if_exception_type(pybreaker.CircuitBreakerError),
+            wait=tenacity.wait_random_exponential(multiplier=0.2, max=2.0),
+            stop=tenacity.stop_after_delay(settings.lease_seconds / 2),
+            reraise=True,
+        )
         metrics.worker_concurrency_limit.set(settings.worker_concurrency)
 
     # ---- the loop ----
@@ -77,8 +99,10 @@ class Worker:
         log.info("worker stopping: draining in-flight tasks", extra={"inflight": self.inflight})
         deadline = time.monotonic() + self.settings.shutdown_grace_seconds
         poller.join(max(0.0, deadline - time.monotonic()))
-        for item in self._snapshot():
-            item.done.wait(max(0.0, deadline - time.monotonic()))
+        with self._idle:
+            self._idle.wait_for(
+                lambda: self._active == 0, timeout=max(0.0, deadline - time.monotonic())
+            )
         for item in self._snapshot():
             self._hand_back(item)
         log.info("worker stopped")
@@ -130,6 +154,8 @@ class Worker:
             log.error("malformed message left for the DLQ", extra={"error": str(exc)})
             self._slots.release()
             return
+        with self._lock:
+            self._active += 1
         threading.Thread(
             target=self._run_message, args=(message,), name=f"task-{message.task_id}", daemon=True
         ).start()
@@ -154,6 +180,9 @@ class Worker:
             log.exception("task processing failed; the message will be redelivered")
         finally:
             self._slots.release()
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
 
     # ---- one message ----
     def _process(self, message: Message) -> None:
@@ -200,7 +229,7 @@ class Worker:
             return
         log.warning("gave up claiming after repeated conflicts", extra={"task_id": message.task_id})
 
-    def _run_claimed(self, message: Message, task: Any, owner: str, attempt: int) -> None:
+    def _run_claimed(self, message: Message, task: Task, owner: str, attempt: int) -> None:
         item = _InFlight(message, owner)
         with self._lock:
             self._inflight[task.task_id] = item
@@ -208,26 +237,9 @@ class Worker:
         heart = threading.Thread(target=self._heartbeat, args=(item,), daemon=True)
         heart.start()
         started = time.monotonic()
-        outcome = "succeeded"
+        outcome = "unrecorded"  # the outcome could not be written: the lease lapses, re-run
         try:
-            handler = self.handlers.get(task.task_type)
-            if handler is None:
-                raise PermanentError(f"no handler for task type {task.task_type!r}")
-            result = handler(TaskContext(task, attempt, item.stop, self.store)) or b""
-            self._settle(item, task, TaskState.SUCCEEDED, {"result": result}, "")
-        except TaskCancelled:
-            outcome = "cancelled" if self._after_stop(item, task) else "lost_lease"
-        except PermanentError as exc:
-            outcome = "failed"
-            self._settle(item, task, TaskState.FAILED, {"last_error": str(exc)}, str(exc))
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            if attempt >= task.max_attempts:
-                outcome = "dead"
-                self._dead(message, task, error, owner=owner)
-            else:
-                outcome = "retry"
-                self._retry(item, task, error, attempt)
+            outcome = self._attempt(item, task, attempt)
         finally:
             item.done.set()
             heart.join()
@@ -248,28 +260,61 @@ class Worker:
                 },
             )
 
+    def _attempt(self, item: _InFlight, task: Task, attempt: int) -> str:
+        """Run the handler and record its outcome. Only the handler's own exceptions decide
+        the outcome; an error recording it propagates (and the attempt is re-run later)."""
+        try:
+            result = self._handle(item, task, attempt)
+        except TaskCancelled:
+            return "cancelled" if self._after_stop(item.message, task) else "lost_lease"
+        except PermanentError as exc:
+            return self._settle(item, task, TaskState.FAILED, {"last_error": str(exc)}, str(exc))
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if attempt >= task.max_attempts:
+                return self._dead(item.message, task, error, owner=item.owner)
+            return self._retry(item, task, error, attempt)
+        return self._settle(item, task, TaskState.SUCCEEDED, {"result": result}, "")
+
+    def _handle(self, item: _InFlight, task: Task, attempt: int) -> bytes:
+        handler = self.handlers.get(task.task_type)
+        if handler is None:
+            raise PermanentError(f"no handler for task type {task.task_type!r}")
+        result = handler(TaskContext(task, attempt, item.stop, self.store)) or b""
+        if len(result) > MAX_RESULT_BYTES:
+            raise PermanentError(
+                f"the handler's result is {len(result)} bytes; the limit is {MAX_RESULT_BYTES}"
+            )
+        return result
+
     def _heartbeat(self, item: _InFlight) -> None:
         interval = self.settings.heartbeat_interval_seconds
         while not item.done.wait(interval):
+            # Each beat extends the lease and the message's visibility independently: a failure
+            # of one must not let the other lapse. A missed beat is survivable, since both
+            # outlast two intervals.
             try:
-                self.queue.set_visibility(
-                    item.message.receipt_handle, self.settings.visibility_timeout_seconds
-                )
                 until = now_ms() + int(self.settings.lease_seconds * 1000)
                 if not self.store.extend_lease(item.message.task_id, item.owner, until):
                     log.info("lease gone (cancelled or taken over): stopping the handler")
                     item.stop.set()
                     return
             except Exception:
-                # A missed beat is survivable: the lease and visibility outlast two intervals.
-                log.exception("heartbeat failed")
+                log.exception("heartbeat could not extend the lease")
+            try:
+                self.queue.set_visibility(
+                    item.message.receipt_handle, self.settings.visibility_timeout_seconds
+                )
+            except Exception:
+                log.exception("heartbeat could not extend the message's visibility")
 
     # ---- settling ----
     def _settle(
-        self, item: _InFlight, task: Any, to: TaskState, values: dict[str, Any], detail: str
-    ) -> None:
+        self, item: _InFlight, task: Task, to: TaskState, values: dict[str, Any], detail: str
+    ) -> str:
         try:
-            done = self.store.transition(
+            self._record(
+                self.store.transition,
                 task,
                 to,
                 detail=detail or "completed",
@@ -278,26 +323,35 @@ class Worker:
                 lease_owner=item.owner,
             )
         except Conflict:
-            self._after_stop(item, task)
-            return
-        self.queue.delete(item.message.receipt_handle)
-        metrics.tasks_completed_total.labels(done.task_type, to.value.lower()).inc()
+            return "cancelled" if self._after_stop(item.message, task) else "lost_lease"
+        metrics.tasks_completed_total.labels(task.task_type, to.value.lower()).inc()
+        self._delete(item.message)
+        return to.value.lower()
 
-    def _after_stop(self, item: _InFlight, task: Any) -> bool:
+    def _delete(self, message: Message) -> None:
+        """Delete a message whose outcome is recorded; if that fails it comes back, finds the
+        task terminal and is deleted then."""
+        try:
+            self.queue.delete(message.receipt_handle)
+        except Exception:
+            log.warning("could not delete a settled message", exc_info=True)
+
+    def _after_stop(self, message: Message, task: Task) -> bool:
         """The task changed under us. If it was cancelled the message is finished with (True);
         if another worker took it over, that worker owns the message now (False)."""
         fresh = self.store.get(task.task_id)
         if fresh is not None and fresh.state == TaskState.CANCELLED:
-            self.queue.delete(item.message.receipt_handle)
+            self._delete(message)
             return True
         return False
 
-    def _retry(self, item: _InFlight, task: Any, error: str, attempt: int) -> None:
+    def _retry(self, item: _InFlight, task: Task, error: str, attempt: int) -> str:
         delay = backoff_seconds(
             attempt, self.settings.backoff_base_seconds, self.settings.backoff_max_seconds
         )
         try:
-            self.store.transition(
+            self._record(
+                self.store.transition,
                 task,
                 TaskState.QUEUED,
                 detail=f"retry in {delay}s: {error}",
@@ -306,21 +360,36 @@ class Worker:
                 lease_owner=item.owner,
             )
         except Conflict:
-            self._after_stop(item, task)
-            return
-        self.queue.set_visibility(item.message.receipt_handle, delay)
+            return "cancelled" if self._after_stop(item.message, task) else "lost_lease"
+        try:
+            self.queue.set_visibility(item.message.receipt_handle, delay)
+        except Exception:
+            log.warning("could not delay the retry; it comes back after the visibility timeout")
+        return "retry"
 
-    def _dead(self, message: Message, task: Any, error: str, owner: str | None = None) -> None:
-        """Dead-letter first, then record DEAD: a crash in between re-runs this, never loses it."""
-        self.queue.send(
+    def _dead(self, message: Message, task: Task, error: str, owner: str | None = None) -> str:
+        """Dead-letter first, then record DEAD: a crash in between re-runs this, never loses it.
+
+        The DLQ message gets a message group of its own (`dead#<task id>`), so messages of dead
+        tasks never hold back each other, or one the redrive policy moved there, in the FIFO DLQ.
+        """
+        if owner is not None:
+            fresh = self.store.get(task.task_id)
+            if fresh is None or fresh.state != TaskState.RUNNING or fresh.lease_owner != owner:
+                # Cancelled or taken over meanwhile: no DLQ message for a task that is not ours.
+                return "cancelled" if self._after_stop(message, task) else "lost_lease"
+        self._record(
+            self.queue.send,
             task.task_id,
             task.task_type,
             queue=QUEUE_DLQ,
             dedup_id=f"{task.task_id}.{task.version}",
+            group_id=dead_letter_group(task.task_id),
             error=error,
         )
         try:
-            self.store.transition(
+            self._record(
+                self.store.transition,
                 task,
                 TaskState.DEAD,
                 detail=f"attempts exhausted: {error}",
@@ -331,10 +400,11 @@ class Worker:
         except Conflict:
             fresh = self.store.get(task.task_id)
             if fresh is None or not fresh.state.terminal:
-                return  # someone else holds it now; their outcome stands
+                return "lost_lease"  # someone else holds it now; their outcome stands
         else:
             metrics.tasks_completed_total.labels(task.task_type, "dead").inc()
-        self.queue.delete(message.receipt_handle)
+        self._delete(message)
+        return "dead"
 
     def _hand_back(self, item: _InFlight) -> None:
         """Grace period over: give the task and its message back for another worker."""
@@ -347,6 +417,9 @@ class Worker:
                 task,
                 TaskState.QUEUED,
                 detail="worker shut down before the task finished",
+                # The interrupted attempt does not count: a deploy must not use up a task's
+                # last attempt (a crash, which cannot hand back, does count).
+                set_values={"attempts": max(0, task.attempts - 1)},
                 remove=LEASE_ATTRIBUTES,
                 lease_owner=item.owner,
             )
