@@ -34,6 +34,37 @@ class EcsServicesArgs:
     api_secrets: Mapping[str, pulumi.Input[str]]
 
 
+def fargate_task_definition(
+    resource_name: str,
+    *,
+    family: str,
+    size: TaskSize,
+    config: StackConfig,
+    identity: ServiceIam,
+    containers: pulumi.Input[str],
+    opts: pulumi.ResourceOptions,
+    volumes: Sequence[aws.ecs.TaskDefinitionVolumeArgsDict] = (),
+) -> aws.ecs.TaskDefinition:
+    """A Fargate (awsvpc, Linux) task definition run under `identity`'s two roles."""
+    return aws.ecs.TaskDefinition(
+        resource_name,
+        family=family,
+        cpu=str(size.cpu),
+        memory=str(size.memory),
+        network_mode="awsvpc",
+        requires_compatibilities=["FARGATE"],
+        runtime_platform={
+            "operating_system_family": "LINUX",
+            "cpu_architecture": config.cpu_architecture,
+        },
+        execution_role_arn=identity.execution_role.arn,
+        task_role_arn=identity.task_role.arn,
+        volumes=list(volumes) or None,
+        container_definitions=containers,
+        opts=opts,
+    )
+
+
 def _size(config: StackConfig, service: str) -> TaskSize:
     size: TaskSize = getattr(config, service)
     return size
@@ -75,22 +106,14 @@ class EcsServices(pulumi.ComponentResource):
                 trace_gateway_endpoint=args.trace_gateway_endpoint,
                 secrets=args.api_secrets if service == "api" else {},
             )
-            size = _size(config, service)
-            task_definition = aws.ecs.TaskDefinition(
+            task_definition = fargate_task_definition(
                 f"{name}-{service}-task",
                 family=f"{args.name_prefix}-{service}",
-                cpu=str(size.cpu),
-                memory=str(size.memory),
-                network_mode="awsvpc",
-                requires_compatibilities=["FARGATE"],
-                runtime_platform={
-                    "operating_system_family": "LINUX",
-                    "cpu_architecture": config.cpu_architecture,
-                },
-                execution_role_arn=args.identities[service].execution_role.arn,
-                task_role_arn=args.identities[service].task_role.arn,
+                size=_size(config, service),
+                config=config,
+                identity=args.identities[service],
+                containers=pulumi.Output.json_dumps(containers.definitions()),
                 volumes=[{"name": SCRATCH_VOLUME}],
-                container_definitions=pulumi.Output.json_dumps(containers.definitions()),
                 opts=child,
             )
             is_api = service == "api"

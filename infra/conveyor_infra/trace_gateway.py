@@ -11,6 +11,7 @@ import pulumi_aws as aws
 
 from conveyor_infra.config import StackConfig
 from conveyor_infra.containers import trace_gateway_container
+from conveyor_infra.ecs import fargate_task_definition
 from conveyor_infra.iam import ServiceIam
 from conveyor_infra.topology import OTLP_GRPC_PORT, TRACE_GATEWAY
 
@@ -64,21 +65,13 @@ class TraceGateway(pulumi.ComponentResource):
             },
             opts=child,
         )
-        size = args.config.trace_gateway
-        task_definition = aws.ecs.TaskDefinition(
+        task_definition = fargate_task_definition(
             f"{name}-task",
             family=f"{args.name_prefix}-{TRACE_GATEWAY}",
-            cpu=str(size.cpu),
-            memory=str(size.memory),
-            network_mode="awsvpc",
-            requires_compatibilities=["FARGATE"],
-            runtime_platform={
-                "operating_system_family": "LINUX",
-                "cpu_architecture": args.config.cpu_architecture,
-            },
-            execution_role_arn=args.identity.execution_role.arn,
-            task_role_arn=args.identity.task_role.arn,
-            container_definitions=pulumi.Output.json_dumps(
+            size=args.config.trace_gateway,
+            config=args.config,
+            identity=args.identity,
+            containers=pulumi.Output.json_dumps(
                 [trace_gateway_container(args.config, args.gateway_config, args.log_group_name)]
             ),
             opts=child,
