@@ -30,9 +30,12 @@ NON_TERMINAL = frozenset(TaskState) - TERMINAL
 
 # to_state -> the states it may be reached from.
 ALLOWED: dict[TaskState, frozenset[TaskState]] = {
-    # DEAD -> QUEUED is the operator's DLQ redrive (`conveyor dlq redrive`), the one way out of
+    # DEAD -> PENDING is the operator's DLQ redrive (`conveyor dlq redrive`), the one way out of
     # a terminal state: a fixed bug or recovered dependency deserves another run of the task.
-    TaskState.QUEUED: frozenset({TaskState.PENDING, TaskState.RUNNING, TaskState.DEAD}),
+    # It goes through PENDING with an outbox mark, so a redrive that dies before its send is
+    # finished by the relay instead of leaving the task QUEUED with no message.
+    TaskState.PENDING: frozenset({TaskState.DEAD}),
+    TaskState.QUEUED: frozenset({TaskState.PENDING, TaskState.RUNNING}),
     TaskState.RUNNING: frozenset({TaskState.QUEUED, TaskState.RUNNING}),
     TaskState.SUCCEEDED: frozenset({TaskState.RUNNING}),
     TaskState.FAILED: frozenset({TaskState.RUNNING}),

@@ -3,12 +3,20 @@ operator's credentials, because they must work when the API is the thing that is
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 from conveyor import wiring
 from conveyor.domain import TaskState
-from conveyor.queue import QUEUE_DLQ, QUEUE_MAIN, MalformedMessage, TaskQueue, parse
+from conveyor.queue import (
+    QUEUE_DLQ,
+    QUEUE_MAIN,
+    MalformedMessage,
+    TaskQueue,
+    enqueue_dedup_id,
+    parse,
+)
 from conveyor.settings import AwsSettings, QueueSettings, StoreSettings, load
 from conveyor.store import Conflict, TaskStore, now_ms
 
@@ -78,7 +86,9 @@ def dlq_inspect(o: Ops, limit: int) -> list[DlqEntry]:
 
 
 def dlq_redrive(o: Ops, task_ids: list[str] | None, limit: int) -> list[RedriveResult]:
-    """Move DEAD tasks back to QUEUED (attempts reset) and their messages to the main queue."""
+    """Give DEAD tasks another run: back to PENDING with attempts reset and an outbox mark (so
+    the relay finishes the job if this process dies half-way), sent to the main queue, QUEUED;
+    then their DLQ message goes."""
     raws = o.queue.peek(limit if task_ids is None else 10_000, queue=QUEUE_DLQ)
     wanted = set(task_ids) if task_ids is not None else None
     results: list[RedriveResult] = []
@@ -113,16 +123,21 @@ def _redrive_one(o: Ops, raw: dict[str, Any], task_id: str) -> RedriveResult:
         o.queue.set_visibility(raw["ReceiptHandle"], 0, queue=QUEUE_DLQ)
         return RedriveResult(task_id, "skipped", f"task is {task.state.value}, not DEAD yet")
     try:
-        queued = o.store.transition(
-            task, TaskState.QUEUED, detail="redriven from the DLQ", set_values={"attempts": 0}
+        pending = o.store.transition(
+            task,
+            TaskState.PENDING,
+            detail="redriven from the DLQ",
+            set_values={"attempts": 0, **o.store.outbox_mark(task_id, now_ms())},
         )
     except Conflict:
         o.queue.set_visibility(raw["ReceiptHandle"], 0, queue=QUEUE_DLQ)
         return RedriveResult(task_id, "skipped", "task changed meanwhile; try again")
-    # A new dedup id: the original one may still be inside SQS's 5-minute dedup window.
-    o.queue.send(task_id, task.task_type, queue=QUEUE_MAIN, dedup_id=f"{task_id}.r{queued.version}")
+    o.queue.send(task_id, task.task_type, queue=QUEUE_MAIN, dedup_id=enqueue_dedup_id(pending))
+    # On Conflict a worker already claimed it (the message overtook this write): fine.
+    with contextlib.suppress(Conflict):
+        o.store.transition(pending, TaskState.QUEUED, detail="sent by the DLQ redrive")
     o.queue.delete(raw["ReceiptHandle"], queue=QUEUE_DLQ)
-    return RedriveResult(task_id, "redriven", "QUEUED with attempts reset")
+    return RedriveResult(task_id, "redriven", "PENDING -> QUEUED with attempts reset")
 
 
 def outbox_status(o: Ops) -> OutboxStatus:

@@ -19,6 +19,7 @@ from typing import Any
 from opentelemetry import propagate
 
 from conveyor.aws import AwsClients
+from conveyor.domain import Task
 from conveyor.settings import QueueSettings
 from conveyor.telemetry import metrics
 
@@ -41,6 +42,17 @@ class Message:
     attributes: dict[str, str] = field(default_factory=dict)
     error: str = ""
     group_id: str = ""
+
+
+def enqueue_dedup_id(task: Task) -> str:
+    """The MessageDeduplicationId of the send that takes `task` out of PENDING.
+
+    The task id for a new task (DESIGN.md §1); task id and version for a redriven one, whose
+    first send may still be inside SQS's 5-minute deduplication window. Whoever sends (the API,
+    an operator's redrive, the relay after either crashed) computes the same id, so duplicate
+    sends collapse.
+    """
+    return task.task_id if task.version == 1 else f"{task.task_id}.v{task.version}"
 
 
 def dead_letter_group(task_id: str) -> str:

@@ -26,6 +26,7 @@ from conveyor.queue import (
     Message,
     TaskQueue,
     dead_letter_group,
+    enqueue_dedup_id,
     parse,
 )
 from conveyor.settings import RelaySettings
@@ -70,7 +71,12 @@ class Relay:
             task = self.store.get(mark.task_id)
             if task is None or task.state != TaskState.PENDING:
                 continue
-            self.queue.send(task.task_id, task.task_type, traceparent=task.traceparent)
+            self.queue.send(
+                task.task_id,
+                task.task_type,
+                dedup_id=enqueue_dedup_id(task),
+                traceparent=task.traceparent,
+            )
             # On Conflict a worker claimed it or it was cancelled: the mark is gone either way.
             with contextlib.suppress(Conflict):
                 self.store.transition(task, TaskState.QUEUED, detail="sent by the outbox relay")

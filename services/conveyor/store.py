@@ -212,6 +212,13 @@ class TaskStore:
     def outbox_shard(self, task_id: str) -> int:
         return int(task_id[:8], 16) % self._settings.outbox_shards
 
+    def outbox_mark(self, task_id: str, at_ms: int) -> dict[str, Any]:
+        """The attributes that put a task in the sparse outbox index (set while PENDING)."""
+        return {
+            schema.GSI_OUTBOX_PK: schema.outbox_pk(self.outbox_shard(task_id)),
+            schema.GSI_OUTBOX_SK: at_ms,
+        }
+
     # ---- reads ----
     def get(
         self, task_id: str, *, with_events: bool = False, remaining: float | None = None
@@ -331,8 +338,7 @@ class TaskStore:
             "traceparent": traceparent or None,
             schema.GSI_BY_TENANT_PK: schema.tenant_pk(tenant),
             schema.GSI_BY_TENANT_SK: f"{at:013d}#{task_id}",
-            schema.GSI_OUTBOX_PK: schema.outbox_pk(self.outbox_shard(task_id)),
-            schema.GSI_OUTBOX_SK: at,
+            **self.outbox_mark(task_id, at),
         }
         idem_values = {
             schema.PK: schema.idempotency_pk(tenant, idempotency_key),

@@ -63,7 +63,7 @@ def test_dlq_redrive_gives_a_dead_task_another_run(system, acme):
 
     assert redrive.returncode == 0, redrive.stderr
     assert "redriven" in redrive.stdout
-    # The poison handler fails again: back to DEAD, through QUEUED with attempts reset.
+    # The poison handler fails again: back to DEAD, through PENDING and QUEUED, attempts reset.
     wait_for(
         lambda: path_of(get(acme, dead.task_id)).count("DEAD") == 2,
         30,

@@ -79,17 +79,19 @@ def test_redrive_requeues_a_dead_task_with_a_new_dedup_id(ops, queue, raw):
     assert stored is not None
     assert (stored.state, stored.attempts) == (S.QUEUED, 0)
     assert stored.updated_at_ms >= before
-    last = stored.events[-1]
-    assert (last.from_state, last.to_state, last.detail) == (
+    redriven, sent = stored.events[-2:]
+    assert (redriven.from_state, redriven.to_state, redriven.detail) == (
         S.DEAD,
-        S.QUEUED,
+        S.PENDING,
         "redriven from the DLQ",
     )
+    assert (sent.from_state, sent.to_state) == (S.PENDING, S.QUEUED)
+    assert ops.store.outbox_marks(2**62, 10) == []  # the mark went with the send
 
     [message] = raw.receive(raw.res.queue_url)
     assert json.loads(message["Body"]) == {"task_id": task.task_id, "task_type": "demo.flaky"}
     attributes = message["Attributes"]
-    assert attributes["MessageDeduplicationId"] == f"{task.task_id}.r{stored.version}"
+    assert attributes["MessageDeduplicationId"] == f"{task.task_id}.v{stored.version - 1}"
     assert attributes["MessageDeduplicationId"] != task.task_id
     assert attributes["MessageGroupId"] == queue.group_id(task.task_id, "demo.flaky")
     assert raw.depth(raw.res.dlq_url) == (0, 0)  # deleted from the DLQ

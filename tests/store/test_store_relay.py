@@ -102,3 +102,25 @@ def test_compensator_finds_a_stuck_task_behind_dead_ones_in_the_same_group(
     final = store.get(stuck.task_id)
     assert final is not None and final.state == S.DEAD
     assert raw.depth(raw.res.dlq_url)[0] == 13  # re-filed, none lost
+
+
+def test_relay_finishes_a_redrive_that_died_before_its_send(relay, store, raw):
+    from conveyor.store import now_ms
+
+    dead = claim(store, submit(store, task_type="demo.flaky"))
+    dead = store.transition(dead, S.DEAD, remove=("lease_owner", "lease_expires_at"))
+    # The operator's redrive wrote PENDING with its outbox mark, then died before sending.
+    long_ago = now_ms() - 60_000
+    pending = store.transition(
+        dead,
+        S.PENDING,
+        detail="redriven from the DLQ",
+        set_values={"attempts": 0, **store.outbox_mark(dead.task_id, long_ago)},
+    )
+
+    assert relay.relay_stale_marks() == 1
+
+    [message] = raw.receive(raw.res.queue_url)
+    assert message["Attributes"]["MessageDeduplicationId"] == f"{dead.task_id}.v{pending.version}"
+    final = store.get(dead.task_id)
+    assert final is not None and (final.state, final.attempts) == (S.QUEUED, 0)

@@ -143,9 +143,12 @@ def test_an_illegal_transition_is_refused_before_any_write(store, raw, start, to
 def test_redrive_from_dead_is_the_one_way_out_of_a_terminal_state(store):
     running = claim(store, submit(store))
     dead = store.transition(running, S.DEAD, set_values={"last_error": "x"}, remove=LEASE)
-    queued = store.transition(dead, S.QUEUED, set_values={"attempts": 0})
-    assert (queued.state, queued.attempts, queued.last_error) == (S.QUEUED, 0, "x")
-    assert store.get(queued.task_id) == queued
+    pending = store.transition(
+        dead, S.PENDING, set_values={"attempts": 0, **store.outbox_mark(dead.task_id, now_ms())}
+    )
+    assert (pending.state, pending.attempts, pending.last_error) == (S.PENDING, 0, "x")
+    assert store.get(pending.task_id) == pending
+    assert [m.task_id for m in store.outbox_marks(now_ms() + 1, 10)] == [pending.task_id]
 
 
 @pytest.mark.parametrize("to", [S.QUEUED, S.CANCELLED, S.DEAD, S.RUNNING])

@@ -118,7 +118,7 @@ def fake_ops(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOps]:
     def dlq_redrive(o, task_ids, limit):
         assert o is handle
         calls.append(("dlq_redrive", (task_ids, limit)))
-        return [ops.RedriveResult(TASK_ID, "redriven", "QUEUED with attempts reset")]
+        return [ops.RedriveResult(TASK_ID, "redriven", "PENDING -> QUEUED with attempts reset")]
 
     def dlq_inspect(o, limit):
         assert o is handle

@@ -28,8 +28,8 @@ EXPECTED_EDGES = {
     (S.RUNNING, S.RUNNING),  # re-claim after the previous holder's lease expired
     (S.RUNNING, S.SUCCEEDED),
     (S.RUNNING, S.FAILED),
-    (S.RUNNING, S.QUEUED),  # retryable failure, expired lease, shutdown hand-back
-    (S.DEAD, S.QUEUED),  # operator redrive from the DLQ
+    (S.RUNNING, S.QUEUED),  # retryable failure, shutdown hand-back
+    (S.DEAD, S.PENDING),  # operator redrive from the DLQ, through the outbox
     *((s, S.CANCELLED) for s in (S.PENDING, S.QUEUED, S.RUNNING)),
     *((s, S.DEAD) for s in (S.PENDING, S.QUEUED, S.RUNNING)),
 }
@@ -74,7 +74,7 @@ def test_allowed_only_names_real_states_as_sources():
 @pytest.mark.parametrize("terminal", sorted(TERMINAL))
 def test_terminal_states_have_no_exit_but_the_redrive(terminal: TaskState):
     exits = {target for target in STATES if _legal(terminal, target)}
-    assert exits == ({S.QUEUED} if terminal == S.DEAD else set())
+    assert exits == ({S.PENDING} if terminal == S.DEAD else set())
 
 
 @pytest.mark.parametrize("state", sorted(NON_TERMINAL))
@@ -83,9 +83,9 @@ def test_every_non_terminal_state_can_be_cancelled_or_dead_lettered_directly(sta
     check_transition("t", state, S.DEAD)
 
 
-def test_every_state_is_reachable_from_pending_and_nothing_leads_back_to_pending():
+def test_every_state_is_reachable_from_pending_and_only_a_redrive_leads_back_to_pending():
     assert _reachable(S.PENDING) == set(STATES)
-    assert not any(_legal(s, S.PENDING) for s in STATES)
+    assert {s for s in STATES if _legal(s, S.PENDING)} == {S.DEAD}
 
 
 def test_a_pending_task_must_pass_through_queued_before_running():
@@ -135,7 +135,7 @@ class TaskLifecycle(RuleBasedStateMachine):
         if self.state in ALLOWED.get(to, frozenset()):
             check_transition("t", self.state, to)
             if self.state == S.DEAD:
-                assert to == S.QUEUED
+                assert to == S.PENDING
                 self.redrives += 1
             self.state = to
         else:

@@ -26,7 +26,7 @@ from conveyor.api import convert, validation
 from conveyor.api.auth import tenant_of
 from conveyor.aws import DeadlineTooShort, is_dependency_fault
 from conveyor.domain import IllegalTransition, Task, TaskState
-from conveyor.queue import TaskQueue
+from conveyor.queue import TaskQueue, enqueue_dedup_id
 from conveyor.settings import ApiSettings
 from conveyor.store import Conflict, IdempotencyMismatch, TaskStore
 from conveyor.telemetry import metrics
@@ -158,7 +158,9 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         try:
             left = context.time_remaining()
             budget = min(self.settings.send_timeout_seconds, left if left else NO_DEADLINE)
-            self.queue.send(task.task_id, task.task_type, remaining=budget)
+            self.queue.send(
+                task.task_id, task.task_type, dedup_id=enqueue_dedup_id(task), remaining=budget
+            )
             return self.store.transition(
                 task, TaskState.QUEUED, detail="sent by the API", remaining=self._remaining(context)
             )
