@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import boto3
 import pybreaker
@@ -49,8 +48,6 @@ TRANSPORT_ERRORS = (
     EndpointConnectionError,
     ConnectionClosedError,
 )
-
-T = TypeVar("T")
 
 
 class DeadlineTooShort(Exception):
@@ -188,8 +185,3 @@ class AwsClients:
         events.register("after-call", _on_after_call)
         events.register("after-call-error", _on_after_call_error)
         return client
-
-
-def guarded(breaker: pybreaker.CircuitBreaker, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
-    """Run `fn` through `breaker`; raises pybreaker.CircuitBreakerError while it is open."""
-    return breaker.call(fn, *args, **kw)

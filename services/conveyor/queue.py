@@ -134,6 +134,19 @@ class TaskQueue:
         )
         return str(resp["MessageId"])
 
+    def dead_letter(self, task: Task, error: str) -> str:
+        """Put `task`'s message in the DLQ under a message group of its own (see
+        `dead_letter_group`). The dedup id is per version: repeating this after a crash
+        collapses, a task dead again after a redrive gets a new message."""
+        return self.send(
+            task.task_id,
+            task.task_type,
+            queue=QUEUE_DLQ,
+            dedup_id=f"{task.task_id}.{task.version}",
+            group_id=dead_letter_group(task.task_id),
+            error=error,
+        )
+
     def receive(
         self,
         max_messages: int,

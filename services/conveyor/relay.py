@@ -132,14 +132,7 @@ class Relay:
             metrics.tasks_completed_total.labels(task.task_type, "dead").inc()
             marked = 1
         if task is not None and task.state == TaskState.DEAD:
-            self.queue.send(
-                task.task_id,
-                task.task_type,
-                queue=QUEUE_DLQ,
-                dedup_id=f"{task.task_id}.{task.version}",
-                group_id=dead_letter_group(task.task_id),
-                error=task.last_error,
-            )
+            self.queue.dead_letter(task, task.last_error)
         # Re-filed, or stale (the task finished anyway, or is gone): the original goes.
         self.queue.delete(message.receipt_handle, queue=QUEUE_DLQ)
         return marked

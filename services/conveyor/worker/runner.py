@@ -27,11 +27,9 @@ from opentelemetry import propagate, trace
 from conveyor.aws import is_dependency_fault
 from conveyor.domain import MAX_RESULT_BYTES, Task, TaskState
 from conveyor.queue import (
-    QUEUE_DLQ,
     MalformedMessage,
     Message,
     TaskQueue,
-    dead_letter_group,
     parse,
 )
 from conveyor.settings import WorkerSettings
@@ -266,7 +264,7 @@ class Worker:
         try:
             result = self._handle(item, task, attempt)
         except TaskCancelled:
-            return "cancelled" if self._after_stop(item.message, task) else "lost_lease"
+            return self._after_stop(item.message, task)
         except PermanentError as exc:
             return self._settle(item, task, TaskState.FAILED, {"last_error": str(exc)}, str(exc))
         except Exception as exc:
@@ -313,17 +311,9 @@ class Worker:
         self, item: _InFlight, task: Task, to: TaskState, values: dict[str, Any], detail: str
     ) -> str:
         try:
-            self._record(
-                self.store.transition,
-                task,
-                to,
-                detail=detail or "completed",
-                set_values=values,
-                remove=LEASE_ATTRIBUTES,
-                lease_owner=item.owner,
-            )
+            self._leave_running(task, to, item.owner, detail or "completed", values)
         except Conflict:
-            return "cancelled" if self._after_stop(item.message, task) else "lost_lease"
+            return self._after_stop(item.message, task)
         metrics.tasks_completed_total.labels(task.task_type, to.value.lower()).inc()
         self._delete(item.message)
         return to.value.lower()
@@ -336,31 +326,44 @@ class Worker:
         except Exception:
             log.warning("could not delete a settled message", exc_info=True)
 
-    def _after_stop(self, message: Message, task: Task) -> bool:
-        """The task changed under us. If it was cancelled the message is finished with (True);
-        if another worker took it over, that worker owns the message now (False)."""
+    def _after_stop(self, message: Message, task: Task) -> str:
+        """The task changed under us. If it was cancelled, the message is finished with;
+        if another worker took it over, that worker owns the message now."""
         fresh = self.store.get(task.task_id)
         if fresh is not None and fresh.state == TaskState.CANCELLED:
             self._delete(message)
-            return True
-        return False
+            return "cancelled"
+        return "lost_lease"
+
+    def _leave_running(
+        self, task: Task, to: TaskState, owner: str | None, detail: str, values: dict[str, Any]
+    ) -> Task:
+        """Record `task`'s move out of RUNNING (conditional on still holding its lease, when
+        `owner` is given), dropping the lease; retried on dependency faults."""
+        return self._record(
+            self.store.transition,
+            task,
+            to,
+            detail=detail,
+            set_values=values,
+            remove=LEASE_ATTRIBUTES,
+            lease_owner=owner,
+        )
 
     def _retry(self, item: _InFlight, task: Task, error: str, attempt: int) -> str:
         delay = backoff_seconds(
             attempt, self.settings.backoff_base_seconds, self.settings.backoff_max_seconds
         )
         try:
-            self._record(
-                self.store.transition,
+            self._leave_running(
                 task,
                 TaskState.QUEUED,
-                detail=f"retry in {delay}s: {error}",
-                set_values={"last_error": error},
-                remove=LEASE_ATTRIBUTES,
-                lease_owner=item.owner,
+                item.owner,
+                f"retry in {delay}s: {error}",
+                {"last_error": error},
             )
         except Conflict:
-            return "cancelled" if self._after_stop(item.message, task) else "lost_lease"
+            return self._after_stop(item.message, task)
         try:
             self.queue.set_visibility(item.message.receipt_handle, delay)
         except Exception:
@@ -368,34 +371,16 @@ class Worker:
         return "retry"
 
     def _dead(self, message: Message, task: Task, error: str, owner: str | None = None) -> str:
-        """Dead-letter first, then record DEAD: a crash in between re-runs this, never loses it.
-
-        The DLQ message gets a message group of its own (`dead#<task id>`), so messages of dead
-        tasks never hold back each other, or one the redrive policy moved there, in the FIFO DLQ.
-        """
+        """Dead-letter first, then record DEAD: a crash in between re-runs this, never loses it."""
         if owner is not None:
             fresh = self.store.get(task.task_id)
             if fresh is None or fresh.state != TaskState.RUNNING or fresh.lease_owner != owner:
                 # Cancelled or taken over meanwhile: no DLQ message for a task that is not ours.
-                return "cancelled" if self._after_stop(message, task) else "lost_lease"
-        self._record(
-            self.queue.send,
-            task.task_id,
-            task.task_type,
-            queue=QUEUE_DLQ,
-            dedup_id=f"{task.task_id}.{task.version}",
-            group_id=dead_letter_group(task.task_id),
-            error=error,
-        )
+                return self._after_stop(message, task)
+        self._record(self.queue.dead_letter, task, error)
         try:
-            self._record(
-                self.store.transition,
-                task,
-                TaskState.DEAD,
-                detail=f"attempts exhausted: {error}",
-                set_values={"last_error": error},
-                remove=LEASE_ATTRIBUTES,
-                lease_owner=owner,
+            self._leave_running(
+                task, TaskState.DEAD, owner, f"attempts exhausted: {error}", {"last_error": error}
             )
         except Conflict:
             fresh = self.store.get(task.task_id)
@@ -413,15 +398,14 @@ class Worker:
         if task is None or task.state != TaskState.RUNNING or task.lease_owner != item.owner:
             return
         try:
-            self.store.transition(
+            # The interrupted attempt does not count: a deploy must not use up a task's last
+            # attempt (a crash, which cannot hand back, does count).
+            self._leave_running(
                 task,
                 TaskState.QUEUED,
-                detail="worker shut down before the task finished",
-                # The interrupted attempt does not count: a deploy must not use up a task's
-                # last attempt (a crash, which cannot hand back, does count).
-                set_values={"attempts": max(0, task.attempts - 1)},
-                remove=LEASE_ATTRIBUTES,
-                lease_owner=item.owner,
+                item.owner,
+                "worker shut down before the task finished",
+                {"attempts": max(0, task.attempts - 1)},
             )
             self.queue.set_visibility(item.message.receipt_handle, 0)
         except Exception:
