@@ -143,36 +143,49 @@ def task_table(task: pb.Task, *, title: str = "Task") -> Table:
     return table
 
 
-def events_table(events: Iterable[pb.TaskEvent]) -> Table:
-    table = Table(title="History", title_justify="left")
-    for column in ("#", "at (UTC)", "from", "to", "attempt", "detail"):
+def _table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
         table.add_column(column)
-    for event in events:
-        table.add_row(
-            str(event.seq),
-            _when(event.at),
-            _state_text(event.from_state),
-            _state_text(event.to_state),
-            str(event.attempt),
-            Text(event.detail),
-        )
+    for row in rows:
+        table.add_row(*row)
     return table
+
+
+def events_table(events: Iterable[pb.TaskEvent]) -> Table:
+    return _table(
+        "History",
+        ("#", "at (UTC)", "from", "to", "attempt", "detail"),
+        (
+            (
+                str(e.seq),
+                _when(e.at),
+                _state_text(e.from_state),
+                _state_text(e.to_state),
+                str(e.attempt),
+                Text(e.detail),
+            )
+            for e in events
+        ),
+    )
 
 
 def tasks_table(tasks: Iterable[pb.Task]) -> Table:
-    table = Table()
-    for column in ("task id", "type", "state", "attempts", "updated (UTC)", "last error"):
-        table.add_column(column)
-    for task in tasks:
-        table.add_row(
-            Text(task.task_id),
-            Text(task.task_type),
-            _state_text(task.state),
-            f"{task.attempts}/{task.max_attempts}",
-            _when(task.updated_at),
-            _clip(task.last_error),
-        )
-    return table
+    return _table(
+        None,
+        ("task id", "type", "state", "attempts", "updated (UTC)", "last error"),
+        (
+            (
+                Text(t.task_id),
+                Text(t.task_type),
+                _state_text(t.state),
+                f"{t.attempts}/{t.max_attempts}",
+                _when(t.updated_at),
+                _clip(t.last_error),
+            )
+            for t in tasks
+        ),
+    )
 
 
 def state_change(task: pb.Task) -> Text:
@@ -189,29 +202,30 @@ def state_change(task: pb.Task) -> Text:
 
 def dlq_table(entries: Iterable[Any]) -> Table:
     """Rows of ops.DlqEntry."""
-    table = Table(title="Dead-letter queue", title_justify="left")
-    for column in ("task id", "type", "state", "attempts", "last error", "message id"):
-        table.add_column(column)
-    for entry in entries:
-        table.add_row(
-            Text(entry.task_id),
-            Text(entry.task_type),
-            Text(entry.state),
-            str(entry.attempts),
-            _clip(entry.last_error),
-            Text(entry.message_id),
-        )
-    return table
+    return _table(
+        "Dead-letter queue",
+        ("task id", "type", "state", "attempts", "last error", "message id"),
+        (
+            (
+                Text(e.task_id),
+                Text(e.task_type),
+                Text(e.state),
+                str(e.attempts),
+                _clip(e.last_error),
+                Text(e.message_id),
+            )
+            for e in entries
+        ),
+    )
 
 
 def redrive_table(results: Iterable[Any]) -> Table:
     """Rows of ops.RedriveResult."""
-    table = Table(title="Redrive", title_justify="left")
-    for column in ("task id", "outcome", "detail"):
-        table.add_column(column)
-    for result in results:
-        table.add_row(Text(result.task_id), Text(result.outcome), Text(result.detail))
-    return table
+    return _table(
+        "Redrive",
+        ("task id", "outcome", "detail"),
+        ((Text(r.task_id), Text(r.outcome), Text(r.detail)) for r in results),
+    )
 
 
 def outbox_table(status: Any) -> Table:

@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from conveyor.domain import Task, TaskState
@@ -22,20 +22,9 @@ from conveyor.store import TaskStore
 from conveyor.worker.demo_handlers import HANDLERS
 from conveyor.worker.runner import Worker
 from store_support import LEASE, metric, submit
+from support import wait_for
 
 S = TaskState
-T = TypeVar("T")
-
-
-def wait_for(check: Callable[[], T | None], what: str, timeout: float = 15.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def in_state(store: TaskStore, task_id: str, state: TaskState) -> Callable[[], Task | None]:
@@ -110,7 +99,7 @@ def test_a_task_runs_once_and_succeeds(store, queue, raw, start_worker):
     start_worker()
     task = _enqueue(store, queue, "demo.sleep", {"seconds": 0.05})
 
-    done = wait_for(in_state(store, task.task_id, S.SUCCEEDED), "SUCCEEDED")
+    done = wait_for(in_state(store, task.task_id, S.SUCCEEDED), 15, "SUCCEEDED")
 
     assert json.loads(done.result) == {"slept": 0.05, "applied_now": True}
     assert (done.attempts, done.lease_owner) == (1, "")
@@ -121,14 +110,18 @@ def test_a_task_runs_once_and_succeeds(store, queue, raw, start_worker):
         (S.RUNNING, S.SUCCEEDED),
     ]
     assert raw.item(f"EFFECT#{task.task_id}", "EFFECT") is not None
-    wait_for(lambda: raw.depth(raw.res.queue_url) == (0, 0), "the message to be deleted")
+    wait_for(
+        lambda: raw.depth(raw.res.queue_url) == (0, 0), 15, "the message to be deleted", every=0.05
+    )
     assert metric("conveyor_tasks_completed_total", **labels) == succeeded + 1
 
 
 def test_a_transient_failure_is_retried(store, queue, start_worker):
     start_worker()
     task = _enqueue(store, queue, "demo.flaky", {"fail_times": 1})
-    done = wait_for(in_state(store, task.task_id, S.SUCCEEDED), "SUCCEEDED after a retry")
+    done = wait_for(
+        in_state(store, task.task_id, S.SUCCEEDED), 15, "SUCCEEDED after a retry", every=0.05
+    )
     assert done.attempts == 2
     assert "transient failure on attempt 1" in done.last_error
     assert (S.RUNNING, S.QUEUED) in _path(done)
@@ -139,37 +132,41 @@ def test_a_transient_failure_is_retried(store, queue, start_worker):
 def test_exhausted_attempts_end_dead_with_the_message_in_the_dlq(store, queue, raw, start_worker):
     start_worker()
     task = _enqueue(store, queue, "demo.poison", {}, max_attempts=2)
-    dead = wait_for(in_state(store, task.task_id, S.DEAD), "DEAD")
+    dead = wait_for(in_state(store, task.task_id, S.DEAD), 15, "DEAD")
     assert dead.attempts == 2
     assert "poison task" in dead.last_error
-    [message] = wait_for(lambda: raw.receive(raw.res.dlq_url), "the DLQ message")
+    [message] = wait_for(lambda: raw.receive(raw.res.dlq_url), 15, "the DLQ message")
     assert parse(message).task_id == task.task_id
     assert "poison task" in parse(message).error
-    wait_for(lambda: raw.depth(raw.res.queue_url) == (0, 0), "the main queue to empty")
+    wait_for(
+        lambda: raw.depth(raw.res.queue_url) == (0, 0), 15, "the main queue to empty", every=0.05
+    )
 
 
 def test_a_permanent_error_fails_on_the_first_attempt(store, queue, start_worker):
     start_worker()
     task = _enqueue(store, queue, "demo.reject", {}, max_attempts=5)
-    failed = wait_for(in_state(store, task.task_id, S.FAILED), "FAILED")
+    failed = wait_for(in_state(store, task.task_id, S.FAILED), 15, "FAILED")
     assert (failed.attempts, failed.last_error) == (1, "rejected by the demo handler")
 
 
 def test_a_task_type_without_handler_fails(store, queue, start_worker):
     start_worker()
     task = _enqueue(store, queue, "no.such.type", {})
-    failed = wait_for(in_state(store, task.task_id, S.FAILED), "FAILED")
+    failed = wait_for(in_state(store, task.task_id, S.FAILED), 15, "FAILED")
     assert "no handler" in failed.last_error
 
 
 def test_cancel_while_running_stops_the_handler_at_a_heartbeat(store, queue, raw, start_worker):
     start_worker()
     task = _enqueue(store, queue, "demo.sleep", {"seconds": 60})
-    running = wait_for(in_state(store, task.task_id, S.RUNNING), "RUNNING")
+    running = wait_for(in_state(store, task.task_id, S.RUNNING), 15, "RUNNING")
     cancelled_at = time.monotonic()
     store.transition(running, S.CANCELLED, detail="cancelled by the client", remove=LEASE)
 
-    wait_for(lambda: raw.depth(raw.res.queue_url) == (0, 0), "the message to be deleted")
+    wait_for(
+        lambda: raw.depth(raw.res.queue_url) == (0, 0), 15, "the message to be deleted", every=0.05
+    )
     assert time.monotonic() - cancelled_at < 10  # a heartbeat, not the 60 s of work
     final = store.get(task.task_id)
     assert final is not None and final.state == S.CANCELLED
@@ -180,9 +177,14 @@ def test_a_duplicate_delivery_does_not_run_the_task_twice(store, queue, raw, sta
     task = _enqueue(store, queue, "demo.sleep", {"seconds": 0.3})
     queue.send(task.task_id, task.task_type, dedup_id=f"{task.task_id}.dup")  # SQS delivered twice
     start_worker()
-    done = wait_for(in_state(store, task.task_id, S.SUCCEEDED), "SUCCEEDED")
+    done = wait_for(in_state(store, task.task_id, S.SUCCEEDED), 15, "SUCCEEDED")
     # Same task, same group: the duplicate comes after the first message is deleted.
-    wait_for(lambda: raw.depth(raw.res.queue_url) == (0, 0), "both messages to be consumed")
+    wait_for(
+        lambda: raw.depth(raw.res.queue_url) == (0, 0),
+        15,
+        "both messages to be consumed",
+        every=0.05,
+    )
     final = store.get(task.task_id, with_events=True)
     assert final == done
     assert [e.to_state for e in final.events].count(S.RUNNING) == 1
@@ -191,7 +193,9 @@ def test_a_duplicate_delivery_does_not_run_the_task_twice(store, queue, raw, sta
 def test_a_message_for_an_unknown_task_is_dropped(queue, raw, start_worker):
     start_worker()
     queue.send(uuid.uuid4().hex, "demo.sleep")
-    wait_for(lambda: raw.depth(raw.res.queue_url) == (0, 0), "the message to be deleted")
+    wait_for(
+        lambda: raw.depth(raw.res.queue_url) == (0, 0), 15, "the message to be deleted", every=0.05
+    )
 
 
 def test_shutdown_hands_an_unfinished_task_back(store, queue, raw, start_worker):
@@ -199,7 +203,7 @@ def test_shutdown_hands_an_unfinished_task_back(store, queue, raw, start_worker)
     # task's 60 s of work.
     worker = start_worker(shutdown_grace_seconds=1.5)
     task = _enqueue(store, queue, "demo.sleep", {"seconds": 60})
-    wait_for(in_state(store, task.task_id, S.RUNNING), "RUNNING")
+    wait_for(in_state(store, task.task_id, S.RUNNING), 15, "RUNNING")
     worker.shutdown()
 
     back = store.get(task.task_id, with_events=True)
@@ -236,7 +240,7 @@ def test_a_failed_write_of_the_outcome_is_retried_not_taken_for_a_handler_failur
     start_worker()
     task = _enqueue(store, queue, "demo.sleep", {"seconds": 0}, max_attempts=1)
 
-    done = wait_for(in_state(store, task.task_id, S.SUCCEEDED), "SUCCEEDED")
+    done = wait_for(in_state(store, task.task_id, S.SUCCEEDED), 15, "SUCCEEDED")
 
     assert throttled == [S.SUCCEEDED]  # the fault did happen
     assert done.attempts == 1
@@ -253,7 +257,7 @@ def test_a_result_over_the_limit_fails_the_task(store, queue, start_worker):
     worker.worker.handlers = {**HANDLERS, "demo.huge": huge}  # looked up per message
     task = _enqueue(store, queue, "demo.huge", {})
 
-    failed = wait_for(in_state(store, task.task_id, S.FAILED), "FAILED")
+    failed = wait_for(in_state(store, task.task_id, S.FAILED), 15, "FAILED")
 
     assert "the limit is" in failed.last_error
     assert failed.attempts == 1
@@ -262,12 +266,14 @@ def test_a_result_over_the_limit_fails_the_task(store, queue, start_worker):
 def test_hand_back_does_not_use_up_the_last_attempt(store, queue, raw, start_worker):
     worker = start_worker(shutdown_grace_seconds=1.5)
     task = _enqueue(store, queue, "demo.sleep", {"seconds": 60}, max_attempts=1)
-    wait_for(in_state(store, task.task_id, S.RUNNING), "RUNNING")
+    wait_for(in_state(store, task.task_id, S.RUNNING), 15, "RUNNING")
     worker.shutdown()
     back = store.get(task.task_id)
     assert back is not None and (back.state, back.attempts) == (S.QUEUED, 0)
 
     store.transition(back, S.CANCELLED)  # let the follow-up end quickly
     start_worker()
-    wait_for(lambda: raw.depth(raw.res.queue_url) == (0, 0), "the message to be consumed")
+    wait_for(
+        lambda: raw.depth(raw.res.queue_url) == (0, 0), 15, "the message to be consumed", every=0.05
+    )
     assert store.get(task.task_id).state == S.CANCELLED  # not DEAD for "attempts exhausted"

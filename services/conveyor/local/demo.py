@@ -8,6 +8,7 @@ import statistics
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -23,7 +24,8 @@ TERMINAL = {
 }
 
 # (weight, task type, payload maker, max_attempts, cancel after submit)
-MIX: tuple[tuple[int, str, object, int, bool], ...] = (
+PayloadMaker = Callable[[random.Random], dict[str, float]]
+MIX: tuple[tuple[int, str, PayloadMaker, int, bool], ...] = (
     (78, "demo.sleep", lambda r: {"seconds": round(r.uniform(0.05, 0.5), 2)}, 5, False),
     (10, "demo.flaky", lambda r: {"fail_times": r.choice((1, 2))}, 5, False),
     (4, "demo.poison", lambda r: {}, 3, False),
@@ -56,7 +58,7 @@ class DemoLoad:
             _, task_type, make, max_attempts, cancel = self._random.choices(
                 MIX, [m[0] for m in MIX]
             )[0]
-            payload = json.dumps(make(self._random)).encode()  # type: ignore[operator]
+            payload = json.dumps(make(self._random)).encode()
         request = pb.SubmitTaskRequest(
             task_type=task_type,
             payload=payload,
