@@ -24,6 +24,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from conveyor import faults
 from conveyor.settings import AwsSettings
 from conveyor.telemetry import metrics
 
@@ -184,4 +185,5 @@ class AwsClients:
         events.register("before-call", _on_before_call)
         events.register("after-call", _on_after_call)
         events.register("after-call-error", _on_after_call_error)
+        faults.install(client)
         return client
