@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import boto3
 import pybreaker
@@ -27,6 +28,8 @@ from botocore.exceptions import (
 from conveyor import faults
 from conveyor.settings import AwsSettings
 from conveyor.telemetry import metrics
+
+T = TypeVar("T")
 
 # Per-attempt read timeouts a deadline-bound call may get, in seconds.
 TIMEOUT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
@@ -89,16 +92,73 @@ class _BreakerGauge(pybreaker.CircuitBreakerListener):
         )
 
 
+class _OneTrialWhenHalfOpen(pybreaker.CircuitBreakerListener):
+    """Half-open lets one trial call through at a time; the others fail fast.
+
+    pybreaker gets this for free from holding its lock across the call (every other caller
+    waits for the trial's verdict). Without that lock, its half-open state would admit every
+    concurrent call to a dependency that may still be down. pybreaker calls a listener's
+    `before_call` under its lock, after the state's own check, and lets an exception from it
+    abort the call before anything is sent; a state change (the trial's verdict) or a success
+    frees the slot again.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._trial_in_flight = False
+
+    def before_call(
+        self, cb: pybreaker.CircuitBreaker, func: Any, *args: Any, **kwargs: Any
+    ) -> None:
+        if cb.current_state != pybreaker.STATE_HALF_OPEN:
+            return
+        with self._lock:
+            if self._trial_in_flight:
+                raise pybreaker.CircuitBreakerError("half-open: a trial call is in flight")
+            self._trial_in_flight = True
+
+    def _free(self) -> None:
+        with self._lock:
+            self._trial_in_flight = False
+
+    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
+        self._free()
+
+    def success(self, cb: pybreaker.CircuitBreaker) -> None:
+        self._free()
+
+
 def make_breaker(settings: AwsSettings, dependency: str) -> pybreaker.CircuitBreaker:
-    """A breaker that only counts dependency faults: a failed condition check is an answer."""
+    """A breaker that only counts dependency faults: a failed condition check is an answer.
+    Call through it with `guarded`, never its own `call`."""
     metrics.circuit_breaker_state.labels(dependency).set(0)
     return pybreaker.CircuitBreaker(
         fail_max=settings.breaker_failure_threshold,
         reset_timeout=settings.breaker_reset_seconds,
         exclude=[lambda exc: not is_dependency_fault(exc)],
-        listeners=[_BreakerGauge(dependency)],
+        listeners=[_BreakerGauge(dependency), _OneTrialWhenHalfOpen()],
         name=dependency,
     )
+
+
+def guarded(breaker: pybreaker.CircuitBreaker, func: Callable[..., T], **kwargs: Any) -> T:
+    """`func(**kwargs)` through `breaker`, concurrently with every other call through it.
+
+    pybreaker's `CircuitBreaker.call` runs the wrapped call inside `with self._lock` (an RLock
+    per breaker), so every DynamoDB call of a process ran one at a time, and one hung call
+    stalled every heartbeat (issue 8, defect 1). Its `calling()` context manager holds that
+    lock only while `call` runs a no-op generator function: the state check, the open ->
+    half-open move and the listeners' `before_call`. The block itself runs after the lock is
+    released, and its verdict (`_handle_success` / `_handle_error`: counters, open on the
+    threshold, close after a half-open trial) is booked when the block exits, taking the lock
+    again only to change state. What the lock gave for free, one trial call at a time when
+    half-open, is restored by `_OneTrialWhenHalfOpen`. The fault counter is now bumped by
+    concurrent callers without a lock; the worst a lost update can do in a fault storm is
+    trip the breaker one fault later. A fault that trips the breaker still surfaces as
+    CircuitBreakerError, as with `call`.
+    """
+    with breaker.calling():
+        return func(**kwargs)
 
 
 def _on_before_call(model: Any, context: dict[str, Any], **_: Any) -> None:

@@ -21,7 +21,7 @@ from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from conveyor import schema
-from conveyor.aws import AwsClients, cancellation_reasons, error_code
+from conveyor.aws import AwsClients, cancellation_reasons, error_code, guarded
 from conveyor.domain import Task, TaskEvent, TaskState, check_transition
 from conveyor.settings import StoreSettings
 
@@ -180,7 +180,7 @@ class TaskStore:
     # ---- plumbing ----
     def _call(self, operation: str, remaining: float | None = None, **kwargs: Any) -> Any:
         client = self._clients.client("dynamodb", remaining)
-        return self._breaker.call(getattr(client, operation), **kwargs)
+        return guarded(self._breaker, getattr(client, operation), **kwargs)
 
     def _write_if(self, operation: str, **kwargs: Any) -> bool:
         """A conditional write: True if applied, False if its condition did not hold."""

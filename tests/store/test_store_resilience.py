@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pybreaker
 import pytest
@@ -57,6 +58,82 @@ def hang_up() -> Iterator[HangUp]:
     server = HangUp()
     yield server
     server.close()
+
+
+class SlowProxy:
+    """A loopback TCP proxy to the real backend that holds each response `delay` seconds: every
+    DynamoDB call through it is slow, and still answered by the backend."""
+
+    def __init__(self, upstream: str, delay: float) -> None:
+        host, port = upstream.removeprefix("http://").rstrip("/").split(":")
+        self._upstream = (host, int(port))
+        self._delay = delay
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.05)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # closed
+            conn.settimeout(None)
+            upstream = socket.create_connection(self._upstream)
+            asked = threading.Event()  # a request was forwarded; its response is not yet held
+            threading.Thread(
+                target=self._pipe, args=(conn, upstream, asked, False), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pipe, args=(upstream, conn, asked, True), daemon=True
+            ).start()
+
+    def _pipe(
+        self, src: socket.socket, dst: socket.socket, asked: threading.Event, response: bool
+    ) -> None:
+        try:
+            while chunk := src.recv(65536):
+                if response and asked.is_set():
+                    asked.clear()
+                    time.sleep(self._delay)  # once per response, however many chunks
+                dst.sendall(chunk)
+                if not response:
+                    asked.set()
+        except OSError:
+            pass
+        finally:
+            dst.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sock.close()
+
+
+def test_parallel_slow_store_calls_are_not_serialised(aws_backend, aws_credentials, settings):
+    """Issue 8 defect 1: pybreaker's `call` held its lock across the request, so 8 threads
+    making 0.5 s calls took 4 s. Through the store's breaker they now overlap."""
+    delay, parallel = 0.5, 8
+    proxy = SlowProxy(aws_backend.endpoint_url, delay)
+    try:
+        slow = _settings(proxy.url, aws_read_timeout_seconds=5.0)
+        store = TaskStore(AwsClients(slow), settings, make_breaker(slow, "dynamodb-slow"))
+        started = time.monotonic()
+        store.get(uuid.uuid4().hex)
+        one_call = time.monotonic() - started
+        started = time.monotonic()
+        with ThreadPoolExecutor(parallel) as pool:
+            found = list(pool.map(lambda _: store.get(uuid.uuid4().hex), range(parallel)))
+        elapsed = time.monotonic() - started
+    finally:
+        proxy.close()
+    assert found == [None] * parallel  # real answers from the backend
+    assert one_call >= delay
+    # One at a time this is 8 x 0.5 s = 4 s; overlapping, about one call's time.
+    assert elapsed < one_call + delay, f"{parallel} parallel calls took {elapsed:.2f}s"
 
 
 def _closed_port() -> int:
