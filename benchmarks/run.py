@@ -2,8 +2,7 @@
 
 Figures from one machine are only comparable within one run (the machine is noisy), so the
 benchmark reports ratios measured side by side: end-to-end throughput with one worker versus
-two, and the transaction cost of stock moto versus Conveyor's emulator launcher as the table
-grows. Results are printed and written to benchmarks/results/<timestamp>.json.
+two. Results are printed and written to benchmarks/results/<timestamp>.json.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,11 +17,9 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import boto3
-from conveyor import schema
-from conveyor.local.backend import EMULATOR_CREDENTIALS, start_backend
+from conveyor.local.backend import start_backend
 from conveyor.local.scrape import total
-from conveyor.local.system import LocalSystem, free_port
+from conveyor.local.system import LocalSystem
 from conveyor.v1 import task_service_pb2 as pb
 from rich.console import Console
 from rich.table import Table
@@ -116,79 +112,14 @@ def run_system(workers: int, tasks: int, latency_samples: int) -> dict[str, obje
             system.stop()
 
 
-def transaction_cost(launcher: list[str], items: int, batch: int = 50) -> list[float]:
-    """Mean ms per 3-item TransactWriteItems as the table grows to `items` task-like items."""
-    port = free_port()
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", *launcher, "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            ddb = boto3.client(
-                "dynamodb",
-                endpoint_url=f"http://127.0.0.1:{port}",
-                region_name="us-east-1",
-                aws_access_key_id=EMULATOR_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                aws_secret_access_key=EMULATOR_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            )
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    ddb.list_tables()
-                    break
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
-            ddb.create_table(
-                TableName="bench",
-                KeySchema=[
-                    {"AttributeName": schema.PK, "KeyType": "HASH"},
-                    {"AttributeName": schema.SK, "KeyType": "RANGE"},
-                ],
-                AttributeDefinitions=[
-                    {"AttributeName": schema.PK, "AttributeType": "S"},
-                    {"AttributeName": schema.SK, "AttributeType": "S"},
-                ],
-                BillingMode="PAY_PER_REQUEST",
-            )
-            means = []
-            for _ in range(items // (3 * batch)):
-                started = time.perf_counter()
-                for _ in range(batch):
-                    pk = uuid.uuid4().hex
-                    ddb.transact_write_items(
-                        TransactItems=[
-                            {
-                                "Put": {
-                                    "TableName": "bench",
-                                    "Item": {"pk": {"S": pk}, "sk": {"S": s}},
-                                }
-                            }
-                            for s in ("TASK", "EVENT#1", "IDEM")
-                        ]
-                    )
-                means.append((time.perf_counter() - started) / batch * 1000)
-            return means
-        finally:
-            proc.kill()
-            proc.wait()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=300)
     parser.add_argument("--latency-samples", type=int, default=100)
-    parser.add_argument("--table-items", type=int, default=1500)
     args = parser.parse_args(argv)
 
     one = run_system(1, args.tasks, args.latency_samples)
     two = run_system(2, args.tasks, 0)
-    console.print("[bold]emulator:[/] stock moto vs conveyor.local.emulator_server")
-    stock = transaction_cost(["moto.server"], args.table_items)
-    patched = transaction_cost(["conveyor.local.emulator_server"], args.table_items)
 
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -196,12 +127,6 @@ def main(argv: list[str] | None = None) -> int:
         "two_workers": two,
         "throughput_ratio_two_vs_one": two["drain"]["tasks_per_second"]  # type: ignore[index]
         / one["drain"]["tasks_per_second"],  # type: ignore[index]
-        "transaction_ms_by_table_size": {
-            "items_per_step": 150,
-            "stock_moto": stock,
-            "conveyor_launcher": patched,
-            "last_step_ratio_stock_vs_launcher": stock[-1] / patched[-1],
-        },
     }
     table = Table(title="Conveyor benchmark (one run, one machine: compare ratios)")
     table.add_column("measure")
@@ -218,10 +143,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{drain['worker_aws_requests_per_task']:.1f}",  # type: ignore[index]
         )
     table.add_row("throughput ratio 2 workers / 1", f"{report['throughput_ratio_two_vs_one']:.2f}")
-    table.add_row(
-        f"transaction ms at ~{args.table_items} items: stock moto / launcher",
-        f"{stock[-1]:.1f} / {patched[-1]:.1f} (x{stock[-1] / patched[-1]:.1f})",
-    )
     console.print(table)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"

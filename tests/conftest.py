@@ -46,7 +46,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> CertSet:
 @pytest.fixture(scope="session")
 def aws_backend() -> Iterator[Backend]:
     """The AWS backend for the session, chosen by start_backend() from the real environment
-    (AWS_ENDPOINT_URL, then LocalStack if Docker answers, else a moto server); stopped at the
-    end of the session. It sets no environment variables."""
+    (AWS_ENDPOINT_URL if set, else the embedded MiniStack; CONVEYOR_BACKEND forces one);
+    stopped at the end of the session. It sets no environment variables."""
     with start_backend() as backend:
         yield backend

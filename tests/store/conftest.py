@@ -1,5 +1,5 @@
 """The store tier: TaskStore, AwsClients, the circuit breaker and the operator actions against
-the session's AWS backend (the moto server of tests/conftest.py's `aws_backend`).
+the session's AWS backend (tests/conftest.py's `aws_backend`).
 
 Isolation. `provision(..., "dev")` runs once per session and creates the table and the queues
 exactly as the Pulumi program declares them; no test writes to those. Each test instead gets a

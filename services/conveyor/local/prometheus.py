@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from conveyor.local.lifetime import die_with_parent
 from conveyor.local.system import LocalSystem, free_port
 
 RULES_DIR = Path(__file__).resolve().parents[3] / "observability" / "rules"
@@ -102,6 +103,7 @@ def start_prometheus(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
     server = Prometheus(f"http://127.0.0.1:{port}", process)
     deadline = time.monotonic() + timeout

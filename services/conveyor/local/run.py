@@ -123,10 +123,11 @@ def settle(console: Console, load: DemoLoad, deadline: float) -> dict:
             time.sleep(1.0)
 
 
-def show_summary(console: Console, summary: Summary, exit_codes: dict) -> None:
+def show_summary(console: Console, summary: Summary, backend: str, exit_codes: dict) -> None:
     table = Table(title="Summary")
     table.add_column("measure")
     table.add_column("value", justify="right")
+    table.add_row("AWS backend", backend)
     table.add_row("submitted", str(summary.submitted))
     for state in ("SUCCEEDED", "FAILED", "DEAD", "CANCELLED"):
         table.add_row(state.lower(), str(summary.by_state.get(state, 0)))
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             if prometheus is not None:
                 prometheus.stop()
             exit_codes = system.stop()
-    show_summary(console, summary, exit_codes)
+    show_summary(console, summary, backend.kind, exit_codes)
     clean = all(code == 0 for code in exit_codes.values())
     return 0 if summary.lost == 0 and clean and summary.submitted > 0 else 1
 

@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from conveyor.api.auth import secure_channel
 from conveyor.local.backend import Backend
 from conveyor.local.certs import DeploymentCerts, generate_deployment
+from conveyor.local.lifetime import die_with_parent
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
 
 MODULES = {"api": "conveyor.api", "relay": "conveyor.relay", "worker": "conveyor.worker"}
@@ -139,6 +140,7 @@ class LocalSystem:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C in the terminal goes to us, not the children
+                preexec_fn=die_with_parent(),  # and a SIGKILL of us takes them down too
             )
         proc = Proc(name, popen, metrics_port, log_path)
         self.procs[name] = proc
