@@ -63,6 +63,7 @@ def check_transition(task_id: str, current: TaskState, target: TaskState) -> Non
 # ---- limits on client input (documented in README "API limits") ----
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_RESULT_BYTES = 64 * 1024  # a larger handler result fails the task (DynamoDB items: 400 KB)
+MAX_ERROR_CHARS = 4096  # a task's last_error is cut to this, keeping the item far below 400 KB
 TASK_TYPE_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 TASK_ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -70,6 +71,15 @@ MAX_ATTEMPTS_LIMIT = 20
 MAX_REASON_CHARS = 256
 MAX_PAGE_SIZE = 100
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def bounded_error(text: str) -> str:
+    """`text` cut to MAX_ERROR_CHARS, saying so: an exception message may be any size, and
+    an item over DynamoDB's 400 KB would make the outcome itself impossible to record."""
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    marker = f"... [{len(text)} characters, truncated]"
+    return text[: MAX_ERROR_CHARS - len(marker)] + marker
 
 
 @dataclass(frozen=True)

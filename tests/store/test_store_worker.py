@@ -15,11 +15,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conveyor.domain import Task, TaskState
+from conveyor.domain import MAX_ERROR_CHARS, Task, TaskState
 from conveyor.queue import parse
 from conveyor.settings import WorkerSettings
 from conveyor.store import TaskStore
 from conveyor.worker.demo_handlers import HANDLERS
+from conveyor.worker.handlers import PermanentError
 from conveyor.worker.runner import Worker
 from store_support import LEASE, metric, submit
 from support import wait_for
@@ -277,3 +278,49 @@ def test_hand_back_does_not_use_up_the_last_attempt(store, queue, raw, start_wor
         lambda: raw.depth(raw.res.queue_url) == (0, 0), 15, "the message to be consumed", every=0.05
     )
     assert store.get(task.task_id).state == S.CANCELLED  # not DEAD for "attempts exhausted"
+
+
+@pytest.mark.parametrize(
+    ("error", "max_attempts", "outcome"),
+    [(PermanentError, 3, S.FAILED), (RuntimeError, 1, S.DEAD)],
+)
+def test_a_huge_error_message_is_stored_bounded(
+    store, queue, start_worker, error, max_attempts, outcome
+):
+    # 420 KB would push the task item past DynamoDB's 400 KB item limit.
+    def explode(ctx: Any) -> bytes:
+        raise error("x" * 420_000)
+
+    worker = start_worker()
+    worker.worker.handlers = {**HANDLERS, "demo.explode": explode}
+    task = _enqueue(store, queue, "demo.explode", {}, max_attempts=max_attempts)
+
+    ended = wait_for(in_state(store, task.task_id, outcome), 15, outcome.value)
+
+    assert ended.attempts == 1
+    assert len(ended.last_error) <= MAX_ERROR_CHARS
+    assert "xxxx" in ended.last_error
+    assert ended.last_error.endswith(" characters, truncated]")
+
+
+def test_a_str_result_is_stored_as_utf8_and_stays_readable(store, queue, start_worker):
+    worker = start_worker()
+    worker.worker.handlers = {**HANDLERS, "demo.text": lambda ctx: "grüß"}
+    task = _enqueue(store, queue, "demo.text", {})
+
+    done = wait_for(in_state(store, task.task_id, S.SUCCEEDED), 15, "SUCCEEDED")
+
+    assert done.result == "grüß".encode()
+
+
+def test_a_result_that_is_not_bytes_fails_the_task_and_stores_nothing_unreadable(
+    store, queue, start_worker
+):
+    worker = start_worker()
+    worker.worker.handlers = {**HANDLERS, "demo.number": lambda ctx: 42}
+    task = _enqueue(store, queue, "demo.number", {})
+
+    failed = wait_for(in_state(store, task.task_id, S.FAILED), 15, "FAILED")
+
+    assert "must return bytes" in failed.last_error
+    assert failed.result == b""

@@ -1,7 +1,8 @@
 """The handler contract: what a task-type handler receives and how it reports failure.
 
-A handler is `Callable[[TaskContext], bytes | None]`. Delivery is at-least-once, so a handler
-must make its external effect idempotent: `TaskContext.apply_once` records the effect against
+A handler is `Callable[[TaskContext], bytes | str | None]`; the result is stored as bytes (a
+str as UTF-8), at most 64 KiB, and any other type fails the task. Delivery is at-least-once,
+so a handler must make its external effect idempotent: `TaskContext.apply_once` records the effect against
 the task id with a conditional write, so a retry after a crash finds it applied and skips it.
 Raise PermanentError for input that will never succeed (task ends FAILED); any other exception
 is retried with backoff until the attempts run out (task ends DEAD).
@@ -48,7 +49,7 @@ class TaskContext:
         return self.store.record_effect(self.task.task_id, effect)
 
 
-Handler = Callable[[TaskContext], bytes | None]
+Handler = Callable[[TaskContext], bytes | str | None]
 
 
 def load_handlers(spec: str) -> Mapping[str, Handler]:

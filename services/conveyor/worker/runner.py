@@ -25,7 +25,7 @@ import tenacity
 from opentelemetry import propagate, trace
 
 from conveyor.aws import is_dependency_fault
-from conveyor.domain import MAX_RESULT_BYTES, Task, TaskState
+from conveyor.domain import MAX_RESULT_BYTES, Task, TaskState, bounded_error
 from conveyor.queue import (
     MalformedMessage,
     Message,
@@ -48,6 +48,18 @@ def backoff_seconds(attempt: int, base: float, cap: float) -> int:
     state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
     state.attempt_number = attempt
     return round(tenacity.wait_random_exponential(multiplier=base, max=cap)(state))
+
+
+def _as_bytes(result: object) -> bytes:
+    """A handler's result as stored: bytes as they are, str as UTF-8, None as empty. Anything
+    else fails the task rather than storing a value `TaskStore.get` could not read back."""
+    if result is None:
+        return b""
+    if isinstance(result, str):
+        return result.encode()
+    if isinstance(result, bytes | bytearray | memoryview):
+        return bytes(result)
+    raise PermanentError(f"a handler must return bytes, str or None, not {type(result).__name__}")
 
 
 @dataclass
@@ -266,9 +278,10 @@ class Worker:
         except TaskCancelled:
             return self._after_stop(item.message, task)
         except PermanentError as exc:
-            return self._settle(item, task, TaskState.FAILED, {"last_error": str(exc)}, str(exc))
+            error = bounded_error(str(exc))
+            return self._settle(item, task, TaskState.FAILED, {"last_error": error}, error)
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            error = bounded_error(f"{type(exc).__name__}: {exc}")
             if attempt >= task.max_attempts:
                 return self._dead(item.message, task, error, owner=item.owner)
             return self._retry(item, task, error, attempt)
@@ -278,7 +291,7 @@ class Worker:
         handler = self.handlers.get(task.task_type)
         if handler is None:
             raise PermanentError(f"no handler for task type {task.task_type!r}")
-        result = handler(TaskContext(task, attempt, item.stop, self.store)) or b""
+        result = _as_bytes(handler(TaskContext(task, attempt, item.stop, self.store)))
         if len(result) > MAX_RESULT_BYTES:
             raise PermanentError(
                 f"the handler's result is {len(result)} bytes; the limit is {MAX_RESULT_BYTES}"
