@@ -69,6 +69,7 @@ IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 TASK_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 MAX_ATTEMPTS_LIMIT = 20
 MAX_REASON_CHARS = 256
+EFFECT_NAME_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}$")
 MAX_PAGE_SIZE = 100
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
@@ -111,4 +112,5 @@ class Task:
     lease_expires_at_ms: int = 0
     event_seq: int = 0
     traceparent: str = ""  # the submitter's W3C trace context, so a relayed send keeps the trace
+    effects_applied: int = 0  # effects its handler recorded (TaskContext.apply_once)
     events: tuple[TaskEvent, ...] = field(default=())

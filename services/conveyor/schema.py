@@ -8,7 +8,7 @@ Access patterns first (DESIGN.md §1):
 | idempotency look-up by (tenant, key)   | pk=IDEM#<tenant>#<key>, sk=IDEM (TTL `expires_at`) |
 | tenant's tasks, newest first           | GSI by_tenant: gsi1pk=TENANT#<tenant>, gsi1sk=<created> |
 | outbox marks older than N seconds      | sparse GSI outbox: outbox_pk=OUTBOX#<shard>, outbox_at |
-| handler effect ledger (exactly-once)   | pk=EFFECT#<task id>, sk=EFFECT |
+| handler effect ledger (exactly-once)   | pk=EFFECT#<task id>, sk=<effect name> |
 
 Only task items carry the GSI attributes, and `outbox_pk`/`outbox_at` exist only while a task's
 message is not yet known to be on the queue, so the outbox index holds just the pending marks.
@@ -83,3 +83,7 @@ def outbox_pk(shard: int) -> str:
 
 def effect_pk(task_id: str) -> str:
     return f"EFFECT#{task_id}"
+
+
+# On the task item: how many effects its handler recorded (CancelTask refuses once it is set).
+EFFECTS_APPLIED = "effects_applied"

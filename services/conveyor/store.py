@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 
 from conveyor import schema
 from conveyor.aws import AwsClients, cancellation_reasons, error_code, guarded
-from conveyor.domain import Task, TaskEvent, TaskState, check_transition
+from conveyor.domain import EFFECT_NAME_RE, Task, TaskEvent, TaskState, check_transition
 from conveyor.settings import StoreSettings
 
 _ser = TypeSerializer()
@@ -38,6 +38,22 @@ CONFLICT_REASONS = frozenset({"ConditionalCheckFailed", "TransactionConflict"})
 
 class Conflict(Exception):
     """A conditional write found the item changed (state, version or lease): re-read it."""
+
+
+class LeaseLost(Exception):
+    """A write fenced by a lease found the task no longer RUNNING under that lease: it was
+    cancelled, taken over by another worker, or finished. Nothing was written."""
+
+
+class EffectsApplied(Exception):
+    """The task's handler already recorded an effect, so the task can no longer be cancelled:
+    it runs to its end instead (see TaskStore.record_effect)."""
+
+    def __init__(self, task_id: str, count: int) -> None:
+        super().__init__(
+            f"task {task_id} already applied {count} effect(s); it cannot be cancelled now"
+        )
+        self.task_id = task_id
 
 
 class IdempotencyMismatch(Exception):
@@ -103,6 +119,7 @@ def task_from_item(item: Mapping[str, Any], events: tuple[TaskEvent, ...] = ()) 
         lease_expires_at_ms=int(v.get("lease_expires_at", 0)),
         event_seq=int(v.get("event_seq", 0)),
         traceparent=v.get("traceparent", ""),
+        effects_applied=int(v.get(schema.EFFECTS_APPLIED, 0)),
         events=events,
     )
 
@@ -413,13 +430,17 @@ class TaskStore:
         remove: tuple[str, ...] = (),
         lease_owner: str | None = None,
         via: TaskState | None = None,
+        no_effects: bool = False,
         remaining: float | None = None,
     ) -> Task:
         """Move `task` (as last read) to `to`, appending its event(s) in the same transaction.
 
-        `lease_owner` adds the condition that the caller still holds the lease. `via` records an
-        intermediate state that happened but was never written (a worker that receives a task
-        still PENDING records QUEUED then RUNNING, so the history keeps the canonical path).
+        `lease_owner` adds the condition that the caller still holds the lease; `no_effects`
+        the condition that its handler has recorded no effect (record_effect does not change
+        the version, so this is what makes a cancel see an effect recorded meanwhile).
+        `via` records an intermediate state that happened but was never written (a worker that
+        receives a task still PENDING records QUEUED then RUNNING, so the history keeps the
+        canonical path).
         Raises Conflict if the task changed since it was read, IllegalTransition if the state
         machine forbids the move.
         """
@@ -455,6 +476,9 @@ class TaskStore:
             names["#owner"] = "lease_owner"
             expr_values[":owner"] = lease_owner
             condition += " AND #owner = :owner"
+        if no_effects:
+            names["#effects"] = schema.EFFECTS_APPLIED
+            condition += " AND attribute_not_exists(#effects)"
         items = [
             {
                 "Update": {
@@ -485,6 +509,21 @@ class TaskStore:
         self._transact(items, remaining, token=uuid.uuid4().hex)
         # The write succeeded against exactly `task`, so the new item is known without a read.
         return _applied(task, values, to_remove)
+
+    def cancel(self, task: Task, reason: str, remaining: float | None = None) -> Task:
+        """CANCELLED, unless its handler has recorded an effect (EffectsApplied): an effect and
+        a cancel are ordered by DynamoDB on the task item, so once CancelTask answers CANCELLED
+        no effect was, or will be, recorded. Conflict if the task changed since it was read."""
+        if task.effects_applied:
+            raise EffectsApplied(task.task_id, task.effects_applied)
+        return self.transition(
+            task,
+            TaskState.CANCELLED,
+            detail=reason,
+            remove=("lease_owner", "lease_expires_at"),
+            no_effects=True,
+            remaining=remaining,
+        )
 
     def extend_lease(self, task_id: str, owner: str, until_ms: int) -> bool:
         """Push the lease out; False if the task is no longer RUNNING under this owner."""
@@ -526,19 +565,90 @@ class TaskStore:
         return marks[:limit]
 
     # ---- handler effect ledger ----
-    def record_effect(self, task_id: str, effect: str) -> bool:
-        """Apply a handler's effect at most once per task; False if it was applied before."""
-        return self._write_if(
-            "put_item",
-            TableName=self.table,
-            Item=_item(
-                {
-                    schema.PK: schema.effect_pk(task_id),
-                    schema.SK: "EFFECT",
-                    "effect": effect,
-                    "at": now_ms(),
+    def record_effect(self, task_id: str, effect: str, owner: str) -> bool:
+        """Record a handler's effect `effect` exactly once per task, fenced by the lease.
+
+        One transaction: an update of the task item conditional on it being RUNNING under
+        `owner` (the fence; it also counts the effect, which is what CancelTask checks), and the
+        conditional Put of the ledger item keyed by (task id, effect name), which stores
+        `owner`. True: `owner` recorded it, now or in an earlier try whose answer was lost.
+        False: an earlier attempt recorded it. LeaseLost: the fence failed, nothing written.
+
+        A lost response is handled twice over: the ClientRequestToken is derived from (task,
+        effect, owner), so DynamoDB treats botocore's retry as the same transaction for 10
+        minutes; and when a retry does run again (the window passed, or a backend without
+        tokens) and finds the ledger item, the owner stored in it tells whose it is.
+        """
+        if not EFFECT_NAME_RE.match(effect):
+            raise ValueError(f"effect name {effect!r} must match {EFFECT_NAME_RE.pattern}")
+        ledger_key = _item({schema.PK: schema.effect_pk(task_id), schema.SK: effect})
+        items = [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": _item({schema.PK: schema.task_pk(task_id), schema.SK: "TASK"}),
+                    "UpdateExpression": "SET #effects = if_not_exists(#effects, :zero) + :one",
+                    "ConditionExpression": "#state = :running AND #owner = :owner",
+                    "ExpressionAttributeNames": {
+                        "#effects": schema.EFFECTS_APPLIED,
+                        "#state": "state",
+                        "#owner": "lease_owner",
+                    },
+                    "ExpressionAttributeValues": _item(
+                        {":zero": 0, ":one": 1, ":owner": owner, ":running": "RUNNING"}
+                    ),
                 }
-            ),
-            ConditionExpression="attribute_not_exists(#pk)",
-            ExpressionAttributeNames={"#pk": schema.PK},
-        )
+            },
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": {
+                        **ledger_key,
+                        **_item({"task_id": task_id, "owner": owner, "at": now_ms()}),
+                    },
+                    "ConditionExpression": "attribute_not_exists(#pk)",
+                    "ExpressionAttributeNames": {"#pk": schema.PK},
+                }
+            },
+        ]
+        token = str(uuid.uuid5(_EFFECT_TOKENS, f"{task_id}\0{effect}\0{owner}"))
+        for _ in range(5):
+            try:
+                self._call("transact_write_items", TransactItems=items, ClientRequestToken=token)
+                return True
+            except ClientError as exc:
+                if error_code(exc) == "IdempotentParameterMismatchException":
+                    # This attempt called before with the same name (a new timestamp): decide
+                    # by what is recorded.
+                    return self._recorded_by(ledger_key, owner, fenced=False)
+                fence, ledger = _reasons(exc)
+                if ledger == "ConditionalCheckFailed":
+                    return self._recorded_by(ledger_key, owner, fenced=fence is not None)
+                if fence == "ConditionalCheckFailed":
+                    raise LeaseLost(f"task {task_id} is not RUNNING under {owner}") from exc
+                if "TransactionConflict" not in (fence, ledger):
+                    raise
+                # A heartbeat was updating the task item at that moment: try again.
+        raise Conflict(f"task {task_id}: effect {effect!r} kept conflicting")
+
+    def _recorded_by(self, ledger_key: dict[str, Any], owner: str, *, fenced: bool) -> bool:
+        resp = self._call("get_item", TableName=self.table, Key=ledger_key, ConsistentRead=True)
+        if "Item" not in resp:
+            raise Conflict("the effect ledger item vanished")
+        if _plain(resp["Item"]).get("owner") == owner:
+            return True
+        if fenced:
+            raise LeaseLost("the effect was recorded by an earlier attempt and the lease is gone")
+        return False
+
+
+_EFFECT_TOKENS = uuid.UUID("5b0c7d3e-8f51-4c0e-9a57-0b8a3f6c2e11")
+
+
+def _reasons(exc: ClientError) -> tuple[str | None, str | None]:
+    """(task fence, ledger Put) cancellation codes of record_effect's transaction."""
+    if error_code(exc) != "TransactionCanceledException":
+        return None, None
+    codes = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+    codes = [None if c in (None, "None") else str(c) for c in codes] + [None, None]
+    return codes[0], codes[1]

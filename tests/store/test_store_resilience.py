@@ -19,8 +19,8 @@ import pytest
 from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
 from conveyor.aws import TIMEOUT_BUCKETS, AwsClients, DeadlineTooShort, make_breaker
 from conveyor.settings import AwsSettings, StoreSettings
-from conveyor.store import TaskStore
-from store_support import ddb_calls, metric, submit
+from conveyor.store import TaskStore, now_ms
+from store_support import claim, ddb_calls, metric, submit
 
 
 class HangUp:
@@ -219,9 +219,8 @@ def test_answers_that_are_not_faults_never_trip_the_breaker(settings, clients):
     breaker = make_breaker(_settings("http://unused", breaker_failure_threshold=2), dependency)
     store = TaskStore(clients, settings, breaker)
     task_id = uuid.uuid4().hex
-    assert store.record_effect(task_id, "once") is True
     for _ in range(5):
-        assert store.record_effect(task_id, "again") is False  # ConditionalCheckFailed
+        assert store.extend_lease(task_id, "w1", 0) is False  # ConditionalCheckFailed
     missing = TaskStore(clients, StoreSettings(table_name="no-such-table"), breaker)
     for _ in range(3):
         with pytest.raises(Exception, match="ResourceNotFound"):
@@ -290,14 +289,16 @@ def test_deadline_too_short_names_the_service():
 
 
 def test_request_counter_by_outcome(store):
-    success, errors = ddb_calls("PutItem"), ddb_calls("PutItem", "error")
-    task_id = uuid.uuid4().hex
-    store.record_effect(task_id, "x")
-    store.record_effect(task_id, "x")  # ConditionalCheckFailed: an error response
-    store.record_effect(task_id, "x")
-    assert ddb_calls("PutItem") == success + 1
-    assert ddb_calls("PutItem", "error") == errors + 2
-    latency = metric("conveyor_aws_request_seconds_count", service="dynamodb", operation="PutItem")
+    running = claim(store, submit(store), owner="w1")
+    success, errors = ddb_calls("UpdateItem"), ddb_calls("UpdateItem", "error")
+    store.extend_lease(running.task_id, "w1", now_ms() + 1000)
+    store.extend_lease(running.task_id, "w2", 0)  # ConditionalCheckFailed: an error response
+    store.extend_lease(running.task_id, "w2", 0)
+    assert ddb_calls("UpdateItem") == success + 1
+    assert ddb_calls("UpdateItem", "error") == errors + 2
+    latency = metric(
+        "conveyor_aws_request_seconds_count", service="dynamodb", operation="UpdateItem"
+    )
     assert latency >= 3
 
 

@@ -219,15 +219,3 @@ def test_extend_lease_of_a_missing_task_is_false_and_creates_nothing(store, raw)
     items = raw.items()
     assert store.extend_lease(uuid.uuid4().hex, "w1", now_ms()) is False
     assert raw.items() == items
-
-
-# ---- effect ledger ----
-
-
-def test_record_effect_applies_once_per_task(store, raw):
-    task_id = uuid.uuid4().hex
-    assert store.record_effect(task_id, "charged card") is True
-    assert store.record_effect(task_id, "charged card again") is False
-    assert store.record_effect(uuid.uuid4().hex, "other task") is True
-    item = raw.item(f"EFFECT#{task_id}", "EFFECT")
-    assert item is not None and item["effect"] == "charged card"

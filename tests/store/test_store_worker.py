@@ -19,8 +19,8 @@ from conveyor.domain import MAX_ERROR_CHARS, Task, TaskState
 from conveyor.queue import parse
 from conveyor.settings import WorkerSettings
 from conveyor.store import TaskStore
-from conveyor.worker.demo_handlers import HANDLERS
-from conveyor.worker.handlers import PermanentError
+from conveyor.worker.demo_handlers import DOWNSTREAM_DIR, HANDLERS
+from conveyor.worker.handlers import PermanentError, TaskCancelled
 from conveyor.worker.runner import Worker
 from store_support import LEASE, metric, submit
 from support import wait_for
@@ -110,7 +110,7 @@ def test_a_task_runs_once_and_succeeds(store, queue, raw, start_worker):
         (S.QUEUED, S.RUNNING),
         (S.RUNNING, S.SUCCEEDED),
     ]
-    assert raw.item(f"EFFECT#{task.task_id}", "EFFECT") is not None
+    assert raw.item(f"EFFECT#{task.task_id}", "slept") is not None
     wait_for(
         lambda: raw.depth(raw.res.queue_url) == (0, 0), 15, "the message to be deleted", every=0.05
     )
@@ -171,7 +171,7 @@ def test_cancel_while_running_stops_the_handler_at_a_heartbeat(store, queue, raw
     assert time.monotonic() - cancelled_at < 10  # a heartbeat, not the 60 s of work
     final = store.get(task.task_id)
     assert final is not None and final.state == S.CANCELLED
-    assert raw.item(f"EFFECT#{task.task_id}", "EFFECT") is None  # the work never completed
+    assert raw.item(f"EFFECT#{task.task_id}", "slept") is None  # the work never completed
 
 
 def test_a_duplicate_delivery_does_not_run_the_task_twice(store, queue, raw, start_worker):
@@ -324,3 +324,48 @@ def test_a_result_that_is_not_bytes_fails_the_task_and_stores_nothing_unreadable
 
     assert "must return bytes" in failed.last_error
     assert failed.result == b""
+
+
+def test_an_effect_attempted_after_cancel_is_refused(store, queue, raw, start_worker):
+    started, go, outcome = threading.Event(), threading.Event(), []
+
+    def slow_to_notice(ctx: Any) -> bytes:
+        started.set()
+        go.wait(15)  # ignores ctx.stop, as a handler busy in a library call would
+        try:
+            outcome.append(ctx.apply_once("charge"))
+        except TaskCancelled:
+            outcome.append("refused")
+            raise
+        return b""
+
+    worker = start_worker()
+    worker.worker.handlers = {**HANDLERS, "demo.slow": slow_to_notice}
+    task = _enqueue(store, queue, "demo.slow", {})
+    wait_for(started.is_set, 15, "the handler to start")
+    store.cancel(store.get(task.task_id), "cancelled by the client")  # CancelTask returned
+    go.set()
+
+    wait_for(lambda: outcome, 15, "the handler's effect attempt")
+    assert outcome == ["refused"]
+    assert raw.item(f"EFFECT#{task.task_id}", "charge") is None
+    wait_for(
+        lambda: raw.depth(raw.res.queue_url) == (0, 0), 15, "the message to be deleted", every=0.05
+    )
+    assert store.get(task.task_id).state == S.CANCELLED
+
+
+def test_an_external_effect_recorded_then_made_happens_once_across_a_retry(
+    store, queue, raw, start_worker, tmp_path, monkeypatch
+):
+    monkeypatch.setenv(DOWNSTREAM_DIR, str(tmp_path))
+    start_worker()
+    task = _enqueue(store, queue, "demo.charge", {"fail_after_commit": True, "amount": 5})
+
+    done = wait_for(in_state(store, task.task_id, S.SUCCEEDED), 15, "SUCCEEDED")
+
+    assert done.attempts == 2  # attempt 1 recorded the charge, then failed before making it
+    assert json.loads(done.result) == {"charged_now": True}  # made by the retry
+    assert [p.name for p in tmp_path.iterdir()] == [f"{task.task_id}:charge"]
+    assert json.loads((tmp_path / f"{task.task_id}:charge").read_text()) == {"amount": 5.0}
+    assert raw.item(f"EFFECT#{task.task_id}", "charge")["owner"].endswith("/1")

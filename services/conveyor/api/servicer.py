@@ -28,7 +28,7 @@ from conveyor.aws import DeadlineTooShort, is_dependency_fault
 from conveyor.domain import IllegalTransition, Task, TaskState
 from conveyor.queue import TaskQueue, enqueue_dedup_id
 from conveyor.settings import ApiSettings
-from conveyor.store import Conflict, IdempotencyMismatch, TaskStore
+from conveyor.store import Conflict, EffectsApplied, IdempotencyMismatch, TaskStore
 from conveyor.telemetry import metrics
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
@@ -53,7 +53,7 @@ def error_mapping(context: grpc.ServicerContext) -> Iterator[None]:
         _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     except IdempotencyMismatch as exc:
         _abort(context, grpc.StatusCode.ALREADY_EXISTS, str(exc))
-    except IllegalTransition as exc:
+    except (IllegalTransition, EffectsApplied) as exc:
         _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
     except Conflict:
         _abort(context, grpc.StatusCode.ABORTED, "the task changed concurrently; retry")
@@ -211,13 +211,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             if task.state == TaskState.CANCELLED:
                 return pb.CancelTaskResponse(task=convert.task(task))
             try:
-                task = self.store.transition(
-                    task,
-                    TaskState.CANCELLED,
-                    detail=reason,
-                    remove=("lease_owner", "lease_expires_at"),
-                    remaining=self._remaining(context),
-                )
+                task = self.store.cancel(task, reason, self._remaining(context))
             except Conflict:
                 continue  # raced with a worker; decide again on a fresh read
             metrics.tasks_completed_total.labels(task.task_type, "cancelled").inc()

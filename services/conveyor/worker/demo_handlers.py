@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 from conveyor.worker.handlers import Handler, PermanentError, TaskContext
 
@@ -23,12 +25,10 @@ def sleep(ctx: TaskContext) -> bytes:
     completion, the case the effect ledger exists for)."""
     params = _params(ctx)
     seconds = float(params.get("seconds", 0.1))
-    applied = (
-        ctx.apply_once(f"slept on attempt {ctx.attempt}") if params.get("effect_first") else None
-    )
+    applied = ctx.apply_once("slept") if params.get("effect_first") else None
     ctx.wait(seconds)
     if applied is None:
-        applied = ctx.apply_once(f"slept on attempt {ctx.attempt}")
+        applied = ctx.apply_once("slept")
     return json.dumps({"slept": seconds, "applied_now": applied}).encode()
 
 
@@ -39,6 +39,38 @@ def flaky(ctx: TaskContext) -> bytes:
         raise RuntimeError(f"transient failure on attempt {ctx.attempt} of the demo")
     ctx.apply_once("flaky-done")
     return b'{"ok": true}'
+
+
+DOWNSTREAM_DIR = "CONVEYOR_DEMO_DOWNSTREAM_DIR"
+
+
+def _downstream_charge(directory: Path, idempotency_key: str, amount: float) -> bool:
+    """A stand-in for an external service that deduplicates by idempotency key (as payment
+    APIs do): one file per key, created exclusively. False when the key was seen before."""
+    try:
+        fd = os.open(directory / idempotency_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as out:
+        json.dump({"amount": amount}, out)
+    return True
+
+
+def charge(ctx: TaskContext) -> bytes:
+    """An external effect that cannot join the ledger's transaction (handlers.py explains the
+    pattern): record it first, then call downstream with the task's idempotency key, on every
+    attempt. `fail_after_commit` fails the first attempt between the two steps."""
+    params = _params(ctx)
+    directory = os.environ.get(DOWNSTREAM_DIR)
+    if not directory:
+        raise PermanentError(f"demo.charge needs {DOWNSTREAM_DIR}, its downstream's directory")
+    ctx.apply_once("charge")
+    if params.get("fail_after_commit") and ctx.attempt == 1:
+        raise RuntimeError("failed after recording the charge, before making it")
+    charged_now = _downstream_charge(
+        Path(directory), ctx.idempotency_key("charge"), float(params.get("amount", 1.0))
+    )
+    return json.dumps({"charged_now": charged_now}).encode()
 
 
 def poison(ctx: TaskContext) -> bytes:
@@ -56,4 +88,5 @@ HANDLERS: dict[str, Handler] = {
     "demo.flaky": flaky,
     "demo.poison": poison,
     "demo.reject": reject,
+    "demo.charge": charge,
 }

@@ -1,11 +1,30 @@
 """The handler contract: what a task-type handler receives and how it reports failure.
 
 A handler is `Callable[[TaskContext], bytes | str | None]`; the result is stored as bytes (a
-str as UTF-8), at most 64 KiB, and any other type fails the task. Delivery is at-least-once,
-so a handler must make its external effect idempotent: `TaskContext.apply_once` records the effect against
-the task id with a conditional write, so a retry after a crash finds it applied and skips it.
-Raise PermanentError for input that will never succeed (task ends FAILED); any other exception
-is retried with backoff until the attempts run out (task ends DEAD).
+str as UTF-8), at most 64 KiB, and any other type fails the task. Raise PermanentError for
+input that will never succeed (task ends FAILED); any other exception is retried with backoff
+until the attempts run out (task ends DEAD).
+
+Effects. Delivery is at-least-once and a worker can die at any point, so a handler can run
+more than once for a task. `ctx.apply_once(name)` records the effect `name` in the task's
+effect ledger, once per (task, effect name), fenced by this attempt's lease: it returns True to
+the attempt that recorded it, False to any later attempt, and raises TaskCancelled (recording
+nothing) once the task was cancelled or this worker lost its lease. A task with a recorded
+effect can no longer be cancelled (CancelTask answers FAILED_PRECONDITION), so CANCELLED always
+means no effect was recorded, and none will be.
+
+An effect that cannot join the ledger's transaction (a payment API, an e-mail, another
+service) cannot be made atomic with it; make it idempotent downstream instead, with a key that
+is the same on every attempt, `ctx.idempotency_key(name)`, and record it first:
+
+    ctx.apply_once("charge")                    # decide: fenced, seen by CancelTask
+    payments.charge(amount, idempotency_key=ctx.idempotency_key("charge"))  # then do
+
+The ledger write commits the task to the effect; the call is then made on this attempt and on
+any retry (whatever apply_once returned), and the downstream key collapses the repeats. The
+other orders fail: ledger after the call can lose the ledger write (the call happened, then the
+lease was lost or the task cancelled: CANCELLED with an effect), and skipping the call when
+apply_once returns False loses the effect if the first call failed. `demo.charge` shows it.
 """
 
 from __future__ import annotations
@@ -16,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from conveyor.domain import Task
-from conveyor.store import TaskStore
+from conveyor.store import LeaseLost, TaskStore
 
 
 class PermanentError(Exception):
@@ -33,6 +52,7 @@ class TaskContext:
     attempt: int
     stop: threading.Event  # set when the task is cancelled or this worker lost its lease
     store: TaskStore
+    owner: str  # this attempt's lease owner: what fences its effects
 
     def check(self) -> None:
         """Call between steps: raises TaskCancelled once the worker must stop this task."""
@@ -45,8 +65,21 @@ class TaskContext:
             raise TaskCancelled(self.task.task_id)
 
     def apply_once(self, effect: str) -> bool:
-        """Record this task's effect exactly once; False when an earlier attempt applied it."""
-        return self.store.record_effect(self.task.task_id, effect)
+        """Record effect `effect` (a name, unique within the task) exactly once.
+
+        True: this attempt recorded it (also when its first try's answer was lost). False: an
+        earlier attempt did. Raises TaskCancelled when the task was cancelled or this worker
+        lost its lease meanwhile: nothing is recorded then.
+        """
+        try:
+            return self.store.record_effect(self.task.task_id, effect, self.owner)
+        except LeaseLost:
+            self.stop.set()
+            raise TaskCancelled(self.task.task_id) from None
+
+    def idempotency_key(self, effect: str) -> str:
+        """The key to hand downstream for `effect`: the same on every attempt of this task."""
+        return f"{self.task.task_id}:{effect}"
 
 
 Handler = Callable[[TaskContext], bytes | str | None]
