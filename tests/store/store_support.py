@@ -6,15 +6,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import urllib3
 from boto3.dynamodb.types import TypeDeserializer
-from botocore.exceptions import ConnectionClosedError
-from conveyor.aws import AwsClients
 from conveyor.domain import Task, TaskState
 from conveyor.store import TaskStore, now_ms
 from prometheus_client import REGISTRY
@@ -178,47 +173,3 @@ def succeeded(store: TaskStore, task: Task) -> Task:
     return store.transition(
         running, TaskState.SUCCEEDED, set_values={"result": b"ok"}, remove=LEASE
     )
-
-
-@contextmanager
-def on_aws_event(clients: AwsClients, event: str, handler: Callable[..., Any]) -> Iterator[None]:
-    """Register a botocore event handler (e.g. `before-send.dynamodb.TransactWriteItems`) on
-    every client `clients` hands out while the block runs, already cached or created meanwhile:
-    a fault injected by botocore's own machinery, with the real emulator behind it."""
-    create = clients._create
-    touched = list(clients._clients.values())
-
-    def create_with_handler(*args: Any, **kwargs: Any) -> Any:
-        client = create(*args, **kwargs)
-        client.meta.events.register(event, handler)
-        touched.append(client)
-        return client
-
-    for client in touched:
-        client.meta.events.register(event, handler)
-    clients._create = create_with_handler  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        clients._create = create  # type: ignore[method-assign]
-        for client in touched:
-            client.meta.events.unregister(event, handler)
-
-
-def lose_responses(count: int = 1) -> tuple[Callable[..., Any], list[int]]:
-    """A `before-send` handler that sends the request itself, so the write lands, and then
-    raises ConnectionClosedError in place of its response, so botocore retries it (the first
-    `count` requests). Returns the handler and a list that counts the responses it lost."""
-    http = urllib3.PoolManager()
-    lost: list[int] = []
-
-    def handler(request: Any, **_: Any) -> None:
-        if len(lost) >= count:
-            return None
-        response = http.request(
-            request.method, request.url, body=request.body, headers=dict(request.headers)
-        )
-        lost.append(response.status)
-        raise ConnectionClosedError(endpoint_url=request.url)
-
-    return handler, lost

@@ -5,9 +5,10 @@ against CancelTask on the task item."""
 from __future__ import annotations
 
 import pytest
+from conveyor import faults
 from conveyor.domain import TaskState
 from conveyor.store import Conflict, EffectsApplied, LeaseLost
-from store_support import claim, lose_responses, on_aws_event, submit
+from store_support import claim, submit
 
 S = TaskState
 
@@ -50,17 +51,14 @@ def test_the_ledger_write_is_fenced_by_the_lease(store, raw, fenced_off):
     assert store.get(task.task_id).effects_applied == 0
 
 
-def test_a_lost_response_is_still_this_attempts_effect(store, raw, clients):
+def test_a_lost_response_is_still_this_attempts_effect(store, raw):
     running = claim(store, submit(store), owner="w1/m/1")
-    lose, lost = lose_responses(1)
 
-    with (
-        on_aws_event(clients, "before-send.dynamodb.TransactWriteItems", lose),
-        on_aws_event(clients, "before-send.dynamodb.PutItem", lose),
-    ):
+    # The first try lands and its answer is thrown away; botocore sends it again.
+    with faults.armed("dynamodb.TransactWriteItems=lost count=1") as plan:
         applied = store.record_effect(running.task_id, "charge", "w1/m/1")
 
-    assert lost == [200]  # the first try landed, and its answer was thrown away
+    assert [r.hits for r in plan.rules] == [1]
     assert applied is True  # botocore's retry is the same write, not an earlier attempt's
     assert list(_ledger(raw, running.task_id)) == ["charge"]
     assert store.get(running.task_id).effects_applied == 1
