@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from conveyor import faults
 from conveyor.domain import MAX_ERROR_CHARS, Task, TaskState
 from conveyor.queue import parse
 from conveyor.settings import WorkerSettings
@@ -26,6 +27,7 @@ from store_support import LEASE, metric, submit
 from support import wait_for
 
 S = TaskState
+TERMINAL_STATES = {s.value for s in TaskState if s.terminal}
 
 
 def in_state(store: TaskStore, task_id: str, state: TaskState) -> Callable[[], Task | None]:
@@ -214,40 +216,6 @@ def test_shutdown_hands_an_unfinished_task_back(store, queue, raw, start_worker)
     assert raw.depth(raw.res.queue_url) == (1, 0)  # visible again for another worker
 
 
-def _throttle_once(store: TaskStore, target: TaskState) -> list[TaskState]:
-    """Make the store's next write to `target` fail like a throttled DynamoDB call would."""
-    from botocore.exceptions import ClientError
-
-    real = store.transition
-    failed: list[TaskState] = []
-
-    def transition(task: Task, to: TaskState, **kwargs: Any) -> Task:
-        if to == target and not failed:
-            failed.append(to)
-            raise ClientError(
-                {"Error": {"Code": "ThrottlingException", "Message": "slow down"}},
-                "TransactWriteItems",
-            )
-        return real(task, to, **kwargs)
-
-    store.transition = transition  # type: ignore[method-assign]
-    return failed
-
-
-def test_a_failed_write_of_the_outcome_is_retried_not_taken_for_a_handler_failure(
-    store, queue, raw, start_worker
-):
-    throttled = _throttle_once(store, S.SUCCEEDED)
-    start_worker()
-    task = _enqueue(store, queue, "demo.sleep", {"seconds": 0}, max_attempts=1)
-
-    done = wait_for(in_state(store, task.task_id, S.SUCCEEDED), 15, "SUCCEEDED")
-
-    assert throttled == [S.SUCCEEDED]  # the fault did happen
-    assert done.attempts == 1
-    assert raw.depth(raw.res.dlq_url) == (0, 0)  # not dead-lettered
-
-
 def test_a_result_over_the_limit_fails_the_task(store, queue, start_worker):
     from conveyor.domain import MAX_RESULT_BYTES
 
@@ -369,3 +337,31 @@ def test_an_external_effect_recorded_then_made_happens_once_across_a_retry(
     assert [p.name for p in tmp_path.iterdir()] == [f"{task.task_id}:charge"]
     assert json.loads((tmp_path / f"{task.task_id}:charge").read_text()) == {"amount": 5.0}
     assert raw.item(f"EFFECT#{task.task_id}", "charge")["owner"].endswith("/1")
+
+
+def test_an_outcome_whose_write_fails_for_a_while_is_recorded_not_dead_lettered(
+    store, queue, raw, start_worker, tmp_path
+):
+    # Lease 2 s: the outcome write fails for longer than half a lease, and on the last attempt.
+    flag = tmp_path / "throttled"
+
+    def succeed_into_throttling(ctx: Any) -> bytes:
+        flag.touch()
+        threading.Timer(3.0, flag.unlink).start()
+        return b"done"
+
+    with faults.armed(f"dynamodb.TransactWriteItems=throttle while={flag}") as plan:
+        worker = start_worker()
+        worker.worker.handlers = {**HANDLERS, "demo.last": succeed_into_throttling}
+        task = _enqueue(store, queue, "demo.last", {}, max_attempts=1)
+        # Raw reads: the store's own breaker opens under the throttling, as it should.
+        final = wait_for(
+            lambda: (item := raw.task_item(task.task_id))["state"] in TERMINAL_STATES and item,
+            40,
+            "a terminal state",
+        )
+
+    assert plan.rules[0].hits > 0  # the fault did happen
+    assert (final["state"], final["attempts"]) == ("SUCCEEDED", 1)
+    assert bytes(final["result"]) == b"done"
+    assert raw.depth(raw.res.dlq_url) == (0, 0)  # not dead-lettered

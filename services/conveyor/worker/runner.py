@@ -66,8 +66,15 @@ def _as_bytes(result: object) -> bytes:
 class _InFlight:
     message: Message
     owner: str
+    held_until: float  # monotonic time the message turns visible unless the heartbeat extends it
     stop: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)  # handed back
+
+    def holds_message(self) -> bool:
+        """Whether no other delivery can act on the task yet: the message is still invisible
+        and was not handed back."""
+        return not self.released.is_set() and time.monotonic() < self.held_until
 
 
 class Worker:
@@ -89,15 +96,6 @@ class Worker:
         # being claimed too, not only those already registered as in flight.
         self._active = 0
         self._idle = threading.Condition(self._lock)
-        # Recording an outcome survives a dependency blip: retried while the heartbeat still
-        # holds the lease, instead of mistaking the failed write for a failed handler.
-        self._record = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(is_dependency_fault)
-            | tenacity.retry_if_exception_type(pybreaker.CircuitBreakerError),
-            wait=tenacity.wait_random_exponential(multiplier=0.2, max=2.0),
-            stop=tenacity.stop_after_delay(settings.lease_seconds / 2),
-            reraise=True,
-        )
         metrics.worker_concurrency_limit.set(settings.worker_concurrency)
 
     # ---- the loop ----
@@ -167,10 +165,13 @@ class Worker:
         with self._lock:
             self._active += 1
         threading.Thread(
-            target=self._run_message, args=(message,), name=f"task-{message.task_id}", daemon=True
+            target=self._run_message,
+            args=(message, time.monotonic()),
+            name=f"task-{message.task_id}",
+            daemon=True,
         ).start()
 
-    def _run_message(self, message: Message) -> None:
+    def _run_message(self, message: Message, received_at: float) -> None:
         parent = propagate.extract(message.attributes)
         try:
             with tracer.start_as_current_span(
@@ -185,7 +186,7 @@ class Worker:
                     "conveyor.task_type": message.task_type,
                 },
             ):
-                self._process(message)
+                self._process(message, received_at)
         except Exception:
             log.exception("task processing failed; the message will be redelivered")
         finally:
@@ -195,7 +196,7 @@ class Worker:
                 self._idle.notify_all()
 
     # ---- one message ----
-    def _process(self, message: Message) -> None:
+    def _process(self, message: Message, received_at: float) -> None:
         for _ in range(3):
             task = self.store.get(message.task_id)
             if task is None:
@@ -235,12 +236,12 @@ class Worker:
                 metrics.task_queue_delay_seconds.labels(task.task_type).observe(
                     max(0.0, (now - task.created_at_ms) / 1000)
                 )
-            self._run_claimed(message, task, owner, attempt)
+            held_until = received_at + self.settings.visibility_timeout_seconds
+            self._run_claimed(_InFlight(message, owner, held_until), task, attempt)
             return
         log.warning("gave up claiming after repeated conflicts", extra={"task_id": message.task_id})
 
-    def _run_claimed(self, message: Message, task: Task, owner: str, attempt: int) -> None:
-        item = _InFlight(message, owner)
+    def _run_claimed(self, item: _InFlight, task: Task, attempt: int) -> None:
         with self._lock:
             self._inflight[task.task_id] = item
         metrics.worker_inflight_tasks.inc()
@@ -283,7 +284,7 @@ class Worker:
         except Exception as exc:
             error = bounded_error(f"{type(exc).__name__}: {exc}")
             if attempt >= task.max_attempts:
-                return self._dead(item.message, task, error, owner=item.owner)
+                return self._dead(item.message, task, error, item)
             return self._retry(item, task, error, attempt)
         return self._settle(item, task, TaskState.SUCCEEDED, {"result": result}, "")
 
@@ -313,9 +314,11 @@ class Worker:
             except Exception:
                 log.exception("heartbeat could not extend the lease")
             try:
+                sent = time.monotonic()
                 self.queue.set_visibility(
                     item.message.receipt_handle, self.settings.visibility_timeout_seconds
                 )
+                item.held_until = sent + self.settings.visibility_timeout_seconds
             except Exception:
                 log.exception("heartbeat could not extend the message's visibility")
 
@@ -324,7 +327,7 @@ class Worker:
         self, item: _InFlight, task: Task, to: TaskState, values: dict[str, Any], detail: str
     ) -> str:
         try:
-            self._leave_running(task, to, item.owner, detail or "completed", values)
+            self._leave_running(task, to, detail or "completed", values, item)
         except Conflict:
             return self._after_stop(item.message, task)
         metrics.tasks_completed_total.labels(task.task_type, to.value.lower()).inc()
@@ -348,19 +351,41 @@ class Worker:
             return "cancelled"
         return "lost_lease"
 
+    def _retrying(self, item: _InFlight | None) -> tenacity.Retrying:
+        """Retries, on dependency faults, of a write that records an outcome: a failed write
+        is not a failed handler. For a task in flight they go on for as long as this worker
+        holds its message, since no other delivery can act on the task meanwhile (a handler
+        that succeeded on its last attempt must not end DEAD because DynamoDB throttled for
+        a while); otherwise for half a lease."""
+        stop: Any = tenacity.stop_after_delay(self.settings.lease_seconds / 2)
+        if item is not None:
+            stop = lambda _: not item.holds_message()  # noqa: E731
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_exception(is_dependency_fault)
+            | tenacity.retry_if_exception_type(pybreaker.CircuitBreakerError),
+            wait=tenacity.wait_random_exponential(multiplier=0.2, max=2.0),
+            stop=stop,
+            reraise=True,
+        )
+
     def _leave_running(
-        self, task: Task, to: TaskState, owner: str | None, detail: str, values: dict[str, Any]
+        self,
+        task: Task,
+        to: TaskState,
+        detail: str,
+        values: dict[str, Any],
+        item: _InFlight | None = None,
     ) -> Task:
-        """Record `task`'s move out of RUNNING (conditional on still holding its lease, when
-        `owner` is given), dropping the lease; retried on dependency faults."""
-        return self._record(
+        """Record `task`'s move out of RUNNING (conditional on `item`'s lease, when given),
+        dropping the lease; retried on dependency faults."""
+        return self._retrying(item)(
             self.store.transition,
             task,
             to,
             detail=detail,
             set_values=values,
             remove=LEASE_ATTRIBUTES,
-            lease_owner=owner,
+            lease_owner=item.owner if item is not None else None,
         )
 
     def _retry(self, item: _InFlight, task: Task, error: str, attempt: int) -> str:
@@ -369,11 +394,7 @@ class Worker:
         )
         try:
             self._leave_running(
-                task,
-                TaskState.QUEUED,
-                item.owner,
-                f"retry in {delay}s: {error}",
-                {"last_error": error},
+                task, TaskState.QUEUED, f"retry in {delay}s: {error}", {"last_error": error}, item
             )
         except Conflict:
             return self._after_stop(item.message, task)
@@ -383,17 +404,17 @@ class Worker:
             log.warning("could not delay the retry; it comes back after the visibility timeout")
         return "retry"
 
-    def _dead(self, message: Message, task: Task, error: str, owner: str | None = None) -> str:
+    def _dead(self, message: Message, task: Task, error: str, item: _InFlight | None = None) -> str:
         """Dead-letter first, then record DEAD: a crash in between re-runs this, never loses it."""
-        if owner is not None:
+        if item is not None:
             fresh = self.store.get(task.task_id)
-            if fresh is None or fresh.state != TaskState.RUNNING or fresh.lease_owner != owner:
+            if fresh is None or fresh.state != TaskState.RUNNING or fresh.lease_owner != item.owner:
                 # Cancelled or taken over meanwhile: no DLQ message for a task that is not ours.
                 return self._after_stop(message, task)
-        self._record(self.queue.dead_letter, task, error)
+        self._retrying(item)(self.queue.dead_letter, task, error)
         try:
             self._leave_running(
-                task, TaskState.DEAD, owner, f"attempts exhausted: {error}", {"last_error": error}
+                task, TaskState.DEAD, f"attempts exhausted: {error}", {"last_error": error}, item
             )
         except Conflict:
             fresh = self.store.get(task.task_id)
@@ -407,18 +428,20 @@ class Worker:
     def _hand_back(self, item: _InFlight) -> None:
         """Grace period over: give the task and its message back for another worker."""
         item.stop.set()
+        item.released.set()
         task = self.store.get(item.message.task_id)
         if task is None or task.state != TaskState.RUNNING or task.lease_owner != item.owner:
             return
         try:
             # The interrupted attempt does not count: a deploy must not use up a task's last
             # attempt (a crash, which cannot hand back, does count).
-            self._leave_running(
+            self.store.transition(
                 task,
                 TaskState.QUEUED,
-                item.owner,
-                "worker shut down before the task finished",
-                {"attempts": max(0, task.attempts - 1)},
+                detail="worker shut down before the task finished",
+                set_values={"attempts": max(0, task.attempts - 1)},
+                remove=LEASE_ATTRIBUTES,
+                lease_owner=item.owner,
             )
             self.queue.set_visibility(item.message.receipt_handle, 0)
         except Exception:
