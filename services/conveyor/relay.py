@@ -17,6 +17,7 @@ import contextlib
 import logging
 import sys
 import threading
+import time
 
 from conveyor.domain import TaskState
 from conveyor.process import serve
@@ -41,6 +42,7 @@ class Relay:
         self.settings = settings
         self.store = store
         self.queue = queue
+        self._next_dlq_scan = 0.0  # monotonic
 
     def run(self, stop: threading.Event) -> None:
         while True:
@@ -55,7 +57,9 @@ class Relay:
         """One pass: relay stale marks, refresh gauges, compensate DLQ. Returns tasks relayed."""
         relayed = self.relay_stale_marks()
         self.export_queue_depths()
-        self.compensate_dlq()
+        if time.monotonic() >= self._next_dlq_scan:
+            self._next_dlq_scan = time.monotonic() + self.settings.dlq_scan_interval_seconds
+            self.compensate_dlq()
         return relayed
 
     def relay_stale_marks(self) -> int:
@@ -94,11 +98,18 @@ class Relay:
         """Mark DEAD every non-terminal task whose message the redrive policy moved to the DLQ,
         and re-file such messages under the task's own message group, as the worker files the
         messages of the tasks it dead-letters: otherwise, FIFO would hide every later message
-        of that group behind it. Returns the tasks marked DEAD."""
+        of that group behind it. Returns the tasks marked DEAD.
+
+        It reads the whole DLQ (up to CONVEYOR_DLQ_SCAN_LIMIT), not a batch: dead letters stay
+        there until an operator acts, so a batch would be the same dead letters every time and
+        a message the redrive policy moved there later would never be looked at."""
         compensated = 0
         looked_at = []  # messages to give back now; re-filed ones are deleted instead
         try:
-            for raw in self.queue.peek(self.settings.relay_batch_size, queue=QUEUE_DLQ):
+            limit = self.settings.dlq_scan_limit
+            # Held until the scan ends (10 per receive, well under 0.1 s each): a message that
+            # came back mid-scan would end the scan early.
+            for raw in self.queue.peek(limit, queue=QUEUE_DLQ, hold_seconds=max(30, limit // 100)):
                 try:
                     message = parse(raw)
                 except MalformedMessage:

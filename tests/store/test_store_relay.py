@@ -124,3 +124,34 @@ def test_relay_finishes_a_redrive_that_died_before_its_send(relay, store, raw):
     assert message["Attributes"]["MessageDeduplicationId"] == f"{dead.task_id}.v{pending.version}"
     final = store.get(dead.task_id)
     assert final is not None and (final.state, final.attempts) == (S.QUEUED, 0)
+
+
+def _relay_with(settings, store, queue, **overrides) -> Relay:
+    values = {
+        "AWS_REGION": settings.aws_region,
+        "AWS_ENDPOINT_URL": settings.aws_endpoint_url,
+        "table_name": settings.table_name,
+        "queue_url": settings.queue_url,
+        "dlq_url": settings.dlq_url,
+        "metrics_listen": "127.0.0.1:0",
+        **overrides,
+    }
+    return Relay(RelaySettings(**values), store, queue)  # type: ignore[arg-type]
+
+
+def test_compensator_still_sees_new_arrivals_behind_a_full_batch_of_dead_letters(
+    settings, store, queue, raw
+):
+    relay = _relay_with(settings, store, queue, relay_batch_size=3)
+    for _ in range(3):  # as many dead letters as one batch, waiting for an operator
+        task = claim(store, submit(store, task_type="demo.poison"))
+        dead = store.transition(task, S.DEAD, remove=("lease_owner", "lease_expires_at"))
+        queue.dead_letter(dead, "boom")
+    assert relay.compensate_dlq() == 0
+    stuck = claim(store, submit(store))  # then the redrive policy moves one more message
+    queue.send(stuck.task_id, stuck.task_type, queue=QUEUE_DLQ)
+
+    assert relay.compensate_dlq() == 1
+
+    assert store.get(stuck.task_id).state == S.DEAD
+    assert raw.depth(raw.res.dlq_url) == (4, 0)  # every dead letter visible to operators again
