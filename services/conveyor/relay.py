@@ -18,6 +18,8 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from conveyor.domain import TaskState
 from conveyor.process import serve
@@ -35,6 +37,7 @@ from conveyor.store import Conflict, TaskStore, now_ms
 from conveyor.telemetry import metrics
 
 log = logging.getLogger("conveyor.relay")
+T = TypeVar("T")
 
 
 class Relay:
@@ -46,21 +49,29 @@ class Relay:
 
     def run(self, stop: threading.Event) -> None:
         while True:
-            try:
-                self.sweep()
-            except Exception:
-                log.exception("relay sweep failed; trying again next interval")
+            self.sweep()
             if stop.wait(self.settings.relay_interval_seconds):
                 return
 
     def sweep(self) -> int:
-        """One pass: relay stale marks, refresh gauges, compensate DLQ. Returns tasks relayed."""
-        relayed = self.relay_stale_marks()
-        self.export_queue_depths()
+        """One pass: relay stale marks, refresh gauges, compensate DLQ. Returns tasks relayed.
+
+        Each part runs even when another failed (an outbox query that fails in a DynamoDB
+        brownout must not stop the SQS gauges the alerts read, nor the DLQ compensation)."""
+        relayed = self._part("relaying stale outbox marks", self.relay_stale_marks) or 0
+        self._part("exporting queue depths", self.export_queue_depths)
         if time.monotonic() >= self._next_dlq_scan:
             self._next_dlq_scan = time.monotonic() + self.settings.dlq_scan_interval_seconds
-            self.compensate_dlq()
+            self._part("compensating the DLQ", self.compensate_dlq)
         return relayed
+
+    @staticmethod
+    def _part(what: str, step: Callable[[], T]) -> T | None:
+        try:
+            return step()
+        except Exception:
+            log.exception("relay sweep: %s failed; trying again next sweep", what)
+            return None
 
     def relay_stale_marks(self) -> int:
         now = now_ms()

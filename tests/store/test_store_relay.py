@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from conveyor import faults
 from conveyor.domain import TaskState
 from conveyor.queue import QUEUE_DLQ
 from conveyor.relay import Relay
 from conveyor.settings import RelaySettings
+from conveyor.telemetry import metrics
 from store_support import claim, metric, submit
 
 S = TaskState
@@ -155,3 +157,16 @@ def test_compensator_still_sees_new_arrivals_behind_a_full_batch_of_dead_letters
 
     assert store.get(stuck.task_id).state == S.DEAD
     assert raw.depth(raw.res.dlq_url) == (4, 0)  # every dead letter visible to operators again
+
+
+def test_a_failing_sweep_part_does_not_skip_the_others(settings, store, queue, raw):
+    relay = _relay_with(settings, store, queue)
+    stuck = claim(store, submit(store))
+    queue.send(stuck.task_id, stuck.task_type, queue=QUEUE_DLQ)
+    metrics.queue_messages.labels("dlq", "visible").set(-1)  # not exported yet
+
+    with faults.armed("dynamodb.Query=error"):  # the outbox-mark query, the sweep's first part
+        relay.sweep()
+
+    assert store.get(stuck.task_id).state == S.DEAD  # the DLQ compensation still ran
+    assert metric("conveyor_queue_messages", queue="dlq", state="visible") >= 0  # gauges too
