@@ -32,6 +32,8 @@ class EcsServicesArgs:
     api_target_group_arn: pulumi.Input[str]
     api_listener: aws.lb.Listener
     api_secrets: Mapping[str, pulumi.Input[str]]
+    # Per service: what its tasks need to start (role policies, routes, endpoints, logs, secrets).
+    start_dependencies: Mapping[str, Sequence[pulumi.Resource]]
 
 
 def fargate_task_definition(
@@ -130,6 +132,7 @@ class EcsServices(pulumi.ComponentResource):
                     "assign_public_ip": False,
                 },
                 deployment_circuit_breaker={"enable": True, "rollback": True},
+                wait_for_steady_state=True,
                 deployment_minimum_healthy_percent=100,
                 deployment_maximum_percent=200,
                 enable_ecs_managed_tags=True,
@@ -148,7 +151,10 @@ class EcsServices(pulumi.ComponentResource):
                 health_check_grace_period_seconds=60 if is_api else None,
                 opts=pulumi.ResourceOptions(
                     parent=self,
-                    depends_on=[args.api_listener] if is_api else [],
+                    depends_on=[
+                        *args.start_dependencies[service],
+                        *([args.api_listener] if is_api else []),
+                    ],
                     ignore_changes=["desiredCount"] if service in AUTOSCALED else [],
                 ),
             )

@@ -50,6 +50,8 @@ def ecs_tasks_trust_policy(account_id: pulumi.Input[str], region: str) -> pulumi
 class ServiceIam(pulumi.ComponentResource):
     execution_role: aws.iam.Role
     task_role: aws.iam.Role
+    # A task started before its roles' policies exist cannot pull, log or read its secrets.
+    policies: list[aws.iam.RolePolicy]
 
     def __init__(
         self, name: str, args: ServiceIamArgs, opts: pulumi.ResourceOptions | None = None
@@ -58,6 +60,7 @@ class ServiceIam(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         trust = ecs_tasks_trust_policy(args.account_id, args.region)
         roles = {}
+        self.policies = []
         for kind, statements in (
             ("execution", args.execution_statements),
             ("task", args.task_statements),
@@ -70,7 +73,7 @@ class ServiceIam(pulumi.ComponentResource):
                 assume_role_policy=trust,
                 opts=child,
             )
-            aws.iam.RolePolicy(
+            policy = aws.iam.RolePolicy(
                 f"{name}-{kind}-policy",
                 name=role_name,
                 role=role.name,
@@ -78,6 +81,7 @@ class ServiceIam(pulumi.ComponentResource):
                 opts=child,
             )
             roles[kind] = role
+            self.policies.append(policy)
         self.execution_role = roles["execution"]
         self.task_role = roles["task"]
         self.register_outputs(

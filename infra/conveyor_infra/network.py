@@ -4,6 +4,7 @@ security groups per role, and VPC endpoints so AWS API traffic stays off the NAT
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
@@ -59,6 +60,9 @@ class Network(pulumi.ComponentResource):
     public_subnet_ids: list[pulumi.Output[str]]
     load_balancer_sg: aws.ec2.SecurityGroup
     service_sgs: dict[str, aws.ec2.SecurityGroup]
+    # What a task needs before it can start: its egress routes and the VPC endpoints.
+    private_routes: list[pulumi.Resource]
+    endpoints: list[aws.ec2.VpcEndpoint]
 
     def __init__(
         self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None
@@ -87,6 +91,10 @@ class Network(pulumi.ComponentResource):
 
         self.public_subnet_ids = []
         self.private_subnet_ids = []
+        self.private_routes = []
+        self.endpoints = []
+        self._args = args
+        self._name = name
         private_route_table_ids = []
         nat_ids: list[pulumi.Output[str]] = []
         for index in range(args.availability_zones):
@@ -132,7 +140,7 @@ class Network(pulumi.ComponentResource):
                 tags={"Name": f"{args.name_prefix}-private-{index}"},
                 opts=child,
             )
-            aws.ec2.RouteTableAssociation(
+            association = aws.ec2.RouteTableAssociation(
                 f"{name}-private-{index}-association",
                 subnet_id=private.id,
                 route_table_id=routes.id,
@@ -141,6 +149,8 @@ class Network(pulumi.ComponentResource):
             self.public_subnet_ids.append(public.id)
             self.private_subnet_ids.append(private.id)
             private_route_table_ids.append(routes.id)
+            self.private_routes += [routes, association]
+        self._private_route_table_ids = private_route_table_ids
 
         self.load_balancer_sg = aws.ec2.SecurityGroup(
             f"{name}-nlb",
@@ -197,7 +207,7 @@ class Network(pulumi.ComponentResource):
         self.service_sgs[TRACE_GATEWAY] = aws.ec2.SecurityGroup(
             f"{name}-{TRACE_GATEWAY}",
             name=f"{args.name_prefix}-{TRACE_GATEWAY}",
-            description="Trace gateway: OTLP from the service tasks' sidecars",
+            description="Trace gateway: OTLP from the sidecars of the service tasks",
             vpc_id=self.vpc.id,
             ingress=[
                 aws.ec2.SecurityGroupIngressArgs(
@@ -210,7 +220,7 @@ class Network(pulumi.ComponentResource):
             egress=[_egress_https()],
             opts=child,
         )
-        endpoints_sg = aws.ec2.SecurityGroup(
+        self._endpoints_sg = aws.ec2.SecurityGroup(
             f"{name}-endpoints",
             name=f"{args.name_prefix}-endpoints",
             description="HTTPS from the tasks to the interface VPC endpoints",
@@ -225,26 +235,40 @@ class Network(pulumi.ComponentResource):
             ],
             opts=child,
         )
-        for service in INTERFACE_ENDPOINTS:
-            aws.ec2.VpcEndpoint(
-                f"{name}-{service.replace('.', '-')}-endpoint",
-                vpc_id=self.vpc.id,
-                service_name=f"com.amazonaws.{args.region}.{service}",
-                vpc_endpoint_type="Interface",
-                private_dns_enabled=True,
-                subnet_ids=self.private_subnet_ids,
-                security_group_ids=[endpoints_sg.id],
-                opts=child,
-            )
-        for service in GATEWAY_ENDPOINTS:
-            aws.ec2.VpcEndpoint(
-                f"{name}-{service}-endpoint",
-                vpc_id=self.vpc.id,
-                service_name=f"com.amazonaws.{args.region}.{service}",
-                vpc_endpoint_type="Gateway",
-                route_table_ids=private_route_table_ids,
-                opts=child,
-            )
         self.register_outputs(
             {"vpc_id": self.vpc.id, "private_subnet_ids": self.private_subnet_ids}
         )
+
+    def add_endpoints(self, policies: Mapping[str, pulumi.Input[str]]) -> None:
+        """The VPC endpoints, each with its endpoint policy (`policies[service]`, JSON): declared
+        once the policies' ARNs exist, which depend on resources that need the network."""
+        missing = set(INTERFACE_ENDPOINTS + GATEWAY_ENDPOINTS) - set(policies)
+        if missing:
+            raise ValueError(f"no endpoint policy for {sorted(missing)}")
+        child = pulumi.ResourceOptions(parent=self)
+        for service in INTERFACE_ENDPOINTS:
+            self.endpoints.append(
+                aws.ec2.VpcEndpoint(
+                    f"{self._name}-{service.replace('.', '-')}-endpoint",
+                    vpc_id=self.vpc.id,
+                    service_name=f"com.amazonaws.{self._args.region}.{service}",
+                    vpc_endpoint_type="Interface",
+                    private_dns_enabled=True,
+                    subnet_ids=self.private_subnet_ids,
+                    security_group_ids=[self._endpoints_sg.id],
+                    policy=policies[service],
+                    opts=child,
+                )
+            )
+        for service in GATEWAY_ENDPOINTS:
+            self.endpoints.append(
+                aws.ec2.VpcEndpoint(
+                    f"{self._name}-{service}-endpoint",
+                    vpc_id=self.vpc.id,
+                    service_name=f"com.amazonaws.{self._args.region}.{service}",
+                    vpc_endpoint_type="Gateway",
+                    route_table_ids=self._private_route_table_ids,
+                    policy=policies[service],
+                    opts=child,
+                )
+            )

@@ -9,7 +9,7 @@ Values may be Pulumi Inputs; `iam.py` turns the documents into JSON.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,8 +75,18 @@ def task_role_statements(service: str, arns: DataPlaneArns) -> list[dict[str, An
             _allow("OutboxMarks", ["dynamodb:Query"], [arns.outbox_index]),
             _allow("Enqueue", ["sqs:SendMessage"], [arns.queue]),
             _allow("QueueDepths", ["sqs:GetQueueAttributes"], [arns.queue, arns.dlq]),
-            # The DLQ compensator peeks (visibility 0) and marks stranded tasks DEAD.
-            _allow("DlqCompensation", ["sqs:ReceiveMessage"], [arns.dlq]),
+            # The DLQ compensator peeks (hides, then unhides), marks stranded tasks DEAD and
+            # re-files their messages under the task's own group (send, then delete).
+            _allow(
+                "DlqCompensation",
+                [
+                    "sqs:ReceiveMessage",
+                    "sqs:ChangeMessageVisibility",
+                    "sqs:SendMessage",
+                    "sqs:DeleteMessage",
+                ],
+                [arns.dlq],
+            ),
         ],
         "worker": [
             _allow("TaskTable", TABLE_ACTIONS, [arns.table]),
@@ -131,3 +141,51 @@ def execution_role_statements(
         }
         statements.append(key)
     return statements
+
+
+# Which IAM action prefix each VPC endpoint carries (ECR's API and registry endpoints both
+# authorise as `ecr:`); S3 carries only ECR's image layers.
+ENDPOINT_ACTION_PREFIXES = {
+    "sqs": "sqs:",
+    "secretsmanager": "secretsmanager:",
+    "ecr.api": "ecr:",
+    "ecr.dkr": "ecr:",
+    "logs": "logs:",
+    "dynamodb": "dynamodb:",
+}
+
+
+def ecr_layer_bucket_arn(region: str) -> str:
+    """Where ECR serves image layers from (AWS's documented S3 endpoint policy for ECR)."""
+    return f"arn:aws:s3:::prod-{region}-starport-layer-bucket/*"
+
+
+def _sid(*parts: str) -> str:
+    return "".join(re.sub(r"[^A-Za-z0-9]", "", p.title()) for p in parts)
+
+
+def endpoint_policy_documents(
+    region: str,
+    account_id: Any,
+    role_statements: Mapping[str, Sequence[dict[str, Any]]],
+) -> dict[str, dict[str, Any]]:
+    """One endpoint policy per VPC endpoint: exactly the grants of this stack's roles
+    (`role_statements`: role label -> statements) for that endpoint's service, for principals
+    of this account; the S3 endpoint only lets ECR image layers through."""
+    documents: dict[str, dict[str, Any]] = {}
+    for endpoint, prefix in ENDPOINT_ACTION_PREFIXES.items():
+        statements = []
+        for role, role_grants in sorted(role_statements.items()):
+            for grant in role_grants:
+                actions = [a for a in grant["Action"] if a.startswith(prefix)]
+                if not actions:
+                    continue
+                statement = _allow(_sid(role, grant["Sid"]), actions, grant["Resource"])
+                statement["Principal"] = "*"
+                statement["Condition"] = {"StringEquals": {"aws:PrincipalAccount": account_id}}
+                statements.append(statement)
+        documents[endpoint] = document(statements)
+    layers = _allow("EcrImageLayers", ["s3:GetObject"], [ecr_layer_bucket_arn(region)])
+    layers["Principal"] = "*"
+    documents["s3"] = document([layers])
+    return documents

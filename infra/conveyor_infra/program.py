@@ -27,6 +27,7 @@ from conveyor_infra.network import Network, NetworkArgs
 from conveyor_infra.paths import REPO_ROOT
 from conveyor_infra.permissions import (
     DataPlaneArns,
+    endpoint_policy_documents,
     execution_role_statements,
     task_role_statements,
 )
@@ -159,6 +160,23 @@ def _compute_plane(
         prometheus_workspace=monitoring.workspace.arn,
     )
     assert config.image is not None  # guaranteed by StackConfig when deploy_compute is set
+    identities_statements = {
+        service: (
+            task_role_statements(service, arns),
+            execution_role_statements(
+                region=config.region,
+                images=(
+                    [config.collector_image]
+                    if service == TRACE_GATEWAY
+                    else [config.image, config.collector_image]
+                ),
+                log_group_arn=monitoring.log_groups[service].arn,
+                secret_arns=[tls.server.secret.arn] if service == "api" else [],
+                secrets_key_arn=tls.kms_key.arn,
+            ),
+        )
+        for service in (*SERVICES, TRACE_GATEWAY)
+    }
     identities = {
         service: ServiceIam(
             f"{service}-iam",
@@ -167,20 +185,35 @@ def _compute_plane(
                 service=service,
                 account_id=account_id,
                 region=config.region,
-                task_statements=task_role_statements(service, arns),
-                execution_statements=execution_role_statements(
-                    region=config.region,
-                    images=(
-                        [config.collector_image]
-                        if service == TRACE_GATEWAY
-                        else [config.image, config.collector_image]
-                    ),
-                    log_group_arn=monitoring.log_groups[service].arn,
-                    secret_arns=[tls.server.secret.arn] if service == "api" else [],
-                    secrets_key_arn=tls.kms_key.arn,
-                ),
+                task_statements=task_statements,
+                execution_statements=execution_statements,
             ),
         )
+        for service, (task_statements, execution_statements) in identities_statements.items()
+    }
+    role_statements = {
+        f"{service} {kind}": statements
+        for service, pair in identities_statements.items()
+        for kind, statements in zip(("task", "execution"), pair, strict=True)
+    }
+    network.add_endpoints(
+        {
+            endpoint: pulumi.Output.json_dumps(policy)
+            for endpoint, policy in endpoint_policy_documents(
+                config.region, account_id, role_statements
+            ).items()
+        }
+    )
+    # What a task needs before it can start (pull its images, write its logs, read its secrets,
+    # reach AWS): `pulumi up` creates it first, so the first tasks do not fail.
+    start_dependencies: dict[str, list[pulumi.Resource]] = {
+        service: [
+            *identities[service].policies,
+            *network.private_routes,
+            *network.endpoints,
+            monitoring.log_groups[service],
+            *([tls.server.version] if service == "api" else []),
+        ]
         for service in (*SERVICES, TRACE_GATEWAY)
     }
     ecs = EcsServices(
@@ -200,6 +233,7 @@ def _compute_plane(
             security_group_ids={s: sg.id for s, sg in network.service_sgs.items()},
             api_target_group_arn=front.target_group.arn,
             api_listener=front.listener,
+            start_dependencies=start_dependencies,
             api_secrets={
                 variable: tls.server.value_from(json_key)
                 for variable, json_key in TLS_SECRET_VARIABLES.items()
@@ -218,6 +252,7 @@ def _compute_plane(
             security_group_id=network.service_sgs[TRACE_GATEWAY].id,
             identity=identities[TRACE_GATEWAY],
             log_group_name=monitoring.log_groups[TRACE_GATEWAY].name,
+            start_dependencies=start_dependencies[TRACE_GATEWAY],
         ),
     )
     Autoscaling(

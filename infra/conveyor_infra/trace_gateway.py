@@ -36,6 +36,8 @@ class TraceGatewayArgs:
     security_group_id: pulumi.Input[str]
     identity: ServiceIam
     log_group_name: pulumi.Input[str]
+    # What its task needs to start (role policies, routes, endpoints, log group).
+    start_dependencies: Sequence[pulumi.Resource]
 
 
 class TraceGateway(pulumi.ComponentResource):
@@ -90,8 +92,9 @@ class TraceGateway(pulumi.ComponentResource):
             },
             service_registries={"registry_arn": discovery.arn},
             deployment_circuit_breaker={"enable": True, "rollback": True},
+            wait_for_steady_state=True,
             enable_ecs_managed_tags=True,
             propagate_tags="SERVICE",
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.start_dependencies)),
         )
         self.register_outputs({"service_name": self.service.name})

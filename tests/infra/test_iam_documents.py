@@ -30,7 +30,11 @@ TASK_ROLE_GRANTS = {
         ("sqs:SendMessage", "queue"),
         ("sqs:GetQueueAttributes", "queue"),
         ("sqs:GetQueueAttributes", "dlq"),
+        # The DLQ compensator: peek (receive, then unhide), re-file (send, delete).
         ("sqs:ReceiveMessage", "dlq"),
+        ("sqs:ChangeMessageVisibility", "dlq"),
+        ("sqs:SendMessage", "dlq"),
+        ("sqs:DeleteMessage", "dlq"),
         ("aps:RemoteWrite", "workspace"),
     },
     "worker": TABLE

@@ -368,3 +368,71 @@ def test_a_missing_collector_config_stops_compute_with_a_clear_error() -> None:
     )
     assert not declaration.of_type("aws:ecs/service:Service")
     assert declaration.outputs["queue_url"].endswith("/conveyor-dev-tasks.fifo")
+
+
+@pytest.mark.parametrize("stack", COMPUTE_STACKS)
+def test_each_service_waits_for_what_its_first_tasks_need_and_rolls_back(
+    declarations: dict[str, Declaration], stack: str
+) -> None:
+    """First deploy: role policies, egress routes, VPC endpoints, the log group and (API) the
+    TLS secret exist before ECS starts a task; a failing deployment rolls back and fails
+    `pulumi up` (steady state is awaited)."""
+    declaration = declarations[stack]
+    urns = {r.name: r.urn for r in declaration}
+    routes = {
+        r.urn
+        for r in declaration
+        if r.type.startswith("aws:ec2/routeTable") and "-private-" in r.name
+    }
+    endpoints = {r.urn for r in declaration.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")}
+    assert len(endpoints) == 7 and len(routes) == 2 * EXPECTED[stack]["zones"]
+    for service, ecs_name in {
+        **{s: f"ecs-{s}" for s in SERVICES},
+        TRACE_GATEWAY: "traces-service",
+    }.items():
+        ecs = declaration.named(ecs_name)
+        needs = {
+            urns[f"{service}-iam-task-policy"],
+            urns[f"{service}-iam-execution-policy"],
+            urns[f"monitoring-{service}-logs"],
+            *routes,
+            *endpoints,
+        }
+        if service == "api":
+            needs.add(urns["tls-server-value"])
+        assert needs <= set(ecs.dependencies), f"{ecs_name} misses {needs - set(ecs.dependencies)}"
+        assert ecs.inputs["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
+        assert ecs.inputs["waitForSteadyState"] is True
+
+
+@pytest.mark.parametrize("stack", COMPUTE_STACKS)
+def test_vpc_endpoints_let_through_only_this_stacks_grants(
+    declarations: dict[str, Declaration], stack: str
+) -> None:
+    declaration = declarations[stack]
+    account = declaration.outputs["queue_arn"].split(":")[4]
+    granted = {
+        (action, resource)
+        for policy in declaration.of_type("aws:iam/rolePolicy:RolePolicy")
+        for statement in json.loads(policy.inputs["policy"])["Statement"]
+        for action in statement["Action"]
+        for resource in statement["Resource"]
+    }
+    for endpoint in declaration.of_type("aws:ec2/vpcEndpoint:VpcEndpoint"):
+        document = json.loads(endpoint.inputs["policy"])
+        service = endpoint.inputs["serviceName"].split(".", 3)[-1]
+        assert document["Statement"], endpoint.name
+        for statement in document["Statement"]:
+            assert statement["Effect"] == "Allow" and statement["Principal"] == "*"
+            if service == "s3":
+                assert statement["Action"] == ["s3:GetObject"]
+                assert statement["Resource"] == [
+                    f"arn:aws:s3:::prod-{declaration.outputs['region']}-starport-layer-bucket/*"
+                ]
+                continue
+            assert statement["Condition"] == {"StringEquals": {"aws:PrincipalAccount": account}}
+            prefix = {"ecr.api": "ecr", "ecr.dkr": "ecr"}.get(service, service)
+            for action in statement["Action"]:
+                assert action.startswith(f"{prefix}:")
+                for resource in statement["Resource"]:
+                    assert (action, resource) in granted
