@@ -43,6 +43,13 @@ FARGATE_MEMORY: dict[int, tuple[int, ...]] = {
     16384: tuple(range(32768, 122881, 8192)),
 }
 
+# AWS Distro for OpenTelemetry collector v0.43.3 (it has every component the collector configs
+# use) from ECR Public: the digest of its multi-platform image index.
+COLLECTOR_IMAGE = (
+    "public.ecr.aws/aws-observability/aws-otel-collector"
+    "@sha256:8aa9ea5f67b8d318f7d6af24677e3c70f7098bc0631147cb5fa91addbe980b06"
+)
+
 # A tenant name becomes a certificate CN and part of a secret name.
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
@@ -120,7 +127,12 @@ class StackConfig(_Model):
     deploy_compute: bool = True
     tenants: list[Annotated[str, Field(pattern=TENANT_PATTERN)]] = Field(min_length=1)
     image: str | None = Field(default=None, min_length=1)
-    collector_image: str = "otel/opentelemetry-collector-contrib:0.114.0"
+    # From ECR Public (no Docker Hub pull limits), pinned by digest: see infra/README.md,
+    # "Images", for where the digest comes from and how to refresh it.
+    collector_image: str = COLLECTOR_IMAGE
+    # The sidecar's hard memory limit (MiB): its cgroup limit, which memory_limiter's
+    # limit_percentage is relative to. Without it the sidecar may use the whole task.
+    collector_memory: int = Field(default=128, ge=64, le=2048)
     # Relative to the repository root; both are written by the observability tooling.
     collector_config_path: str = "observability/collector/ecs-sidecar.yaml"
     gateway_config_path: str = "observability/collector/gateway.yaml"
@@ -214,6 +226,16 @@ class StackConfig(_Model):
         # retention than the source would drop dead letters before anyone could read them.
         if self.dlq_retention_seconds <= self.message_retention_seconds:
             problems.append("dlqRetentionSeconds must be longer than messageRetentionSeconds")
+        small = [
+            s
+            for s in ("api", "relay", "worker")
+            if getattr(self, s).memory < 2 * self.collector_memory
+        ]
+        if small:
+            problems.append(
+                f"collectorMemory {self.collector_memory} must be at most half the task memory "
+                f"of {', '.join(small)}"
+            )
         if self.tls_renew_before_days >= self.tls_leaf_validity_days:
             problems.append("tlsRenewBeforeDays must be shorter than tlsLeafValidityDays")
         if problems:

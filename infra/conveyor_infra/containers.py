@@ -178,6 +178,8 @@ class TaskContainers:
             "name": COLLECTOR,
             "image": self.config.collector_image,
             "essential": False,
+            # Its cgroup limit: memory_limiter's percentages apply to this, not to the task.
+            "memory": self.config.collector_memory,
             "command": [f"--config=env:{COLLECTOR_CONFIG_VARIABLE}"],
             "user": RUN_AS,
             "readonlyRootFilesystem": True,

@@ -23,7 +23,12 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
-from conveyor_infra.permissions import LOG_STREAM_ACTIONS, LOG_STREAM_SUFFIX, STAR_ONLY_ACTIONS
+from conveyor_infra.permissions import (
+    ECR_IMAGE,
+    LOG_STREAM_ACTIONS,
+    LOG_STREAM_SUFFIX,
+    STAR_ONLY_ACTIONS,
+)
 
 QUEUE = "aws:sqs/queue:Queue"
 TABLE = "aws:dynamodb/table:Table"
@@ -193,6 +198,28 @@ def no_secrets_in_container_environment(
             )
 
 
+# ---- Images: anything not from a private ECR registry is pinned by digest ----------------
+
+PINNED_IMAGE = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+
+def public_images_pinned_by_digest(
+    args: ResourceValidationArgs, report_violation: ReportViolation
+) -> None:
+    """A tag in someone else's registry can move under a running stack; a digest cannot. Images
+    in the account's own ECR may use a tag (make the repository's tags immutable)."""
+    if args.resource_type != TASK_DEFINITION:
+        return
+    for container in _items(_json(args.props.get("containerDefinitions", "[]"))):
+        image = str(container.get("image", ""))
+        if ECR_IMAGE.match(image) is None and PINNED_IMAGE.search(image) is None:
+            report_violation(
+                f"container {container.get('name')} of {args.name} uses {image}, which is not "
+                "pinned by digest (image@sha256:...)",
+                args.urn,
+            )
+
+
 # ---- Encryption at rest ---------------------------------------------------------------------
 
 
@@ -241,6 +268,10 @@ RESOURCE_VALIDATORS = {
     "no-secrets-in-container-environment": (
         "Secrets reach containers through `secrets` (valueFrom), never `environment`.",
         no_secrets_in_container_environment,
+    ),
+    "public-images-pinned-by-digest": (
+        "Container images from outside the account's ECR are pinned by digest.",
+        public_images_pinned_by_digest,
     ),
     "encryption-at-rest": (
         "SQS, DynamoDB and Secrets Manager encrypt at rest; KMS keys rotate.",

@@ -127,7 +127,7 @@ def test_execution_roles_pull_the_image_ship_logs_and_only_the_api_reads_tls(
         ("logs:CreateLogStream", f"logs/{service}"),
         ("logs:PutLogEvents", f"logs/{service}"),
     }
-    if service != TRACE_GATEWAY:  # the gateway runs only the (Docker Hub) collector image
+    if service != TRACE_GATEWAY:  # the gateway runs only the (ECR Public) collector image
         expected |= {
             ("ecr:GetAuthorizationToken", "*"),
             ("ecr:BatchCheckLayerAvailability", "repository"),

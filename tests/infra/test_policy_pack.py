@@ -88,6 +88,7 @@ def test_the_pack_holds_every_checklist_policy_as_mandatory() -> None:
         "no-secrets-in-container-environment",
         "encryption-at-rest",
         "log-group-retention",
+        "public-images-pinned-by-digest",
     }
     assert all(p.enforcement_level == EnforcementLevel.MANDATORY for p in pack.values())
     assert isinstance(pack["fifo-queue-has-fifo-dlq"], StackValidationPolicy)
@@ -362,3 +363,21 @@ def test_the_pack_rejects_a_stack_whose_dlq_is_not_fifo(analyzer: Any, prod: Dec
 
     assert analyze_stack(dlq_is_fifo=True) == []
     assert analyze_stack(dlq_is_fifo=False) == ["fifo-queue-has-fifo-dlq"]
+
+
+def test_image_policy_fails_on_a_public_image_pinned_only_by_tag(prod: Declaration) -> None:
+    task = prod.named("ecs-worker-task")
+    containers = json.loads(task.inputs["containerDefinitions"])
+    assert violations(policies.public_images_pinned_by_digest, resource_args(task)) == []
+    containers[1]["image"] = "otel/opentelemetry-collector-contrib:0.114.0"
+    found = violations(
+        policies.public_images_pinned_by_digest,
+        resource_args(task, containerDefinitions=json.dumps(containers)),
+    )
+    assert found == [
+        "container otel-collector of ecs-worker-task uses "
+        "otel/opentelemetry-collector-contrib:0.114.0, which is not pinned by digest "
+        "(image@sha256:...)"
+    ]
+    # The service image lives in the account's ECR, where a tag is the team's own.
+    assert containers[0]["image"].endswith(".amazonaws.com/conveyor:0.1.0")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 import pytest
@@ -121,7 +122,15 @@ def test_each_task_has_a_collector_sidecar_configured_from_the_observability_fil
     (workspace,) = declaration.of_type("aws:amp/workspace:Workspace")
     for service in SERVICES:
         collector = container(declaration, service, COLLECTOR)
-        assert collector["image"].startswith("otel/opentelemetry-collector-contrib:")
+        # ECR Public (no Docker Hub pull limits), pinned by digest.
+        assert re.fullmatch(
+            r"public\.ecr\.aws/aws-observability/aws-otel-collector@sha256:[0-9a-f]{64}",
+            collector["image"],
+        )
+        # A hard limit, so memory_limiter's percentages are of the sidecar, not the task.
+        assert collector["memory"] == 128
+        task_memory = int(declaration.named(f"ecs-{service}-task").inputs["memory"])
+        assert collector["memory"] * 2 <= task_memory
         assert collector["command"] == [f"--config=env:{COLLECTOR_CONFIG_VARIABLE}"]
         environment = pairs(collector["environment"])
         assert environment[COLLECTOR_CONFIG_VARIABLE] == expected_config
