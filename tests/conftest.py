@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from conveyor.local.backend import Backend, start_backend
@@ -50,3 +51,10 @@ def aws_backend() -> Iterator[Backend]:
     stopped at the end of the session. It sets no environment variables."""
     with start_backend() as backend:
         yield backend
+
+
+@pytest.fixture(scope="session")
+def aws_action_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One file per session where the armed tiers' service processes record every AWS action
+    they perform (conveyor.aws.ActionLog); tests/infra/test_iam_exercised.py checks it."""
+    return tmp_path_factory.getbasetemp() / "aws-actions.jsonl"

@@ -51,9 +51,12 @@ def start_system(
     workers: int = 2,
     tuning: dict[str, str] | None = None,
     extra: dict[str, str] | None = None,
+    action_log: Path | None = None,
 ) -> LocalSystem:
     """A LocalSystem on its own stack's resources (so tiers do not share queues)."""
-    system = LocalSystem.provision(workdir, backend, TENANTS, stack=stack, tuning=tuning)
+    system = LocalSystem.provision(
+        workdir, backend, TENANTS, stack=stack, tuning=tuning, action_log=action_log
+    )
     system.start(workers=workers, extra=extra)
     return system
 

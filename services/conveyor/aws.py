@@ -8,6 +8,8 @@ request would be slow, and a handful of buckets lets a call never outlive its gR
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -185,6 +187,58 @@ def _on_after_call_error(context: dict[str, Any], **_: Any) -> None:
     _record(context, "error")
 
 
+# Set to a file path, every client of this process appends each distinct AWS action it performs
+# (IAM action, the resource it addressed) as one JSON line: the tests prove the stacks' IAM
+# grants against what the services really call. Unset (always in deployed stacks), no hook.
+ACTION_LOG_VARIABLE = "CONVEYOR_AWS_ACTION_LOG"
+# DynamoDB authorises a transaction per item, as the item's own action.
+_TRANSACT_ITEM_ACTIONS = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+    "Get": "GetItem",
+}
+
+
+def _addressed(service: str, operation: str, params: dict[str, Any]) -> list[tuple[str, str]]:
+    """(IAM action, resource) pairs a call is authorised as; the resource is the ARN's part
+    after the account (a queue name, `table/<name>[/index/<name>]`), or `*`."""
+    if service == "dynamodb" and operation in ("TransactWriteItems", "TransactGetItems"):
+        return [
+            (f"dynamodb:{_TRANSACT_ITEM_ACTIONS[kind]}", f"table/{body['TableName']}")
+            for item in params.get("TransactItems", [])
+            for kind, body in item.items()
+        ]
+    if service == "dynamodb" and "TableName" in params:
+        index = f"/index/{params['IndexName']}" if params.get("IndexName") else ""
+        return [(f"dynamodb:{operation}", f"table/{params['TableName']}{index}")]
+    if service == "sqs" and "QueueUrl" in params:
+        return [(f"sqs:{operation}", str(params["QueueUrl"]).rstrip("/").rsplit("/", 1)[-1])]
+    return [(f"{service}:{operation}", "*")]
+
+
+class ActionLog:
+    """Appends (process, action, resource) once per distinct pair, one JSON line per write()
+    on an O_APPEND descriptor, so several processes can share the file."""
+
+    def __init__(self, path: str, process: str) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._process = process
+        self._seen: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def on_call(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        service = model.service_model.signing_name or model.service_model.endpoint_prefix
+        for action, resource in _addressed(service, model.name, params):
+            with self._lock:
+                if (action, resource) in self._seen:
+                    continue
+                self._seen.add((action, resource))
+                line = {"process": self._process, "action": action, "resource": resource}
+                os.write(self._fd, (json.dumps(line) + "\n").encode())
+
+
 class AwsClients:
     """Thread-safe cache of instrumented boto3 clients."""
 
@@ -193,6 +247,10 @@ class AwsClients:
         self._session = boto3.session.Session(region_name=settings.aws_region)
         self._clients: dict[tuple[str, float, int], BaseClient] = {}
         self._lock = threading.Lock()
+        log_path = os.environ.get(ACTION_LOG_VARIABLE)
+        # Spawned services always get CONVEYOR_SERVICE_NAME (conveyor-api|relay|worker).
+        process = os.environ.get("CONVEYOR_SERVICE_NAME", "conveyor")
+        self._action_log = ActionLog(log_path, process) if log_path else None
 
     @property
     def settings(self) -> AwsSettings:
@@ -245,5 +303,7 @@ class AwsClients:
         events.register("before-call", _on_before_call)
         events.register("after-call", _on_after_call)
         events.register("after-call-error", _on_after_call_error)
+        if self._action_log is not None:
+            events.register("before-parameter-build", self._action_log.on_call)
         faults.install(client)
         return client

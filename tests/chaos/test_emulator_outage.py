@@ -29,11 +29,13 @@ OUTAGE_TUNING = {
 }
 
 
-def test_frozen_aws_loses_nothing_and_recovers(tmp_path):
+def test_frozen_aws_loses_nothing_and_recovers(tmp_path, aws_action_log):
     with start_backend() as backend:
         if backend.pid is None:
             pytest.skip("needs an emulator process on this machine to freeze (moto backend)")
-        system = LocalSystem.provision(tmp_path, backend, TENANTS, tuning=OUTAGE_TUNING)
+        system = LocalSystem.provision(
+            tmp_path, backend, TENANTS, tuning=OUTAGE_TUNING, action_log=aws_action_log
+        )
         try:
             system.start(workers=2)
             _outage_scenario(system, backend.pid)

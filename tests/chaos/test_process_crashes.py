@@ -32,10 +32,13 @@ pytestmark = pytest.mark.chaos
 
 
 @pytest.fixture
-def fresh(tmp_path) -> Iterator[LocalSystem]:
-    """An emulator and provisioned system with nothing started yet."""
+def fresh(tmp_path, aws_action_log) -> Iterator[LocalSystem]:
+    """An emulator and provisioned system with nothing started yet (its services record their
+    AWS actions for the IAM check)."""
     with start_backend() as backend:
-        system = LocalSystem.provision(tmp_path, backend, TENANTS, tuning=FAST_RECOVERY)
+        system = LocalSystem.provision(
+            tmp_path, backend, TENANTS, tuning=FAST_RECOVERY, action_log=aws_action_log
+        )
         try:
             yield system
         finally:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conveyor.local.backend import start_backend
@@ -10,11 +11,17 @@ from support import start_system
 
 
 @pytest.fixture(scope="session")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
+def system(tmp_path_factory: pytest.TempPathFactory, aws_action_log: Path) -> Iterator[LocalSystem]:
     """API, relay and two workers as real processes, on a backend of their own: the relay
-    and workers act on every task in their table, so no other tier may share it."""
+    and workers act on every task in their table, so no other tier may share it. They record
+    their AWS actions for the IAM check."""
     with start_backend() as backend:
-        system = start_system(tmp_path_factory.mktemp("integration"), backend, stack="dev")
+        system = start_system(
+            tmp_path_factory.mktemp("integration"),
+            backend,
+            stack="dev",
+            action_log=aws_action_log,
+        )
         try:
             yield system
         finally:

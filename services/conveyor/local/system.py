@@ -21,6 +21,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conveyor.api.auth import secure_channel
+from conveyor.aws import ACTION_LOG_VARIABLE
 from conveyor.local.backend import Backend
 from conveyor.local.certs import DeploymentCerts, generate_deployment
 from conveyor.local.lifetime import die_with_parent
@@ -74,6 +75,8 @@ class LocalSystem:
     api_port: int = 0
     health_port: int = 0
     procs: dict[str, Proc] = field(default_factory=dict)
+    # Armed, each service process records the AWS actions it performs there (conveyor.aws).
+    action_log: Path | None = None
 
     @classmethod
     def provision(
@@ -84,6 +87,7 @@ class LocalSystem:
         *,
         stack: str = "dev",
         tuning: Mapping[str, str] | None = None,
+        action_log: Path | None = None,
     ) -> LocalSystem:
         """Create the stack's resources in the backend and the certificates; start nothing."""
         from conveyor_infra.emulator import provision
@@ -100,6 +104,7 @@ class LocalSystem:
             queue_url=resources.queue_url,
             dlq_url=resources.dlq_url,
             tuning={**LOCAL_TUNING, **(tuning or {})},
+            action_log=action_log,
         )
 
     # ---- processes ----
@@ -132,6 +137,8 @@ class LocalSystem:
             own["CONVEYOR_HEALTH_LISTEN"] = f"127.0.0.1:{self.health_port}"
         if kind == "worker":
             own["CONVEYOR_WORKER_ID"] = name
+        if self.action_log is not None:
+            own[ACTION_LOG_VARIABLE] = str(self.action_log)
         log_path = self.workdir / "logs" / f"{name}.log"
         with open(log_path, "ab") as log:
             popen = subprocess.Popen(
