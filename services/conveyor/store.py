@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -282,8 +282,15 @@ class TaskStore:
         task_type: str | None = None,
         page_size: int = 25,
         remaining: float | None = None,
+        keep_going: Callable[[], bool] = lambda: True,
     ) -> Iterator[Task]:
-        """The tenant's tasks newest first, fetched a page at a time as the caller iterates."""
+        """The tenant's tasks newest first, fetched a page at a time as the caller iterates.
+
+        A filter is applied after the read, so one that matches nothing pages through the
+        tenant's whole index without yielding: before each page the deadline (`remaining`
+        seconds from now; DeadlineTooShort once it cannot cover a call) and `keep_going`
+        (e.g. the RPC is still active; False ends the listing) are checked."""
+        deadline = None if remaining is None else time.monotonic() + remaining
         names = {"#g": schema.GSI_BY_TENANT_PK}
         values: dict[str, Any] = {":g": schema.tenant_pk(tenant)}
         filters = []
@@ -306,8 +313,9 @@ class TaskStore:
         }
         if filters:
             kwargs["FilterExpression"] = " AND ".join(filters)
-        while True:
-            resp = self._call("query", remaining, **kwargs)
+        while keep_going():
+            left = None if deadline is None else deadline - time.monotonic()
+            resp = self._call("query", left, **kwargs)
             for raw in resp.get("Items", []):
                 yield task_from_item({"payload": {"B": b""}, **raw})
             if "LastEvaluatedKey" not in resp:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
+from botocore.exceptions import ReadTimeoutError
+from conveyor import faults
+from conveyor.aws import DeadlineTooShort
 from conveyor.domain import Task, TaskState
 from conveyor.store import TaskStore
 from store_support import LEASE, claim, ddb_calls, next_ms, submit
@@ -99,3 +105,33 @@ def test_listing_is_lazy(store):
     assert ddb_calls("Query") == queries  # nothing fetched until iterated
     next(pages)
     assert ddb_calls("Query") == queries + 1
+
+
+def test_a_filter_that_matches_nothing_stops_at_the_deadline(store):
+    for _ in range(12):
+        submit(store)
+    started = time.monotonic()
+    # Each page takes 0.2 s: paging through all six would take 1.2 s, twice the deadline. The
+    # listing ends when no call fits what is left, or when the last call's cut timeout hits.
+    with (
+        faults.armed("dynamodb.Query=hang seconds=0.2"),
+        pytest.raises((DeadlineTooShort, ReadTimeoutError)),
+    ):
+        list(store.list_for_tenant("acme", state=S.SUCCEEDED, page_size=2, remaining=0.6))
+    assert time.monotonic() - started < 0.9
+
+
+def test_a_filter_that_matches_nothing_stops_when_the_caller_goes_away(store):
+    for _ in range(12):
+        submit(store)
+    queries = ddb_calls("Query")
+    pages_left = iter([True, True])  # the client is there for two pages, then gone
+
+    listed = list(
+        store.list_for_tenant(
+            "acme", state=S.SUCCEEDED, page_size=2, keep_going=lambda: next(pages_left, False)
+        )
+    )
+
+    assert listed == []
+    assert ddb_calls("Query") - queries == 2  # not all six pages

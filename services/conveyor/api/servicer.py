@@ -192,6 +192,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             task_type=task_type,
             page_size=page_size,
             remaining=self._remaining(context),
+            keep_going=context.is_active,
         )
         for sent, task in enumerate(tasks, start=1):
             if not context.is_active():
