@@ -13,6 +13,7 @@ import re
 from typing import Annotated, Any, Literal
 
 import pulumi
+from conveyor.domain import HEARTBEATS_PER_TIMEOUT
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -218,10 +219,13 @@ class StackConfig(_Model):
         if self.deploy_compute and self.image is None:
             problems.append("conveyor:image is required when deployCompute is true")
         # Mirrors WorkerSettings: a heartbeat must land well before the message reappears.
-        if self.heartbeat_interval_seconds * 2 > self.visibility_timeout_seconds:
-            problems.append("visibilityTimeoutSeconds must be >= 2 x heartbeatIntervalSeconds")
-        if self.heartbeat_interval_seconds * 2 > self.lease_seconds:
-            problems.append("leaseSeconds must be >= 2 x heartbeatIntervalSeconds")
+        beats = HEARTBEATS_PER_TIMEOUT
+        if self.heartbeat_interval_seconds * beats > self.visibility_timeout_seconds:
+            problems.append(
+                f"visibilityTimeoutSeconds must be >= {beats} x heartbeatIntervalSeconds"
+            )
+        if self.heartbeat_interval_seconds * beats > self.lease_seconds:
+            problems.append(f"leaseSeconds must be >= {beats} x heartbeatIntervalSeconds")
         # A FIFO message keeps its original enqueue time in the DLQ, so a DLQ with a shorter
         # retention than the source would drop dead letters before anyone could read them.
         if self.dlq_retention_seconds <= self.message_retention_seconds:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
-from conveyor.domain import MAX_ATTEMPTS_LIMIT
+from conveyor.domain import HEARTBEATS_PER_TIMEOUT, MAX_ATTEMPTS_LIMIT
 
 # The worker itself dead-letters a task after max attempts (state DEAD + DLQ message). SQS's
 # redrive fires only if that path failed (a worker crashed mid-attempt again and again), so it
@@ -29,10 +29,12 @@ class TaskQueueArgs:
     high_throughput: bool
 
     def __post_init__(self) -> None:
-        if self.visibility_timeout_seconds < 2 * self.heartbeat_interval_seconds:
+        beats = HEARTBEATS_PER_TIMEOUT
+        if self.visibility_timeout_seconds < beats * self.heartbeat_interval_seconds:
             raise ValueError(
-                f"visibility timeout {self.visibility_timeout_seconds}s must be at least twice "
-                f"the heartbeat interval {self.heartbeat_interval_seconds}s, or a healthy task "
+                f"visibility timeout {self.visibility_timeout_seconds}s must be at least "
+                f"{beats} times the heartbeat interval "
+                f"{self.heartbeat_interval_seconds}s, or a healthy task "
                 "would reappear on the queue before its heartbeat extends it"
             )
 

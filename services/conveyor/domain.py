@@ -69,6 +69,9 @@ IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 TASK_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 MAX_ATTEMPTS_LIMIT = 20
 MAX_REASON_CHARS = 256
+# Heartbeat intervals that must fit into the visibility timeout and into the lease: an extension
+# lands within one interval of its beat (its calls are cut to fit), and one beat may fail.
+HEARTBEATS_PER_TIMEOUT = 3
 EFFECT_NAME_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}$")
 MAX_PAGE_SIZE = 100
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")

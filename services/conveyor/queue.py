@@ -192,8 +192,15 @@ class TaskQueue:
         for raw in raws:
             self.set_visibility(raw["ReceiptHandle"], 0, queue=queue)
 
-    def set_visibility(self, receipt_handle: str, seconds: int, *, queue: str = QUEUE_MAIN) -> None:
-        self._sqs().change_message_visibility(
+    def set_visibility(
+        self,
+        receipt_handle: str,
+        seconds: int,
+        *,
+        queue: str = QUEUE_MAIN,
+        remaining: float | None = None,
+    ) -> None:
+        self._sqs(remaining).change_message_visibility(
             QueueUrl=self.urls[queue], ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
         )
 

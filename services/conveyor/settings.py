@@ -14,6 +14,8 @@ from typing import TypeVar
 from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from conveyor.domain import HEARTBEATS_PER_TIMEOUT
+
 PREFIX = "CONVEYOR_"
 
 
@@ -119,15 +121,16 @@ class WorkerSettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySetting
 
     @model_validator(mode="after")
     def _heartbeat_fits(self) -> WorkerSettings:
-        # A heartbeat must land well before the message becomes visible again or the lease
-        # lapses, or a healthy task would be handed to a second worker.
+        # A heartbeat must land before the message becomes visible again or the lease lapses,
+        # or a healthy task would be handed to a second worker. Each extension lands within an
+        # interval of its beat (its AWS calls are cut to fit one), and one beat may fail.
         problems = [
-            f"CONVEYOR_HEARTBEAT_INTERVAL_SECONDS must be at most half of {name}"
+            f"CONVEYOR_HEARTBEAT_INTERVAL_SECONDS must be at most a third of {name}"
             for name, limit in (
                 ("CONVEYOR_VISIBILITY_TIMEOUT_SECONDS", self.visibility_timeout_seconds),
                 ("CONVEYOR_LEASE_SECONDS", self.lease_seconds),
             )
-            if self.heartbeat_interval_seconds * 2 > limit
+            if self.heartbeat_interval_seconds * HEARTBEATS_PER_TIMEOUT > limit
         ]
         if problems:
             raise ValueError("; ".join(problems))

@@ -199,10 +199,10 @@ class TaskStore:
         client = self._clients.client("dynamodb", remaining)
         return guarded(self._breaker, getattr(client, operation), **kwargs)
 
-    def _write_if(self, operation: str, **kwargs: Any) -> bool:
+    def _write_if(self, operation: str, remaining: float | None = None, **kwargs: Any) -> bool:
         """A conditional write: True if applied, False if its condition did not hold."""
         try:
-            self._call(operation, **kwargs)
+            self._call(operation, remaining, **kwargs)
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
                 return False
@@ -533,10 +533,13 @@ class TaskStore:
             remaining=remaining,
         )
 
-    def extend_lease(self, task_id: str, owner: str, until_ms: int) -> bool:
+    def extend_lease(
+        self, task_id: str, owner: str, until_ms: int, remaining: float | None = None
+    ) -> bool:
         """Push the lease out; False if the task is no longer RUNNING under this owner."""
         return self._write_if(
             "update_item",
+            remaining,
             TableName=self.table,
             Key=_item({schema.PK: schema.task_pk(task_id), schema.SK: "TASK"}),
             UpdateExpression="SET lease_expires_at = :until",

@@ -33,7 +33,7 @@ def test_defaults_describe_a_small_single_nat_stack() -> None:
         # Fargate offers 512, 1024 and 2048 MiB with 256 CPU units, not 1536 (cfn-lint E3047).
         ({"worker": {"cpu": 256, "memory": 1536}}, "memory 1536 is not valid with cpu 256"),
         ({"worker": {"minCount": 0}}, "greater than or equal to 1"),
-        ({"heartbeatIntervalSeconds": 20}, "visibilityTimeoutSeconds must be >= 2 x"),
+        ({"heartbeatIntervalSeconds": 20}, "visibilityTimeoutSeconds must be >= 3 x"),
         ({"dlqRetentionSeconds": 60}, "dlqRetentionSeconds must be longer"),
         ({"logRetentionDays": 10}, "must be one of"),
         ({"vpcCidr": "10.0.0.0/24"}, "between /16 and /22"),

@@ -365,3 +365,55 @@ def test_an_outcome_whose_write_fails_for_a_while_is_recorded_not_dead_lettered(
     assert (final["state"], final["attempts"]) == ("SUCCEEDED", 1)
     assert bytes(final["result"]) == b"done"
     assert raw.depth(raw.res.dlq_url) == (0, 0)  # not dead-lettered
+
+
+def test_a_hung_lease_call_does_not_let_the_message_be_delivered_again(
+    store, queue, raw, start_worker
+):
+    # Visibility 5 s, lease 2 s, beats every 0.5 s. Every lease extension hangs for 6 s, past
+    # the 5 s read timeout: the message must still be kept invisible, so that no second
+    # delivery runs the task while its first run is going on.
+    executions: list[int] = []
+
+    def count_and_work(ctx: Any) -> bytes:
+        executions.append(ctx.attempt)
+        ctx.wait(7)
+        return b"done"
+
+    with faults.armed("dynamodb.UpdateItem=hang seconds=6 for=9"):
+        worker = start_worker()
+        worker.worker.handlers = {**HANDLERS, "demo.long": count_and_work}
+        task = _enqueue(store, queue, "demo.long", {})
+        final = wait_for(
+            lambda: (item := raw.task_item(task.task_id))["state"] in TERMINAL_STATES and item,
+            40,
+            "a terminal state",
+        )
+
+    assert executions == [1]  # one run; no redelivery took it over
+    assert (final["state"], final["attempts"]) == ("SUCCEEDED", 1)
+
+
+def test_a_worker_that_loses_its_messages_visibility_gives_the_task_back(
+    store, queue, raw, start_worker
+):
+    # SQS refuses visibility extensions for longer than the 5 s visibility timeout. On AWS the
+    # worker's receipt handle is then dead: it stops and gives the task back, without using up
+    # an attempt, and the next delivery runs it to the end.
+    runs: list[int] = []
+
+    def long_once(ctx: Any) -> bytes:
+        runs.append(ctx.attempt)
+        if len(runs) == 1:
+            ctx.wait(30)
+        return b"done"
+
+    with faults.armed("sqs.ChangeMessageVisibility=down for=6"):
+        worker = start_worker(heartbeat_interval_seconds=0.5, lease_seconds=2)
+        worker.worker.handlers = {**HANDLERS, "demo.long": long_once}
+        task = _enqueue(store, queue, "demo.long", {}, max_attempts=1)
+        done = wait_for(in_state(store, task.task_id, S.SUCCEEDED), 40, "SUCCEEDED")
+
+    assert runs == [1, 1]  # stopped, then run again as the same (uncounted) attempt
+    assert done.attempts == 1
+    assert any("lost its message's visibility" in e.detail for e in done.events)

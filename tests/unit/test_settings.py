@@ -141,13 +141,13 @@ def test_each_process_only_demands_its_own_sections(env: SetEnv):
 @pytest.mark.parametrize(
     ("heartbeat", "visibility", "lease", "ok"),
     [
-        ("15", "30", "30", True),  # exactly half of both
-        ("15.5", "30", "60", False),  # over half the visibility timeout
-        ("10", "60", "20", True),  # exactly half the lease
-        ("10.5", "60", "20", False),  # over half the lease
+        ("10", "30", "30", True),  # exactly a third of both
+        ("10.5", "30", "60", False),  # over a third of the visibility timeout
+        ("5", "60", "15", True),  # exactly a third of the lease
+        ("5.5", "60", "15", False),  # over a third of the lease
     ],
 )
-def test_heartbeat_must_fit_twice_into_visibility_and_lease(
+def test_heartbeat_must_fit_three_times_into_visibility_and_lease(
     env: SetEnv, heartbeat: str, visibility: str, lease: str, ok: bool
 ):
     env(
@@ -161,7 +161,7 @@ def test_heartbeat_must_fit_twice_into_visibility_and_lease(
         return
     with pytest.raises(ConfigError) as caught:
         load(WorkerSettings)
-    assert "CONVEYOR_HEARTBEAT_INTERVAL_SECONDS must be at most half" in str(caught.value)
+    assert "CONVEYOR_HEARTBEAT_INTERVAL_SECONDS must be at most a third" in str(caught.value)
 
 
 def test_heartbeat_too_long_for_both_names_both_limits(env: SetEnv):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +70,7 @@ class _InFlight:
     stop: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     released: threading.Event = field(default_factory=threading.Event)  # handed back
+    lost_message: threading.Event = field(default_factory=threading.Event)  # visibility lapsed
 
     def holds_message(self) -> bool:
         """Whether no other delivery can act on the task yet: the message is still invisible
@@ -245,15 +246,20 @@ class Worker:
         with self._lock:
             self._inflight[task.task_id] = item
         metrics.worker_inflight_tasks.inc()
-        heart = threading.Thread(target=self._heartbeat, args=(item,), daemon=True)
-        heart.start()
+        hearts = [
+            threading.Thread(target=self._beat, args=(item, extend), daemon=True)
+            for extend in (self._extend_lease, self._extend_visibility)
+        ]
+        for heart in hearts:
+            heart.start()
         started = time.monotonic()
         outcome = "unrecorded"  # the outcome could not be written: the lease lapses, re-run
         try:
             outcome = self._attempt(item, task, attempt)
         finally:
             item.done.set()
-            heart.join()
+            for heart in hearts:
+                heart.join()
             with self._lock:
                 self._inflight.pop(task.task_id, None)
             metrics.worker_inflight_tasks.dec()
@@ -277,6 +283,8 @@ class Worker:
         try:
             result = self._handle(item, task, attempt)
         except TaskCancelled:
+            if item.lost_message.is_set():
+                return self._give_back(item, "the worker lost its message's visibility")
             return self._after_stop(item.message, task)
         except PermanentError as exc:
             error = bounded_error(str(exc))
@@ -299,28 +307,52 @@ class Worker:
             )
         return result
 
-    def _heartbeat(self, item: _InFlight) -> None:
+    # ---- heartbeats ----
+    def _beat(self, item: _InFlight, extend: Callable[[_InFlight, float], bool]) -> None:
+        """Call `extend(item, budget)` once per heartbeat interval, at a fixed rate, until the
+        task is done or `extend` returns False. The lease and the message each have a loop of
+        their own, and every call's AWS timeouts and retries fit in one interval (`budget`),
+        so a slow DynamoDB cannot hold back the visibility extension, nor SQS the lease, and
+        a hung call cannot push the next beat back. An extension thus lands within one
+        interval of its beat; with one beat allowed to fail, three intervals must fit into
+        the visibility timeout and the lease (WorkerSettings checks it)."""
         interval = self.settings.heartbeat_interval_seconds
-        while not item.done.wait(interval):
-            # Each beat extends the lease and the message's visibility independently: a failure
-            # of one must not let the other lapse. A missed beat is survivable, since both
-            # outlast two intervals.
-            try:
-                until = now_ms() + int(self.settings.lease_seconds * 1000)
-                if not self.store.extend_lease(item.message.task_id, item.owner, until):
-                    log.info("lease gone (cancelled or taken over): stopping the handler")
-                    item.stop.set()
-                    return
-            except Exception:
-                log.exception("heartbeat could not extend the lease")
-            try:
-                sent = time.monotonic()
-                self.queue.set_visibility(
-                    item.message.receipt_handle, self.settings.visibility_timeout_seconds
-                )
-                item.held_until = sent + self.settings.visibility_timeout_seconds
-            except Exception:
-                log.exception("heartbeat could not extend the message's visibility")
+        next_beat = time.monotonic() + interval
+        while not item.done.wait(max(0.0, next_beat - time.monotonic())):
+            next_beat = max(next_beat + interval, time.monotonic())
+            if not extend(item, interval):
+                return
+
+    def _extend_lease(self, item: _InFlight, budget: float) -> bool:
+        try:
+            until = now_ms() + int(self.settings.lease_seconds * 1000)
+            if not self.store.extend_lease(item.message.task_id, item.owner, until, budget):
+                log.info("lease gone (cancelled or taken over): stopping the handler")
+                item.stop.set()
+                return False
+        except Exception:
+            log.exception("heartbeat could not extend the lease")
+        return True
+
+    def _extend_visibility(self, item: _InFlight, budget: float) -> bool:
+        if time.monotonic() >= item.held_until:
+            # The message may be visible again: on AWS its receipt handle is dead and another
+            # receive may own it. Stop, and give the task back for whoever receives it next.
+            log.warning("lost the message's visibility: stopping the handler")
+            item.lost_message.set()
+            item.stop.set()
+            return False
+        try:
+            sent = time.monotonic()
+            self.queue.set_visibility(
+                item.message.receipt_handle,
+                self.settings.visibility_timeout_seconds,
+                remaining=budget,
+            )
+            item.held_until = sent + self.settings.visibility_timeout_seconds
+        except Exception:
+            log.exception("heartbeat could not extend the message's visibility")
+        return True
 
     # ---- settling ----
     def _settle(
@@ -429,20 +461,29 @@ class Worker:
         """Grace period over: give the task and its message back for another worker."""
         item.stop.set()
         item.released.set()
-        task = self.store.get(item.message.task_id)
-        if task is None or task.state != TaskState.RUNNING or task.lease_owner != item.owner:
-            return
+        if self._give_back(item, "worker shut down before the task finished") == "handed_back":
+            try:
+                self.queue.set_visibility(item.message.receipt_handle, 0)
+            except Exception:
+                log.exception("could not release the message; it returns at its timeout")
+
+    def _give_back(self, item: _InFlight, detail: str) -> str:
+        """Task back to QUEUED, dropping the lease, if it is still ours. The interrupted attempt
+        does not count: a deploy or an SQS brownout must not use up a task's last attempt (a
+        crash, which cannot give back, does count)."""
         try:
-            # The interrupted attempt does not count: a deploy must not use up a task's last
-            # attempt (a crash, which cannot hand back, does count).
+            task = self.store.get(item.message.task_id)
+            if task is None or task.state != TaskState.RUNNING or task.lease_owner != item.owner:
+                return "lost_lease"
             self.store.transition(
                 task,
                 TaskState.QUEUED,
-                detail="worker shut down before the task finished",
+                detail=detail,
                 set_values={"attempts": max(0, task.attempts - 1)},
                 remove=LEASE_ATTRIBUTES,
                 lease_owner=item.owner,
             )
-            self.queue.set_visibility(item.message.receipt_handle, 0)
         except Exception:
-            log.exception("hand-back failed; the lease and visibility timeout will expire")
+            log.exception("could not give the task back; its lease will expire")
+            return "lost_lease"
+        return "handed_back"
