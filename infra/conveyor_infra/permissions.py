@@ -29,7 +29,9 @@ STAR_ONLY_ACTIONS = frozenset(
 LOG_STREAM_ACTIONS = frozenset({"logs:CreateLogStream", "logs:PutLogEvents"})
 LOG_STREAM_SUFFIX = ":log-stream:*"
 
-TABLE_ACTIONS = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+# Item reads and writes (transactions are authorised per item); only the API queries the
+# table itself (a task with its history, GetTask).
+ITEM_ACTIONS = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
 TRACE_ACTIONS = ["xray:PutTelemetryRecords", "xray:PutTraceSegments"]
 IMAGE_PULL_ACTIONS = [
     "ecr:BatchCheckLayerAvailability",
@@ -66,12 +68,12 @@ def task_role_statements(service: str, arns: DataPlaneArns) -> list[dict[str, An
         return [_allow("Traces", TRACE_ACTIONS, ["*"])]
     own: dict[str, list[dict[str, Any]]] = {
         "api": [
-            _allow("TaskTable", TABLE_ACTIONS, [arns.table]),
+            _allow("TaskTable", [*ITEM_ACTIONS, "dynamodb:Query"], [arns.table]),
             _allow("ListByTenant", ["dynamodb:Query"], [arns.by_tenant_index]),
             _allow("Enqueue", ["sqs:SendMessage"], [arns.queue]),
         ],
         "relay": [
-            _allow("TaskTable", TABLE_ACTIONS, [arns.table]),
+            _allow("TaskItems", ITEM_ACTIONS, [arns.table]),
             _allow("OutboxMarks", ["dynamodb:Query"], [arns.outbox_index]),
             _allow("Enqueue", ["sqs:SendMessage"], [arns.queue]),
             _allow("QueueDepths", ["sqs:GetQueueAttributes"], [arns.queue, arns.dlq]),
@@ -89,7 +91,7 @@ def task_role_statements(service: str, arns: DataPlaneArns) -> list[dict[str, An
             ),
         ],
         "worker": [
-            _allow("TaskTable", TABLE_ACTIONS, [arns.table]),
+            _allow("TaskItems", ITEM_ACTIONS, [arns.table]),
             _allow(
                 "Consume",
                 ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],

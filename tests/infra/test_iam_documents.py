@@ -16,10 +16,11 @@ from stack_support import COMPUTE_STACKS, SERVICES
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 
 IDENTITIES = (*SERVICES, TRACE_GATEWAY)
-TABLE = {(f"dynamodb:{a}", "table") for a in ("GetItem", "Query", "PutItem", "UpdateItem")}
+TABLE = {(f"dynamodb:{a}", "table") for a in ("GetItem", "PutItem", "UpdateItem")}
 TASK_ROLE_GRANTS = {
     "api": TABLE
     | {
+        ("dynamodb:Query", "table"),  # a task with its history
         ("dynamodb:Query", "index/by_tenant"),
         ("sqs:SendMessage", "queue"),
         ("aps:RemoteWrite", "workspace"),
