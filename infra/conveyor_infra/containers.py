@@ -85,6 +85,8 @@ def service_environment(service: str, config: StackConfig, refs: DataPlaneRefs) 
             "CONVEYOR_LEASE_SECONDS": str(config.lease_seconds),
             "CONVEYOR_WORKER_CONCURRENCY": str(config.worker.concurrency),
             "CONVEYOR_SHUTDOWN_GRACE_SECONDS": str(SHUTDOWN_GRACE_SECONDS),
+            # The worker checks at start that its grace and hand-backs fit into it.
+            "CONVEYOR_STOP_TIMEOUT_SECONDS": str(STOP_TIMEOUT_SECONDS),
         }
         if config.worker.handlers:
             environment["CONVEYOR_HANDLERS"] = config.worker.handlers

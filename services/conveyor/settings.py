@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from conveyor.domain import HEARTBEATS_PER_TIMEOUT
 
 PREFIX = "CONVEYOR_"
+# How long a stopping worker's hand-backs may take, all of them side by side, after the grace.
+HAND_BACK_SECONDS = 4.0
 
 
 class ConfigError(Exception):
@@ -117,6 +119,8 @@ class WorkerSettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySetting
     backoff_base_seconds: float = Field(default=1.0, gt=0)
     backoff_max_seconds: float = Field(default=60.0, gt=0, le=43_200)
     shutdown_grace_seconds: float = Field(default=25.0, ge=0)
+    # ECS's stopTimeout (SIGTERM to SIGKILL); the grace period and the hand-backs must fit in.
+    stop_timeout_seconds: float = Field(default=30.0, gt=0, le=120)
     handlers: str = Field(default="conveyor.worker.demo_handlers:HANDLERS", min_length=3)
 
     @model_validator(mode="after")
@@ -132,6 +136,12 @@ class WorkerSettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySetting
             )
             if self.heartbeat_interval_seconds * HEARTBEATS_PER_TIMEOUT > limit
         ]
+        if self.shutdown_grace_seconds + HAND_BACK_SECONDS > self.stop_timeout_seconds:
+            problems.append(
+                "CONVEYOR_SHUTDOWN_GRACE_SECONDS must leave the hand-backs "
+                f"{HAND_BACK_SECONDS:g} s of CONVEYOR_STOP_TIMEOUT_SECONDS "
+                f"({self.stop_timeout_seconds:g} s, ECS's stopTimeout)"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self

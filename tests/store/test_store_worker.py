@@ -417,3 +417,27 @@ def test_a_worker_that_loses_its_messages_visibility_gives_the_task_back(
     assert runs == [1, 1]  # stopped, then run again as the same (uncounted) attempt
     assert done.attempts == 1
     assert any("lost its message's visibility" in e.detail for e in done.events)
+
+
+def test_shutdown_hands_back_every_unfinished_task_at_once(
+    store, queue, raw, start_worker, tmp_path
+):
+    flag = tmp_path / "slow"
+    worker = start_worker(worker_concurrency=4, shutdown_grace_seconds=1.5)
+    tasks = [submit(store, payload=b'{"seconds": 60}') for _ in range(4)]
+    for n, task in enumerate(tasks):  # a message group each, so that all four run at once
+        queue.send(task.task_id, task.task_type, group_id=f"demo.sleep#{n}")
+    for task in tasks:
+        wait_for(in_state(store, task.task_id, S.RUNNING), 20, "RUNNING")
+
+    # Each hand-back's write takes 0.45 s: one after another, four would take 1.8 s.
+    with faults.armed(f"dynamodb.TransactWriteItems=hang seconds=0.45 while={flag}"):
+        flag.touch()
+        started = time.monotonic()
+        worker.shutdown()
+        took = time.monotonic() - started
+
+    assert took < 1.5 + 1.2  # the grace, then the hand-backs side by side
+    for task in tasks:
+        back = store.get(task.task_id)
+        assert (back.state, back.attempts, back.lease_owner) == (S.QUEUED, 0, "")

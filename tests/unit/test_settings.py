@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 from conveyor.settings import (
+    HAND_BACK_SECONDS,
     ApiSettings,
     AwsSettings,
     ConfigError,
@@ -216,3 +217,20 @@ def test_tls_with_both_sources_for_one_part_is_rejected(env: SetEnv):
     assert "CONVEYOR_TLS_CERT_FILE and CONVEYOR_TLS_CERT_PEM" in message
     assert "CONVEYOR_TLS_CA_FILE and" not in message
     assert "CONVEYOR_TLS_KEY_FILE and" not in message
+
+
+@pytest.mark.parametrize(("grace", "stop_timeout", "ok"), [("26", "30", True), ("27", "30", False)])
+def test_grace_and_hand_backs_must_fit_in_the_stop_timeout(
+    env: SetEnv, grace: str, stop_timeout: str, ok: bool
+):
+    env(
+        **WORKER_BASE,
+        CONVEYOR_SHUTDOWN_GRACE_SECONDS=grace,
+        CONVEYOR_STOP_TIMEOUT_SECONDS=stop_timeout,
+    )
+    if ok:
+        settings = load(WorkerSettings)
+        assert settings.shutdown_grace_seconds + HAND_BACK_SECONDS <= settings.stop_timeout_seconds
+        return
+    with pytest.raises(ConfigError, match="CONVEYOR_SHUTDOWN_GRACE_SECONDS must leave"):
+        load(WorkerSettings)

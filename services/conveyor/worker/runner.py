@@ -32,7 +32,7 @@ from conveyor.queue import (
     TaskQueue,
     parse,
 )
-from conveyor.settings import WorkerSettings
+from conveyor.settings import HAND_BACK_SECONDS, WorkerSettings
 from conveyor.store import Conflict, TaskStore, now_ms
 from conveyor.telemetry import metrics
 from conveyor.worker.handlers import Handler, PermanentError, TaskCancelled, TaskContext
@@ -112,9 +112,26 @@ class Worker:
             self._idle.wait_for(
                 lambda: self._active == 0, timeout=max(0.0, deadline - time.monotonic())
             )
-        for item in self._snapshot():
-            self._hand_back(item)
+        self._hand_back_all(self._snapshot())
         log.info("worker stopped")
+
+    def _hand_back_all(self, items: list[_InFlight]) -> None:
+        """Hand every unfinished task back side by side, waiting at most HAND_BACK_SECONDS (what
+        is left of ECS's stopTimeout after the grace period; WorkerSettings checks it fits).
+        Their calls keep their configured timeouts: cut to the few seconds left, each would
+        get a timeout too short for a slow DynamoDB."""
+        if not items:
+            return
+        deadline = time.monotonic() + HAND_BACK_SECONDS
+        threads = [
+            threading.Thread(target=self._hand_back, args=(item,), name="hand-back", daemon=True)
+            for item in items
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            # One still running at the deadline is left behind: its lease and visibility expire.
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     @property
     def inflight(self) -> int:
