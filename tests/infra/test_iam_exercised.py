@@ -53,6 +53,8 @@ def _allows(grants: list[tuple[str, str]], action: str, arn: str) -> bool:
 
 def arn_of(declaration: Declaration, local: Declaration, resource: str) -> str:
     """The stack's ARN for a resource the local system addressed by its dev-stack name."""
+    if resource == "*":
+        return resource  # an action with no resource (conveyor.aws._addressed)
     table, _, index = resource.partition("/index/")
     if table.startswith("table/"):
         (declared,) = [

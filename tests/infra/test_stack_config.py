@@ -32,6 +32,7 @@ def test_defaults_describe_a_small_single_nat_stack() -> None:
         ({"api": {"cpu": 256, "memory": 4096}}, "memory 4096 is not valid with cpu 256"),
         # Fargate offers 512, 1024 and 2048 MiB with 256 CPU units, not 1536 (cfn-lint E3047).
         ({"worker": {"cpu": 256, "memory": 1536}}, "memory 1536 is not valid with cpu 256"),
+        ({"collectorMemory": 512}, "at most half the task memory of api, relay, worker"),
         ({"worker": {"minCount": 0}}, "greater than or equal to 1"),
         ({"heartbeatIntervalSeconds": 20}, "visibilityTimeoutSeconds must be >= 3 x"),
         ({"dlqRetentionSeconds": 60}, "dlqRetentionSeconds must be longer"),
