@@ -7,7 +7,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor import wiring
+from conveyor import failpoints, wiring
 from conveyor.domain import TaskState
 from conveyor.queue import (
     QUEUE_DLQ,
@@ -132,10 +132,12 @@ def _redrive_one(o: Ops, raw: dict[str, Any], task_id: str) -> RedriveResult:
     except Conflict:
         o.queue.set_visibility(raw["ReceiptHandle"], 0, queue=QUEUE_DLQ)
         return RedriveResult(task_id, "skipped", "task changed meanwhile; try again")
+    failpoints.hit("redrive.after_pending")
     o.queue.send(task_id, task.task_type, queue=QUEUE_MAIN, dedup_id=enqueue_dedup_id(pending))
     # On Conflict a worker already claimed it (the message overtook this write): fine.
     with contextlib.suppress(Conflict):
         o.store.transition(pending, TaskState.QUEUED, detail="sent by the DLQ redrive")
+    failpoints.hit("redrive.after_send")
     o.queue.delete(raw["ReceiptHandle"], queue=QUEUE_DLQ)
     return RedriveResult(task_id, "redriven", "PENDING -> QUEUED with attempts reset")
 

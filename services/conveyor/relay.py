@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from conveyor import failpoints
 from conveyor.domain import TaskState
 from conveyor.process import serve
 from conveyor.queue import (
@@ -92,6 +93,7 @@ class Relay:
                 dedup_id=enqueue_dedup_id(task),
                 traceparent=task.traceparent,
             )
+            failpoints.hit("relay.after_send")
             # On Conflict a worker claimed it or it was cancelled: the mark is gone either way.
             with contextlib.suppress(Conflict):
                 self.store.transition(task, TaskState.QUEUED, detail="sent by the outbox relay")
@@ -153,6 +155,7 @@ class Relay:
             metrics.dlq_compensated_total.inc()
             metrics.tasks_completed_total.labels(task.task_type, "dead").inc()
             marked = 1
+            failpoints.hit("relay.mid_compensation")
         if task is not None and task.state == TaskState.DEAD:
             self.queue.dead_letter(task, task.last_error)
         # Re-filed, or stale (the task finished anyway, or is gone): the original goes.

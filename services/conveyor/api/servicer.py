@@ -132,6 +132,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         max_attempts = validation.submit(request, self.settings.default_max_attempts)
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
+        failpoints.hit("api.before_commit")
         result = self.store.submit(
             tenant=tenant,
             task_type=request.task_type,
@@ -161,6 +162,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             self.queue.send(
                 task.task_id, task.task_type, dedup_id=enqueue_dedup_id(task), remaining=budget
             )
+            failpoints.hit("api.after_send")
             return self.store.transition(
                 task, TaskState.QUEUED, detail="sent by the API", remaining=self._remaining(context)
             )

@@ -57,6 +57,8 @@ class Proc:
     popen: subprocess.Popen[bytes]
     metrics_port: int
     log_path: Path
+    kind: str = ""
+    extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def metrics_url(self) -> str:
@@ -149,9 +151,17 @@ class LocalSystem:
                 start_new_session=True,  # Ctrl-C in the terminal goes to us, not the children
                 preexec_fn=die_with_parent(),  # and a SIGKILL of us takes them down too
             )
-        proc = Proc(name, popen, metrics_port, log_path)
+        proc = Proc(name, popen, metrics_port, log_path, kind, dict(extra or {}))
         self.procs[name] = proc
         return proc
+
+    def respawn(self, name: str, extra: Mapping[str, str] | None = None) -> Proc:
+        """Start `name` again as it was started, as ECS replaces a task that died; `extra`
+        replaces its extra environment when given."""
+        old = self.procs[name]
+        if old.popen.poll() is None:
+            raise RuntimeError(f"{name} is still running (pid {old.popen.pid})")
+        return self.spawn(name, old.kind, old.extra if extra is None else extra)
 
     def start(self, workers: int = 2, extra: Mapping[str, str] | None = None) -> None:
         self.spawn("api", "api", extra)

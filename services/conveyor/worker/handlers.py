@@ -34,6 +34,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from conveyor import failpoints
 from conveyor.domain import Task
 from conveyor.store import LeaseLost, TaskStore
 
@@ -61,6 +62,7 @@ class TaskContext:
 
     def wait(self, seconds: float) -> None:
         """Sleep that wakes up (raising TaskCancelled) as soon as the task must stop."""
+        failpoints.hit("worker.mid_handler")
         if self.stop.wait(seconds):
             raise TaskCancelled(self.task.task_id)
 

@@ -24,6 +24,7 @@ import pybreaker
 import tenacity
 from opentelemetry import propagate, trace
 
+from conveyor import failpoints
 from conveyor.aws import is_dependency_fault
 from conveyor.domain import MAX_RESULT_BYTES, Task, TaskState, bounded_error
 from conveyor.queue import (
@@ -215,6 +216,7 @@ class Worker:
 
     # ---- one message ----
     def _process(self, message: Message, received_at: float) -> None:
+        failpoints.hit("worker.after_receive")
         for _ in range(3):
             task = self.store.get(message.task_id)
             if task is None:
@@ -255,6 +257,7 @@ class Worker:
                     max(0.0, (now - task.created_at_ms) / 1000)
                 )
             held_until = received_at + self.settings.visibility_timeout_seconds
+            failpoints.hit("worker.after_claim")
             self._run_claimed(_InFlight(message, owner, held_until), task, attempt)
             return
         log.warning("gave up claiming after repeated conflicts", extra={"task_id": message.task_id})
@@ -311,6 +314,7 @@ class Worker:
             if attempt >= task.max_attempts:
                 return self._dead(item.message, task, error, item)
             return self._retry(item, task, error, attempt)
+        failpoints.hit("worker.after_effect")
         return self._settle(item, task, TaskState.SUCCEEDED, {"result": result}, "")
 
     def _handle(self, item: _InFlight, task: Task, attempt: int) -> bytes:
@@ -380,6 +384,7 @@ class Worker:
         except Conflict:
             return self._after_stop(item.message, task)
         metrics.tasks_completed_total.labels(task.task_type, to.value.lower()).inc()
+        failpoints.hit("worker.after_complete")
         self._delete(item.message)
         return to.value.lower()
 
@@ -461,6 +466,7 @@ class Worker:
                 # Cancelled or taken over meanwhile: no DLQ message for a task that is not ours.
                 return self._after_stop(message, task)
         self._retrying(item)(self.queue.dead_letter, task, error)
+        failpoints.hit("worker.after_dlq_send")
         try:
             self._leave_running(
                 task, TaskState.DEAD, f"attempts exhausted: {error}", {"last_error": error}, item
