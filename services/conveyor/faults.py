@@ -25,7 +25,9 @@ the API name (`PutItem`, `ReceiveMessage`); either may be an fnmatch pattern (`*
 | down     | nothing answers: EndpointConnectionError, the request never leaves                 |
 
 Options (all optional): `after=S` the window opens S seconds after arming (default 0);
-`for=S` it stays open S seconds (default: for good); `count=N` at most N calls are hit;
+`for=S` it stays open S seconds (default: for good); `skip=N` the first N matching calls in
+the window go through untouched (to hit, say, a task's second transaction); `count=N` at most
+N calls are hit after that;
 `p=F` a call in the window is hit with probability F (default 1); `while=PATH` the rule is
 live only while PATH exists, so a test or the soak can open and close an outage from outside
 the process; `seconds=S` (hang only) how long each call blocks.
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import os
 import random
 import threading
@@ -59,9 +62,18 @@ from botocore.exceptions import (
 )
 from botocore.httpsession import URLLib3Session
 
+log = logging.getLogger("conveyor.faults")
 ENV_VAR = "CONVEYOR_AWS_FAULTS"
 KINDS = ("hang", "throttle", "error", "reset", "lost", "conflict", "down")
-_OPTIONS = {"after": float, "for": float, "count": int, "p": float, "while": str, "seconds": float}
+_OPTIONS = {
+    "after": float,
+    "for": float,
+    "skip": int,
+    "count": int,
+    "p": float,
+    "while": str,
+    "seconds": float,
+}
 _POLL_SECONDS = 0.05
 
 # (HTTP status, error code) per kind and service; the JSON 1.0 protocol both services speak.
@@ -83,11 +95,13 @@ class Rule:
     kind: str
     after: float = 0.0
     duration: float | None = None
+    skip: int = 0
     count: int | None = None
     p: float = 1.0
     while_path: str | None = None
     seconds: float | None = None
     text: str = ""
+    seen: int = 0
     hits: int = 0
 
     def window_open(self, elapsed: float) -> bool:
@@ -119,6 +133,9 @@ class Plan:
             if not rule.matches(service, operation) or not rule.window_open(elapsed):
                 continue
             with self._lock:
+                rule.seen += 1
+                if rule.seen <= rule.skip:
+                    continue
                 if rule.count is not None and rule.hits >= rule.count:
                     continue
                 if rule.p < 1.0 and random.random() >= rule.p:
@@ -210,6 +227,7 @@ class _Injector:
         rule = plan.pick(service, operation)
         if rule is None:
             return None
+        log.info("injecting an AWS fault", extra={"rule": rule.text, "operation": operation})
         if rule.kind == "hang":
             self._hang(rule, plan, request)
             return None

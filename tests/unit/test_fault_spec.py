@@ -86,6 +86,12 @@ def test_windows_count_from_arming(tmp_path):
     assert live.window_open(0)
 
 
+def test_skip_lets_the_first_calls_through():
+    plan = faults.Plan(faults.parse("dynamodb.TransactWriteItems=lost skip=1 count=1"))
+    picked = [plan.pick("dynamodb", "TransactWriteItems") for _ in range(3)]
+    assert [r is not None for r in picked] == [False, True, False]
+
+
 def test_count_and_probability_limit_the_hits():
     plan = faults.Plan(faults.parse("dynamodb.GetItem=error count=2; dynamodb.*=throttle p=0"))
     picked = [plan.pick("dynamodb", "GetItem") for _ in range(4)]
