@@ -6,8 +6,8 @@ default, and always in deployed stacks) a failpoint costs one dict lookup. The s
 as TiKV's fail-rs or FreeBSD's fail(9), kept to what the crash tests need. An unknown name or
 action fails start-up: a misspelt failpoint would otherwise test nothing, silently.
 
-There is one at every step boundary of a task's life; `tests/chaos/test_failpoints.py` kills
-the process at each and checks what the restarted system makes of it.
+There is one at every step boundary of a task's life; tests/chaos/test_failpoint_kills.py
+kills the process at each and checks what the restarted system makes of it.
 
 | failpoint                   | process | the process dies                                       |
 |-----------------------------|---------|--------------------------------------------------------|

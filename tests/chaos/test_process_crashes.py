@@ -1,6 +1,6 @@
 """Real processes killed or stopped mid-flight: nothing is lost and every effect is applied
 exactly once, counted in the outside oracle's sink (conveyor.local.oracle), not in the ledger
-the system writes itself. A kill at each named step boundary is in test_failpoints.py.
+the system writes itself. A kill at each named step boundary is in test_failpoint_kills.py.
 
 Each test runs its own emulator and system (the kills would disturb a shared one) with short
 leases, so recovery takes seconds.
