@@ -55,9 +55,14 @@ def test_every_bind_mount_is_an_image_volume_owned_by_the_task_user(
 def test_pulumis_pip_toolchain_has_a_requirements_file_with_the_infra_extras() -> None:
     project = yaml.safe_load((REPO_ROOT / "Pulumi.yaml").read_text())
     assert project["runtime"]["options"]["toolchain"] == "pip"
-    requirements = (REPO_ROOT / "requirements.txt").read_text().splitlines()
+    # Pulumi's pip toolchain reads requirements.txt in the program directory (`main`) and runs
+    # pip there; `-c` is relative to the file, the package path to pip's directory.
+    program = REPO_ROOT / project["main"]
+    requirements = (program / "requirements.txt").read_text().splitlines()
     lines = [line.strip() for line in requirements if line.strip() and not line.startswith("#")]
-    assert lines == ["-c constraints.txt", "-e .[infra]"]
+    assert lines == ["-c ../constraints.txt", "-e ..[infra]"]
+    assert (program / "../constraints.txt").resolve() == REPO_ROOT / "constraints.txt"
+    assert (program / "..").resolve() == REPO_ROOT
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     pinned = {
         line.split("==")[0].lower().replace("_", "-")
