@@ -6,12 +6,13 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
-from conveyor.domain import HEARTBEATS_PER_TIMEOUT, MAX_ATTEMPTS_LIMIT
+from conveyor.domain import HEARTBEATS_PER_TIMEOUT, MAX_RECEIVE_COUNT
 
 # The worker itself dead-letters a task after max attempts (state DEAD + DLQ message). SQS's
 # redrive fires only if that path failed (a worker crashed mid-attempt again and again), so it
-# sits a few receives above max attempts instead of competing with the worker.
-REDRIVE_MARGIN = 5
+# sits a few receives above max attempts instead of competing with the worker; the worker
+# knows the count too (conveyor.domain), and replaces a message it returns without using an
+# attempt before that message runs out of receives.
 LONG_POLL_SECONDS = 20
 
 
@@ -42,7 +43,7 @@ class TaskQueueArgs:
     def max_receive_count(self) -> int:
         # Above the most attempts any task may ask for (not this stack's default): a task with
         # max_attempts=20 must reach its own last attempt before the redrive policy acts.
-        return MAX_ATTEMPTS_LIMIT + REDRIVE_MARGIN
+        return MAX_RECEIVE_COUNT
 
 
 class TaskQueue(pulumi.ComponentResource):

@@ -68,6 +68,11 @@ TASK_TYPE_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 TASK_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 MAX_ATTEMPTS_LIMIT = 20
+# The queue's redrive policy moves a message to the DLQ on its receive after this many. SQS's
+# redrive is the safety net for a worker that crashes on a task again and again, so it sits a
+# few receives above the most attempts a task may ask for (the worker dead-letters first).
+REDRIVE_MARGIN = 5
+MAX_RECEIVE_COUNT = MAX_ATTEMPTS_LIMIT + REDRIVE_MARGIN
 MAX_REASON_CHARS = 256
 # Heartbeat intervals that must fit into the visibility timeout and into the lease: an extension
 # lands within one interval of its beat (its calls are cut to fit), and one beat may fail.

@@ -19,7 +19,7 @@ from conveyor import faults
 from conveyor.domain import MAX_ERROR_CHARS, Task, TaskState
 from conveyor.queue import parse
 from conveyor.settings import WorkerSettings
-from conveyor.store import TaskStore
+from conveyor.store import TaskStore, now_ms
 from conveyor.worker.demo_handlers import DOWNSTREAM_DIR, HANDLERS
 from conveyor.worker.handlers import PermanentError, TaskCancelled
 from conveyor.worker.runner import Worker
@@ -441,3 +441,33 @@ def test_shutdown_hands_back_every_unfinished_task_at_once(
     for task in tasks:
         back = store.get(task.task_id)
         assert (back.state, back.attempts, back.lease_owner) == (S.QUEUED, 0, "")
+
+
+def test_bounces_do_not_use_up_the_receives_a_task_needs_for_its_attempts(
+    store, queue, raw, start_worker
+):
+    # Another worker holds a live lease, then dies. The message has been received as often as
+    # the redrive policy allows: bouncing it once more would send it to the DLQ with the task
+    # RUNNING and attempts left.
+    task = submit(store, payload=b'{"seconds": 0}', max_attempts=3)
+    running = store.transition(
+        task,
+        S.RUNNING,
+        via=S.QUEUED,
+        set_values={"attempts": 1, "lease_owner": "gone/m/1", "lease_expires_at": now_ms() + 3000},
+    )
+    queue.send(task.task_id, task.task_type)
+    max_receives = raw_redrive_max_receives(raw)
+    for _ in range(max_receives - 1):
+        assert raw.receive(raw.res.queue_url), "the message is there to be received"
+
+    start_worker()  # its receive is the last one allowed; it finds the live lease and bounces
+
+    done = wait_for(in_state(store, running.task_id, S.SUCCEEDED), 30, "SUCCEEDED")
+    assert done.attempts == 2  # taken over after the lease ran out
+    assert raw.depth(raw.res.dlq_url) == (0, 0)
+
+
+def raw_redrive_max_receives(raw) -> int:
+    attrs = raw.sqs.get_queue_attributes(QueueUrl=raw.res.queue_url, AttributeNames=["All"])
+    return int(json.loads(attrs["Attributes"]["RedrivePolicy"])["maxReceiveCount"])

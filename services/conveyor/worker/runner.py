@@ -26,7 +26,14 @@ from opentelemetry import propagate, trace
 
 from conveyor import failpoints
 from conveyor.aws import is_dependency_fault
-from conveyor.domain import MAX_RESULT_BYTES, Task, TaskState, bounded_error
+from conveyor.domain import (
+    MAX_ATTEMPTS_LIMIT,
+    MAX_RECEIVE_COUNT,
+    MAX_RESULT_BYTES,
+    Task,
+    TaskState,
+    bounded_error,
+)
 from conveyor.queue import (
     MalformedMessage,
     Message,
@@ -169,9 +176,33 @@ class Worker:
 
     def _release(self, raw: dict[str, Any]) -> None:
         try:
-            self.queue.set_visibility(raw["ReceiptHandle"], 0)
+            try:
+                message = parse(raw)
+            except MalformedMessage:
+                self.queue.set_visibility(raw["ReceiptHandle"], 0)
+                return
+            self._return(message, 0, MAX_ATTEMPTS_LIMIT)  # the task was not read: assume most
         except Exception:
             log.exception("could not release message; it returns after its visibility timeout")
+
+    def _return(self, message: Message, delay: int, attempts_left: int) -> None:
+        """Give `message` back, visible in `delay` s, without using one of the task's attempts
+        (a bounce, a hand-back, a release). Each return still costs a receive under the queue's
+        redrive policy, so a message without room left for the task's remaining attempts is
+        replaced by a new one (receive count 0) instead: sent before the old one is deleted, so
+        a crash in between leaves a duplicate, which the conditional claim absorbs, and never
+        no message. The new one is visible at once (FIFO has no per-message delay)."""
+        if message.receive_count + attempts_left < MAX_RECEIVE_COUNT:
+            self.queue.set_visibility(message.receipt_handle, delay)
+            return
+        self.queue.send(
+            message.task_id,
+            message.task_type,
+            dedup_id=f"{message.task_id}.{message.message_id}",
+            traceparent=message.attributes.get("traceparent", ""),
+        )
+        self.queue.delete(message.receipt_handle)
+        log.info("message replaced to keep its receives", extra={"task_id": message.task_id})
 
     def _start(self, raw: dict[str, Any]) -> None:
         try:
@@ -231,7 +262,7 @@ class Worker:
                 # Another worker holds a live lease. Deleting would strand the task if that
                 # worker then died, so come back when the lease would have run out.
                 wait = (task.lease_expires_at_ms - now) // 1000 + 1
-                self.queue.set_visibility(message.receipt_handle, int(wait))
+                self._return(message, int(wait), task.max_attempts - task.attempts)
                 return
             if task.attempts >= task.max_attempts:
                 self._dead(message, task, task.last_error or "attempts exhausted")
@@ -304,7 +335,8 @@ class Worker:
             result = self._handle(item, task, attempt)
         except TaskCancelled:
             if item.lost_message.is_set():
-                return self._give_back(item, "the worker lost its message's visibility")
+                self._give_back(item, "the worker lost its message's visibility")
+                return "given_back"
             return self._after_stop(item.message, task)
         except PermanentError as exc:
             error = bounded_error(str(exc))
@@ -484,21 +516,22 @@ class Worker:
         """Grace period over: give the task and its message back for another worker."""
         item.stop.set()
         item.released.set()
-        if self._give_back(item, "worker shut down before the task finished") == "handed_back":
+        back = self._give_back(item, "worker shut down before the task finished")
+        if back is not None:
             try:
-                self.queue.set_visibility(item.message.receipt_handle, 0)
+                self._return(item.message, 0, back.max_attempts - back.attempts)
             except Exception:
                 log.exception("could not release the message; it returns at its timeout")
 
-    def _give_back(self, item: _InFlight, detail: str) -> str:
+    def _give_back(self, item: _InFlight, detail: str) -> Task | None:
         """Task back to QUEUED, dropping the lease, if it is still ours. The interrupted attempt
         does not count: a deploy or an SQS brownout must not use up a task's last attempt (a
         crash, which cannot give back, does count)."""
         try:
             task = self.store.get(item.message.task_id)
             if task is None or task.state != TaskState.RUNNING or task.lease_owner != item.owner:
-                return "lost_lease"
-            self.store.transition(
+                return None
+            return self.store.transition(
                 task,
                 TaskState.QUEUED,
                 detail=detail,
@@ -508,5 +541,4 @@ class Worker:
             )
         except Exception:
             log.exception("could not give the task back; its lease will expire")
-            return "lost_lease"
-        return "handed_back"
+            return None
