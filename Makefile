@@ -9,13 +9,14 @@ EMULATORS := $(VENV)/emulators
 MINISTACK_STAMP := $(EMULATORS)/ministack/.installed
 DYNAMODB_LOCAL_STAMP := $(EMULATORS)/dynamodb-local/.installed
 DURATION ?=
+TASKS ?=
 RATE ?=
 PROTO_SRC := services/proto
 PROTO_OUT := services
 PROTO_FILES := $(PROTO_SRC)/conveyor/v1/task_service.proto
 
 .PHONY: setup local test lint format proto proto-check test-unit test-infra test-observability \
-        test-integration test-chaos test-e2e generate generate-check bench clean
+        test-integration test-chaos test-e2e test-soak soak generate generate-check bench clean
 
 setup: $(STAMP) $(MINISTACK_STAMP) $(DYNAMODB_LOCAL_STAMP)
 
@@ -62,6 +63,12 @@ test-chaos: setup
 	$(BIN)/pytest tests/chaos
 test-e2e: setup
 	$(BIN)/pytest tests/e2e
+test-soak: setup
+	$(BIN)/pytest tests/soak
+
+## TASKS tasks (default 1000) while processes are SIGKILLed and AWS faults come and go.
+soak: setup
+	$(BIN)/python -m conveyor.local.soak $(if $(TASKS),--tasks $(TASKS),)
 
 lint: setup
 	$(BIN)/ruff check .
