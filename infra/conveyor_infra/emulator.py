@@ -1,5 +1,6 @@
-"""Create in an AWS emulator (moto server, LocalStack) the queues, table and secrets that the
-Pulumi program declares, with the same attributes: one source of truth (DESIGN.md §8).
+"""Create in an AWS emulator (MiniStack, DynamoDB Local, LocalStack, moto) the queues, table
+and secrets that the Pulumi program declares, with the same attributes: one source of truth
+(DESIGN.md §8).
 
     from conveyor_infra.emulator import provision
     resources = provision("http://127.0.0.1:5000", "eu-west-1", stack="dev")
@@ -20,6 +21,7 @@ recovery window (it only applies on deletion).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +72,8 @@ TABLE_INPUTS = frozenset(
 )
 SECRET_INPUTS = frozenset({"name", "description"})
 SECRET_INPUTS_NOT_MIRRORED = frozenset({"kmsKeyId", "recoveryWindowInDays"})
+
+log = logging.getLogger(__name__)
 
 
 class EmulatorError(RuntimeError):
@@ -148,12 +152,14 @@ def _redrive_targets_first(queues: tuple[DeclaredResource, ...]) -> list[Declare
     return sorted(queues, key=lambda q: q.outputs["arn"] not in targets)
 
 
-def _provision_queues(sqs: Any, queues: tuple[DeclaredResource, ...]) -> dict[str, str]:
+def _provision_queues(
+    sqs: Any, queues: tuple[DeclaredResource, ...], prefix: str
+) -> dict[str, str]:
     """Returns declared ARN -> emulator queue URL."""
     arn_in_emulator: dict[str, str] = {}
     url_in_emulator: dict[str, str] = {}
     for queue in _redrive_targets_first(queues):
-        name = queue.inputs["name"]
+        name = prefix + queue.inputs["name"]
         attributes = queue_attributes(queue, arn_in_emulator)
         try:
             url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
@@ -231,9 +237,9 @@ def _same_shape(existing: Mapping[str, Any], definition: Mapping[str, Any]) -> b
     )
 
 
-def _provision_table(dynamodb: Any, table: DeclaredResource) -> str:
+def _provision_table(dynamodb: Any, table: DeclaredResource, prefix: str) -> str:
     definition = table_definition(table)
-    name = definition["TableName"]
+    name = definition["TableName"] = prefix + definition["TableName"]
     try:
         existing = dynamodb.describe_table(TableName=name)["Table"]
     except dynamodb.exceptions.ResourceNotFoundException:
@@ -263,15 +269,25 @@ def _provision_table(dynamodb: Any, table: DeclaredResource) -> str:
         specification: dict[str, Any] = {"PointInTimeRecoveryEnabled": True}
         if pitr.get("recoveryPeriodInDays"):
             specification["RecoveryPeriodInDays"] = int(pitr["recoveryPeriodInDays"])
-        dynamodb.update_continuous_backups(
-            TableName=name, PointInTimeRecoverySpecification=specification
-        )
+        try:
+            dynamodb.update_continuous_backups(
+                TableName=name, PointInTimeRecoverySpecification=specification
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "UnknownOperationException":
+                raise
+            # DynamoDB Local has no backups at all; nothing local depends on them.
+            log.warning(
+                "point-in-time recovery not enabled on %s: this DynamoDB (DynamoDB Local) does "
+                "not implement UpdateContinuousBackups",
+                name,
+            )
     return name
 
 
-def _provision_secret(secretsmanager: Any, secret: DeclaredResource) -> str:
+def _provision_secret(secretsmanager: Any, secret: DeclaredResource, prefix: str) -> str:
     _unknown_inputs(secret, SECRET_INPUTS | SECRET_INPUTS_NOT_MIRRORED)
-    name = secret.inputs["name"]
+    name = prefix + secret.inputs["name"]
     try:
         return str(secretsmanager.describe_secret(SecretId=name)["ARN"])
     except secretsmanager.exceptions.ResourceNotFoundException:
@@ -300,26 +316,40 @@ def _session(region: str) -> boto3.session.Session:
     return session
 
 
-def provision(endpoint_url: str, region: str, stack: str = "dev") -> ProvisionedResources:
+def provision(
+    endpoint_url: str,
+    region: str,
+    stack: str = "dev",
+    *,
+    service_endpoints: Mapping[str, str] | None = None,
+    name_prefix: str = "",
+) -> ProvisionedResources:
     """Create (or bring up to date) the declared data plane in the emulator at `endpoint_url`.
 
-    Idempotent: existing queues get the declared attributes again, an existing table is checked
-    against the declaration, existing secrets keep their value.
+    `service_endpoints` sends a service ("dynamodb", "sqs", "secretsmanager") elsewhere;
+    `name_prefix` goes in front of every queue, table and secret name, so that runs sharing one
+    endpoint do not share resources. Idempotent: existing queues get the declared attributes
+    again, an existing table is checked against the declaration, existing secrets keep their
+    value.
     """
     declared = declared_resources(stack)
     if len(declared.tables) != 1:
         raise EmulatorError(f"expected one table, the program declares {len(declared.tables)}")
     session = _session(region)
-    sqs = session.client("sqs", endpoint_url=endpoint_url)
-    dynamodb = session.client("dynamodb", endpoint_url=endpoint_url)
-    secretsmanager = session.client("secretsmanager", endpoint_url=endpoint_url)
+    endpoints = service_endpoints or {}
+    sqs, dynamodb, secretsmanager = (
+        session.client(service, endpoint_url=endpoints.get(service, endpoint_url))
+        for service in ("sqs", "dynamodb", "secretsmanager")
+    )
 
-    urls = _provision_queues(sqs, declared.queues)
+    urls = _provision_queues(sqs, declared.queues, name_prefix)
     task_queue = _task_queue(declared.queues)
     dlq_arn = json.loads(task_queue.inputs["redrivePolicy"])["deadLetterTargetArn"]
     return ProvisionedResources(
-        table_name=_provision_table(dynamodb, declared.tables[0]),
+        table_name=_provision_table(dynamodb, declared.tables[0], name_prefix),
         queue_url=urls[task_queue.outputs["arn"]],
         dlq_url=urls[dlq_arn],
-        secret_arns={s.name: _provision_secret(secretsmanager, s) for s in declared.secrets},
+        secret_arns={
+            s.name: _provision_secret(secretsmanager, s, name_prefix) for s in declared.secrets
+        },
     )

@@ -297,7 +297,7 @@ class AwsClients:
             tcp_keepalive=True,
         )
         client = self._session.client(
-            service, endpoint_url=self._settings.aws_endpoint_url, config=config
+            service, endpoint_url=self._settings.endpoint_for(service), config=config
         )
         events = client.meta.events
         events.register("before-call", _on_before_call)

@@ -37,11 +37,28 @@ class AwsSettings(_Base):
     aws_endpoint_url: str | None = Field(
         default=None, validation_alias=AliasChoices("AWS_ENDPOINT_URL")
     )
+    # botocore's per-service endpoint variables: one service served elsewhere than the rest
+    # (a local run with DynamoDB Local for DynamoDB and another emulator for SQS).
+    aws_endpoint_url_dynamodb: str | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_ENDPOINT_URL_DYNAMODB")
+    )
+    aws_endpoint_url_sqs: str | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_ENDPOINT_URL_SQS")
+    )
+    aws_endpoint_url_secretsmanager: str | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_ENDPOINT_URL_SECRETS_MANAGER")
+    )
     aws_max_attempts: int = Field(default=3, ge=1, le=10)
     aws_connect_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
     aws_read_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_reset_seconds: float = Field(default=10.0, gt=0)
+
+    def endpoint_for(self, service: str) -> str | None:
+        """The endpoint of one AWS service ("dynamodb", "sqs", "secretsmanager"): its own
+        variable, else AWS_ENDPOINT_URL, else None (AWS's regional endpoint)."""
+        own = getattr(self, f"aws_endpoint_url_{service}", None)
+        return own or self.aws_endpoint_url
 
 
 class StoreSettings(_Base):

@@ -12,7 +12,6 @@ import pytest
 from conveyor.local.backend import start_backend
 from conveyor.local.certs import generate_deployment
 from conveyor.local.system import LocalSystem
-from conveyor_infra.emulator import provision
 from support import submit, wait_for, wait_terminal
 
 pytestmark = pytest.mark.integration
@@ -22,7 +21,7 @@ PROBE = Path(__file__).with_name("trace_probe.py")
 def test_one_trace_from_submit_to_the_worker(tmp_path):
     certs = generate_deployment(tmp_path / "certs", ["acme"])
     with start_backend() as backend:
-        resources = provision(backend.endpoint_url, backend.region, "dev")
+        resources = backend.provision("dev")
         client = certs.clients["acme"]
         env = backend.child_env()
         env.update(certs.server.env())

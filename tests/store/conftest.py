@@ -29,7 +29,7 @@ from conveyor.ops import Ops, OpsSettings
 from conveyor.queue import TaskQueue
 from conveyor.settings import AwsSettings
 from conveyor.store import TaskStore
-from conveyor_infra.emulator import ProvisionedResources, provision
+from conveyor_infra.emulator import ProvisionedResources
 from store_support import Raw, Resources
 
 # Queue attributes copied from the provisioned queues (QueueArn, counts and timestamps are not).
@@ -49,7 +49,7 @@ QUEUE_ATTRIBUTES = (
 
 @pytest.fixture(scope="session")
 def provisioned(aws_backend: Backend) -> ProvisionedResources:
-    return provision(aws_backend.endpoint_url, aws_backend.region, "dev")
+    return aws_backend.provision("dev")
 
 
 @pytest.fixture(scope="session")
@@ -140,15 +140,14 @@ def clients(aws_backend: Backend) -> AwsClients:
     """One client cache for the tier (clients are not bound to a table or queue); its
     credentials are resolved on first use, inside a test, from `aws_credentials`."""
     return AwsClients(
-        AwsSettings(AWS_REGION=aws_backend.region, AWS_ENDPOINT_URL=aws_backend.endpoint_url)  # type: ignore[call-arg]
+        AwsSettings(**aws_backend.env())  # type: ignore[arg-type]
     )
 
 
 @pytest.fixture
 def settings(aws_backend: Backend, resources: Resources, aws_credentials: None) -> OpsSettings:
     return OpsSettings(  # type: ignore[call-arg]
-        AWS_REGION=aws_backend.region,
-        AWS_ENDPOINT_URL=aws_backend.endpoint_url,
+        **aws_backend.env(),
         table_name=resources.table,
         queue_url=resources.queue_url,
         dlq_url=resources.dlq_url,

@@ -29,8 +29,7 @@ def short(aws_backend: Backend, aws_credentials: None) -> AwsClients:
     """Clients with two attempts and a 0.5 s read timeout, so timeouts are quick to reach."""
     return AwsClients(
         AwsSettings(  # type: ignore[call-arg]
-            AWS_REGION=aws_backend.region,
-            AWS_ENDPOINT_URL=aws_backend.endpoint_url,
+            **aws_backend.env(),
             aws_max_attempts=2,
             aws_read_timeout_seconds=0.5,
         )

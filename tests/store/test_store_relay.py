@@ -18,10 +18,9 @@ S = TaskState
 
 
 @pytest.fixture
-def relay(settings, store, queue) -> Relay:
+def relay(aws_backend, settings, store, queue) -> Relay:
     relay_settings = RelaySettings(  # type: ignore[call-arg]
-        AWS_REGION=settings.aws_region,
-        AWS_ENDPOINT_URL=settings.aws_endpoint_url,
+        **aws_backend.env(),
         table_name=settings.table_name,
         queue_url=settings.queue_url,
         dlq_url=settings.dlq_url,

@@ -117,7 +117,7 @@ def test_parallel_slow_store_calls_are_not_serialised(aws_backend, aws_credentia
     """Issue 8 defect 1: pybreaker's `call` held its lock across the request, so 8 threads
     making 0.5 s calls took 4 s. Through the store's breaker they now overlap."""
     delay, parallel = 0.5, 8
-    proxy = SlowProxy(aws_backend.endpoint_url, delay)
+    proxy = SlowProxy(aws_backend.endpoint_for("dynamodb"), delay)
     try:
         slow = _settings(proxy.url, aws_read_timeout_seconds=5.0)
         store = TaskStore(AwsClients(slow), settings, make_breaker(slow, "dynamodb-slow"))
@@ -146,6 +146,8 @@ def _settings(endpoint: str, **overrides) -> AwsSettings:
     values = {
         "AWS_REGION": "us-east-1",
         "AWS_ENDPOINT_URL": endpoint,
+        # Wins over a per-service variable of the backend's (aws_credentials sets them).
+        "AWS_ENDPOINT_URL_DYNAMODB": endpoint,
         "aws_max_attempts": 1,
         "aws_connect_timeout_seconds": 0.2,
         "aws_read_timeout_seconds": 0.5,
@@ -197,7 +199,8 @@ def test_half_open_breaker_closes_after_a_success(aws_backend, aws_credentials, 
     dependency = f"dynamodb-{uuid.uuid4().hex[:6]}"
     breaker = make_breaker(_settings("http://unused", breaker_reset_seconds=0.3), dependency)
     dead = TaskStore(AwsClients(_settings(f"http://127.0.0.1:{_closed_port()}")), settings, breaker)
-    live = TaskStore(AwsClients(_settings(aws_backend.endpoint_url)), settings, breaker)
+    live_settings = _settings(aws_backend.endpoint_for("dynamodb"))
+    live = TaskStore(AwsClients(live_settings), settings, breaker)
     for _ in range(3):
         with pytest.raises((EndpointConnectionError, pybreaker.CircuitBreakerError)):
             dead.get(uuid.uuid4().hex)

@@ -52,13 +52,12 @@ class Running:
 
 
 @pytest.fixture
-def start_worker(settings, store, queue) -> Iterator[Callable[..., Running]]:
+def start_worker(aws_backend, settings, store, queue) -> Iterator[Callable[..., Running]]:
     started: list[Running] = []
 
     def start(**overrides: Any) -> Running:
         values: dict[str, Any] = {
-            "AWS_REGION": settings.aws_region,
-            "AWS_ENDPOINT_URL": settings.aws_endpoint_url,
+            **aws_backend.env(),
             "table_name": settings.table_name,
             "queue_url": settings.queue_url,
             "dlq_url": settings.dlq_url,

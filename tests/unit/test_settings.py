@@ -118,6 +118,24 @@ def test_region_alias_and_endpoint(env: SetEnv):
     assert s.aws_endpoint_url == "http://127.0.0.1:4566"
 
 
+def test_a_per_service_endpoint_overrides_the_shared_one_for_that_service_only(env: SetEnv):
+    env(
+        AWS_REGION="eu-central-1",
+        AWS_ENDPOINT_URL="http://127.0.0.1:4566",
+        AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:8000",
+    )
+    s = load(AwsSettings)
+    assert s.endpoint_for("dynamodb") == "http://127.0.0.1:8000"
+    assert s.endpoint_for("sqs") == s.endpoint_for("secretsmanager") == "http://127.0.0.1:4566"
+
+
+def test_without_endpoint_variables_every_service_uses_aws_own(env: SetEnv):
+    env(AWS_REGION="eu-central-1", AWS_ENDPOINT_URL_SECRETS_MANAGER="http://127.0.0.1:9000")
+    s = load(AwsSettings)
+    assert s.endpoint_for("secretsmanager") == "http://127.0.0.1:9000"
+    assert s.endpoint_for("dynamodb") is None and s.endpoint_for("sqs") is None
+
+
 def test_prefixless_names_are_not_read(env: SetEnv):
     env(TABLE_NAME="tasks")
     with pytest.raises(ConfigError) as caught:

@@ -3,7 +3,9 @@
 `start_backend()` picks, in this order (DESIGN.md §8):
 
 1. **explicit**: `AWS_ENDPOINT_URL` is set (a running emulator, a sandbox account): used as is,
-   nothing is started or stopped. Credentials come from the caller's own environment.
+   with any `AWS_ENDPOINT_URL_<SERVICE>` beside it; nothing is started or stopped. Credentials
+   come from the caller's own environment. Each start_backend() gets its own resource-name
+   prefix, so tiers sharing the endpoint do not share queues or tables.
 2. **ministack** (the default): MiniStack, an embedded emulator in a subprocess on a free
    loopback port, serving SQS, DynamoDB and Secrets Manager. It runs from its own virtualenv
    under `.venv/emulators/` (it pins a botocore that conflicts with ours), which `make setup`
@@ -40,13 +42,17 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Literal, cast, get_args
+from typing import IO, TYPE_CHECKING, Any, Literal, cast, get_args
 
 from conveyor.local.lifetime import die_with_parent
+
+if TYPE_CHECKING:
+    from conveyor_infra.emulator import ProvisionedResources
 
 BackendKind = Literal["ministack", "dynamodb-local", "moto", "localstack", "explicit"]
 DEFAULT_KIND: BackendKind = "ministack"
@@ -92,6 +98,9 @@ class Backend:
     # The process serving DynamoDB when this harness started it on this machine (fault tests
     # freeze it with SIGSTOP); None for an explicit endpoint or a container.
     pid: int | None = None
+    # In front of every resource name provision() creates: unique per start_backend() of a
+    # shared (explicit) endpoint, so tiers and runs sharing it never share a queue or table.
+    resource_prefix: str = ""
 
     def endpoint_for(self, service: str) -> str:
         """The endpoint URL of one AWS service ("dynamodb", "sqs", "secretsmanager")."""
@@ -136,6 +145,19 @@ class Backend:
         }
         return boto3.client(service_name, **{**options, **kwargs})
 
+    def provision(self, stack: str = "dev") -> ProvisionedResources:
+        """Create `stack`'s queues, table and secrets here, as the Pulumi program declares them
+        (names prefixed with resource_prefix)."""
+        from conveyor_infra.emulator import provision
+
+        return provision(
+            self.endpoint_url,
+            self.region,
+            stack,
+            service_endpoints=self.service_endpoints,
+            name_prefix=self.resource_prefix,
+        )
+
     def close(self) -> None:
         """Stop what start_backend() started (nothing for an explicit endpoint). Idempotent."""
         stop, self._stop = self._stop, None
@@ -160,7 +182,13 @@ def start_backend(environ: Mapping[str, str] | None = None) -> Backend:
     kind = choose_backend(env)
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
     if kind == "explicit":
-        return Backend("explicit", env["AWS_ENDPOINT_URL"], region)
+        return Backend(
+            "explicit",
+            env["AWS_ENDPOINT_URL"],
+            region,
+            {s: env[var] for s, var in SERVICE_ENDPOINT_VARS.items() if env.get(var)},
+            resource_prefix=f"{uuid.uuid4().hex[:8]}-",
+        )
     if kind == "localstack":
         return _start_localstack(env, region)
     emulators = Path(env.get(EMULATORS_DIR_VAR) or Path(sys.prefix) / "emulators")

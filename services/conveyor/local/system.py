@@ -92,11 +92,9 @@ class LocalSystem:
         action_log: Path | None = None,
     ) -> LocalSystem:
         """Create the stack's resources in the backend and the certificates; start nothing."""
-        from conveyor_infra.emulator import provision
-
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "logs").mkdir(exist_ok=True)
-        resources = provision(backend.endpoint_url, backend.region, stack)
+        resources = backend.provision(stack)
         certs = generate_deployment(workdir / "certs", tenants)
         return cls(
             workdir=workdir,
