@@ -16,7 +16,8 @@ PROTO_OUT := services
 PROTO_FILES := $(PROTO_SRC)/conveyor/v1/task_service.proto
 
 .PHONY: setup local test lint format proto proto-check test-unit test-infra test-observability \
-        test-integration test-chaos test-e2e test-soak soak generate generate-check bench clean
+        test-integration test-chaos test-e2e test-soak soak test-conformance \
+        test-second-backend generate generate-check bench clean
 
 setup: $(STAMP) $(MINISTACK_STAMP) $(DYNAMODB_LOCAL_STAMP)
 
@@ -69,6 +70,13 @@ test-soak: setup
 ## TASKS tasks (default 1000) while processes are SIGKILLed and AWS faults come and go.
 soak: setup
 	$(BIN)/python -m conveyor.local.soak $(if $(TASKS),--tasks $(TASKS),)
+## The AWS semantics Conveyor relies on, on every backend that can start here (README, Emulators).
+test-conformance: setup
+	$(BIN)/pytest tests/conformance
+## The store and integration tiers once more on a second implementation (CI runs this too):
+## AWS's DynamoDB Local for DynamoDB, moto for SQS and Secrets Manager.
+test-second-backend: setup
+	CONVEYOR_BACKEND=dynamodb-local $(BIN)/pytest tests/store tests/integration
 
 lint: setup
 	$(BIN)/ruff check .

@@ -101,6 +101,7 @@ def test_no_acknowledged_transaction_is_lost_while_others_are_cancelled(pooled):
     present = {item["pk"]["S"] for item in scan_all(ddb, table)}
     lost = [key for key in acknowledged if key not in present]
     stray = [key for key in present if key.startswith("f-")]
+    print(f"lost {len(lost)} items of {len(acknowledged) // 2} acknowledged transactions")
     assert cancelled > 0 and len(acknowledged) > COMMITTERS * COMMITS_PER_THREAD
     assert (len(lost), len(stray)) == (0, 0), (
         f"{len(lost)} items of {len(acknowledged) // 2} acknowledged transactions lost; "
@@ -159,6 +160,7 @@ def test_a_transactional_reader_never_sees_a_transaction_half_applied(pooled):
         pool.submit(write).result()
         reads = sum(r.result()[0] for r in readers)
         torn = sum(r.result()[1] for r in readers)
+    print(f"torn {torn} of {reads} transactional reads")
     assert reads > 0
     assert torn == 0, f"{torn} of {reads} transactional reads saw a transaction half applied"
 
@@ -195,5 +197,6 @@ def test_concurrent_conditional_increments_all_count(pooled):
     with ThreadPoolExecutor(INCREMENTERS) as pool:
         successes = sum(pool.map(increment, range(INCREMENTERS)))
     final = ddb.get_item(TableName=table, Key={"pk": s("counter")}, ConsistentRead=True)
+    print(f"counter {final['Item']['v']['N']} after {successes} successful increments")
     assert successes == INCREMENTERS * INCREMENTS_PER_THREAD
     assert int(final["Item"]["v"]["N"]) == successes
