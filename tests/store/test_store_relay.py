@@ -131,6 +131,7 @@ def _relay_with(settings, store, queue, **overrides) -> Relay:
     values = {
         "AWS_REGION": settings.aws_region,
         "AWS_ENDPOINT_URL": settings.aws_endpoint_url,
+        "AWS_ENDPOINT_URL_DYNAMODB": settings.aws_endpoint_url_dynamodb,
         "table_name": settings.table_name,
         "queue_url": settings.queue_url,
         "dlq_url": settings.dlq_url,
