@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -203,3 +204,19 @@ def test_forcing_an_emulator_overrides_an_explicit_endpoint():
 def test_bad_forced_choices_are_refused(environ, message):
     with pytest.raises(BackendError, match=message):
         choose_backend(environ)
+
+
+def test_provisioning_on_dynamodb_local_skips_only_point_in_time_recovery(caplog):
+    _installed_or_skip("dynamodb-local")
+    with (
+        start_backend({"CONVEYOR_BACKEND": "dynamodb-local"}) as backend,
+        caplog.at_level(logging.WARNING, logger="conveyor_infra.emulator"),
+    ):
+        resources = backend.provision("dev")
+        ddb = backend.client("dynamodb")
+        ttl = ddb.describe_time_to_live(TableName=resources.table_name)["TimeToLiveDescription"]
+        assert ttl["TimeToLiveStatus"] == "ENABLED"  # the rest of the declaration is applied
+        assert backend.client("sqs").get_queue_attributes(
+            QueueUrl=resources.queue_url, AttributeNames=["RedrivePolicy"]
+        )["Attributes"]["RedrivePolicy"]
+    assert "does not implement UpdateContinuousBackups" in caplog.text
