@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -28,7 +30,8 @@ from conveyor.local.scrape import total
 from conveyor.local.system import LocalSystem
 
 TENANT = "demo"
-DRAIN_TIMEOUT_SECONDS = 60.0
+# Waiting for submitted tasks ends when all are terminal, or when none has finished for this long.
+DRAIN_STALL_SECONDS = 60.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -74,11 +77,17 @@ def show_endpoints(
     console.print(table)
 
 
-SUBMITTERS = 4
+# Clients submitting at once: at least 4, more for a higher --rate (a submit takes ~0.1-0.3 s).
+MIN_SUBMITTERS = 4
+SUBMITS_PER_CLIENT_PER_SECOND = 4
 
 
-def drive(console: Console, load: DemoLoad, args: argparse.Namespace) -> None:
-    """Submit the demo load at --rate from a few concurrent clients; Ctrl-C ends it early."""
+def drive(console: Console, load: DemoLoad, args: argparse.Namespace) -> float:
+    """Submit the demo load at --rate from concurrent clients; Ctrl-C ends it early. Returns
+    the rate reached (submits answered per second).
+
+    At most one submit per client is outstanding, so when the system cannot keep up the load
+    falls behind --rate instead of queueing without bound, and still stops on time."""
     interval = 1.0 / args.rate
     if args.duration is not None:
         load_seconds = args.duration - min(15.0, args.duration / 2)
@@ -86,7 +95,10 @@ def drive(console: Console, load: DemoLoad, args: argparse.Namespace) -> None:
     else:
         load_seconds = float("inf")
         target = args.tasks
+    clients = max(MIN_SUBMITTERS, int(args.rate / SUBMITS_PER_CLIENT_PER_SECOND) + 1)
+    free = threading.BoundedSemaphore(clients)
     started = time.monotonic()
+    sent = 0
     with (
         Progress(
             TextColumn("[bold]submitting demo load"),
@@ -95,17 +107,37 @@ def drive(console: Console, load: DemoLoad, args: argparse.Namespace) -> None:
             TimeElapsedColumn(),
             console=console,
         ) as progress,
-        ThreadPoolExecutor(SUBMITTERS, thread_name_prefix="submit") as pool,
+        ThreadPoolExecutor(clients, thread_name_prefix="submit") as pool,
     ):
         bar = progress.add_task("submit", total=target)
+
+        def answered(_: object) -> None:
+            free.release()
+            progress.advance(bar)
+
         for i in range(target):
-            if time.monotonic() - started > load_seconds:
-                break  # the emulator could not keep up with --rate: keep to --duration
-            pool.submit(load.submit_one).add_done_callback(lambda _: progress.advance(bar))
-            time.sleep(max(0.0, started + (i + 1) * interval - time.monotonic()))
+            time.sleep(max(0.0, started + i * interval - time.monotonic()))
+            if not _acquire_before(free, started + load_seconds):
+                progress.update(bar, total=sent)  # the system could not keep up: keep to time
+                break
+            pool.submit(load.submit_one).add_done_callback(answered)
+            sent += 1
+    return sent / (time.monotonic() - started)
 
 
-def settle(console: Console, load: DemoLoad, deadline: float) -> dict:
+def _acquire_before(semaphore: threading.BoundedSemaphore, deadline: float) -> bool:
+    """Take a free client, unless none frees up before `deadline` (monotonic)."""
+    while not semaphore.acquire(timeout=0.1):
+        if time.monotonic() > deadline:
+            return False
+    if time.monotonic() > deadline:
+        semaphore.release()
+        return False
+    return True
+
+
+def settle(console: Console, load: DemoLoad) -> dict:
+    """Until every submitted task is terminal, or none has finished for DRAIN_STALL_SECONDS."""
     with Progress(
         TextColumn("[bold]waiting for tasks to finish"),
         BarColumn(),
@@ -114,21 +146,43 @@ def settle(console: Console, load: DemoLoad, deadline: float) -> dict:
         console=console,
     ) as progress:
         bar = progress.add_task("settle", total=len(load.submitted))
+        finished, progressed = -1, time.monotonic()
+        states: dict | None = None
         while True:
-            states = load.states()
+            try:
+                states = load.states()
+            except grpc.RpcError as error:  # an overloaded API sheds load: ask again
+                if time.monotonic() - progressed > DRAIN_STALL_SECONDS:
+                    if states is None:
+                        raise
+                    return states
+                console.print(f"GetTask answered {error.code().name}; asking again")
+                time.sleep(1.0)
+                continue
             done = sum(1 for t in states.values() if t.state in TERMINAL)
             progress.update(bar, completed=done)
-            if done == len(states) or time.monotonic() > deadline:
+            if done > finished:
+                finished, progressed = done, time.monotonic()
+            if done == len(states) or time.monotonic() - progressed > DRAIN_STALL_SECONDS:
                 return states
             time.sleep(1.0)
 
 
-def show_summary(console: Console, summary: Summary, backend: str, exit_codes: dict) -> None:
+def show_summary(
+    console: Console,
+    summary: Summary,
+    backend: str,
+    submit_rate: tuple[float, float],
+    refused: int,
+    exit_codes: dict,
+) -> None:
     table = Table(title="Summary")
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("AWS backend", backend)
+    table.add_row("submits/s reached (asked)", "{:.1f} ({:.1f})".format(*submit_rate))
     table.add_row("submitted", str(summary.submitted))
+    table.add_row("refused at submit (never acknowledged)", str(refused))
     for state in ("SUCCEEDED", "FAILED", "DEAD", "CANCELLED"):
         table.add_row(state.lower(), str(summary.by_state.get(state, 0)))
     style = "red" if summary.lost else "green"
@@ -160,17 +214,16 @@ def main(argv: list[str] | None = None) -> int:
             show_endpoints(console, system, env_file, prometheus)
             channel = system.channel(TENANT)
             load = DemoLoad(system.stub(channel))
-            run_until = time.monotonic() + args.duration if args.duration else None
+            submit_rate = 0.0
             try:
-                drive(console, load, args)
-                if run_until is None:
+                submit_rate = drive(console, load, args)
+                if args.duration is None:
                     console.print("demo load submitted; the system keeps running. Ctrl-C stops it.")
                     while True:
                         time.sleep(3600)
             except KeyboardInterrupt:
                 console.print("stopping: no new tasks; letting submitted ones finish")
-            deadline = max(run_until or 0, time.monotonic()) + DRAIN_TIMEOUT_SECONDS
-            states = settle(console, load, deadline)
+            states = settle(console, load)
             urls = [p.metrics_url for p in system.procs.values()]
             aws_requests = total(urls, "conveyor_aws_requests_total")
             created = [t.created_at.ToMilliseconds() for t in states.values()]
@@ -182,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
             if prometheus is not None:
                 prometheus.stop()
             exit_codes = system.stop()
-    show_summary(console, summary, backend.kind, exit_codes)
+    show_summary(
+        console, summary, backend.kind, (submit_rate, args.rate), load.rejected, exit_codes
+    )
     clean = all(code == 0 for code in exit_codes.values())
     return 0 if summary.lost == 0 and clean and summary.submitted > 0 else 1
 
