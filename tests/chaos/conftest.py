@@ -4,10 +4,10 @@ whose workers record executions and effects in the outside oracle's sink."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from chaos_support import Oracle
 from conveyor.local import oracle
 from conveyor.local.backend import start_backend
 from conveyor.local.system import LocalSystem
@@ -27,15 +27,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("chaos: what the outside oracle saw")
         for line in _REPORTS:
             terminalreporter.write_line(line)
-
-
-@dataclass(frozen=True)
-class Oracle:
-    system: LocalSystem
-    sink: Path
-
-    def observed(self) -> oracle.Observed:
-        return oracle.read(self.sink)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import grpc
 import pytest
-from conftest import Oracle
+from chaos_support import Oracle
 from conveyor.local.oracle import TASK_TYPE
 from conveyor.local.scrape import total
 from conveyor.v1 import task_service_pb2 as pb

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import grpc
 import pytest
-from conftest import Oracle
+from chaos_support import Oracle
 from conveyor.local import oracle
 from conveyor.local.system import LocalSystem
 from conveyor.queue import dead_letter_group

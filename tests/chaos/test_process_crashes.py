@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import Oracle
+from chaos_support import Oracle
 from conveyor.local.oracle import TASK_TYPE
 from conveyor.v1 import task_service_pb2 as pb
 from support import get, submit, wait_for, wait_state, wait_terminal
