@@ -52,20 +52,13 @@ def _allows(grants: list[tuple[str, str]], action: str, arn: str) -> bool:
 
 
 def arn_of(declaration: Declaration, local: Declaration, resource: str) -> str:
-    """The stack's ARN for a resource the local system addressed by its dev-stack name."""
+    """The stack's ARN for a resource the local system addressed by its dev-stack name (behind
+    the per-run prefix a shared explicit endpoint gets, conveyor.local.backend)."""
     if resource == "*":
         return resource  # an action with no resource (conveyor.aws._addressed)
-    table, _, index = resource.partition("/index/")
-    if table.startswith("table/"):
-        (declared,) = [
-            r
-            for r in local.of_type("aws:dynamodb/table:Table")
-            if f"table/{r.inputs['name']}" == table
-        ]
-    else:
-        (declared,) = [
-            r for r in local.of_type("aws:sqs/queue:Queue") if r.inputs["name"] == resource
-        ]
+    name, _, index = resource.removeprefix("table/").partition("/index/")
+    kind = "aws:dynamodb/table:Table" if resource.startswith("table/") else "aws:sqs/queue:Queue"
+    (declared,) = [r for r in local.of_type(kind) if name.endswith(str(r.inputs["name"]))]
     arn = str(declaration.named(declared.name).outputs["arn"])
     return f"{arn}/index/{index}" if index else arn
 
