@@ -4,6 +4,7 @@ operator's credentials, because they must work when the API is the thing that is
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,32 +86,65 @@ def dlq_inspect(o: Ops, limit: int) -> list[DlqEntry]:
     return entries
 
 
-def dlq_redrive(o: Ops, task_ids: list[str] | None, limit: int) -> list[RedriveResult]:
+# How long a redrive holds the DLQ messages it looks at, and how much of that it leaves unused:
+# it stops acting on messages once their receipt handles are about to expire.
+REDRIVE_HOLD_SECONDS = 120
+HOLD_MARGIN_FRACTION = 0.25
+
+
+def dlq_redrive(
+    o: Ops, task_ids: list[str] | None, limit: int, hold_seconds: int = REDRIVE_HOLD_SECONDS
+) -> list[RedriveResult]:
     """Give DEAD tasks another run: back to PENDING with attempts reset and an outbox mark (so
     the relay finishes the job if this process dies half-way), sent to the main queue, QUEUED;
-    then their DLQ message goes."""
-    raws = o.queue.peek(limit if task_ids is None else 10_000, queue=QUEUE_DLQ)
+    then their DLQ message goes.
+
+    The DLQ messages are held (invisible) for `hold_seconds` while it works. Past three
+    quarters of that it redrives no more (those are reported `skipped`: run it again), so it
+    never acts on a receipt handle about to expire, and whatever it did not finish, an error
+    included, is made visible again at once rather than when the hold ends."""
+    started = time.monotonic()
+    raws = o.queue.peek(
+        limit if task_ids is None else 10_000, queue=QUEUE_DLQ, hold_seconds=hold_seconds
+    )
+    stop_at = started + hold_seconds * (1 - HOLD_MARGIN_FRACTION)
     wanted = set(task_ids) if task_ids is not None else None
     results: list[RedriveResult] = []
-    untouched = []
-    for raw in raws:
-        try:
-            message = parse(raw)
-        except MalformedMessage:
-            untouched.append(raw)
-            continue
-        if wanted is not None and message.task_id not in wanted:
-            untouched.append(raw)
-            continue
-        if wanted is None and len(results) >= limit:
-            untouched.append(raw)
-            continue
-        results.append(_redrive_one(o, raw, message.task_id))
-    o.queue.unhide(untouched, queue=QUEUE_DLQ)
+    give_back = list(raws)  # until each is finished with
+    try:
+        for raw in raws:
+            try:
+                message = parse(raw)
+            except MalformedMessage:
+                continue
+            if wanted is not None and message.task_id not in wanted:
+                continue
+            if wanted is None and len(results) >= limit:
+                continue
+            if time.monotonic() >= stop_at:
+                results.append(
+                    RedriveResult(message.task_id, "skipped", "the DLQ hold ran out; run again")
+                )
+                continue
+            give_back.remove(raw)
+            try:
+                results.append(_redrive_one(o, raw, message.task_id))
+            except Exception:
+                give_back.append(raw)  # half done: the next redrive looks at it again
+                raise
+    finally:
+        _unhide_each(o, give_back)
     found = {r.task_id for r in results}
     for task_id in sorted((wanted or set()) - found):
         results.append(RedriveResult(task_id, "not-found", "no DLQ message for this task"))
     return results
+
+
+def _unhide_each(o: Ops, raws: list[dict[str, Any]]) -> None:
+    """Make each message visible again; one that cannot be returns when its hold ends."""
+    for raw in raws:
+        with contextlib.suppress(Exception):
+            o.queue.set_visibility(raw["ReceiptHandle"], 0, queue=QUEUE_DLQ)
 
 
 def _redrive_one(o: Ops, raw: dict[str, Any], task_id: str) -> RedriveResult:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import uuid
 
+import pytest
+from botocore.exceptions import ClientError
+from conveyor import faults
 from conveyor import ops as ops_mod
 from conveyor.domain import TaskState
 from conveyor.queue import QUEUE_DLQ
@@ -150,3 +153,35 @@ def test_outbox_status_counts_pending_marks(ops):
     assert status.pending == 2
     assert status.oldest_age_seconds is not None
     assert 0 <= status.oldest_age_seconds <= (now_ms() - first.created_at_ms) / 1000
+
+
+def test_a_redrive_that_fails_half_way_gives_back_the_messages_it_did_not_finish(ops, queue, raw):
+    for _ in range(3):
+        queue.dead_letter(dead(ops.store, submit(ops.store)), "boom")
+
+    # The first task's two writes go through; every DynamoDB transaction after them fails.
+    with (
+        faults.armed("dynamodb.TransactWriteItems=error skip=2"),
+        pytest.raises(ClientError, match="InternalServerError"),
+    ):
+        ops_mod.dlq_redrive(ops, None, limit=10)
+
+    assert raw.depth(raw.res.dlq_url) == (2, 0)  # visible again now, not after their hold
+    assert raw.depth(raw.res.queue_url) == (1, 0)  # the one that was redriven
+
+
+def test_a_redrive_stops_before_its_hold_on_the_dlq_runs_out(ops, queue, raw):
+    tasks = [dead(ops.store, submit(ops.store)) for _ in range(3)]
+    for task in tasks:
+        queue.dead_letter(task, "boom")
+
+    # Each redrive takes over a second (its send hangs); the messages are held for 3 s.
+    with faults.armed("sqs.SendMessage=hang seconds=1.2"):
+        results = ops_mod.dlq_redrive(ops, None, limit=10, hold_seconds=3)
+
+    outcomes = sorted(r.outcome for r in results)
+    assert outcomes.count("redriven") >= 1
+    assert "skipped" in outcomes  # not acted on with a receipt handle about to expire
+    skipped = [r for r in results if r.outcome == "skipped"]
+    assert all("hold" in r.detail for r in skipped)
+    assert raw.depth(raw.res.dlq_url) == (len(skipped), 0)  # given back at once
