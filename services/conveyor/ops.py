@@ -86,23 +86,30 @@ def dlq_inspect(o: Ops, limit: int) -> list[DlqEntry]:
     return entries
 
 
-# How long a redrive holds the DLQ messages it looks at, and how much of that it leaves unused:
-# it stops acting on messages once their receipt handles are about to expire.
-REDRIVE_HOLD_SECONDS = 120
+# A redrive holds the DLQ messages it looks at for 30 s plus 2 s per task it means to redrive
+# (never more than 15 minutes: the hold is also how long they stay hidden if it dies), and
+# leaves a quarter of that unused: it acts on no receipt handle about to expire.
 HOLD_MARGIN_FRACTION = 0.25
 
 
+def redrive_hold_seconds(tasks: int) -> int:
+    return min(900, 30 + 2 * tasks)
+
+
 def dlq_redrive(
-    o: Ops, task_ids: list[str] | None, limit: int, hold_seconds: int = REDRIVE_HOLD_SECONDS
+    o: Ops, task_ids: list[str] | None, limit: int, hold_seconds: int | None = None
 ) -> list[RedriveResult]:
     """Give DEAD tasks another run: back to PENDING with attempts reset and an outbox mark (so
     the relay finishes the job if this process dies half-way), sent to the main queue, QUEUED;
     then their DLQ message goes.
 
-    The DLQ messages are held (invisible) for `hold_seconds` while it works. Past three
-    quarters of that it redrives no more (those are reported `skipped`: run it again), so it
-    never acts on a receipt handle about to expire, and whatever it did not finish, an error
-    included, is made visible again at once rather than when the hold ends."""
+    The DLQ messages are held (invisible) for `hold_seconds` (by default redrive_hold_seconds
+    of the tasks asked for) while it works. Past three quarters of that it redrives no more
+    (those are reported `skipped`: run it again), so it never acts on a receipt handle about
+    to expire, and whatever it did not finish, an error included, is made visible again at
+    once rather than when the hold ends."""
+    if hold_seconds is None:
+        hold_seconds = redrive_hold_seconds(limit if task_ids is None else len(task_ids))
     started = time.monotonic()
     raws = o.queue.peek(
         limit if task_ids is None else 10_000, queue=QUEUE_DLQ, hold_seconds=hold_seconds

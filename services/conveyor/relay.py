@@ -47,6 +47,7 @@ class Relay:
         self.store = store
         self.queue = queue
         self._next_dlq_scan = 0.0  # monotonic
+        self._dlq_depth = 0  # visible DLQ messages at the last depth export
 
     def run(self, stop: threading.Event) -> None:
         while True:
@@ -106,6 +107,8 @@ class Relay:
         for queue, states in self.queue.depths().items():
             for state, count in states.items():
                 metrics.queue_messages.labels(queue, state).set(count)
+            if queue == QUEUE_DLQ:
+                self._dlq_depth = states.get("visible", 0)
 
     def compensate_dlq(self) -> int:
         """Mark DEAD every non-terminal task whose message the redrive policy moved to the DLQ,
@@ -119,10 +122,12 @@ class Relay:
         compensated = 0
         looked_at = []  # messages to give back now; re-filed ones are deleted instead
         try:
-            limit = self.settings.dlq_scan_limit
-            # Held until the scan ends (10 per receive, well under 0.1 s each): a message that
-            # came back mid-scan would end the scan early.
-            for raw in self.queue.peek(limit, queue=QUEUE_DLQ, hold_seconds=max(30, limit // 100)):
+            # Held until the scan ends, but no longer: the hold is also how long the messages
+            # stay hidden if this relay dies mid-scan. A receive of 10 takes well under 0.1 s.
+            hold = 30 + self._dlq_depth // 100
+            for raw in self.queue.peek(
+                self.settings.dlq_scan_limit, queue=QUEUE_DLQ, hold_seconds=hold
+            ):
                 try:
                     message = parse(raw)
                 except MalformedMessage:
