@@ -1,153 +1,499 @@
-"""`make bench`: throughput, latency and AWS cost per task of the local system, in one run.
+"""`make bench`: Conveyor against a raw-call floor, side by side in one run on this machine.
 
-Figures from one machine are only comparable within one run (the machine is noisy), so the
-benchmark reports ratios measured side by side: end-to-end throughput with one worker versus
-two. Results are printed and written to benchmarks/results/<timestamp>.json.
+Every phase gets a fresh emulator with the stack's resources (as `make local` creates them):
+
+1. floor: `benchmarks/floor.py` at the concurrency of Conveyor's 2-worker system;
+2. throughput: Conveyor with 1, 2 and 4 worker processes, no-op tasks from 8 clients;
+3. steady state: 2 workers at --rate tasks/s: AWS requests per task by operation and process
+   (every process, relay and idle polling included), enqueue->start and end-to-end latency;
+   then idle requests per worker-hour, then SubmitTask at 50 concurrent clients against the
+   same AWS calls made directly;
+4. billing: the same system behind `benchmarks/meter.py`'s metering proxy, for 1 KB and 64 KB
+   payloads, and the floor behind it too: DynamoDB units and SQS billed requests per task.
+
+Figures from one machine are only comparable within a run (the machine is shared and noisy),
+hence the ratios. Printed as a table and written to benchmarks/results/bench-<time>.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from conveyor.local.backend import start_backend
-from conveyor.local.scrape import total
+from conveyor.aws import AwsClients, make_breaker
+from conveyor.local.backend import Backend, start_backend
+from conveyor.local.scrape import samples
 from conveyor.local.system import LocalSystem
+from conveyor.queue import TaskQueue
+from conveyor.settings import WorkerSettings
+from conveyor.store import TaskStore
 from conveyor.v1 import task_service_pb2 as pb
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.floor import run_floor
+from benchmarks.meter import PRICE_RRU, PRICE_SQS_FIFO_REQUEST, PRICE_WRU, MeteringProxy
+
 RESULTS = Path(__file__).with_name("results")
+TENANT = "bench"
+TASK_TYPE = "demo.noop"
+CLIENTS = 8
+SLOTS = 4  # CONVEYOR_WORKER_CONCURRENCY of the local tuning
+# Polling and relay cadence as deployed (the settings' defaults), not the local run's faster
+# ones: idle polling and relay sweeps are part of the cost per task being measured.
+BENCH_TUNING = {
+    "CONVEYOR_POLL_WAIT_SECONDS": "5",
+    "CONVEYOR_RELAY_INTERVAL_SECONDS": "5",
+    "CONVEYOR_OUTBOX_AGE_SECONDS": "10",
+}
 console = Console()
 
 
 def percentile(values: list[float], q: int) -> float:
+    if len(values) < 2:
+        return values[0] if values else float("nan")
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-def submit_latency(system: LocalSystem, count: int) -> dict[str, float]:
-    """Sequential SubmitTask round trips (commit + send + mark), in milliseconds."""
-    with system.channel("bench") as channel:
-        stub = system.stub(channel)
-        samples = []
-        for _ in range(count):
-            started = time.perf_counter()
-            stub.SubmitTask(
-                pb.SubmitTaskRequest(
-                    task_type="demo.sleep",
-                    payload=b'{"seconds": 0}',
-                    idempotency_key=uuid.uuid4().hex,
-                ),
-                timeout=10,
-            )
-            samples.append((time.perf_counter() - started) * 1000)
-    return {"p50_ms": percentile(samples, 50), "p99_ms": percentile(samples, 99)}
+def p50_p99(values: list[float]) -> dict[str, float]:
+    return {"p50_ms": percentile(values, 50), "p99_ms": percentile(values, 99)}
 
 
-def drain_throughput(system: LocalSystem, tasks: int) -> dict[str, float]:
-    """Submit `tasks` no-op tasks from 4 clients, then time until all have succeeded.
+def payload_of(size: int) -> bytes:
+    """A JSON object of `size` bytes (the demo handlers take JSON payloads)."""
+    head = b'{"pad": "'
+    return head + b"x" * (size - len(head) - 2) + b'"}'
 
-    AWS requests are counted from the services' own counters: the API's while submitting
-    (before the benchmark starts polling GetTask through it) and the workers' until the end.
-    """
-    api = [system.procs["api"].metrics_url]
-    workers = [p.metrics_url for n, p in system.procs.items() if n.startswith("worker")]
-    api_before = total(api, "conveyor_aws_requests_total")
-    workers_before = total(workers, "conveyor_aws_requests_total")
-    with system.channel("bench") as channel:
-        stub = system.stub(channel)
-        started = time.perf_counter()
 
-        def one(_: int) -> str:
-            return stub.SubmitTask(
-                pb.SubmitTaskRequest(
-                    task_type="demo.sleep",
-                    payload=b'{"seconds": 0}',
-                    idempotency_key=uuid.uuid4().hex,
-                ),
-                timeout=30,
-            ).task.task_id
+# ---- the system ----
+@contextmanager
+def system_on(backend: Backend, workers: int, endpoint: str | None = None) -> Iterator[LocalSystem]:
+    """The stack provisioned in `backend`, its services started (talking to `endpoint`, the
+    metering proxy, if given)."""
+    # The services' logs stay in benchmarks/results/runs/ for a look afterwards.
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{workers}w-{uuid.uuid4().hex[:4]}"
+    system = LocalSystem.provision(
+        RESULTS / "runs" / stamp, backend, (TENANT,), tuning=BENCH_TUNING
+    )
+    if endpoint:
+        system.backend = dataclasses.replace(backend, endpoint_url=endpoint)
+    try:
+        system.start(workers=workers)
+        yield system
+    finally:
+        system.stop()
 
-        with ThreadPoolExecutor(4) as pool:
-            ids = list(pool.map(one, range(tasks)))
-        api_requests = total(api, "conveyor_aws_requests_total") - api_before
-        pending = set(ids)
-        while pending:
-            for task_id in list(pending):
-                task = stub.GetTask(pb.GetTaskRequest(task_id=task_id), timeout=10).task
-                if task.state == pb.TASK_STATE_SUCCEEDED:
-                    pending.discard(task_id)
-            if pending:
-                time.sleep(0.2)
-        elapsed = time.perf_counter() - started
-    worker_requests = total(workers, "conveyor_aws_requests_total") - workers_before
+
+def aws_requests(system: LocalSystem) -> dict[str, dict[str, float]]:
+    """conveyor_aws_requests_total per process, by `service.operation`."""
+    out: dict[str, dict[str, float]] = {}
+    for name, proc in system.procs.items():
+        counts: dict[str, float] = defaultdict(float)
+        for s in samples(proc.metrics_url):
+            if s.name == "conveyor_aws_requests_total":
+                counts[f"{s.labels['service']}.{s.labels['operation']}"] += s.value
+        out[name] = dict(counts)
+    return out
+
+
+def delta(
+    after: dict[str, dict[str, float]], before: dict[str, dict[str, float]]
+) -> dict[str, dict[str, float]]:
     return {
-        "tasks": tasks,
-        "seconds": elapsed,
-        "tasks_per_second": tasks / elapsed,
-        "api_aws_requests_per_task": api_requests / tasks,
-        "worker_aws_requests_per_task": worker_requests / tasks,
+        proc: {
+            op: n - before.get(proc, {}).get(op, 0.0)
+            for op, n in ops.items()
+            if n - before.get(proc, {}).get(op, 0.0)
+        }
+        for proc, ops in after.items()
     }
 
 
-def run_system(workers: int, tasks: int, latency_samples: int) -> dict[str, object]:
+def completed(system: LocalSystem) -> float:
+    return sum(
+        s.value
+        for name, proc in system.procs.items()
+        if name.startswith("worker")
+        for s in samples(proc.metrics_url)
+        if s.name == "conveyor_tasks_completed_total" and s.labels.get("outcome") == "succeeded"
+    )
+
+
+def wait_completed(system: LocalSystem, count: float, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while completed(system) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{count} tasks did not complete within {timeout}s")
+        time.sleep(0.1)
+
+
+def submit_all(
+    system: LocalSystem, count: int, clients: int, payload: bytes, rate: float | None = None
+) -> tuple[list[str], list[float]]:
+    """Submit `count` no-op tasks from `clients` threads (at `rate` tasks/s if given);
+    returns the task ids and each SubmitTask's round trip in ms."""
+    ids: list[str] = []
+    latencies: list[float] = []
+    lock = threading.Lock()
+    started = time.monotonic()
+    with system.channel(TENANT) as channel:
+        stub = system.stub(channel)
+
+        def one(i: int) -> None:
+            if rate:
+                time.sleep(max(0.0, started + i / rate - time.monotonic()))
+            t0 = time.perf_counter()
+            task = stub.SubmitTask(
+                pb.SubmitTaskRequest(
+                    task_type=TASK_TYPE, payload=payload, idempotency_key=uuid.uuid4().hex
+                ),
+                timeout=30,
+            ).task
+            with lock:
+                latencies.append((time.perf_counter() - t0) * 1000)
+                ids.append(task.task_id)
+
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(one, range(count)))
+    return ids, latencies
+
+
+# ---- phases ----
+def phase_floor(tasks: int, payload: bytes) -> dict[str, Any]:
     with start_backend() as backend, tempfile.TemporaryDirectory() as tmp:
-        system = LocalSystem.provision(Path(tmp), backend, ("bench",))
+        system = LocalSystem.provision(Path(tmp), backend, (TENANT,))
+        console.print(f"[bold]floor:[/] {tasks} tasks, {CLIENTS} clients, {2 * SLOTS} consumers")
+        return run_floor(
+            endpoint=backend.endpoint_url,
+            region=backend.region,
+            table=system.table_name,
+            queue_url=system.queue_url,
+            tasks=tasks,
+            clients=CLIENTS,
+            consumers=2 * SLOTS,
+            payload=payload,
+        ).as_dict()
+
+
+def phase_throughput(workers: int, tasks: int, payload: bytes) -> dict[str, Any]:
+    with start_backend() as backend, system_on(backend, workers) as system:
+        console.print(f"[bold]throughput:[/] {workers} worker process(es), {tasks} tasks")
+        before = aws_requests(system)
+        started = time.perf_counter()
+        submit_all(system, tasks, CLIENTS, payload)
+        wait_completed(system, tasks, timeout=300)
+        elapsed = time.perf_counter() - started
+        used = delta(aws_requests(system), before)
+    return {
+        "workers": workers,
+        "tasks": tasks,
+        "seconds": elapsed,
+        "tasks_per_second": tasks / elapsed,
+        "requests_per_task": sum(sum(ops.values()) for ops in used.values()) / tasks,
+    }
+
+
+def _latencies(system: LocalSystem, ids: list[str]) -> dict[str, dict[str, float]]:
+    """Submit -> first RUNNING and submit -> SUCCEEDED, from each task's history."""
+    to_start, end_to_end = [], []
+    with system.channel(TENANT) as channel:
+        stub = system.stub(channel)
+        for task_id in ids:
+            got = stub.GetTask(pb.GetTaskRequest(task_id=task_id), timeout=10)
+            created = got.task.created_at.ToMilliseconds()
+            at = {e.to_state: e.at.ToMilliseconds() for e in reversed(got.events)}
+            to_start.append(at[pb.TASK_STATE_RUNNING] - created)
+            end_to_end.append(at[pb.TASK_STATE_SUCCEEDED] - created)
+    return {"enqueue_to_start": p50_p99(to_start), "end_to_end": p50_p99(end_to_end)}
+
+
+def _direct_submit_ms(system: LocalSystem, count: int, clients: int, payload: bytes) -> list[float]:
+    """The AWS calls SubmitTask makes, made directly (same code, same concurrency, no API)."""
+    env = system.env()
+    values: dict[str, Any] = {
+        "AWS_REGION": env["AWS_REGION"],
+        "AWS_ENDPOINT_URL": env["AWS_ENDPOINT_URL"],
+        "table_name": system.table_name,
+        "queue_url": system.queue_url,
+        "dlq_url": system.dlq_url,
+        "metrics_listen": "127.0.0.1:0",
+    }
+    settings = WorkerSettings(**values)
+    clients_ = AwsClients(settings)
+    store = TaskStore(clients_, settings, make_breaker(settings, "bench-dynamodb"))
+    queue = TaskQueue(clients_, settings)
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def one(_: int) -> None:
+        t0 = time.perf_counter()
+        result = store.submit(
+            tenant=TENANT,
+            task_type=TASK_TYPE,
+            payload=payload,
+            idempotency_key=uuid.uuid4().hex,
+            request_hash=uuid.uuid4().hex,
+            max_attempts=5,
+        )
+        queue.send(result.task.task_id, TASK_TYPE)
+        with lock:
+            latencies.append((time.perf_counter() - t0) * 1000)
+
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(one, range(count)))
+    return latencies
+
+
+def phase_steady(
+    rate: float, seconds: float, idle_seconds: float, payload: bytes
+) -> dict[str, Any]:
+    tasks = int(rate * seconds)
+    with start_backend() as backend, system_on(backend, 2) as system:
+        for key, value in system.backend.child_env().items():
+            os.environ.setdefault(key, value)  # the direct-call comparison's credentials
+        console.print(f"[bold]steady state:[/] {tasks} tasks at {rate:g}/s, 2 workers")
+        before = aws_requests(system)
+        started = time.perf_counter()
+        ids, _ = submit_all(system, tasks, CLIENTS, payload, rate=rate)
+        wait_completed(system, tasks, timeout=300)
+        elapsed = time.perf_counter() - started
+        used = delta(aws_requests(system), before)
+        console.print(f"[bold]idle:[/] {idle_seconds:g} s with 2 workers")
+        idle_before = aws_requests(system)
+        time.sleep(idle_seconds)  # the measurement window itself
+        idle = delta(aws_requests(system), idle_before)
+        latencies = _latencies(system, ids)
+        console.print("[bold]submit latency:[/] 50 concurrent clients, API vs direct calls")
+        done = completed(system)
+        _, api_ms = submit_all(system, 500, 50, payload)
+        direct_ms = _direct_submit_ms(system, 500, 50, payload)
+        wait_completed(system, done + 500, timeout=300)
+    by_op: dict[str, float] = defaultdict(float)
+    for ops in used.values():
+        for op, n in ops.items():
+            by_op[op] += n / tasks
+    per_hour = 3600 / idle_seconds
+    return {
+        "rate": rate,
+        "tasks": tasks,
+        "seconds": elapsed,
+        "tasks_per_second": tasks / elapsed,
+        "requests_per_task": sum(by_op.values()),
+        "requests_per_task_by_operation": dict(sorted(by_op.items())),
+        "requests_per_task_by_process": {
+            proc: sum(ops.values()) / tasks for proc, ops in sorted(used.items())
+        },
+        "idle_requests_per_hour_by_process": {
+            proc: sum(ops.values()) * per_hour for proc, ops in sorted(idle.items())
+        },
+        "idle_requests_by_operation": {
+            f"{proc} {op}": n for proc, ops in sorted(idle.items()) for op, n in ops.items()
+        },
+        **latencies,
+        "submit_50_clients": {"api": p50_p99(api_ms), "direct_aws_calls": p50_p99(direct_ms)},
+    }
+
+
+def _billed(proxy: MeteringProxy, run: Callable[[], int]) -> dict[str, float]:
+    before = proxy.billing.snapshot()
+    tasks = run()
+    after = proxy.billing.snapshot()
+    out: dict[str, float] = {}
+    for kind in ("wru", "rru", "sqs"):
+        for op, units in after[kind].items():
+            used = units - before[kind].get(op, 0.0)
+            if used:
+                out[f"{kind} {op}"] = used / tasks
+    return out
+
+
+def _dollars(per_task: dict[str, float], idle_per_second: dict[str, float], rate: float) -> float:
+    price = {"wru": PRICE_WRU, "rru": PRICE_RRU, "sqs": PRICE_SQS_FIFO_REQUEST}
+    total = sum(price[k.split()[0]] * v for k, v in per_task.items())
+    total += sum(price[k.split()[0]] * v / rate for k, v in idle_per_second.items())
+    return total * 1e6
+
+
+def phase_billing(tasks: int, rate: float, idle_seconds: float) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with start_backend() as backend:
+        proxy = MeteringProxy(backend.endpoint_url)
         try:
-            system.start(workers=workers)
-            console.print(f"[bold]{workers} worker(s):[/] submit latency, then {tasks} tasks")
-            result: dict[str, object] = {"workers": workers}
-            if latency_samples:
-                result["submit"] = submit_latency(system, latency_samples)
-            result["drain"] = drain_throughput(system, tasks)
-            return result
+            with system_on(backend, 1, endpoint=proxy.url) as system:
+                console.print(f"[bold]billing:[/] idle {idle_seconds:g} s, then 1 KB and 64 KB")
+
+                def idle_for() -> int:
+                    time.sleep(idle_seconds)  # the idle window being billed
+                    return 1
+
+                idle = _billed(proxy, idle_for)
+                idle_per_second = {k: v / idle_seconds for k, v in idle.items()}
+                out["idle_units_per_second"] = idle_per_second
+                for label, size in (("1KB", 1024), ("64KB", 64 * 1024 - 512)):
+
+                    def run(size: int = size) -> int:
+                        done = completed(system)
+                        submit_all(system, tasks, 2, payload_of(size))
+                        wait_completed(system, done + tasks, timeout=300)
+                        return tasks
+
+                    per_task = _billed(proxy, run)
+                    # What the load added over idling for as long.
+                    out[label] = {
+                        "units_per_task": per_task,
+                        "wru_per_task": sum(v for k, v in per_task.items() if k[:3] == "wru"),
+                        "rru_per_task": sum(v for k, v in per_task.items() if k[:3] == "rru"),
+                        "sqs_billed_per_task": sum(
+                            v for k, v in per_task.items() if k[:3] == "sqs"
+                        ),
+                        "dollars_per_million_tasks_at_rate": _dollars(
+                            per_task, idle_per_second, rate
+                        ),
+                    }
+            # The floor on the same (now idle) table and queue, through the same proxy.
+            floor = _billed(
+                proxy,
+                lambda: (
+                    run_floor(
+                        endpoint=proxy.url,
+                        region=backend.region,
+                        table=system.table_name,
+                        queue_url=system.queue_url,
+                        tasks=tasks,
+                        clients=2,
+                        consumers=2,
+                        payload=payload_of(1024),
+                    ).tasks
+                ),
+            )
+            out["floor_1KB"] = {
+                "units_per_task": floor,
+                "wru_per_task": sum(v for k, v in floor.items() if k[:3] == "wru"),
+                "dollars_per_million_tasks": _dollars(floor, {}, rate),
+            }
         finally:
-            system.stop()
+            proxy.close()
+    return out
+
+
+# ---- report ----
+def report_table(report: dict[str, Any]) -> Table:
+    table = Table(title="Conveyor vs the raw-call floor (one run, one machine)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    floor, steady, bill = report["floor"], report["steady"], report["billing"]
+    two = report["throughput"]["2"]
+    table.add_row("floor tasks/s (8 clients, 8 consumers)", f"{floor['tasks_per_second']:.1f}", "")
+    table.add_row("Conveyor tasks/s, 2 workers x 4 slots", f"{two['tasks_per_second']:.1f}", "")
+    table.add_row("ratio Conveyor / floor", f"{report['floor_ratio']:.2f}", ">= 0.8")
+    for workers, result in report["throughput"].items():
+        table.add_row(
+            f"tasks/s, {workers} worker process(es)", f"{result['tasks_per_second']:.1f}", ""
+        )
+    table.add_row("scaling 4 workers / 1", f"{report['scaling_4_vs_1']:.2f}", "")
+    table.add_row(
+        f"AWS requests per task at {steady['rate']:g}/s (all processes)",
+        f"{steady['requests_per_task']:.2f}",
+        "<= 4.5",
+    )
+    for op, n in steady["requests_per_task_by_operation"].items():
+        table.add_row(f"  {op}", f"{n:.2f}", "")
+    for proc, n in steady["requests_per_task_by_process"].items():
+        table.add_row(f"  process {proc}", f"{n:.2f}", "")
+    table.add_row("floor AWS requests per task", f"{floor['requests_per_task_total']:.2f}", "")
+    for label in ("1KB", "64KB"):
+        b = bill[label]
+        table.add_row(
+            f"{label} payload: WRU / RRU / SQS billed per task",
+            f"{b['wru_per_task']:.2f} / {b['rru_per_task']:.2f} / {b['sqs_billed_per_task']:.2f}",
+            "",
+        )
+        table.add_row(
+            f"{label} payload: $ per million tasks at {steady['rate']:g}/s",
+            f"${b['dollars_per_million_tasks_at_rate']:.2f}",
+            "<= $4" if label == "1KB" else "",
+        )
+    floor_bill = bill["floor_1KB"]
+    table.add_row(
+        "floor 1KB: WRU per task / $ per million",
+        f"{floor_bill['wru_per_task']:.2f} / ${floor_bill['dollars_per_million_tasks']:.2f}",
+        "",
+    )
+    sub = steady["submit_50_clients"]
+    table.add_row(
+        "SubmitTask p50 / p99, 50 clients",
+        f"{sub['api']['p50_ms']:.1f} / {sub['api']['p99_ms']:.1f} ms",
+        "",
+    )
+    table.add_row(
+        "  its AWS calls made directly p50 / p99",
+        f"{sub['direct_aws_calls']['p50_ms']:.1f} / {sub['direct_aws_calls']['p99_ms']:.1f} ms",
+        "",
+    )
+    table.add_row("  API overhead at p99", f"{report['api_overhead_p99_ms']:.1f} ms", "<= 3 ms")
+    for key, label in (("enqueue_to_start", "enqueue -> start"), ("end_to_end", "end to end")):
+        v = steady[key]
+        table.add_row(f"{label} p50 / p99 (no-op)", f"{v['p50_ms']:.0f} / {v['p99_ms']:.0f} ms", "")
+    table.add_row(
+        "idle AWS requests per worker-hour",
+        f"{report['idle_requests_per_worker_hour']:.0f}",
+        "",
+    )
+    table.add_row("idle $ per worker-hour", f"${report['idle_dollars_per_worker_hour']:.5f}", "")
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tasks", type=int, default=300)
-    parser.add_argument("--latency-samples", type=int, default=100)
+    parser.add_argument("--tasks", type=int, default=300, help="tasks per throughput phase")
+    parser.add_argument("--rate", type=float, default=20.0, help="steady-state tasks/s")
+    parser.add_argument("--steady-seconds", type=float, default=15.0)
+    parser.add_argument("--idle-seconds", type=float, default=15.0)
+    parser.add_argument("--billing-tasks", type=int, default=20)
     args = parser.parse_args(argv)
+    small = payload_of(1024)
 
-    one = run_system(1, args.tasks, args.latency_samples)
-    two = run_system(2, args.tasks, 0)
+    started = time.monotonic()
+    report: dict[str, Any] = {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "args": vars(args)}
+    report["floor"] = phase_floor(args.tasks, small)
+    report["throughput"] = {str(w): phase_throughput(w, args.tasks, small) for w in (1, 2, 4)}
+    report["steady"] = phase_steady(args.rate, args.steady_seconds, args.idle_seconds, small)
+    report["billing"] = phase_billing(args.billing_tasks, args.rate, args.idle_seconds)
+    tp = report["throughput"]
+    report["floor_ratio"] = tp["2"]["tasks_per_second"] / report["floor"]["tasks_per_second"]
+    report["scaling_4_vs_1"] = tp["4"]["tasks_per_second"] / tp["1"]["tasks_per_second"]
+    sub = report["steady"]["submit_50_clients"]
+    report["api_overhead_p99_ms"] = sub["api"]["p99_ms"] - sub["direct_aws_calls"]["p99_ms"]
+    idle = report["steady"]["idle_requests_per_hour_by_process"]
+    workers = {p: n for p, n in idle.items() if p.startswith("worker")}
+    report["idle_requests_per_worker_hour"] = sum(workers.values()) / max(1, len(workers))
+    # An idle worker only long-polls SQS; the relay's idle cost is reported on its own.
+    report["idle_dollars_per_worker_hour"] = (
+        report["idle_requests_per_worker_hour"] * PRICE_SQS_FIFO_REQUEST
+    )
+    report["idle_relay_requests_per_hour"] = idle.get("relay", 0.0)
+    report["bench_seconds"] = time.monotonic() - started
 
-    report = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "one_worker": one,
-        "two_workers": two,
-        "throughput_ratio_two_vs_one": two["drain"]["tasks_per_second"]  # type: ignore[index]
-        / one["drain"]["tasks_per_second"],  # type: ignore[index]
-    }
-    table = Table(title="Conveyor benchmark (one run, one machine: compare ratios)")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    table.add_row(
-        "submit p50 / p99 (1 worker)", "{p50_ms:.1f} / {p99_ms:.1f} ms".format(**one["submit"])
-    )  # type: ignore[arg-type]
-    for label, result in (("1 worker", one), ("2 workers", two)):
-        drain = result["drain"]
-        table.add_row(f"tasks/s, {label}", f"{drain['tasks_per_second']:.1f}")  # type: ignore[index]
-        table.add_row(
-            f"AWS requests per task, {label}: api + workers (incl. empty polls)",
-            f"{drain['api_aws_requests_per_task']:.1f} + "  # type: ignore[index]
-            f"{drain['worker_aws_requests_per_task']:.1f}",  # type: ignore[index]
-        )
-    table.add_row("throughput ratio 2 workers / 1", f"{report['throughput_ratio_two_vs_one']:.2f}")
-    console.print(table)
+    console.print(report_table(report))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
-    console.print(f"written to {out}")
+    console.print(f"written to {out} ({report['bench_seconds']:.0f} s)")
     return 0
 
 

@@ -73,6 +73,11 @@ def charge(ctx: TaskContext) -> bytes:
     return json.dumps({"charged_now": charged_now}).encode()
 
 
+def noop(ctx: TaskContext) -> bytes:
+    """Does nothing: what `make bench` measures is Conveyor's own cost per task."""
+    return b""
+
+
 def poison(ctx: TaskContext) -> bytes:
     """Always fails with a retryable error, so the task exhausts its attempts and dies."""
     raise RuntimeError("poison task: this handler always fails")
@@ -86,6 +91,7 @@ def reject(ctx: TaskContext) -> bytes:
 HANDLERS: dict[str, Handler] = {
     "demo.sleep": sleep,
     "demo.flaky": flaky,
+    "demo.noop": noop,
     "demo.poison": poison,
     "demo.reject": reject,
     "demo.charge": charge,
