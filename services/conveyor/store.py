@@ -99,6 +99,18 @@ def _bytes(value: Any) -> bytes:
     return bytes(value) if value is not None else b""
 
 
+def _cancelled_item(exc: BaseException | None, index: int) -> dict[str, Any] | None:
+    """The item a cancelled transaction returned for its `index`-th action, when that action's
+    condition failed with ReturnValuesOnConditionCheckFailure=ALL_OLD."""
+    if exc is None or not cancellation_reasons(exc):
+        return None
+    reasons = exc.response.get("CancellationReasons", [])  # type: ignore[attr-defined]
+    if index >= len(reasons) or reasons[index].get("Code") != "ConditionalCheckFailed":
+        return None
+    item = reasons[index].get("Item")
+    return dict(item) if item else None
+
+
 def task_from_item(item: Mapping[str, Any], events: tuple[TaskEvent, ...] = ()) -> Task:
     v = _plain(item)
     return Task(
@@ -337,12 +349,11 @@ class TaskStore:
     ) -> SubmitResult:
         """Commit task + idempotency record + first event + outbox mark in one transaction.
 
-        The idempotency record is read first (nothing is written for a replay), and its Put is
-        conditional, so two concurrent submits with one key commit exactly one task.
+        No read first: the idempotency record's Put is conditional (absent or expired), so the
+        key is checked by DynamoDB before anything is written, and two concurrent submits with
+        one key commit exactly one task. When the key is taken, the cancelled transaction hands
+        back the record (ReturnValuesOnConditionCheckFailure), which decides replay or mismatch.
         """
-        replay = self._replay(tenant, idempotency_key, request_hash, remaining)
-        if replay is not None:
-            return SubmitResult(replay, created=False)
         task_id = uuid.uuid4().hex
         at = now_ms()
         task_values = {
@@ -389,6 +400,7 @@ class TaskStore:
                     "ConditionExpression": "attribute_not_exists(#pk) OR #exp < :now",
                     "ExpressionAttributeNames": {"#pk": schema.PK, "#exp": schema.TTL_ATTRIBUTE},
                     "ExpressionAttributeValues": _item({":now": at // 1000}),
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                 }
             },
             {
@@ -400,27 +412,39 @@ class TaskStore:
         ]
         try:
             self._transact(items, remaining, token=task_id)
-        except Conflict:
-            # Another submit with the same key won the race: answer as a replay.
-            replay = self._replay(tenant, idempotency_key, request_hash, remaining)
+        except Conflict as exc:
+            # The key is taken (or another submit with it is committing right now).
+            record = _cancelled_item(exc.__cause__, 1)
+            replay = self._replay(tenant, idempotency_key, request_hash, record, remaining)
             if replay is None:
                 raise
             return SubmitResult(replay, created=False)
         return SubmitResult(task_from_item(_item(task_values)), created=True)
 
     def _replay(
-        self, tenant: str, key: str, request_hash: str, remaining: float | None
+        self,
+        tenant: str,
+        key: str,
+        request_hash: str,
+        record_item: Mapping[str, Any] | None,
+        remaining: float | None,
     ) -> Task | None:
-        resp = self._call(
-            "get_item",
-            remaining,
-            TableName=self.table,
-            Key=_item({schema.PK: schema.idempotency_pk(tenant, key), schema.SK: "IDEM"}),
-            ConsistentRead=True,
-        )
-        if "Item" not in resp:
+        """The task a live record for (tenant, key) points at; IdempotencyMismatch if it was
+        made by another request; None if there is no live record. `record_item` is the record
+        as the failed condition returned it; without one (a TransactionConflict, or a backend
+        that does not return it) it is read, strongly consistent."""
+        if record_item is None:
+            resp = self._call(
+                "get_item",
+                remaining,
+                TableName=self.table,
+                Key=_item({schema.PK: schema.idempotency_pk(tenant, key), schema.SK: "IDEM"}),
+                ConsistentRead=True,
+            )
+            record_item = resp.get("Item")
+        if record_item is None:
             return None
-        record = _plain(resp["Item"])
+        record = _plain(record_item)
         if int(record[schema.TTL_ATTRIBUTE]) < now_ms() // 1000:
             return None
         if record["request_hash"] != request_hash:

@@ -106,8 +106,11 @@ def test_replay_returns_the_tasks_current_state(store):
 def test_same_key_with_a_different_request_is_a_mismatch(store, raw):
     first = submit(store, key="dup")
     items = raw.items()
+    reads = ddb_calls("GetItem") + ddb_calls("Query")
     with pytest.raises(IdempotencyMismatch) as caught:
         submit(store, key="dup", request_hash="other")
+    # The failed condition handed back the record: no read was needed to decide.
+    assert ddb_calls("GetItem") + ddb_calls("Query") == reads
     assert (caught.value.key, caught.value.task_id) == ("dup", first.task_id)
     assert "dup" in str(caught.value) and first.task_id in str(caught.value)
     assert raw.items() == items
