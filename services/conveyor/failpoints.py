@@ -13,7 +13,7 @@ kills the process at each and checks what the restarted system makes of it.
 |-----------------------------|---------|--------------------------------------------------------|
 | api.before_commit           | api     | with a valid submit in hand, nothing written           |
 | api.after_commit            | api     | after the commit (task, key, event, mark), before send |
-| api.after_send              | api     | after the send, before the mark is cleared (QUEUED)    |
+| api.after_send              | api     | after the send (the claim clears the mark, not the API)|
 | worker.after_receive        | worker  | with a message received, before the claim              |
 | worker.after_claim          | worker  | after the claim (RUNNING, lease), before the handler   |
 | worker.mid_handler          | worker  | inside the handler, at its first `ctx.wait()`          |

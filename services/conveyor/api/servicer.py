@@ -151,11 +151,18 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         if result.created:
             metrics.tasks_submitted_total.labels(task.task_type).inc()
             failpoints.hit("api.after_commit")
-            task = self._enqueue(task, context)
+            self._enqueue(task, context)
         return pb.SubmitTaskResponse(task=convert.task(task), created=result.created)
 
-    def _enqueue(self, task: Task, context: grpc.ServicerContext) -> Task:
-        """Best effort: on any failure the outbox mark stays and the relay sends it later."""
+    def _enqueue(self, task: Task, context: grpc.ServicerContext) -> None:
+        """Best effort: on any failure the outbox mark stays and the relay sends it later.
+
+        The task stays PENDING with its mark: no write follows the send. The worker's claim
+        clears the mark and records QUEUED on the way to RUNNING (the history keeps the
+        canonical path), which saves a transaction per task; the price is that the relay
+        re-sends (deduplicated by SQS) a task still waiting in the queue after
+        CONVEYOR_OUTBOX_AGE_SECONDS, and then marks it QUEUED.
+        """
         try:
             left = context.time_remaining()
             budget = min(self.settings.send_timeout_seconds, left if left else NO_DEADLINE)
@@ -163,14 +170,8 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
                 task.task_id, task.task_type, dedup_id=enqueue_dedup_id(task), remaining=budget
             )
             failpoints.hit("api.after_send")
-            return self.store.transition(
-                task, TaskState.QUEUED, detail="sent by the API", remaining=self._remaining(context)
-            )
-        except Conflict:
-            return self.store.get(task.task_id) or task  # a worker already claimed it
         except Exception:
             log.warning("send after commit failed; the outbox relay will send it", exc_info=True)
-            return task
 
     @unary_rpc
     def GetTask(
