@@ -13,6 +13,9 @@ CONSUMER span joins the submitter's trace.
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +25,8 @@ from conveyor.aws import AwsClients
 from conveyor.domain import Task
 from conveyor.settings import QueueSettings
 from conveyor.telemetry import metrics
+
+log = logging.getLogger("conveyor.queue")
 
 QUEUE_MAIN = "main"
 QUEUE_DLQ = "dlq"
@@ -207,6 +212,15 @@ class TaskQueue:
     def delete(self, receipt_handle: str, *, queue: str = QUEUE_MAIN) -> None:
         self._sqs().delete_message(QueueUrl=self.urls[queue], ReceiptHandle=receipt_handle)
 
+    def delete_batch(self, receipt_handles: list[str], *, queue: str = QUEUE_MAIN) -> int:
+        """One DeleteMessageBatch for up to 10 messages; returns how many SQS did not delete
+        (they come back after their visibility timeout, and are deleted then)."""
+        resp = self._sqs().delete_message_batch(
+            QueueUrl=self.urls[queue],
+            Entries=[{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(receipt_handles)],
+        )
+        return len(resp.get("Failed", []))
+
     def depths(self) -> dict[str, dict[str, int]]:
         """Approximate message counts of both queues by state (visible, inflight, delayed)."""
         out: dict[str, dict[str, int]] = {}
@@ -218,3 +232,65 @@ class TaskQueue:
                 state: int(attrs.get(attr, 0)) for attr, state in _DEPTH_ATTRIBUTES.items()
             }
         return out
+
+
+class DeleteBatcher:
+    """Deletes settled messages in batches of up to 10 (DeleteMessageBatch): one request per
+    batch instead of one per message.
+
+    A message waits at most `linger` seconds for its batch, so a FIFO message group (whose next
+    message SQS holds back until this one is deleted) is held only that much longer. Waiting
+    is safe: the task's outcome is already recorded, the message stays invisible, and one
+    whose delete never happens (the process died) comes back, finds its task terminal and is
+    deleted then. `close` deletes what is left.
+    """
+
+    BATCH = 10
+
+    def __init__(self, queue: TaskQueue, linger: float) -> None:
+        self._queue = queue
+        self._linger = linger
+        self._pending: list[str] = []
+        self._first_at = 0.0
+        self._wake = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="deleter", daemon=True)
+        self._thread.start()
+
+    def add(self, receipt_handle: str) -> None:
+        with self._wake:
+            if not self._pending:
+                self._first_at = time.monotonic()
+            self._pending.append(receipt_handle)
+            self._wake.notify()
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join()
+
+    def _take(self) -> list[str] | None:
+        """The next batch to delete, once it is full or old enough; None when closed and empty."""
+        with self._wake:
+            while True:
+                due = self._first_at + self._linger
+                if self._pending and (
+                    len(self._pending) >= self.BATCH or self._closed or time.monotonic() >= due
+                ):
+                    batch, self._pending = self._pending[: self.BATCH], self._pending[self.BATCH :]
+                    self._first_at = time.monotonic()
+                    return batch
+                if self._closed:
+                    return None
+                self._wake.wait(max(0.0, due - time.monotonic()) if self._pending else None)
+
+    def _run(self) -> None:
+        while (batch := self._take()) is not None:
+            try:
+                failed = self._queue.delete_batch(batch)
+            except Exception:
+                log.warning("could not delete settled messages; they come back", exc_info=True)
+                continue
+            if failed:
+                log.warning("SQS did not delete %d settled message(s); they come back", failed)

@@ -6,7 +6,9 @@ import json
 import uuid
 
 import pytest
-from conveyor.queue import QUEUE_DLQ, MalformedMessage, parse
+from conveyor.queue import QUEUE_DLQ, DeleteBatcher, MalformedMessage, parse
+from store_support import metric
+from support import wait_for
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -79,3 +81,34 @@ def test_depths_by_state(queue):
 def test_malformed_bodies_are_refused(body):
     with pytest.raises(MalformedMessage):
         parse({"MessageId": "m", "ReceiptHandle": "r", "Body": body})
+
+
+def test_settled_messages_are_deleted_ten_to_a_request(queue, raw):
+    for i in range(12):  # a group each: FIFO withholds a group's second message while in flight
+        queue.send(uuid.uuid4().hex, "demo.noop", group_id=f"batch#{i}")
+    handles: dict[str, str] = {}  # message id -> its receipt handle
+
+    def all_received() -> bool:
+        handles.update((m["MessageId"], m["ReceiptHandle"]) for m in queue.receive(10, 1, 30))
+        return len(handles) == 12
+
+    wait_for(all_received, 20, "all 12 messages received")
+    batches = metric(
+        "conveyor_aws_requests_total",
+        service="sqs",
+        operation="DeleteMessageBatch",
+        outcome="success",
+    )
+    deleter = DeleteBatcher(queue, linger=5.0)  # only a full batch or close() sends before 5 s
+    for handle in handles.values():
+        deleter.add(handle)
+    wait_for(lambda: raw.depth(raw.res.queue_url) == (0, 2), 10, "one full batch deleted")
+    deleter.close()  # the rest, at once
+    assert raw.depth(raw.res.queue_url) == (0, 0)
+    used = metric(
+        "conveyor_aws_requests_total",
+        service="sqs",
+        operation="DeleteMessageBatch",
+        outcome="success",
+    )
+    assert used - batches == 2

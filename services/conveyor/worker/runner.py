@@ -1,7 +1,9 @@
 """The worker loop: receive, claim under a lease, heartbeat, run the handler, settle.
 
 Concurrency is bounded by a semaphore: the poller asks SQS for at most as many messages as
-there are free slots, so nothing waits in memory holding an invisible message. Each message
+there are free slots, so nothing waits in memory holding an invisible message; after a receive
+that did not fill them it lingers (CONVEYOR_RECEIVE_LINGER_SECONDS) so that receives come in
+batches, and settled messages are deleted in batches too (DeleteBatcher). Each message
 runs on its own daemon thread with a heartbeat thread beside it that extends both the SQS
 visibility timeout and the DynamoDB lease, and notices cancellation.
 
@@ -35,6 +37,7 @@ from conveyor.domain import (
     bounded_error,
 )
 from conveyor.queue import (
+    DeleteBatcher,
     MalformedMessage,
     Message,
     TaskQueue,
@@ -105,6 +108,7 @@ class Worker:
         # being claimed too, not only those already registered as in flight.
         self._active = 0
         self._idle = threading.Condition(self._lock)
+        self._deleter = DeleteBatcher(queue, settings.delete_linger_seconds)
         metrics.worker_concurrency_limit.set(settings.worker_concurrency)
 
     # ---- the loop ----
@@ -121,6 +125,7 @@ class Worker:
                 lambda: self._active == 0, timeout=max(0.0, deadline - time.monotonic())
             )
         self._hand_back_all(self._snapshot())
+        self._deleter.close()
         log.info("worker stopped")
 
     def _hand_back_all(self, items: list[_InFlight]) -> None:
@@ -157,6 +162,7 @@ class Worker:
             free = 1
             while free < 10 and self._slots.acquire(blocking=False):
                 free += 1
+            asked = free
             try:
                 raw = self.queue.receive(
                     free, self.settings.poll_wait_seconds, self.settings.visibility_timeout_seconds
@@ -173,6 +179,9 @@ class Worker:
                 self._start(message)
             for _ in range(free):
                 self._slots.release()
+            if len(raw) < asked:
+                # The queue had less than we could take: let the next batch gather.
+                stop.wait(self.settings.receive_linger_seconds)
 
     def _release(self, raw: dict[str, Any]) -> None:
         try:
@@ -252,10 +261,10 @@ class Worker:
             task = self.store.get(message.task_id)
             if task is None:
                 log.error("message for unknown task deleted", extra={"task_id": message.task_id})
-                self.queue.delete(message.receipt_handle)
+                self._delete(message)
                 return
             if task.state.terminal:
-                self.queue.delete(message.receipt_handle)  # a duplicate, or cancelled meanwhile
+                self._delete(message)  # a duplicate, or cancelled meanwhile
                 return
             now = now_ms()
             if task.state == TaskState.RUNNING and task.lease_expires_at_ms > now:
@@ -423,10 +432,7 @@ class Worker:
     def _delete(self, message: Message) -> None:
         """Delete a message whose outcome is recorded; if that fails it comes back, finds the
         task terminal and is deleted then."""
-        try:
-            self.queue.delete(message.receipt_handle)
-        except Exception:
-            log.warning("could not delete a settled message", exc_info=True)
+        self._deleter.add(message.receipt_handle)
 
     def _after_stop(self, message: Message, task: Task) -> str:
         """The task changed under us. If it was cancelled, the message is finished with;
