@@ -12,6 +12,7 @@ CONSUMER span joins the submitter's trace.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
@@ -22,7 +23,7 @@ from typing import Any
 from opentelemetry import propagate
 
 from conveyor.aws import AwsClients
-from conveyor.domain import Task
+from conveyor.domain import Task, TaskState
 from conveyor.settings import QueueSettings
 from conveyor.telemetry import metrics
 
@@ -47,6 +48,47 @@ class Message:
     attributes: dict[str, str] = field(default_factory=dict)
     error: str = ""
     group_id: str = ""
+    # The task as it was committed when this message was sent (see `snapshot_of`), if the
+    # sender included it.
+    snapshot: Task | None = None
+
+
+# Task fields a fresh task's snapshot carries; the rest are empty until a worker runs it.
+_SNAPSHOT_FIELDS = (
+    "task_id",
+    "tenant",
+    "task_type",
+    "version",
+    "attempts",
+    "max_attempts",
+    "created_at_ms",
+    "updated_at_ms",
+    "idempotency_key",
+    "event_seq",
+    "traceparent",
+)
+
+
+def snapshot_of(task: Task) -> dict[str, Any]:
+    """What a worker needs to claim and run `task` without reading it first: the task exactly
+    as committed. The claim is conditional on that version, so a task that changed since
+    (cancelled, relayed, retried) fails the claim, and the worker reads it then."""
+    fields: dict[str, Any] = {name: getattr(task, name) for name in _SNAPSHOT_FIELDS}
+    return {**fields, "state": task.state.value, "payload": base64.b64encode(task.payload).decode()}
+
+
+def _task_from_snapshot(value: Any, task_id: str) -> Task | None:
+    """The snapshot's task, or None if it is missing or not one (the worker reads instead)."""
+    try:
+        fields = {name: value[name] for name in _SNAPSHOT_FIELDS}
+        task = Task(
+            **fields,
+            state=TaskState(value["state"]),
+            payload=base64.b64decode(value["payload"], validate=True),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    return task if task.task_id == task_id else None
 
 
 def enqueue_dedup_id(task: Task) -> str:
@@ -90,6 +132,7 @@ def parse(raw: dict[str, Any]) -> Message:
         attributes=attrs,
         error=str(body.get("error", "")),
         group_id=raw.get("Attributes", {}).get("MessageGroupId", ""),
+        snapshot=_task_from_snapshot(body["task"], task_id) if "task" in body else None,
     )
 
 
@@ -115,19 +158,24 @@ class TaskQueue:
         group_id: str | None = None,
         error: str = "",
         traceparent: str = "",
+        snapshot: Task | None = None,
         remaining: float | None = None,
     ) -> str:
         """Send a task reference; the dedup id defaults to the task id (DESIGN.md §1).
 
         The trace context is the current one, or `traceparent` when given (the relay sends on
-        behalf of a submit that happened in another process, possibly minutes ago).
+        behalf of a submit that happened in another process, possibly minutes ago). With
+        `snapshot` the body carries the task as committed (`snapshot_of`), payload included,
+        so the worker's first claim needs no read.
         """
         carrier: dict[str, str] = {"traceparent": traceparent} if traceparent else {}
         if not carrier:
             propagate.inject(carrier)
-        body: dict[str, str] = {"task_id": task_id, "task_type": task_type}
+        body: dict[str, Any] = {"task_id": task_id, "task_type": task_type}
         if error:
             body["error"] = error[:1024]
+        if snapshot is not None:
+            body["task"] = snapshot_of(snapshot)
         resp = self._sqs(remaining).send_message(
             QueueUrl=self.urls[queue],
             MessageBody=json.dumps(body),

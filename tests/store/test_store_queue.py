@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 from conveyor.queue import QUEUE_DLQ, DeleteBatcher, MalformedMessage, parse
-from store_support import metric
+from store_support import metric, submit
 from support import wait_for
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -81,6 +81,25 @@ def test_depths_by_state(queue):
 def test_malformed_bodies_are_refused(body):
     with pytest.raises(MalformedMessage):
         parse({"MessageId": "m", "ReceiptHandle": "r", "Body": body})
+
+
+def test_a_snapshot_carries_the_committed_task_byte_for_byte(store, queue):
+    task = submit(store, payload=bytes(range(256)) * 64)  # 16 KiB, every byte value
+    queue.send(task.task_id, task.task_type, snapshot=task)
+    [received] = queue.receive(10, 0, 30)
+    assert parse(received).snapshot == task
+
+
+@pytest.mark.parametrize(
+    "snapshot",
+    [{"task_id": "x"}, "not a task", {"payload": "%%%"}],
+)
+def test_a_message_with_a_broken_snapshot_still_parses_without_one(queue, snapshot):
+    task_id = uuid.uuid4().hex
+    body = json.dumps({"task_id": task_id, "task_type": "t", "task": snapshot})
+    raw = {"MessageId": "m", "ReceiptHandle": "r", "Body": body}
+    message = parse(raw)
+    assert (message.task_id, message.snapshot) == (task_id, None)  # the worker reads instead
 
 
 def test_settled_messages_are_deleted_ten_to_a_request(queue, raw):

@@ -23,7 +23,7 @@ from conveyor.store import TaskStore, now_ms
 from conveyor.worker.demo_handlers import DOWNSTREAM_DIR, HANDLERS
 from conveyor.worker.handlers import PermanentError, TaskCancelled
 from conveyor.worker.runner import Worker
-from store_support import LEASE, metric, submit
+from store_support import LEASE, ddb_calls, metric, submit
 from support import wait_for
 
 S = TaskState
@@ -470,3 +470,36 @@ def test_bounces_do_not_use_up_the_receives_a_task_needs_for_its_attempts(
 def raw_redrive_max_receives(raw) -> int:
     attrs = raw.sqs.get_queue_attributes(QueueUrl=raw.res.queue_url, AttributeNames=["All"])
     return int(json.loads(attrs["Attributes"]["RedrivePolicy"])["maxReceiveCount"])
+
+
+def test_a_first_delivery_with_its_snapshot_is_claimed_and_run_without_a_read(
+    store, queue, raw, start_worker
+):
+    task = submit(store, task_type="demo.noop")
+    queue.send(task.task_id, task.task_type, snapshot=task)
+    reads = ddb_calls("GetItem") + ddb_calls("Query")
+    start_worker()
+    wait_for(
+        lambda: (raw.task_item(task.task_id) or {}).get("state") == "SUCCEEDED", 15, "SUCCEEDED"
+    )
+    assert ddb_calls("GetItem") + ddb_calls("Query") == reads
+    done = store.get(task.task_id, with_events=True)
+    assert done is not None and _path(done) == [
+        (None, S.PENDING),
+        (S.PENDING, S.QUEUED),
+        (S.QUEUED, S.RUNNING),
+        (S.RUNNING, S.SUCCEEDED),
+    ]
+
+
+def test_a_stale_snapshot_fails_the_claim_and_the_task_is_read(store, queue, raw, start_worker):
+    task = submit(store, task_type="demo.noop")
+    queue.send(task.task_id, task.task_type, snapshot=task)
+    store.transition(task, S.CANCELLED, detail="cancelled before any worker saw it")
+    start_worker()
+    wait_for(
+        lambda: raw.depth(raw.res.queue_url) == (0, 0), 15, "the message to be deleted", every=0.05
+    )
+    final = store.get(task.task_id, with_events=True)
+    assert final is not None and (final.state, final.attempts) == (S.CANCELLED, 0)
+    assert S.RUNNING not in [e.to_state for e in final.events]

@@ -167,7 +167,11 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             left = context.time_remaining()
             budget = min(self.settings.send_timeout_seconds, left if left else NO_DEADLINE)
             self.queue.send(
-                task.task_id, task.task_type, dedup_id=enqueue_dedup_id(task), remaining=budget
+                task.task_id,
+                task.task_type,
+                dedup_id=enqueue_dedup_id(task),
+                snapshot=task,
+                remaining=budget,
             )
             failpoints.hit("api.after_send")
         except Exception:

@@ -257,8 +257,13 @@ class Worker:
     # ---- one message ----
     def _process(self, message: Message, received_at: float) -> None:
         failpoints.hit("worker.after_receive")
+        # A first delivery carrying the committed task is claimed without a read: the claim is
+        # conditional on that version, and a Conflict sends us round again with a fresh read.
+        # A redelivery (a retry, a bounce) reads first: its snapshot is surely stale.
+        hint = message.snapshot if message.receive_count == 1 else None
         for _ in range(3):
-            task = self.store.get(message.task_id)
+            task = hint or self.store.get(message.task_id)
+            hint = None
             if task is None:
                 log.error("message for unknown task deleted", extra={"task_id": message.task_id})
                 self._delete(message)
