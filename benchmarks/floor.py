@@ -46,7 +46,7 @@ class FloorResult:
 class _Counted:
     """boto3 clients whose every call is counted by operation (the floor's own counting)."""
 
-    def __init__(self, endpoint: str, region: str) -> None:
+    def __init__(self, endpoint: str, dynamodb_endpoint: str, region: str) -> None:
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         session = boto3.session.Session(
@@ -55,7 +55,7 @@ class _Counted:
             aws_secret_access_key=EMULATOR_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         )
         config = Config(max_pool_connections=64, retries={"mode": "standard"})
-        self.ddb = session.client("dynamodb", endpoint_url=endpoint, config=config)
+        self.ddb = session.client("dynamodb", endpoint_url=dynamodb_endpoint, config=config)
         self.sqs = session.client("sqs", endpoint_url=endpoint, config=config)
         for client in (self.ddb, self.sqs):
             client.meta.events.register("before-call", self._count)
@@ -68,6 +68,7 @@ class _Counted:
 def run_floor(
     *,
     endpoint: str,
+    dynamodb_endpoint: str,
     region: str,
     table: str,
     queue_url: str,
@@ -76,7 +77,7 @@ def run_floor(
     consumers: int,
     payload: bytes,
 ) -> FloorResult:
-    aws = _Counted(endpoint, region)
+    aws = _Counted(endpoint, dynamodb_endpoint, region)
     done = threading.Semaphore(0)
     stop = threading.Event()
 

@@ -8,7 +8,7 @@ Every phase gets a fresh emulator with the stack's resources (as `make local` cr
    (every process, relay and idle polling included), enqueue->start and end-to-end latency;
    then idle requests per worker-hour, then SubmitTask at 50 concurrent clients against the
    same AWS calls made directly;
-4. billing: the same system behind `benchmarks/meter.py`'s metering proxy, for 1 KB and 64 KB
+4. billing: the same system behind `conveyor.local.meter`'s metering proxy, for 1 KB and 64 KB
    payloads, and the floor behind it too: DynamoDB units and SQS billed requests per task.
 
 Figures from one machine are only comparable within a run (the machine is shared and noisy),
@@ -36,6 +36,7 @@ from typing import Any
 
 from conveyor.aws import AwsClients, make_breaker
 from conveyor.local.backend import Backend, start_backend
+from conveyor.local.meter import PRICE_RRU, PRICE_SQS_FIFO_REQUEST, PRICE_WRU, MeteringProxy
 from conveyor.local.scrape import samples
 from conveyor.local.system import LocalSystem
 from conveyor.queue import TaskQueue
@@ -46,7 +47,6 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.floor import run_floor
-from benchmarks.meter import PRICE_RRU, PRICE_SQS_FIFO_REQUEST, PRICE_WRU, MeteringProxy
 
 RESULTS = Path(__file__).with_name("results")
 TENANT = "bench"
@@ -90,7 +90,7 @@ def system_on(backend: Backend, workers: int, endpoint: str | None = None) -> It
         RESULTS / "runs" / stamp, backend, (TENANT,), tuning=BENCH_TUNING
     )
     if endpoint:
-        system.backend = dataclasses.replace(backend, endpoint_url=endpoint)
+        system.backend = dataclasses.replace(backend, endpoint_url=endpoint, service_endpoints={})
     try:
         system.start(workers=workers)
         yield system
@@ -179,6 +179,7 @@ def phase_floor(tasks: int, payload: bytes) -> dict[str, Any]:
         console.print(f"[bold]floor:[/] {tasks} tasks, {CLIENTS} clients, {2 * SLOTS} consumers")
         return run_floor(
             endpoint=backend.endpoint_url,
+            dynamodb_endpoint=backend.endpoint_for("dynamodb"),
             region=backend.region,
             table=system.table_name,
             queue_url=system.queue_url,
@@ -249,7 +250,7 @@ def _direct_submit_ms(system: LocalSystem, count: int, clients: int, payload: by
             request_hash=uuid.uuid4().hex,
             max_attempts=5,
         )
-        queue.send(result.task.task_id, TASK_TYPE)
+        queue.send(result.task.task_id, TASK_TYPE, snapshot=result.task)
         with lock:
             latencies.append((time.perf_counter() - t0) * 1000)
 
@@ -331,7 +332,7 @@ def _dollars(per_task: dict[str, float], idle_per_second: dict[str, float], rate
 def phase_billing(tasks: int, rate: float, idle_seconds: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with start_backend() as backend:
-        proxy = MeteringProxy(backend.endpoint_url)
+        proxy = MeteringProxy(backend.endpoint_url, backend.endpoint_for("dynamodb"))
         try:
             with system_on(backend, 1, endpoint=proxy.url) as system:
                 console.print(f"[bold]billing:[/] idle {idle_seconds:g} s, then 1 KB and 64 KB")
@@ -370,6 +371,7 @@ def phase_billing(tasks: int, rate: float, idle_seconds: float) -> dict[str, Any
                 lambda: (
                     run_floor(
                         endpoint=proxy.url,
+                        dynamodb_endpoint=proxy.url,
                         region=backend.region,
                         table=system.table_name,
                         queue_url=system.queue_url,

@@ -1,10 +1,12 @@
-"""DynamoDB capacity units and SQS billed requests, computed by AWS's rules from what is sent.
+"""DynamoDB capacity units and SQS billed requests by AWS's rules (`make bench`, `make local`).
 
-The emulators do not bill faithfully (moto answers ReturnConsumedCapacity with a constant per
-operation, whatever the item size, and never counts GSI writes), so `make bench` meters itself:
-`MeteringProxy` sits between the services and the emulator, serialises the requests passing
-through it (so each write's before and after images are exact), reads every item a write
-touches before and after it, and bills it as DynamoDB on-demand would:
+The emulators do not bill faithfully: moto answers ReturnConsumedCapacity with a constant per
+operation, whatever the item size, and never counts GSI writes; MiniStack sizes PutItem and
+transactions right (a 3 KB Put: 3, in a transaction: 6) but bills a 9 KB strongly consistent
+GetItem 1 RRU (AWS: 3). So Conveyor meters itself:
+`MeteringProxy` sits between the services and the emulator, serialises the writes to each item
+(so each write's before and after images are exact), reads every item a write touches before
+and after it, and bills it as DynamoDB on-demand would:
 
 - a write costs 1 WRU per started KB of the larger of the item's before and after images (an
   UpdateItem or a replacing PutItem is billed on the larger one), 2 per KB inside
@@ -23,11 +25,13 @@ throughput considerations), https://aws.amazon.com/sqs/pricing/ (64 KB chunks).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import math
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -127,14 +131,38 @@ class _Upstream:
         return json.loads(body) if status == 200 else {}
 
 
-class MeteringProxy:
-    """A loopback HTTP proxy to the emulator that bills every DynamoDB and SQS request."""
+class _KeyLocks:
+    """One lock per item key, taken in a fixed order: writes to one item are serialised (so
+    its before and after images are exact), writes to different items are not."""
 
-    def __init__(self, upstream_url: str) -> None:
-        host, port = upstream_url.removeprefix("http://").rstrip("/").split(":")
-        self.upstream = _Upstream(host, int(port))
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    @contextlib.contextmanager
+    def held(self, keys: list[str]) -> Iterator[None]:
+        with self._guard:
+            locks = [self._locks.setdefault(k, threading.Lock()) for k in sorted(set(keys))]
+        with contextlib.ExitStack() as stack:
+            for lock in locks:
+                stack.enter_context(lock)
+            yield
+
+
+def _upstream(url: str) -> _Upstream:
+    host, port = url.removeprefix("http://").rstrip("/").split(":")
+    return _Upstream(host, int(port))
+
+
+class MeteringProxy:
+    """A loopback HTTP proxy to the emulator that bills every DynamoDB and SQS request.
+    `dynamodb_url` is where DynamoDB is served, if not at `upstream_url` too."""
+
+    def __init__(self, upstream_url: str, dynamodb_url: str | None = None) -> None:
+        self.upstream = _upstream(upstream_url)
+        self.dynamodb = _upstream(dynamodb_url or upstream_url)
         self.billing = Billing()
-        self._serial = threading.Lock()
+        self._item_locks = _KeyLocks()
         self._indexes: dict[str, list[tuple[str, list[str], str, list[str]]]] = {}
         self._key_cache: dict[str, list[str]] = {}
         proxy = self
@@ -172,8 +200,7 @@ class MeteringProxy:
         target = headers.get("X-Amz-Target", "")
         service, _, operation = target.partition(".")
         if service.startswith("DynamoDB"):
-            with self._serial:  # exact before/after images; SQS long polls must not wait here
-                return self._dynamodb(operation, path, body, headers)
+            return self._dynamodb(operation, path, body, headers)
         status, out_headers, out = self.upstream.call(path, body, headers)
         chunks = max(1, math.ceil(max(len(body), len(out)) / SQS_CHUNK))
         self.billing.add("sqs_billed", operation or "sqs", chunks)
@@ -187,7 +214,7 @@ class MeteringProxy:
         self, table: str, auth: dict[str, str]
     ) -> list[tuple[str, list[str], str, list[str]]]:
         if table not in self._indexes:
-            desc = self.upstream.dynamodb("DescribeTable", {"TableName": table}, auth)
+            desc = self.dynamodb.dynamodb("DescribeTable", {"TableName": table}, auth)
             found = []
             for index in desc.get("Table", {}).get("GlobalSecondaryIndexes", []):
                 keys = [k["AttributeName"] for k in index["KeySchema"]]
@@ -204,7 +231,7 @@ class MeteringProxy:
         return self._indexes[table]
 
     def _get(self, table: str, key: dict[str, Any], auth: dict[str, str]) -> dict[str, Any] | None:
-        got = self.upstream.dynamodb(
+        got = self.dynamodb.dynamodb(
             "GetItem", {"TableName": table, "Key": key, "ConsistentRead": True}, auth
         )
         return got.get("Item")
@@ -215,7 +242,7 @@ class MeteringProxy:
 
     def _key_names(self, table: str, auth: dict[str, str]) -> list[str]:
         if table not in self._key_cache:
-            desc = self.upstream.dynamodb("DescribeTable", {"TableName": table}, auth)
+            desc = self.dynamodb.dynamodb("DescribeTable", {"TableName": table}, auth)
             self._key_cache[table] = [k["AttributeName"] for k in desc["Table"]["KeySchema"]]
         return self._key_cache[table]
 
@@ -265,10 +292,12 @@ class MeteringProxy:
                     self.billing.add("rru", "TransactWriteItems check", 2)  # 1 RRU x 2
                     continue
                 writes.append((table, key, True))
-        befores = [self._get(t, k, auth) for t, k, _ in writes]
-        status, out_headers, out = self.upstream.call(path, body, headers)
-        for (table, key, transactional), before in zip(writes, befores, strict=True):
-            after = self._get(table, key, auth)
+        names = [f"{t}/{json.dumps(k, sort_keys=True)}" for t, k, _ in writes]
+        with self._item_locks.held(names):
+            befores = [self._get(t, k, auth) for t, k, _ in writes]
+            status, out_headers, out = self.dynamodb.call(path, body, headers)
+            afters = [self._get(t, k, auth) for t, k, _ in writes]
+        for (table, _, transactional), before, after in zip(writes, befores, afters, strict=True):
             self._bill_write(operation, table, before, after, transactional, auth)
         if status == 200:
             self._bill_read(operation, request, json.loads(out or b"{}"))
