@@ -101,9 +101,13 @@ class Summary:
     p50_seconds: float
     p99_seconds: float
     aws_requests_per_task: float
+    dollars_per_million_tasks: float
 
 
-def summarize(tasks: dict[str, pb.Task], elapsed_seconds: float, aws_requests: float) -> Summary:
+def summarize(
+    tasks: dict[str, pb.Task], elapsed_seconds: float, aws_requests: float, dollars: float
+) -> Summary:
+    """`aws_requests` and `dollars` are the run's totals, spread over its tasks."""
     by_state = Counter(
         pb.TaskState.Name(t.state).removeprefix("TASK_STATE_") for t in tasks.values()
     )
@@ -129,4 +133,5 @@ def summarize(tasks: dict[str, pb.Task], elapsed_seconds: float, aws_requests: f
         p50_seconds=pct(50),
         p99_seconds=pct(99),
         aws_requests_per_task=aws_requests / len(tasks) if tasks else 0.0,
+        dollars_per_million_tasks=dollars / len(tasks) * 1e6 if tasks else 0.0,
     )

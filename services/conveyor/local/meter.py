@@ -29,9 +29,10 @@ import contextlib
 import http.client
 import json
 import math
+import re
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -91,17 +92,32 @@ def read_units(size: int, consistent: bool, transactional: bool = False) -> floa
 
 
 class Billing:
-    """Accumulated units and requests, by operation."""
+    """Accumulated units and requests, by "<caller> <operation>" (the caller is the botocore
+    app id, AWS_SDK_UA_APP_ID, that LocalSystem gives each process; empty for others)."""
 
     def __init__(self) -> None:
         self.wru: Counter[str] = Counter()
         self.rru: Counter[str] = Counter()
         self.sqs_billed: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self.caller = threading.local()  # set per proxied request
 
     def add(self, kind: str, operation: str, units: float) -> None:
+        who = getattr(self.caller, "name", "")
         with self._lock:
-            getattr(self, kind)[operation] += units
+            getattr(self, kind)[f"{who} {operation}".strip()] += units
+
+    def dollars(self, exclude: Callable[[str], bool] = lambda _: False) -> float:
+        """What the billed units cost at the list prices, leaving out labels `exclude` picks."""
+        with self._lock:
+            priced = (
+                (self.wru, PRICE_WRU),
+                (self.rru, PRICE_RRU),
+                (self.sqs_billed, PRICE_SQS_FIFO_REQUEST),
+            )
+            return sum(
+                price * n for units, price in priced for k, n in units.items() if not exclude(k)
+            )
 
     def snapshot(self) -> dict[str, dict[str, float]]:
         with self._lock:
@@ -199,6 +215,8 @@ class MeteringProxy:
     def forward(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, list, bytes]:
         target = headers.get("X-Amz-Target", "")
         service, _, operation = target.partition(".")
+        app = re.search(r"\bapp/(\S+)", headers.get("User-Agent", ""))
+        self.billing.caller.name = app.group(1) if app else ""
         if service.startswith("DynamoDB"):
             return self._dynamodb(operation, path, body, headers)
         status, out_headers, out = self.upstream.call(path, body, headers)

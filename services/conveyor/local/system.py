@@ -128,6 +128,8 @@ class LocalSystem:
         own = {
             "CONVEYOR_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
             "CONVEYOR_SERVICE_NAME": f"conveyor-{kind}",
+            # botocore puts it in the User-Agent: the metering proxy bills per process.
+            "AWS_SDK_UA_APP_ID": name,
         }
         if kind == "api":
             self.api_port = self.api_port or free_port()
