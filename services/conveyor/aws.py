@@ -214,7 +214,10 @@ def _addressed(service: str, operation: str, params: dict[str, Any]) -> list[tup
         index = f"/index/{params['IndexName']}" if params.get("IndexName") else ""
         return [(f"dynamodb:{operation}", f"table/{params['TableName']}{index}")]
     if service == "sqs" and "QueueUrl" in params:
-        return [(f"sqs:{operation}", str(params["QueueUrl"]).rstrip("/").rsplit("/", 1)[-1])]
+        # SQS authorises a batch action as its one-message action (DeleteMessageBatch needs
+        # sqs:DeleteMessage): the API permissions reference lists no action of its own for it.
+        action = operation.removesuffix("Batch")
+        return [(f"sqs:{action}", str(params["QueueUrl"]).rstrip("/").rsplit("/", 1)[-1])]
     return [(f"{service}:{operation}", "*")]
 
 
