@@ -273,8 +273,11 @@ def phase_steady(
     # 10 slots: a receive takes at most as many messages as there are free slots, and SQS
     # at most 10, so fewer slots would cap the receive batch below what the rate allows.
     with start_backend() as backend, system_on(backend, 2, slots=STEADY_SLOTS) as system:
-        for key, value in system.backend.child_env().items():
-            os.environ.setdefault(key, value)  # the direct-call comparison's credentials
+        # The direct-call comparison's clients find the emulator's fake credentials here. Only
+        # those: an AWS_ENDPOINT_URL left behind would make the next phase's start_backend
+        # borrow this (by then stopped) emulator as an explicit endpoint.
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            os.environ.setdefault(key, system.backend.env()[key])
         console.print(f"[bold]steady state:[/] {tasks} tasks at {rate:g}/s, 2 workers x 10 slots")
         before = aws_requests(system)
         started = time.perf_counter()
