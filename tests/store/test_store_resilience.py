@@ -100,9 +100,9 @@ class SlowProxy:
                 if response and asked.is_set():
                     asked.clear()
                     time.sleep(self._delay)  # once per response, however many chunks
-                dst.sendall(chunk)
                 if not response:
-                    asked.set()
+                    asked.set()  # before forwarding: the answer may come back at once
+                dst.sendall(chunk)
         except OSError:
             pass
         finally:
