@@ -286,8 +286,9 @@ class DeleteBatcher:
     """Deletes settled messages in batches of up to 10 (DeleteMessageBatch): one request per
     batch instead of one per message.
 
-    A message waits at most `linger` seconds for its batch, so a FIFO message group (whose next
-    message SQS holds back until this one is deleted) is held only that much longer. Waiting
+    A message waits at most `linger` seconds for its batch, and not at all when the caller says
+    nothing else is about to settle (`flush`), so a FIFO message group (whose next message SQS
+    holds back until this one is deleted) is held only that much longer. Waiting
     is safe: the task's outcome is already recorded, the message stays invisible, and one
     whose delete never happens (the process died) comes back, finds its task terminal and is
     deleted then. `close` deletes what is left.
@@ -300,16 +301,20 @@ class DeleteBatcher:
         self._linger = linger
         self._pending: list[str] = []
         self._first_at = 0.0
+        self._flush = False
         self._wake = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="deleter", daemon=True)
         self._thread.start()
 
-    def add(self, receipt_handle: str) -> None:
+    def add(self, receipt_handle: str, *, flush: bool = False) -> None:
+        """Queue a delete; `flush` sends the batch now (the caller knows nothing else is about
+        to settle, so waiting would only hold the message's group back)."""
         with self._wake:
             if not self._pending:
                 self._first_at = time.monotonic()
             self._pending.append(receipt_handle)
+            self._flush = self._flush or flush
             self._wake.notify()
 
     def close(self) -> None:
@@ -324,10 +329,14 @@ class DeleteBatcher:
             while True:
                 due = self._first_at + self._linger
                 if self._pending and (
-                    len(self._pending) >= self.BATCH or self._closed or time.monotonic() >= due
+                    len(self._pending) >= self.BATCH
+                    or self._closed
+                    or self._flush
+                    or time.monotonic() >= due
                 ):
                     batch, self._pending = self._pending[: self.BATCH], self._pending[self.BATCH :]
                     self._first_at = time.monotonic()
+                    self._flush = bool(self._pending) and self._flush
                     return batch
                 if self._closed:
                     return None

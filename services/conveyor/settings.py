@@ -133,9 +133,9 @@ class WorkerSettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySetting
     # After a receive that did not fill the free slots, wait this long before the next one, so
     # that receives come in batches (fewer requests per task, up to this much more queue delay).
     receive_linger_seconds: float = Field(default=0.5, ge=0, le=5)
-    # How long a settled message may wait for a batch of deletes (FIFO holds its group's next
-    # message back until it is deleted, so keep this short).
-    delete_linger_seconds: float = Field(default=0.1, ge=0, le=5)
+    # How long a settled message may wait for a batch of deletes while other tasks are still
+    # running (FIFO holds its group's next message back until it is deleted: keep it short).
+    delete_linger_seconds: float = Field(default=0.25, ge=0, le=5)
     visibility_timeout_seconds: int = Field(default=30, ge=5, le=43_200)
     heartbeat_interval_seconds: float = Field(default=10.0, gt=0)
     lease_seconds: float = Field(default=30.0, gt=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -131,3 +132,14 @@ def test_settled_messages_are_deleted_ten_to_a_request(queue, raw):
         outcome="success",
     )
     assert used - batches == 2
+
+
+def test_a_flush_sends_the_deletes_without_waiting_for_the_linger(queue, raw):
+    queue.send(uuid.uuid4().hex, "demo.noop")
+    [message] = wait_for(lambda: queue.receive(10, 1, 30), 10, "the message")
+    deleter = DeleteBatcher(queue, linger=30.0)
+    started = time.monotonic()
+    deleter.add(message["ReceiptHandle"], flush=True)  # nothing else is about to settle
+    wait_for(lambda: raw.depth(raw.res.queue_url) == (0, 0), 10, "the delete", every=0.05)
+    assert time.monotonic() - started < 10  # not the 30 s linger
+    deleter.close()

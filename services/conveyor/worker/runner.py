@@ -437,7 +437,10 @@ class Worker:
     def _delete(self, message: Message) -> None:
         """Delete a message whose outcome is recorded; if that fails it comes back, finds the
         task terminal and is deleted then."""
-        self._deleter.add(message.receipt_handle)
+        with self._lock:
+            settling = self._active  # message threads alive, this one included
+        # The last one of a receive batch to settle sends the batch's deletes at once.
+        self._deleter.add(message.receipt_handle, flush=settling <= 1)
 
     def _after_stop(self, message: Message, task: Task) -> str:
         """The task changed under us. If it was cancelled, the message is finished with;
