@@ -337,49 +337,40 @@ def _billed(proxy: MeteringProxy, run: Callable[[], int]) -> dict[str, float]:
     return out
 
 
-def _dollars(per_task: dict[str, float], idle_per_second: dict[str, float], rate: float) -> float:
+def _dollars(per_task: dict[str, float]) -> float:
     price = {"wru": PRICE_WRU, "rru": PRICE_RRU, "sqs": PRICE_SQS_FIFO_REQUEST}
-    total = sum(price[k.split()[0]] * v for k, v in per_task.items())
-    total += sum(price[k.split()[0]] * v / rate for k, v in idle_per_second.items())
-    return total * 1e6
+    return sum(price[k.split()[0]] * v for k, v in per_task.items()) * 1e6
 
 
-def phase_billing(tasks: int, rate: float, idle_seconds: float) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _summed(per_task: dict[str, float]) -> dict[str, Any]:
+    return {
+        "units_per_task": per_task,
+        "wru_per_task": sum(v for k, v in per_task.items() if k[:3] == "wru"),
+        "rru_per_task": sum(v for k, v in per_task.items() if k[:3] == "rru"),
+        "sqs_billed_per_task": sum(v for k, v in per_task.items() if k[:3] == "sqs"),
+        "dollars_per_million_tasks": _dollars(per_task),
+    }
+
+
+def phase_billing(tasks: int, rate: float) -> dict[str, Any]:
+    """Everything billed while `tasks` tasks are submitted at `rate` and run (the steady
+    phase's system: 2 workers x 10 slots), divided by the tasks: relay sweeps and polling at
+    their real share of that rate included."""
+    out: dict[str, Any] = {"rate": rate, "tasks": tasks}
     with start_backend() as backend:
         proxy = MeteringProxy(backend.endpoint_url, backend.endpoint_for("dynamodb"))
         try:
-            with system_on(backend, 1, endpoint=proxy.url) as system:
-                console.print(f"[bold]billing:[/] idle {idle_seconds:g} s, then 1 KB and 64 KB")
-
-                def idle_for() -> int:
-                    time.sleep(idle_seconds)  # the idle window being billed
-                    return 1
-
-                idle = _billed(proxy, idle_for)
-                idle_per_second = {k: v / idle_seconds for k, v in idle.items()}
-                out["idle_units_per_second"] = idle_per_second
+            with system_on(backend, 2, endpoint=proxy.url, slots=STEADY_SLOTS) as system:
+                console.print(f"[bold]billing:[/] {tasks} tasks at {rate:g}/s, 1 KB then 64 KB")
                 for label, size in (("1KB", 1024), ("64KB", 64 * 1024 - 512)):
 
                     def run(size: int = size) -> int:
                         done = completed(system)
-                        submit_all(system, tasks, 2, payload_of(size))
+                        submit_all(system, tasks, CLIENTS, payload_of(size), rate=rate)
                         wait_completed(system, done + tasks, timeout=300)
                         return tasks
 
-                    per_task = _billed(proxy, run)
-                    # What the load added over idling for as long.
-                    out[label] = {
-                        "units_per_task": per_task,
-                        "wru_per_task": sum(v for k, v in per_task.items() if k[:3] == "wru"),
-                        "rru_per_task": sum(v for k, v in per_task.items() if k[:3] == "rru"),
-                        "sqs_billed_per_task": sum(
-                            v for k, v in per_task.items() if k[:3] == "sqs"
-                        ),
-                        "dollars_per_million_tasks_at_rate": _dollars(
-                            per_task, idle_per_second, rate
-                        ),
-                    }
+                    out[label] = _summed(_billed(proxy, run))
             # The floor on the same (now idle) table and queue, through the same proxy.
             floor = _billed(
                 proxy,
@@ -391,17 +382,13 @@ def phase_billing(tasks: int, rate: float, idle_seconds: float) -> dict[str, Any
                         table=system.table_name,
                         queue_url=system.queue_url,
                         tasks=tasks,
-                        clients=2,
-                        consumers=2,
+                        clients=CLIENTS,
+                        consumers=2 * SLOTS,
                         payload=payload_of(1024),
                     ).tasks
                 ),
             )
-            out["floor_1KB"] = {
-                "units_per_task": floor,
-                "wru_per_task": sum(v for k, v in floor.items() if k[:3] == "wru"),
-                "dollars_per_million_tasks": _dollars(floor, {}, rate),
-            }
+            out["floor_1KB"] = _summed(floor)
         finally:
             proxy.close()
     return out
@@ -441,8 +428,8 @@ def report_table(report: dict[str, Any]) -> Table:
             "",
         )
         table.add_row(
-            f"{label} payload: $ per million tasks at {steady['rate']:g}/s",
-            f"${b['dollars_per_million_tasks_at_rate']:.2f}",
+            f"{label} payload: $ per million tasks at {bill['rate']:g}/s",
+            f"${b['dollars_per_million_tasks']:.2f}",
             "<= $4" if label == "1KB" else "",
         )
     floor_bill = bill["floor_1KB"]
@@ -481,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="steady-state tasks/s")
     parser.add_argument("--steady-seconds", type=float, default=15.0)
     parser.add_argument("--idle-seconds", type=float, default=15.0)
-    parser.add_argument("--billing-tasks", type=int, default=20)
+    parser.add_argument("--billing-tasks", type=int, default=100, help="per payload size")
     parser.add_argument(
         "--phases", default=",".join(PHASES), help=f"a subset of {','.join(PHASES)}"
     )
@@ -509,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         "floor": lambda: phase_floor(args.tasks, small),
         "throughput": lambda: {str(w): phase_throughput(w, args.tasks, small) for w in (1, 2, 4)},
         "steady": lambda: phase_steady(args.rate, args.steady_seconds, args.idle_seconds, small),
-        "billing": lambda: phase_billing(args.billing_tasks, args.rate, args.idle_seconds),
+        "billing": lambda: phase_billing(args.billing_tasks, args.rate),
     }
     for name in PHASES:
         if name in wanted:
