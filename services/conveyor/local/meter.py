@@ -30,6 +30,7 @@ import http.client
 import json
 import math
 import re
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -147,6 +148,15 @@ class _Upstream:
         return json.loads(body) if status == 200 else {}
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (a service stopping mid long poll) is not an error."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
 class _KeyLocks:
     """One lock per item key, taken in a fixed order: writes to one item are serialised (so
     its before and after images are exact), writes to different items are not."""
@@ -202,7 +212,7 @@ class MeteringProxy:
             def log_message(self, *_: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
