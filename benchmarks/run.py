@@ -229,6 +229,32 @@ def _latencies(system: LocalSystem, ids: list[str]) -> dict[str, dict[str, float
     return {"enqueue_to_start": p50_p99(to_start), "end_to_end": p50_p99(end_to_end)}
 
 
+def _overhead_buckets(system: LocalSystem) -> dict[float, float]:
+    """The API's conveyor_api_overhead_seconds{grpc_method="SubmitTask"} cumulative buckets."""
+    return {
+        float(s.labels["le"]): s.value
+        for s in samples(system.procs["api"].metrics_url)
+        if s.name == "conveyor_api_overhead_seconds_bucket"
+        and s.labels.get("grpc_method") == "SubmitTask"
+    }
+
+
+def _quantiles_from(after: dict[float, float], before: dict[float, float]) -> dict[str, float]:
+    """p50/p99 as the bucket bounds they fall under, and the share within the 3 ms target."""
+    counts = {le: n - before.get(le, 0.0) for le, n in sorted(after.items())}
+    total = counts.get(float("inf"), 0.0)
+
+    def bound(q: float) -> float:
+        return next((le for le, n in counts.items() if total and n >= q * total), float("nan"))
+
+    return {
+        "submits": total,
+        "p50_at_most_ms": bound(0.5) * 1000,
+        "p99_at_most_ms": bound(0.99) * 1000,
+        "share_within_3ms": counts.get(0.003, 0.0) / total if total else float("nan"),
+    }
+
+
 def _direct_submit_ms(system: LocalSystem, count: int, clients: int, payload: bytes) -> list[float]:
     """The store call and the send SubmitTask makes, made directly with the same code at the
     same concurrency, without the API around them."""
@@ -293,7 +319,9 @@ def phase_steady(
         latencies = _latencies(system, ids)
         console.print("[bold]submit latency:[/] 50 concurrent clients, API vs direct calls")
         done = completed(system)
+        overhead_before = _overhead_buckets(system)
         _, api_ms = submit_all(system, 500, 50, payload)
+        overhead = _quantiles_from(_overhead_buckets(system), overhead_before)
         direct_ms = _direct_submit_ms(system, 500, 50, payload)
         wait_completed(system, done + 500, timeout=300)
     by_op: dict[str, float] = defaultdict(float)
@@ -321,6 +349,7 @@ def phase_steady(
         },
         **latencies,
         "submit_50_clients": {"api": p50_p99(api_ms), "direct_aws_calls": p50_p99(direct_ms)},
+        "api_overhead_50_clients": overhead,
     }
 
 
@@ -449,7 +478,13 @@ def report_table(report: dict[str, Any]) -> Table:
         f"{sub['direct_aws_calls']['p50_ms']:.1f} / {sub['direct_aws_calls']['p99_ms']:.1f} ms",
         "",
     )
-    table.add_row("  API overhead at p99", f"{report['api_overhead_p99_ms']:.1f} ms", "<= 3 ms")
+    over = steady["api_overhead_50_clients"]
+    table.add_row(
+        "  API overhead (handling less its AWS calls) p50 / p99",
+        f"<= {over['p50_at_most_ms']:g} / <= {over['p99_at_most_ms']:g} ms",
+        "p99 <= 3 ms",
+    )
+    table.add_row("  submits with overhead <= 3 ms", f"{over['share_within_3ms']:.1%}", ">= 99%")
     for key, label in (("enqueue_to_start", "enqueue -> start"), ("end_to_end", "end to end")):
         v = steady[key]
         table.add_row(f"{label} p50 / p99 (no-op)", f"{v['p50_ms']:.0f} / {v['p99_ms']:.0f} ms", "")
@@ -507,8 +542,6 @@ def main(argv: list[str] | None = None) -> int:
     tp = report["throughput"]
     report["floor_ratio"] = tp["2"]["tasks_per_second"] / report["floor"]["tasks_per_second"]
     report["scaling_4_vs_1"] = tp["4"]["tasks_per_second"] / tp["1"]["tasks_per_second"]
-    sub = report["steady"]["submit_50_clients"]
-    report["api_overhead_p99_ms"] = sub["api"]["p99_ms"] - sub["direct_aws_calls"]["p99_ms"]
     idle = report["steady"]["idle_requests_per_hour_by_process"]
     workers = {p: n for p, n in idle.items() if p.startswith("worker")}
     report["idle_requests_per_worker_hour"] = sum(workers.values()) / max(1, len(workers))

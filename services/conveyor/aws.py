@@ -167,10 +167,21 @@ def _on_before_call(model: Any, context: dict[str, Any], **_: Any) -> None:
     context["conveyor_call"] = (model.service_model.service_name, model.name, time.monotonic())
 
 
+_thread_aws_time = threading.local()
+
+
+def aws_seconds_on_this_thread() -> float:
+    """Seconds this thread has spent in AWS calls so far (retries and back-off included): the
+    difference across a piece of work is that work's time waiting on AWS."""
+    return float(getattr(_thread_aws_time, "seconds", 0.0))
+
+
 def _record(context: dict[str, Any], outcome: str) -> None:
     service, operation, started = context["conveyor_call"]
+    elapsed = time.monotonic() - started
     metrics.aws_requests_total.labels(service, operation, outcome).inc()
-    metrics.aws_request_seconds.labels(service, operation).observe(time.monotonic() - started)
+    metrics.aws_request_seconds.labels(service, operation).observe(elapsed)
+    _thread_aws_time.seconds = aws_seconds_on_this_thread() + elapsed
 
 
 def _on_after_call(

@@ -8,6 +8,7 @@ import uuid
 
 import grpc
 import pytest
+from conveyor.local.scrape import total
 from conveyor.local.system import LocalSystem
 from conveyor.v1 import task_service_pb2 as pb
 from support import cli, get, path_of, rpc_code, submit, wait_for, wait_state, wait_terminal
@@ -243,3 +244,27 @@ def test_watches_are_capped_so_they_cannot_starve_other_calls(acme):
 
     # Ended watches give their slots back (the server notices within a poll interval).
     assert wait_for(new_watch, 10, "a watch slot to free up").state == pb.TASK_STATE_CANCELLED
+
+
+def test_submit_records_the_api_s_own_time_apart_from_its_aws_calls(system: LocalSystem, acme):
+    api = [system.procs["api"].metrics_url]
+
+    def seconds(name: str, **labels: str) -> float:
+        return total(api, name, **labels)
+
+    overhead = ("conveyor_api_overhead_seconds_sum", {"grpc_method": "SubmitTask"})
+    handling = ("grpc_server_handling_seconds_sum", {"grpc_method": "SubmitTask"})
+    aws = ("conveyor_aws_request_seconds_sum", {})
+    before = {n: seconds(n, **labels) for n, labels in (overhead, handling, aws)}
+    count = seconds("conveyor_api_overhead_seconds_count", grpc_method="SubmitTask")
+    for _ in range(5):
+        submit(acme, "demo.noop", {})
+    after = {n: seconds(n, **labels) for n, labels in (overhead, handling, aws)}
+    used = {n: after[n] - before[n] for n in after}
+
+    assert seconds("conveyor_api_overhead_seconds_count", grpc_method="SubmitTask") == count + 5
+    # What the API adds is its handling time less the AWS calls it waited on (up to the
+    # interceptor's own bookkeeping around the handler).
+    own = used[overhead[0]]
+    assert 0 < own < used[handling[0]]
+    assert own == pytest.approx(used[handling[0]] - used[aws[0]], abs=0.05)

@@ -24,7 +24,7 @@ from opentelemetry import propagate
 from conveyor import failpoints
 from conveyor.api import convert, validation
 from conveyor.api.auth import tenant_of
-from conveyor.aws import DeadlineTooShort, is_dependency_fault
+from conveyor.aws import DeadlineTooShort, aws_seconds_on_this_thread, is_dependency_fault
 from conveyor.domain import IllegalTransition, Task, TaskState
 from conveyor.queue import TaskQueue, enqueue_dedup_id
 from conveyor.settings import ApiSettings
@@ -126,6 +126,16 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     # ---- RPCs ----
     @unary_rpc
     def SubmitTask(
+        self, request: pb.SubmitTaskRequest, context: grpc.ServicerContext
+    ) -> pb.SubmitTaskResponse:
+        started, in_aws = time.perf_counter(), aws_seconds_on_this_thread()
+        try:
+            return self._submit(request, context)
+        finally:
+            overhead = time.perf_counter() - started - (aws_seconds_on_this_thread() - in_aws)
+            metrics.api_overhead_seconds.labels("SubmitTask").observe(max(0.0, overhead))
+
+    def _submit(
         self, request: pb.SubmitTaskRequest, context: grpc.ServicerContext
     ) -> pb.SubmitTaskResponse:
         tenant = tenant_of(context)
