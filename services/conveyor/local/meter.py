@@ -126,17 +126,30 @@ class Billing:
 
 
 class _Upstream:
+    """The emulator, over one kept-alive connection per proxy thread (a connection per call
+    would run the machine out of ephemeral ports under load)."""
+
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
+        self._local = threading.local()
 
     def call(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, list, bytes]:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-        try:
-            conn.request("POST", path, body=body, headers=headers)
-            resp = conn.getresponse()
-            return resp.status, resp.getheaders(), resp.read()
-        finally:
-            conn.close()
+        for attempt in (1, 2):
+            conn = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = self._local.conn = http.client.HTTPConnection(
+                    self.host, self.port, timeout=60
+                )
+            try:
+                conn.request("POST", path, body=body, headers=headers)
+                resp = conn.getresponse()
+                return resp.status, resp.getheaders(), resp.read()
+            except (http.client.HTTPException, OSError):
+                conn.close()
+                self._local.conn = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def dynamodb(self, operation: str, payload: dict[str, Any], auth: dict[str, str]) -> Any:
         headers = {
