@@ -149,6 +149,9 @@ class Relay:
                 task = self.store.transition(
                     task,
                     TaskState.DEAD,
+                    # Still PENDING: its message was on the queue (the API writes nothing after
+                    # its send; the claim records QUEUED), so the history records QUEUED too.
+                    via=TaskState.QUEUED if task.state == TaskState.PENDING else None,
                     detail="moved to the DLQ by the queue's redrive policy",
                     set_values={
                         "last_error": task.last_error or "redrive policy: too many receives"

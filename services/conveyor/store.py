@@ -32,6 +32,9 @@ _deser = TypeDeserializer()
 OUTBOX_ATTRIBUTES = (schema.GSI_OUTBOX_PK, schema.GSI_OUTBOX_SK)
 
 
+# The detail of an event recorded on the way (`via`): it happened, but nobody wrote it then.
+VIA_DETAIL = "on the queue (recorded with the next step)"
+
 # Cancellation reasons that mean "the items changed under you": re-read and decide again.
 CONFLICT_REASONS = frozenset({"ConditionalCheckFailed", "TransactionConflict"})
 
@@ -481,9 +484,20 @@ class TaskStore:
             check_transition(task.task_id, current, target)
         at = now_ms()
         attempt = int((set_values or {}).get("attempts", task.attempts))
+        steps = list(itertools.pairwise(path))
         events = [
-            _event_item(task.task_id, task.event_seq + i + 1, a, b, at, attempt, detail)
-            for i, (a, b) in enumerate(itertools.pairwise(path))
+            # A `via` step happened before this write (a message on the queue); the detail
+            # describes the step being written, so it goes on the last event only.
+            _event_item(
+                task.task_id,
+                task.event_seq + i + 1,
+                a,
+                b,
+                at,
+                attempt,
+                detail if i == len(steps) - 1 else VIA_DETAIL,
+            )
+            for i, (a, b) in enumerate(steps)
         ]
         values: dict[str, Any] = {
             "state": to.value,
