@@ -98,3 +98,14 @@ def test_an_effect_name_is_validated(store):
         store.record_effect(running.task_id, "", "w1/m/1")
     with pytest.raises(ValueError, match="effect name"):
         store.record_effect(running.task_id, "x" * 129, "w1/m/1")
+
+
+def test_a_transaction_conflict_with_a_heartbeat_is_tried_again(store, raw):
+    running = claim(store, submit(store), owner="w1/m/1")
+
+    # Cancelled with TransactionConflict (another write held the task item), twice.
+    with faults.armed("dynamodb.TransactWriteItems=conflict count=2") as plan:
+        assert store.record_effect(running.task_id, "charge", "w1/m/1") is True
+
+    assert [r.hits for r in plan.rules] == [2]
+    assert list(_ledger(raw, running.task_id)) == ["charge"]
