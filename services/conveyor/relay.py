@@ -63,7 +63,10 @@ class Relay:
         relayed = self._part("relaying stale outbox marks", self.relay_stale_marks) or 0
         self._part("exporting queue depths", self.export_queue_depths)
         if time.monotonic() >= self._next_dlq_scan:
-            self._next_dlq_scan = time.monotonic() + self.settings.dlq_scan_interval_seconds
+            # A scan costs about 1.1 SQS requests per DLQ message (receives of 10, then one
+            # visibility reset each): every sweep while the DLQ is small, and no more than
+            # ~10 requests a second on average once it is large.
+            self._next_dlq_scan = time.monotonic() + self._dlq_depth / 10
             self._part("compensating the DLQ", self.compensate_dlq)
         return relayed
 
