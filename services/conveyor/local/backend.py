@@ -398,7 +398,7 @@ def _launch(spec: _Emulator) -> _Running:
         # Outlives this function: _Running.stop() closes it.
         log = tempfile.TemporaryFile()  # noqa: SIM115
         proc = subprocess.Popen(
-            spec.argv(port),
+            die_with_parent(spec.argv(port)),
             env=spec.env(port, data_dir),
             cwd=data_dir,
             stdin=subprocess.DEVNULL,
@@ -407,7 +407,6 @@ def _launch(spec: _Emulator) -> _Running:
             # Out of the terminal's process group: Ctrl-C reaches the caller, which stops the
             # services gracefully (they may still need AWS) and then closes this backend.
             start_new_session=True,
-            preexec_fn=die_with_parent(),
         )
         running = _Running(spec.name, proc, f"http://127.0.0.1:{port}", log, data_dir)
         if _wait_until_ready(spec, running, deadline):

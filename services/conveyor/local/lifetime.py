@@ -2,15 +2,20 @@
 
 A harness killed with SIGKILL (an OOM kill, a CI timeout, `kill -9`) runs no cleanup code, so
 without this its emulators and service processes would keep running: holding ports, memory and,
-for a worker, SQS messages. `die_with_parent()` returns a `preexec_fn` for `subprocess.Popen`
-that, in the child between fork and exec, asks the Linux kernel (prctl PR_SET_PDEATHSIG) to
-SIGKILL the child when its parent dies. The setting survives exec (of a non-setuid program),
-so it covers `java` and other emulators' interpreters too.
+for a worker, SQS messages. `die_with_parent(argv)` returns a command line that first runs this
+module as a small guard: it asks the Linux kernel (prctl PR_SET_PDEATHSIG) to SIGKILL it when
+its parent dies, checks that the parent is still the harness, and then execs `argv`. The
+setting survives exec (of a non-setuid program), so it covers `java`, `prometheus` and other
+emulators' interpreters too, and the pid the harness holds is the real program's.
 
-The kernel sends the signal when the *thread* that forked the child ends, not only the
+Why a guard process and not `subprocess.Popen(preexec_fn=...)`: a preexec_fn makes CPython
+fork and run Python code in the child before exec, and a harness holding gRPC channels then
+has children die with SIGABRT ("epoll_wait: Bad file descriptor", grpc/grpc#43055). Without a
+preexec_fn the child goes straight to exec.
+
+The kernel sends the signal when the *thread* that started the child ends, not only the
 process: start children from a thread that lives as long as they should (the main thread).
-
-Elsewhere than Linux there is no such call and `die_with_parent()` returns None (no hook).
+Elsewhere than Linux there is no such call and the command line is returned unchanged.
 """
 
 from __future__ import annotations
@@ -19,35 +24,25 @@ import ctypes
 import os
 import signal
 import sys
-from collections.abc import Callable
-from typing import Any
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-# The child exits with this when its parent died before prctl took effect.
+# The guard exits with this when its parent died before prctl took effect, or prctl failed.
 ORPHANED_EXIT_CODE = 70
 
 
-def _load_prctl() -> Any:
+def die_with_parent(argv: list[str]) -> list[str]:
+    """`argv` behind the guard, so that the program dies with this process."""
     if not sys.platform.startswith("linux"):
-        return None
-    # Looked up once in the parent: the child, after fork, only calls a function pointer.
-    return ctypes.CDLL(None, use_errno=True).prctl
+        return argv
+    return [sys.executable, "-m", __name__, str(os.getpid()), "--", *argv]
 
 
-_PRCTL = _load_prctl()
+def _guard(parent: int, argv: list[str]) -> None:
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != parent:
+        os._exit(ORPHANED_EXIT_CODE)
+    os.execvp(argv[0], argv)
 
 
-def die_with_parent() -> Callable[[], None] | None:
-    """A preexec_fn that makes the child die with this process (None where unsupported)."""
-    if _PRCTL is None:
-        return None
-    parent = os.getpid()
-    prctl = _PRCTL
-
-    def preexec() -> None:
-        if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            os._exit(ORPHANED_EXIT_CODE)
-        if os.getppid() != parent:  # the parent died between fork and prctl
-            os._exit(ORPHANED_EXIT_CODE)
-
-    return preexec
+if __name__ == "__main__":
+    _guard(int(sys.argv[1]), sys.argv[3:])

@@ -94,16 +94,17 @@ def start_prometheus(
     port = free_port()
     with open(home / "prometheus.log", "ab") as log:
         process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={home / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
+            die_with_parent(
+                [
+                    binary,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={home / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                ]
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=die_with_parent(),
         )
     server = Prometheus(f"http://127.0.0.1:{port}", process)
     deadline = time.monotonic() + timeout

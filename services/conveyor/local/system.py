@@ -144,12 +144,12 @@ class LocalSystem:
         log_path = self.workdir / "logs" / f"{name}.log"
         with open(log_path, "ab") as log:
             popen = subprocess.Popen(
-                [sys.executable, "-m", MODULES[kind]],
+                # The guard makes a SIGKILL of us take them down too.
+                die_with_parent([sys.executable, "-m", MODULES[kind]]),
                 env=self.env({**own, **(extra or {})}),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C in the terminal goes to us, not the children
-                preexec_fn=die_with_parent(),  # and a SIGKILL of us takes them down too
             )
         proc = Proc(name, popen, metrics_port, log_path, kind, dict(extra or {}))
         self.procs[name] = proc
