@@ -32,12 +32,6 @@ def details(stub, task_id: str) -> list[str]:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(
-    reason="open defect (issue 8): after the hang, a handler's apply_once that meets the "
-    "half-open breaker ('a trial call is in flight') fails the attempt, so the task is claimed "
-    "and run again; apply_once should wait out dependency faults while the lease holds",
-    strict=False,
-)
 def test_a_25s_dynamodb_hang_with_8_tasks_in_flight_claims_and_runs_each_once(
     with_oracle: Oracle, tmp_path, report: Callable[[str], None]
 ):

@@ -34,6 +34,8 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import tenacity
+
 from conveyor import failpoints
 from conveyor.domain import Task
 from conveyor.store import LeaseLost, TaskStore
@@ -54,6 +56,9 @@ class TaskContext:
     stop: threading.Event  # set when the task is cancelled or this worker lost its lease
     store: TaskStore
     owner: str  # this attempt's lease owner: what fences its effects
+    # The worker's retries on dependency faults (throttling, 5xx, transport, an open breaker)
+    # for as long as it holds the task's message: a brownout is not the handler's failure.
+    retrying: Callable[[], tenacity.Retrying]
 
     def check(self) -> None:
         """Call between steps: raises TaskCancelled once the worker must stop this task."""
@@ -71,10 +76,12 @@ class TaskContext:
 
         True: this attempt recorded it (also when its first try's answer was lost). False: an
         earlier attempt did. Raises TaskCancelled when the task was cancelled or this worker
-        lost its lease meanwhile: nothing is recorded then.
+        lost its lease meanwhile: nothing is recorded then. Dependency faults are retried while
+        the worker holds the task's message, so an attempt that outlived an AWS outage still
+        records its effect instead of failing and running the handler again.
         """
         try:
-            return self.store.record_effect(self.task.task_id, effect, self.owner)
+            return self.retrying()(self.store.record_effect, self.task.task_id, effect, self.owner)
         except LeaseLost:
             self.stop.set()
             raise TaskCancelled(self.task.task_id) from None

@@ -367,7 +367,13 @@ class Worker:
         handler = self.handlers.get(task.task_type)
         if handler is None:
             raise PermanentError(f"no handler for task type {task.task_type!r}")
-        result = _as_bytes(handler(TaskContext(task, attempt, item.stop, self.store, item.owner)))
+        result = _as_bytes(
+            handler(
+                TaskContext(
+                    task, attempt, item.stop, self.store, item.owner, lambda: self._retrying(item)
+                )
+            )
+        )
         if len(result) > MAX_RESULT_BYTES:
             raise PermanentError(
                 f"the handler's result is {len(result)} bytes; the limit is {MAX_RESULT_BYTES}"
