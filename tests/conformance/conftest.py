@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from conveyor.local.backend import Backend, BackendError, docker_available, start_backend
-from gaps import GAPS
+from gaps import GAPS, RACES
 
 EXPLICIT_VAR = "CONVEYOR_CONFORMANCE_ENDPOINT"
 # Implementations of each service, by the backend kind that serves it.
@@ -81,7 +81,7 @@ def aws(request: pytest.FixtureRequest, backends: dict[str, Backend | str]) -> B
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Known gaps become strict xfails, with the reason from gaps.py."""
+    """Known gaps become xfails with the reason from gaps.py: strict, except for races."""
     for item in items:
         callspec = getattr(item, "callspec", None)
         if callspec is None:
@@ -90,4 +90,4 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         name = getattr(item, "originalname", item.name)
         gap = GAPS.get((name, kind))
         if gap is not None:
-            item.add_marker(pytest.mark.xfail(strict=True, reason=gap))
+            item.add_marker(pytest.mark.xfail(strict=name not in RACES, reason=gap))

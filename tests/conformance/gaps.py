@@ -1,7 +1,10 @@
 """Where each backend differs from AWS: (case, backend) -> what it does instead.
 
 Every entry is a strict xfail in tests/conformance (conftest.py), so every run checks this
-list: a gap that closes, or a new one, fails the suite. README.md's emulator-gap table is
+list: a gap that closes, or a new one, fails the suite. The exceptions are races (RACES): a
+lost update shows only when two requests interleave, which a quiet run may never bring about,
+so those are xfails that may pass (XPASS is reported, not failed). On the backends without the
+gap they are ordinary cases that must pass every time. README.md's emulator-gap table is
 rendered from it: `.venv/bin/python tests/conformance/gaps.py` rewrites the table, and
 test_gap_table.py fails when the README is stale.
 
@@ -62,6 +65,16 @@ GAPS: dict[tuple[str, str], str] = {
         "consumer now holds"
     ),
 }
+
+
+# Gaps that depend on two requests interleaving: reported when they pass, never failed.
+RACES = frozenset(
+    {
+        "test_no_acknowledged_transaction_is_lost_while_others_are_cancelled",
+        "test_a_transactional_reader_never_sees_a_transaction_half_applied",
+        "test_concurrent_conditional_increments_all_count",
+    }
+)
 
 
 def cases() -> dict[str, list[str]]:
