@@ -9,6 +9,14 @@ The relay also exports the queue-depth gauges the alerts use, and runs the DLQ c
 a message the queue's redrive policy moved to the DLQ (a worker that crashed on it too often)
 belongs to a task that is not yet terminal; the compensator marks it DEAD so that the API never
 reports it RUNNING forever.
+
+Each part runs only when it can find something (issue 9: every request counts). A mark
+matters once it is older than the outbox age, so the outbox is queried when the oldest mark
+the last query saw turns stale, or an outbox age after that query (no mark set since can be
+stale before then): at a sweep no later than one interval after a mark turns stale, as
+before, at about one query per outbox age instead of one per sweep. Queue depths feed
+alerts that hold for minutes, so they are read every CONVEYOR_QUEUE_DEPTH_INTERVAL_SECONDS,
+and an empty DLQ is looked at as often; a DLQ holding messages is scanned as it was.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from conveyor.queue import (
     parse,
 )
 from conveyor.settings import RelaySettings
-from conveyor.store import Conflict, TaskStore, now_ms
+from conveyor.store import Conflict, OutboxMark, TaskStore, now_ms
 from conveyor.telemetry import metrics
 
 log = logging.getLogger("conveyor.relay")
@@ -46,6 +54,8 @@ class Relay:
         self.settings = settings
         self.store = store
         self.queue = queue
+        self._next_outbox_query_ms = 0  # wall clock, as the marks' times are
+        self._next_depth_export = 0.0  # monotonic
         self._next_dlq_scan = 0.0  # monotonic
         self._dlq_depth = 0  # visible DLQ messages at the last depth export
 
@@ -60,13 +70,24 @@ class Relay:
 
         Each part runs even when another failed (an outbox query that fails in a DynamoDB
         brownout must not stop the SQS gauges the alerts read, nor the DLQ compensation)."""
-        relayed = self._part("relaying stale outbox marks", self.relay_stale_marks) or 0
-        self._part("exporting queue depths", self.export_queue_depths)
+        relayed = 0
+        if now_ms() >= self._next_outbox_query_ms:
+            relayed = self._part("relaying stale outbox marks", self.relay_stale_marks) or 0
+        if time.monotonic() >= self._next_depth_export:
+            self._next_depth_export = time.monotonic() + self.settings.queue_depth_interval_seconds
+            self._part("exporting queue depths", self.export_queue_depths)
         if time.monotonic() >= self._next_dlq_scan:
             # A scan costs about 1.1 SQS requests per DLQ message (receives of 10, then one
             # visibility reset each): every sweep while the DLQ is small, and no more than
-            # ~10 requests a second on average once it is large.
-            self._next_dlq_scan = time.monotonic() + self._dlq_depth / 10
+            # ~10 requests a second on average once it is large. An empty one is looked at
+            # once per depth interval: a message the redrive policy moves there is marked
+            # DEAD within about that long.
+            wait = (
+                self._dlq_depth / 10
+                if self._dlq_depth
+                else self.settings.queue_depth_interval_seconds
+            )
+            self._next_dlq_scan = time.monotonic() + wait
             self._part("compensating the DLQ", self.compensate_dlq)
         return relayed
 
@@ -79,11 +100,14 @@ class Relay:
             return None
 
     def relay_stale_marks(self) -> int:
+        """Relay every stale mark, and set when the outbox is worth querying next."""
         now = now_ms()
-        marks = self.store.outbox_marks(now + 1, self.settings.relay_batch_size)
+        limit = self.settings.relay_batch_size
+        marks = self.store.outbox_marks(now + 1, limit)
         metrics.outbox_pending_tasks.set(len(marks))
         metrics.outbox_oldest_age_seconds.set((now - marks[0].marked_at_ms) / 1000 if marks else 0)
-        cutoff = now - int(self.settings.outbox_age_seconds * 1000)
+        age_ms = int(self.settings.outbox_age_seconds * 1000)
+        cutoff = now - age_ms
         relayed = 0
         for mark in marks:
             if mark.marked_at_ms >= cutoff:
@@ -104,7 +128,19 @@ class Relay:
             metrics.outbox_relayed_total.inc()
             relayed += 1
             log.info("relayed outbox mark", extra={"task_id": task.task_id})
+        # Set only once every stale mark went out: a failed send leaves the next sweep to query.
+        self._next_outbox_query_ms = self._next_query_ms(marks, now, age_ms, limit)
         return relayed
+
+    @staticmethod
+    def _next_query_ms(marks: list[OutboxMark], now: int, age_ms: int, limit: int) -> int:
+        """When the next query can find a stale mark: at once if this one hit its limit (more
+        may wait behind), else when the oldest mark it found still fresh turns stale, and an
+        outbox age from now at the latest (a mark set after this query is no older by then)."""
+        if len(marks) >= limit:
+            return 0
+        fresh = [m.marked_at_ms for m in marks if m.marked_at_ms >= now - age_ms]
+        return min([now, *fresh]) + age_ms
 
     def export_queue_depths(self) -> None:
         for queue, states in self.queue.depths().items():

@@ -1,0 +1,124 @@
+"""When the relay's sweep parts make requests (issue 9): the outbox is queried only once a mark
+can be stale, the queue depths and an empty DLQ are read once per depth interval. Requests are
+counted by AWS operation, stale marks by the messages that reach the queue."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from conveyor import faults, relay
+from conveyor.domain import TaskState
+from conveyor.queue import QUEUE_DLQ
+from conveyor.relay import Relay
+from conveyor.settings import RelaySettings
+from store_support import claim, ddb_calls, metric, submit
+
+SHARDS = 4  # CONVEYOR_OUTBOX_SHARDS' default: one Query per shard
+
+
+def sqs_calls(operation: str) -> float:
+    return metric(
+        "conveyor_aws_requests_total", service="sqs", operation=operation, outcome="success"
+    )
+
+
+def _relay(settings, store, queue, **overrides) -> Relay:
+    values = {
+        "AWS_REGION": settings.aws_region,
+        "AWS_ENDPOINT_URL": settings.aws_endpoint_url,
+        "AWS_ENDPOINT_URL_DYNAMODB": settings.aws_endpoint_url_dynamodb,
+        "table_name": settings.table_name,
+        "queue_url": settings.queue_url,
+        "dlq_url": settings.dlq_url,
+        "metrics_listen": "127.0.0.1:0",
+        "outbox_age_seconds": 10,
+        **overrides,
+    }
+    return Relay(RelaySettings(**values), store, queue)  # type: ignore[arg-type]
+
+
+def _queries_of(sweep) -> float:
+    before = ddb_calls("Query")
+    sweep()
+    return ddb_calls("Query") - before
+
+
+def test_the_outbox_is_queried_again_only_when_a_mark_it_saw_turns_stale(
+    settings, store, queue, raw, monkeypatch
+):
+    sweeper = _relay(settings, store, queue)
+    task = submit(store)  # its mark is fresh: stale in 10 s
+
+    assert _queries_of(sweeper.sweep) == SHARDS
+    assert _queries_of(sweeper.sweep) == 0  # nothing can be stale yet
+    assert raw.receive(raw.res.queue_url) == []
+
+    # Ten seconds later by the relay's clock the mark is stale: queried and relayed.
+    real_now = relay.now_ms
+    monkeypatch.setattr(relay, "now_ms", lambda: real_now() + 10_001)
+    assert _queries_of(sweeper.sweep) == SHARDS
+    assert [json.loads(m["Body"])["task_id"] for m in raw.receive(raw.res.queue_url)] == [
+        task.task_id
+    ]
+    assert store.get(task.task_id).state == TaskState.QUEUED
+
+
+def test_an_empty_outbox_is_queried_once_per_outbox_age(settings, store, queue, monkeypatch):
+    sweeper = _relay(settings, store, queue)
+    real_now = relay.now_ms
+    before_query = real_now()
+    assert _queries_of(sweeper.sweep) == SHARDS
+    monkeypatch.setattr(relay, "now_ms", lambda: before_query + 9_000)
+    assert _queries_of(sweeper.sweep) == 0
+    # A mark set right after that query is stale an outbox age after it, not before.
+    monkeypatch.setattr(relay, "now_ms", lambda: real_now() + 10_000)
+    assert _queries_of(sweeper.sweep) == SHARDS
+
+
+def test_a_failed_query_is_tried_again_at_the_next_sweep(settings, store, queue):
+    sweeper = _relay(settings, store, queue)
+    with faults.armed("dynamodb.Query=error"):
+        sweeper.sweep()
+    assert _queries_of(sweeper.sweep) == SHARDS  # the failed one did not count as done
+    assert _queries_of(sweeper.sweep) == 0
+
+
+def test_a_full_batch_is_queried_again_at_the_next_sweep(settings, store, queue):
+    sweeper = _relay(settings, store, queue, relay_batch_size=1)
+    submit(store)
+    submit(store)
+    assert _queries_of(sweeper.sweep) == SHARDS
+    assert _queries_of(sweeper.sweep) == SHARDS  # a batch of one, two marks: more behind it
+
+
+def test_queue_depths_and_an_empty_dlq_are_read_once_per_depth_interval(settings, store, queue):
+    interval = 1.0
+    sweeper = _relay(settings, store, queue, queue_depth_interval_seconds=interval)
+    before = sqs_calls("GetQueueAttributes"), sqs_calls("ReceiveMessage")
+    sweeper.sweep()
+    started = time.monotonic()
+    sweeper.sweep()
+    assert (sqs_calls("GetQueueAttributes"), sqs_calls("ReceiveMessage")) == (
+        before[0] + 2,  # main queue and DLQ
+        before[1] + 1,  # one look at the empty DLQ
+    )
+
+    time.sleep(max(0.0, started + interval - time.monotonic()))  # the interval under test
+    sweeper.sweep()
+    assert (sqs_calls("GetQueueAttributes"), sqs_calls("ReceiveMessage")) == (
+        before[0] + 4,
+        before[1] + 2,
+    )
+
+
+def test_a_dlq_holding_messages_is_scanned_every_sweep(settings, store, queue):
+    sweeper = _relay(settings, store, queue)
+    stuck = claim(store, submit(store))
+    queue.send(stuck.task_id, stuck.task_type, queue=QUEUE_DLQ)  # the redrive policy moved it
+    sweeper.sweep()  # depth 1: compensated, re-filed under the task's own group
+    assert store.get(stuck.task_id).state == TaskState.DEAD
+    before = sqs_calls("ReceiveMessage")
+    time.sleep(0.1)  # a DLQ of one is due again a tenth of a second later: at every sweep
+    sweeper.sweep()
+    assert sqs_calls("ReceiveMessage") > before  # the dead letter waits there: scanned again
