@@ -130,8 +130,8 @@ class WorkerSettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySetting
     worker_concurrency: int = Field(default=4, ge=1, le=256)
     # Long-poll length bounds how long shutdown waits for the poll to return its messages.
     poll_wait_seconds: int = Field(default=5, ge=0, le=20)
-    # After a receive that did not fill the free slots, wait this long before the next one, so
-    # that receives come in batches (fewer requests per task, up to this much more queue delay).
+    # After a receive, wait this long before the next one unless the queue is behind, so that
+    # receives come in batches (fewer requests per task, up to this much more queue delay).
     receive_linger_seconds: float = Field(default=0.5, ge=0, le=5)
     # How long a settled message may wait for a batch of deletes while other tasks are still
     # running (FIFO holds its group's next message back until it is deleted: keep it short).
