@@ -111,7 +111,7 @@ aws_requests_total = Counter(
 )
 aws_request_seconds = Histogram(
     "conveyor_aws_request_seconds",
-    "AWS API call latency, retries included.",
+    "AWS API call latency, from building the request to its parsed response, retries included.",
     ("service", "operation"),
     buckets=LATENCY_BUCKETS,
 )
