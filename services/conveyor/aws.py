@@ -168,7 +168,12 @@ def _on_call_start(model: Any, context: dict[str, Any], **_: Any) -> None:
     before it validates the parameters, resolves the endpoint and serializes the request:
     building the AWS request is part of making the AWS call, not of the caller's own work
     (`before-call`, where the clock used to start, comes only after all of that)."""
-    context["conveyor_call"] = (model.service_model.service_name, model.name, time.monotonic())
+    context["conveyor_call"] = (
+        model.service_model.service_name,
+        model.name,
+        time.monotonic(),
+        time.thread_time(),
+    )
 
 
 _thread_aws_time = threading.local()
@@ -181,12 +186,21 @@ def aws_seconds_on_this_thread() -> float:
     return float(getattr(_thread_aws_time, "seconds", 0.0))
 
 
+def aws_cpu_seconds_on_this_thread() -> float:
+    """CPU seconds this thread has used inside AWS calls so far (building, signing, sending
+    and parsing requests): what is left of a piece of work's CPU time is its own."""
+    return float(getattr(_thread_aws_time, "cpu_seconds", 0.0))
+
+
 def _record(context: dict[str, Any], outcome: str) -> None:
-    service, operation, started = context["conveyor_call"]
+    service, operation, started, started_cpu = context["conveyor_call"]
     elapsed = time.monotonic() - started
     metrics.aws_requests_total.labels(service, operation, outcome).inc()
     metrics.aws_request_seconds.labels(service, operation).observe(elapsed)
     _thread_aws_time.seconds = aws_seconds_on_this_thread() + elapsed
+    _thread_aws_time.cpu_seconds = (
+        aws_cpu_seconds_on_this_thread() + time.thread_time() - started_cpu
+    )
 
 
 def _on_after_call(

@@ -255,11 +255,12 @@ def test_submit_records_the_api_s_own_time_apart_from_its_aws_calls(system: Loca
     overhead = ("conveyor_api_overhead_seconds_sum", {"grpc_method": "SubmitTask"})
     handling = ("grpc_server_handling_seconds_sum", {"grpc_method": "SubmitTask"})
     aws = ("conveyor_aws_request_seconds_sum", {})
-    before = {n: seconds(n, **labels) for n, labels in (overhead, handling, aws)}
+    cpu = ("conveyor_api_overhead_cpu_seconds_sum", {"grpc_method": "SubmitTask"})
+    before = {n: seconds(n, **labels) for n, labels in (overhead, handling, aws, cpu)}
     count = seconds("conveyor_api_overhead_seconds_count", grpc_method="SubmitTask")
     for _ in range(5):
         submit(acme, "demo.noop", {})
-    after = {n: seconds(n, **labels) for n, labels in (overhead, handling, aws)}
+    after = {n: seconds(n, **labels) for n, labels in (overhead, handling, aws, cpu)}
     used = {n: after[n] - before[n] for n in after}
 
     assert seconds("conveyor_api_overhead_seconds_count", grpc_method="SubmitTask") == count + 5
@@ -268,3 +269,5 @@ def test_submit_records_the_api_s_own_time_apart_from_its_aws_calls(system: Loca
     own = used[overhead[0]]
     assert 0 < own < used[handling[0]]
     assert own == pytest.approx(used[handling[0]] - used[aws[0]], abs=0.05)
+    # Its CPU part: the handler thread's CPU time outside the AWS calls, at most all of it.
+    assert 0 < used[cpu[0]] <= own + 0.01

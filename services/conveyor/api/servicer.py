@@ -24,7 +24,12 @@ from opentelemetry import propagate
 from conveyor import failpoints
 from conveyor.api import convert, validation
 from conveyor.api.auth import tenant_of
-from conveyor.aws import DeadlineTooShort, aws_seconds_on_this_thread, is_dependency_fault
+from conveyor.aws import (
+    DeadlineTooShort,
+    aws_cpu_seconds_on_this_thread,
+    aws_seconds_on_this_thread,
+    is_dependency_fault,
+)
 from conveyor.domain import IllegalTransition, Task, TaskState
 from conveyor.queue import TaskQueue, enqueue_dedup_id
 from conveyor.settings import ApiSettings
@@ -129,11 +134,14 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self, request: pb.SubmitTaskRequest, context: grpc.ServicerContext
     ) -> pb.SubmitTaskResponse:
         started, in_aws = time.perf_counter(), aws_seconds_on_this_thread()
+        started_cpu, in_aws_cpu = time.thread_time(), aws_cpu_seconds_on_this_thread()
         try:
             return self._submit(request, context)
         finally:
             overhead = time.perf_counter() - started - (aws_seconds_on_this_thread() - in_aws)
             metrics.api_overhead_seconds.labels("SubmitTask").observe(max(0.0, overhead))
+            cpu = time.thread_time() - started_cpu - (aws_cpu_seconds_on_this_thread() - in_aws_cpu)
+            metrics.api_overhead_cpu_seconds.labels("SubmitTask").observe(max(0.0, cpu))
 
     def _submit(
         self, request: pb.SubmitTaskRequest, context: grpc.ServicerContext
