@@ -73,7 +73,8 @@ def task_role_statements(service: str, arns: DataPlaneArns) -> list[dict[str, An
             _allow("Enqueue", ["sqs:SendMessage"], [arns.queue]),
         ],
         "relay": [
-            _allow("TaskItems", ITEM_ACTIONS, [arns.table]),
+            # It reads a task (one Query of its items) and moves it on; it never creates items.
+            _allow("TaskItems", ["dynamodb:Query", "dynamodb:UpdateItem"], [arns.table]),
             _allow("OutboxMarks", ["dynamodb:Query"], [arns.outbox_index]),
             _allow("Enqueue", ["sqs:SendMessage"], [arns.queue]),
             _allow("QueueDepths", ["sqs:GetQueueAttributes"], [arns.queue, arns.dlq]),
@@ -91,7 +92,7 @@ def task_role_statements(service: str, arns: DataPlaneArns) -> list[dict[str, An
             ),
         ],
         "worker": [
-            _allow("TaskItems", ITEM_ACTIONS, [arns.table]),
+            _allow("TaskItems", [*ITEM_ACTIONS, "dynamodb:Query"], [arns.table]),
             _allow(
                 "Consume",
                 ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],

@@ -74,6 +74,11 @@ MAX_ATTEMPTS_LIMIT = 20
 REDRIVE_MARGIN = 5
 MAX_RECEIVE_COUNT = MAX_ATTEMPTS_LIMIT + REDRIVE_MARGIN
 MAX_REASON_CHARS = 256
+# A task's history lives inside its item, which every transition rewrites and DynamoDB bills by
+# size: it keeps the latest events (seq numbers keep counting, so the gap shows what was dropped)
+# and each event's detail is cut; the full last error is the task's last_error.
+MAX_HISTORY_EVENTS = 64
+MAX_EVENT_DETAIL_CHARS = 512
 # Heartbeat intervals that must fit into the visibility timeout and into the lease: an extension
 # lands within one interval of its beat (its calls are cut to fit), and one beat may fail.
 HEARTBEATS_PER_TIMEOUT = 3

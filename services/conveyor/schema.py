@@ -4,11 +4,16 @@ Access patterns first (DESIGN.md §1):
 
 | access pattern                         | key |
 |----------------------------------------|------------------------------------------------------|
-| task by id (+ its history, one Query)  | pk=TASK#<id>, sk=TASK and sk=EVENT#<seq:08d> |
+| task by id, with its history (one Query) | pk=TASK#<id>: sk=TASK (state, history) and sk=PAYLOAD |
 | idempotency look-up by (tenant, key)   | pk=IDEM#<tenant>#<key>, sk=IDEM (TTL `expires_at`) |
 | tenant's tasks, newest first           | GSI by_tenant: gsi1pk=TENANT#<tenant>, gsi1sk=<created> |
 | outbox marks older than N seconds      | sparse GSI outbox: outbox_pk=OUTBOX#<shard>, outbox_at |
 | handler effect ledger (exactly-once)   | pk=EFFECT#<task id>, sk=<effect name> |
+
+The task item (sk=TASK) is what every transition and heartbeat rewrites, and DynamoDB bills a
+write by the whole item's size, so it stays small: its history is a bounded list inside it (one
+conditional UpdateItem per transition, no event items), and the client's payload and trace
+context live in the PAYLOAD item, written once at submit and never again.
 
 Only task items carry the GSI attributes, and `outbox_pk`/`outbox_at` exist only while a task's
 message is not yet known to be on the queue, so the outbox index holds just the pending marks.
@@ -65,10 +70,6 @@ def task_pk(task_id: str) -> str:
     return f"TASK#{task_id}"
 
 
-def event_sk(seq: int) -> str:
-    return f"EVENT#{seq:08d}"
-
-
 def idempotency_pk(tenant: str, key: str) -> str:
     return f"IDEM#{tenant}#{key}"
 
@@ -84,6 +85,14 @@ def outbox_pk(shard: int) -> str:
 def effect_pk(task_id: str) -> str:
     return f"EFFECT#{task_id}"
 
+
+TASK_SK = "TASK"
+PAYLOAD_SK = "PAYLOAD"
+
+# On the task item: its history, a list of maps with one-letter keys (the item is billed by size).
+HISTORY = "history"
+EVENT_SEQ, EVENT_FROM, EVENT_TO, EVENT_AT = "s", "f", "t", "a"
+EVENT_ATTEMPT, EVENT_DETAIL = "n", "d"
 
 # On the task item: how many effects its handler recorded (CancelTask refuses once it is set).
 EFFECTS_APPLIED = "effects_applied"

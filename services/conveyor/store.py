@@ -1,10 +1,11 @@
 """The DynamoDB single-table task store (layout: conveyor.schema).
 
-Every state change is one TransactWriteItems: a conditional update of the task item (expected
-state and version, plus any lease condition) and a Put of the event item with the next sequence
-number. The version condition makes the sequence number race-free, and it makes every write
+Every state change is one conditional UpdateItem of the task item: expected state, version and
+event sequence, plus any lease condition; it appends the change's events to the history inside
+the item. The version condition makes the sequence number race-free, and it makes every write
 safe to retry: a retried write whose first try landed fails its condition instead of applying
-twice. Reads that decide a write are strongly consistent.
+twice (and recognises its own events). Submitting, and recording a handler's effect, are the
+two transactions. Reads that decide a write are strongly consistent.
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ from botocore.exceptions import ClientError
 
 from conveyor import schema
 from conveyor.aws import AwsClients, cancellation_reasons, error_code, guarded
-from conveyor.domain import EFFECT_NAME_RE, Task, TaskEvent, TaskState, check_transition
+from conveyor.domain import (
+    EFFECT_NAME_RE,
+    MAX_EVENT_DETAIL_CHARS,
+    MAX_HISTORY_EVENTS,
+    Task,
+    TaskEvent,
+    TaskState,
+    check_transition,
+)
 from conveyor.settings import StoreSettings
 
 _ser = TypeSerializer()
@@ -114,13 +123,16 @@ def _cancelled_item(exc: BaseException | None, index: int) -> dict[str, Any] | N
     return dict(item) if item else None
 
 
-def task_from_item(item: Mapping[str, Any], events: tuple[TaskEvent, ...] = ()) -> Task:
+def task_from_item(item: Mapping[str, Any], payload_item: Mapping[str, Any] | None = None) -> Task:
+    """The task from its item and, when read with it, its PAYLOAD item (a listing's index
+    entries have neither the payload nor the history)."""
     v = _plain(item)
+    extra = _plain(payload_item) if payload_item else {}
     return Task(
         task_id=v["task_id"],
         tenant=v["tenant"],
         task_type=v["task_type"],
-        payload=_bytes(v.get("payload")),
+        payload=_bytes(extra.get("payload")),
         state=TaskState(v["state"]),
         version=int(v["version"]),
         attempts=int(v.get("attempts", 0)),
@@ -133,45 +145,49 @@ def task_from_item(item: Mapping[str, Any], events: tuple[TaskEvent, ...] = ()) 
         lease_owner=v.get("lease_owner", ""),
         lease_expires_at_ms=int(v.get("lease_expires_at", 0)),
         event_seq=int(v.get("event_seq", 0)),
-        traceparent=v.get("traceparent", ""),
+        traceparent=extra.get("traceparent", ""),
         effects_applied=int(v.get(schema.EFFECTS_APPLIED, 0)),
-        events=events,
+        events=tuple(_event_from_plain(e) for e in v.get(schema.HISTORY, [])),
     )
 
 
-def _event_from_item(item: Mapping[str, Any]) -> TaskEvent:
-    v = _plain(item)
+def _event_from_plain(e: Mapping[str, Any]) -> TaskEvent:
     return TaskEvent(
-        seq=int(v["seq"]),
-        from_state=TaskState(v["from_state"]) if v.get("from_state") else None,
-        to_state=TaskState(v["to_state"]),
-        at_ms=int(v["at"]),
-        attempt=int(v.get("attempt", 0)),
-        detail=v.get("detail", ""),
+        seq=int(e[schema.EVENT_SEQ]),
+        from_state=TaskState(e[schema.EVENT_FROM]) if e.get(schema.EVENT_FROM) else None,
+        to_state=TaskState(e[schema.EVENT_TO]),
+        at_ms=int(e[schema.EVENT_AT]),
+        attempt=int(e.get(schema.EVENT_ATTEMPT, 0)),
+        detail=e.get(schema.EVENT_DETAIL, ""),
     )
 
 
-def _event_item(
-    task_id: str,
-    seq: int,
-    from_state: TaskState | None,
-    to_state: TaskState,
-    at: int,
-    attempt: int,
-    detail: str,
-) -> dict[str, Any]:
-    return _item(
-        {
-            schema.PK: schema.task_pk(task_id),
-            schema.SK: schema.event_sk(seq),
-            "seq": seq,
-            "from_state": from_state.value if from_state else None,
-            "to_state": to_state.value,
-            "at": at,
-            "attempt": attempt,
-            "detail": detail[:1024],
-        }
-    )
+def _event_value(event: TaskEvent) -> dict[str, Any]:
+    """One history entry as stored (None and empty fields left out: the item is billed by size)."""
+    value = {
+        schema.EVENT_SEQ: event.seq,
+        schema.EVENT_FROM: event.from_state.value if event.from_state else None,
+        schema.EVENT_TO: event.to_state.value,
+        schema.EVENT_AT: event.at_ms,
+        schema.EVENT_ATTEMPT: event.attempt or None,
+        schema.EVENT_DETAIL: event.detail[:MAX_EVENT_DETAIL_CHARS] or None,
+    }
+    return {k: v for k, v in value.items() if v is not None}
+
+
+def _kept_history(task: Task, events: tuple[TaskEvent, ...]) -> tuple[TaskEvent, ...] | None:
+    """None while `events` can simply be appended; past MAX_HISTORY_EVENTS, the whole history to
+    write instead: the latest events of `task`, which must then have been read with its history
+    (Conflict otherwise, so the caller reads it and decides again)."""
+    if task.event_seq + len(events) <= MAX_HISTORY_EVENTS:
+        return None
+    if len(task.events) != min(task.event_seq, MAX_HISTORY_EVENTS):
+        raise Conflict(f"task {task.task_id}: its history must be read before it is trimmed")
+    return (*task.events, *events)[-MAX_HISTORY_EVENTS:]
+
+
+def _task_key(task_id: str) -> dict[str, Any]:
+    return _item({schema.PK: schema.task_pk(task_id), schema.SK: schema.TASK_SK})
 
 
 # Task item attribute -> (Task field, value when the attribute is removed).
@@ -188,8 +204,11 @@ _FIELDS: dict[str, tuple[str, Any]] = {
 }
 
 
-def _applied(task: Task, values: Mapping[str, Any], removed: list[str]) -> Task:
-    """`task` after a successful update that set `values` and removed `removed`."""
+def _applied(
+    task: Task, values: Mapping[str, Any], removed: list[str], events: tuple[TaskEvent, ...]
+) -> Task:
+    """`task` after a successful update that set `values`, removed `removed` and appended
+    `events` (to its history too, when `task` was read with its whole history)."""
     changes: dict[str, Any] = {}
     for attr, value in values.items():
         if attr in _FIELDS:
@@ -197,6 +216,8 @@ def _applied(task: Task, values: Mapping[str, Any], removed: list[str]) -> Task:
     for attr in removed:
         if attr in _FIELDS:
             changes[_FIELDS[attr][0]] = _FIELDS[attr][1]
+    if len(task.events) == min(task.event_seq, MAX_HISTORY_EVENTS):
+        changes["events"] = (*task.events, *events)[-MAX_HISTORY_EVENTS:]
     return replace(task, **changes)
 
 
@@ -252,42 +273,23 @@ class TaskStore:
         }
 
     # ---- reads ----
-    def get(
-        self, task_id: str, *, with_events: bool = False, remaining: float | None = None
-    ) -> Task | None:
-        """The task (and, if asked, its history in one Query), read strongly consistent."""
-        if not with_events:
-            resp = self._call(
-                "get_item",
-                remaining,
-                TableName=self.table,
-                Key=_item({schema.PK: schema.task_pk(task_id), schema.SK: "TASK"}),
-                ConsistentRead=True,
-            )
-            return task_from_item(resp["Item"]) if "Item" in resp else None
-        task_item: dict[str, Any] | None = None
-        events: list[TaskEvent] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "#pk = :pk",
-            "ExpressionAttributeNames": {"#pk": schema.PK},
-            "ExpressionAttributeValues": _item({":pk": schema.task_pk(task_id)}),
-            "ConsistentRead": True,
-        }
-        while True:
-            resp = self._call("query", remaining, **kwargs)
-            for raw in resp.get("Items", []):
-                sk = raw[schema.SK]["S"]
-                if sk == "TASK":
-                    task_item = raw
-                elif sk.startswith("EVENT#"):
-                    events.append(_event_from_item(raw))
-            if "LastEvaluatedKey" not in resp:
-                break
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-        if task_item is None:
+    def get(self, task_id: str, *, remaining: float | None = None) -> Task | None:
+        """The task with its history and payload: one strongly consistent Query of its two
+        items (billed as one read of both; a GetItem of the task item alone would cost the same
+        request and lack the payload a worker runs)."""
+        resp = self._call(
+            "query",
+            remaining,
+            TableName=self.table,
+            KeyConditionExpression="#pk = :pk",
+            ExpressionAttributeNames={"#pk": schema.PK},
+            ExpressionAttributeValues=_item({":pk": schema.task_pk(task_id)}),
+            ConsistentRead=True,
+        )
+        items = {raw[schema.SK]["S"]: raw for raw in resp.get("Items", [])}
+        if schema.TASK_SK not in items:
             return None
-        return task_from_item(task_item, tuple(sorted(events, key=lambda e: e.seq)))
+        return task_from_item(items[schema.TASK_SK], items.get(schema.PAYLOAD_SK))
 
     def list_for_tenant(
         self,
@@ -350,7 +352,8 @@ class TaskStore:
         traceparent: str = "",
         remaining: float | None = None,
     ) -> SubmitResult:
-        """Commit task + idempotency record + first event + outbox mark in one transaction.
+        """Commit the task item (with its first event and outbox mark), its PAYLOAD item and the
+        idempotency record in one transaction.
 
         No read first: the idempotency record's Put is conditional (absent or expired), so the
         key is checked by DynamoDB before anything is written, and two concurrent submits with
@@ -359,13 +362,20 @@ class TaskStore:
         """
         task_id = uuid.uuid4().hex
         at = now_ms()
+        submitted = TaskEvent(
+            seq=1,
+            from_state=None,
+            to_state=TaskState.PENDING,
+            at_ms=at,
+            attempt=0,
+            detail="submitted",
+        )
         task_values = {
             schema.PK: schema.task_pk(task_id),
-            schema.SK: "TASK",
+            schema.SK: schema.TASK_SK,
             "task_id": task_id,
             "tenant": tenant,
             "task_type": task_type,
-            "payload": payload,
             "state": TaskState.PENDING.value,
             "version": 1,
             "event_seq": 1,
@@ -374,10 +384,16 @@ class TaskStore:
             "created_at": at,
             "updated_at": at,
             "idempotency_key": idempotency_key,
-            "traceparent": traceparent or None,
+            schema.HISTORY: [_event_value(submitted)],
             schema.GSI_BY_TENANT_PK: schema.tenant_pk(tenant),
             schema.GSI_BY_TENANT_SK: f"{at:013d}#{task_id}",
             **self.outbox_mark(task_id, at),
+        }
+        payload_values = {
+            schema.PK: schema.task_pk(task_id),
+            schema.SK: schema.PAYLOAD_SK,
+            "payload": payload,
+            "traceparent": traceparent or None,
         }
         idem_values = {
             schema.PK: schema.idempotency_pk(tenant, idempotency_key),
@@ -406,12 +422,8 @@ class TaskStore:
                     "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                 }
             },
-            {
-                "Put": {
-                    "TableName": self.table,
-                    "Item": _event_item(task_id, 1, None, TaskState.PENDING, at, 0, "submitted"),
-                }
-            },
+            # A fresh task id: the task item's condition already guards the pair.
+            {"Put": {"TableName": self.table, "Item": _item(payload_values)}},
         ]
         try:
             self._transact(items, remaining, token=task_id)
@@ -422,7 +434,7 @@ class TaskStore:
             if replay is None:
                 raise
             return SubmitResult(replay, created=False)
-        return SubmitResult(task_from_item(_item(task_values)), created=True)
+        return SubmitResult(task_from_item(_item(task_values), _item(payload_values)), created=True)
 
     def _replay(
         self,
@@ -468,7 +480,8 @@ class TaskStore:
         no_effects: bool = False,
         remaining: float | None = None,
     ) -> Task:
-        """Move `task` (as last read) to `to`, appending its event(s) in the same transaction.
+        """Move `task` (as last read) to `to`, appending its event(s) to the history in the same
+        conditional UpdateItem.
 
         `lease_owner` adds the condition that the caller still holds the lease; `no_effects`
         the condition that its handler has recorded no effect (record_effect does not change
@@ -485,20 +498,19 @@ class TaskStore:
         at = now_ms()
         attempt = int((set_values or {}).get("attempts", task.attempts))
         steps = list(itertools.pairwise(path))
-        events = [
+        events = tuple(
             # A `via` step happened before this write (a message on the queue); the detail
             # describes the step being written, so it goes on the last event only.
-            _event_item(
-                task.task_id,
-                task.event_seq + i + 1,
-                a,
-                b,
-                at,
-                attempt,
-                detail if i == len(steps) - 1 else VIA_DETAIL,
+            TaskEvent(
+                seq=task.event_seq + i + 1,
+                from_state=a,
+                to_state=b,
+                at_ms=at,
+                attempt=attempt,
+                detail=(detail if i == len(steps) - 1 else VIA_DETAIL)[:MAX_EVENT_DETAIL_CHARS],
             )
             for i, (a, b) in enumerate(steps)
-        ]
+        )
         values: dict[str, Any] = {
             "state": to.value,
             "version": task.version + 1,
@@ -511,13 +523,27 @@ class TaskStore:
             to_remove.extend(OUTBOX_ATTRIBUTES)
         names = {f"#s{i}": k for i, k in enumerate(values)}
         expr_values: dict[str, Any] = {f":s{i}": v for i, v in enumerate(values.values())}
-        update = "SET " + ", ".join(f"#s{i} = :s{i}" for i in range(len(values)))
+        sets = [f"#s{i} = :s{i}" for i in range(len(values))]
+        names["#h"] = schema.HISTORY
+        kept = _kept_history(task, events)
+        if kept is None:
+            expr_values[":events"] = [_event_value(e) for e in events]
+            expr_values[":none"] = []
+            sets.append("#h = list_append(if_not_exists(#h, :none), :events)")
+        else:
+            expr_values[":events"] = [_event_value(e) for e in kept]
+            sets.append("#h = :events")
+        update = "SET " + ", ".join(sets)
         if to_remove:
             names.update({f"#r{i}": k for i, k in enumerate(to_remove)})
             update += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(to_remove)))
-        names.update({"#state": "state", "#version": "version"})
-        expr_values.update({":from": task.state.value, ":version": task.version})
-        condition = "#state = :from AND #version = :version"
+        # The event_seq condition keeps the history's numbering: a task read without it (a
+        # listing's index entry) fails here instead of appending events with reused numbers.
+        names.update({"#state": "state", "#version": "version", "#seq": "event_seq"})
+        expr_values.update(
+            {":from": task.state.value, ":version": task.version, ":seq": task.event_seq}
+        )
+        condition = "#state = :from AND #version = :version AND #seq = :seq"
         if lease_owner is not None:
             names["#owner"] = "lease_owner"
             expr_values[":owner"] = lease_owner
@@ -525,36 +551,36 @@ class TaskStore:
         if no_effects:
             names["#effects"] = schema.EFFECTS_APPLIED
             condition += " AND attribute_not_exists(#effects)"
-        items = [
-            {
-                "Update": {
-                    "TableName": self.table,
-                    "Key": _item({schema.PK: schema.task_pk(task.task_id), schema.SK: "TASK"}),
-                    "UpdateExpression": update,
-                    "ConditionExpression": condition,
-                    "ExpressionAttributeNames": names,
-                    "ExpressionAttributeValues": _item(expr_values),
-                }
-            },
-            # History is append-only: a task read without its event_seq (a listing's index
-            # projection) must fail here, not overwrite earlier events.
-            *(
-                {
-                    "Put": {
-                        "TableName": self.table,
-                        "Item": e,
-                        "ConditionExpression": "attribute_not_exists(#pk)",
-                        "ExpressionAttributeNames": {"#pk": schema.PK},
-                    }
-                }
-                for e in events
-            ),
-        ]
-        # A fresh token per logical write: botocore's retries of this call are idempotent, and a
-        # different write from the same version still fails its condition instead.
-        self._transact(items, remaining, token=uuid.uuid4().hex)
+        try:
+            self._call(
+                "update_item",
+                remaining,
+                TableName=self.table,
+                Key=_task_key(task.task_id),
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=_item(expr_values),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if error_code(exc) == "TransactionConflictException":
+                # A transaction (an effect being recorded) held the item: decide on a re-read.
+                raise Conflict(f"task {task.task_id}: a transaction held it") from exc
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            # botocore retries a write whose response was lost; the retry then meets its own
+            # first try. The events it appended (same times, numbers and details) say so.
+            found = exc.response.get("Item")
+            stored = task_from_item(found) if found else self.get(task.task_id)
+            if (
+                stored is None
+                or stored.version != task.version + 1
+                or stored.events[-len(events) :] != events
+            ):
+                raise Conflict(f"task {task.task_id} changed since version {task.version}") from exc
         # The write succeeded against exactly `task`, so the new item is known without a read.
-        return _applied(task, values, to_remove)
+        return _applied(task, values, to_remove, events)
 
     def cancel(self, task: Task, reason: str, remaining: float | None = None) -> Task:
         """CANCELLED, unless its handler has recorded an effect (EffectsApplied): an effect and
@@ -579,7 +605,7 @@ class TaskStore:
             "update_item",
             remaining,
             TableName=self.table,
-            Key=_item({schema.PK: schema.task_pk(task_id), schema.SK: "TASK"}),
+            Key=_task_key(task_id),
             UpdateExpression="SET lease_expires_at = :until",
             ConditionExpression="#state = :running AND lease_owner = :owner",
             ExpressionAttributeNames={"#state": "state"},
@@ -635,7 +661,7 @@ class TaskStore:
             {
                 "Update": {
                     "TableName": self.table,
-                    "Key": _item({schema.PK: schema.task_pk(task_id), schema.SK: "TASK"}),
+                    "Key": _task_key(task_id),
                     "UpdateExpression": "SET #effects = if_not_exists(#effects, :zero) + :one",
                     "ConditionExpression": "#state = :running AND #owner = :owner",
                     "ExpressionAttributeNames": {

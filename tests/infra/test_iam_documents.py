@@ -20,13 +20,14 @@ TABLE = {(f"dynamodb:{a}", "table") for a in ("GetItem", "PutItem", "UpdateItem"
 TASK_ROLE_GRANTS = {
     "api": TABLE
     | {
-        ("dynamodb:Query", "table"),  # a task with its history
+        ("dynamodb:Query", "table"),  # a task and its payload
         ("dynamodb:Query", "index/by_tenant"),
         ("sqs:SendMessage", "queue"),
         ("aps:RemoteWrite", "workspace"),
     },
-    "relay": TABLE
-    | {
+    "relay": {
+        ("dynamodb:Query", "table"),  # a task and its payload
+        ("dynamodb:UpdateItem", "table"),
         ("dynamodb:Query", "index/outbox"),
         ("sqs:SendMessage", "queue"),
         ("sqs:GetQueueAttributes", "queue"),
@@ -40,6 +41,7 @@ TASK_ROLE_GRANTS = {
     },
     "worker": TABLE
     | {
+        ("dynamodb:Query", "table"),  # a task and its payload
         ("sqs:ReceiveMessage", "queue"),
         ("sqs:DeleteMessage", "queue"),
         ("sqs:ChangeMessageVisibility", "queue"),

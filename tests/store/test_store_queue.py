@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -88,7 +89,7 @@ def test_a_snapshot_carries_the_committed_task_byte_for_byte(store, queue):
     task = submit(store, payload=bytes(range(256)) * 64)  # 16 KiB, every byte value
     queue.send(task.task_id, task.task_type, snapshot=task)
     [received] = queue.receive(10, 0, 30)
-    assert parse(received).snapshot == task
+    assert parse(received).snapshot == dataclasses.replace(task, events=())  # no history
 
 
 @pytest.mark.parametrize(

@@ -174,7 +174,7 @@ def dead_store(aws_credentials) -> tuple[TaskStore, pybreaker.CircuitBreaker, st
 def test_breaker_opens_after_n_faults_then_fails_fast(dead_store):
     store, breaker, dependency = dead_store
     assert (breaker.current_state, _gauge(dependency)) == ("closed", 0)
-    errors = ddb_calls("GetItem", "error")
+    errors = ddb_calls("Query", "error")
 
     for _ in range(2):
         with pytest.raises(EndpointConnectionError):
@@ -183,14 +183,14 @@ def test_breaker_opens_after_n_faults_then_fails_fast(dead_store):
     with pytest.raises(pybreaker.CircuitBreakerError):
         store.get(uuid.uuid4().hex)  # the third fault trips it
     assert (breaker.current_state, _gauge(dependency)) == ("open", 2)
-    assert ddb_calls("GetItem", "error") == errors + 3
+    assert ddb_calls("Query", "error") == errors + 3
 
     started = time.monotonic()
     for _ in range(20):
         with pytest.raises(pybreaker.CircuitBreakerError):
             store.get(uuid.uuid4().hex)
     assert time.monotonic() - started < 0.5
-    assert ddb_calls("GetItem", "error") == errors + 3  # open: no request was even sent
+    assert ddb_calls("Query", "error") == errors + 3  # open: no request was even sent
 
 
 def test_half_open_breaker_closes_after_a_success(aws_backend, aws_credentials, settings):
@@ -233,7 +233,7 @@ def test_answers_that_are_not_faults_never_trip_the_breaker(settings, clients):
 
 
 def test_a_tiny_deadline_fails_fast_without_a_request(store):
-    calls = ddb_calls("GetItem") + ddb_calls("GetItem", "error")
+    calls = ddb_calls("Query") + ddb_calls("Query", "error")
     with pytest.raises(DeadlineTooShort):
         store.get(uuid.uuid4().hex, remaining=0.01)
     with pytest.raises(DeadlineTooShort):
@@ -246,7 +246,7 @@ def test_a_tiny_deadline_fails_fast_without_a_request(store):
             max_attempts=1,
             remaining=0.09,  # not even one 50 ms connect + 50 ms read fits
         )
-    assert ddb_calls("GetItem") + ddb_calls("GetItem", "error") == calls
+    assert ddb_calls("Query") + ddb_calls("Query", "error") == calls
 
 
 @pytest.mark.parametrize(
@@ -307,15 +307,16 @@ def test_request_counter_by_outcome(store):
 
 def test_transport_errors_count_as_errors(dead_store):
     store, _, _ = dead_store
-    errors = ddb_calls("GetItem", "error")
+    errors = ddb_calls("Query", "error")
     with pytest.raises(EndpointConnectionError):
         store.get(uuid.uuid4().hex)
-    assert ddb_calls("GetItem", "error") == errors + 1
+    assert ddb_calls("Query", "error") == errors + 1
 
 
 def test_a_submit_is_one_transaction_and_no_read(store):
     """The idempotency key is checked by the transaction's condition, not by a read first."""
-    reads, transactions = ddb_calls("GetItem"), ddb_calls("TransactWriteItems")
+    reads = ddb_calls("GetItem") + ddb_calls("Query")
+    transactions = ddb_calls("TransactWriteItems")
     submit(store)
-    assert ddb_calls("GetItem") == reads
+    assert ddb_calls("GetItem") + ddb_calls("Query") == reads
     assert ddb_calls("TransactWriteItems") == transactions + 1

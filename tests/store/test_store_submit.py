@@ -13,7 +13,7 @@ from conveyor.store import IdempotencyMismatch, SubmitResult, now_ms
 from store_support import TENANT, ddb_calls, submit
 
 
-def test_submit_commits_task_idempotency_event_and_outbox_mark_together(store, raw, settings):
+def test_submit_commits_task_payload_idempotency_and_outbox_mark_together(store, raw, settings):
     transactions = ddb_calls("TransactWriteItems")
     puts = ddb_calls("PutItem") + ddb_calls("UpdateItem")
     before = now_ms()
@@ -28,14 +28,16 @@ def test_submit_commits_task_idempotency_event_and_outbox_mark_together(store, r
     assert [(i["pk"], i["sk"]) for i in items] == sorted(
         [
             (f"IDEM#{TENANT}#order-1", "IDEM"),
-            (f"TASK#{task.task_id}", "EVENT#00000001"),
+            (f"TASK#{task.task_id}", "PAYLOAD"),
             (f"TASK#{task.task_id}", "TASK"),
         ]
     )
-    idem, event, item = items
+    idem, request, item = items
     assert item["task_id"] == task.task_id
     assert (item["tenant"], item["task_type"]) == (TENANT, "demo.sleep")
-    assert bytes(item["payload"].value) == b'{"n": 1}'
+    # The payload is off the item every transition and heartbeat rewrites.
+    assert "payload" not in item
+    assert bytes(request["payload"].value) == b'{"n": 1}'
     assert (item["state"], item["version"], item["event_seq"]) == ("PENDING", 1, 1)
     assert (item["attempts"], item["max_attempts"]) == (0, 4)
     assert before <= item["created_at"] == item["updated_at"] <= after
@@ -49,11 +51,11 @@ def test_submit_commits_task_idempotency_event_and_outbox_mark_together(store, r
     ttl = settings.idempotency_ttl_seconds
     assert before // 1000 + ttl <= idem[schema.TTL_ATTRIBUTE] <= after // 1000 + ttl
 
-    assert event["seq"] == 1 and event["to_state"] == "PENDING" and "from_state" not in event
-    assert event["detail"] == "submitted"
+    (event,) = item[schema.HISTORY]
+    assert event == {"s": 1, "t": "PENDING", "a": item["created_at"], "d": "submitted"}
 
     # What submit returned is what was stored.
-    stored = store.get(task.task_id, with_events=True)
+    stored = store.get(task.task_id)
     assert stored is not None
     assert stored.state == TaskState.PENDING
     assert stored == task.__class__(**{**task.__dict__, "events": stored.events})
@@ -145,7 +147,7 @@ def test_concurrent_submits_with_one_key_commit_exactly_one_task(store, raw):
     assert len(tasks) == 1
     assert {r.task.task_id for r in results} == {tasks[0]["task_id"]}
     assert sum(r.created for r in results) == 1
-    assert len([i for i in raw.items() if i["sk"].startswith("EVENT#")]) == 1
+    assert len([i for i in raw.items() if i["sk"] == "PAYLOAD"]) == 1
 
 
 def test_an_expired_idempotency_record_lets_the_key_be_reused(store, raw):
@@ -180,4 +182,4 @@ def test_an_expired_idempotency_record_lets_the_key_be_reused(store, raw):
 def test_get_of_an_unknown_task_is_none(store):
     unknown = uuid.uuid4().hex
     assert store.get(unknown) is None
-    assert store.get(unknown, with_events=True) is None
+    assert store.get(unknown) is None

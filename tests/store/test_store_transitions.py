@@ -7,7 +7,13 @@ import dataclasses
 import uuid
 
 import pytest
-from conveyor.domain import IllegalTransition, TaskState
+from conveyor import faults
+from conveyor.domain import (
+    MAX_EVENT_DETAIL_CHARS,
+    MAX_HISTORY_EVENTS,
+    IllegalTransition,
+    TaskState,
+)
 from conveyor.store import Conflict, now_ms
 from store_support import LEASE, claim, ddb_calls, submit
 
@@ -27,7 +33,7 @@ def test_a_full_lifecycle_appends_consecutive_events_read_back_in_order(store):
         lease_owner="w1/m1/1",
     )
 
-    stored = store.get(task.task_id, with_events=True)
+    stored = store.get(task.task_id)
     assert stored is not None
     assert stored == dataclasses.replace(done, events=stored.events)
     assert [(e.seq, e.from_state, e.to_state, e.attempt, e.detail) for e in stored.events] == [
@@ -101,11 +107,14 @@ def test_the_lease_condition_guards_the_owner(store, raw):
 
 def test_via_records_the_intermediate_state_in_one_write(store, raw):
     task = submit(store)
-    transactions = ddb_calls("TransactWriteItems")
+    writes = ddb_calls("UpdateItem"), ddb_calls("TransactWriteItems")
     running = claim(store, task)  # PENDING -> (QUEUED) -> RUNNING
-    assert ddb_calls("TransactWriteItems") == transactions + 1
+    assert (ddb_calls("UpdateItem"), ddb_calls("TransactWriteItems")) == (
+        writes[0] + 1,
+        writes[1],
+    )
     assert (running.version, running.event_seq) == (2, 3)
-    stored = store.get(task.task_id, with_events=True)
+    stored = store.get(task.task_id)
     assert stored is not None
     assert [(e.seq, e.from_state, e.to_state) for e in stored.events[1:]] == [
         (2, S.PENDING, S.QUEUED),
@@ -183,14 +192,67 @@ def test_history_is_append_only_even_for_a_task_read_from_the_listing(store, raw
     with pytest.raises(Conflict):
         store.transition(listed, S.CANCELLED, detail="from a listed task")
     assert raw.items() == items
-    stored = store.get(task.task_id, with_events=True)
+    stored = store.get(task.task_id)
     assert stored is not None and [e.detail for e in stored.events] == ["submitted"]
 
 
-def test_event_detail_is_truncated_to_1024_characters(store):
+def test_event_detail_is_truncated_in_the_history(store):
     task = store.transition(submit(store), S.QUEUED, detail="x" * 5000)
-    stored = store.get(task.task_id, with_events=True)
-    assert stored is not None and stored.events[-1].detail == "x" * 1024
+    stored = store.get(task.task_id)
+    assert stored is not None and stored.events[-1].detail == "x" * MAX_EVENT_DETAIL_CHARS
+
+
+def test_a_transition_whose_response_was_lost_is_recognised_on_its_retry(store):
+    """The update lands, its response is lost, and botocore sends it again: the retry fails its
+    version condition, and must still report the write as done, not as a Conflict."""
+    task = submit(store)
+    with faults.armed("dynamodb.UpdateItem=lost count=1") as plan:
+        queued = store.transition(task, S.QUEUED, detail="sent")
+    assert plan.rules[0].hits == 1
+    stored = store.get(task.task_id)
+    assert stored is not None
+    assert (stored.state, stored.version, [e.detail for e in stored.events]) == (
+        S.QUEUED,
+        queued.version,
+        ["submitted", "sent"],
+    )
+
+
+def test_another_writers_transition_is_a_conflict_even_with_a_lost_response(store):
+    task = submit(store)
+    store.transition(task, S.QUEUED, detail="the relay's")
+    with faults.armed("dynamodb.UpdateItem=lost count=1"), pytest.raises(Conflict):
+        store.transition(task, S.QUEUED, detail="the API's")  # same version, another write
+
+
+def test_a_transition_that_meets_a_transaction_is_a_conflict_and_writes_nothing(store, raw):
+    task = submit(store)
+    items = raw.items()
+    with faults.armed("dynamodb.UpdateItem=conflict count=1"), pytest.raises(Conflict):
+        store.transition(task, S.QUEUED)
+    assert raw.items() == items
+
+
+def test_the_history_keeps_its_latest_events_and_their_numbers(store):
+    task = submit(store)
+    running = claim(store, task)  # events 1-3; then one event per RUNNING -> RUNNING
+    for n in range(MAX_HISTORY_EVENTS + 5):
+        running = store.transition(
+            running,
+            S.RUNNING,
+            detail=f"beat {n}",
+            set_values={"attempts": running.attempts},
+            lease_owner="w1/m1/1",
+        )
+    stored = store.get(task.task_id)
+    assert stored is not None
+    assert len(stored.events) == MAX_HISTORY_EVENTS
+    assert stored.event_seq == 3 + MAX_HISTORY_EVENTS + 5
+    assert [e.seq for e in stored.events] == list(
+        range(stored.event_seq - MAX_HISTORY_EVENTS + 1, stored.event_seq + 1)
+    )
+    assert stored.events[-1].detail == f"beat {MAX_HISTORY_EVENTS + 4}"
+    assert stored == dataclasses.replace(running, events=stored.events)
 
 
 # ---- leases ----

@@ -32,7 +32,7 @@ TERMINAL_STATES = {s.value for s in TaskState if s.terminal}
 
 def in_state(store: TaskStore, task_id: str, state: TaskState) -> Callable[[], Task | None]:
     def check() -> Task | None:
-        task = store.get(task_id, with_events=True)
+        task = store.get(task_id)
         return task if task is not None and task.state == state else None
 
     return check
@@ -187,7 +187,7 @@ def test_a_duplicate_delivery_does_not_run_the_task_twice(store, queue, raw, sta
         "both messages to be consumed",
         every=0.05,
     )
-    final = store.get(task.task_id, with_events=True)
+    final = store.get(task.task_id)
     assert final == done
     assert [e.to_state for e in final.events].count(S.RUNNING) == 1
 
@@ -208,7 +208,7 @@ def test_shutdown_hands_an_unfinished_task_back(store, queue, raw, start_worker)
     wait_for(in_state(store, task.task_id, S.RUNNING), 15, "RUNNING")
     worker.shutdown()
 
-    back = store.get(task.task_id, with_events=True)
+    back = store.get(task.task_id)
     assert back is not None
     assert (back.state, back.lease_owner) == (S.QUEUED, "")
     assert back.events[-1].detail == "worker shut down before the task finished"
@@ -349,7 +349,7 @@ def test_an_outcome_whose_write_fails_for_a_while_is_recorded_not_dead_lettered(
         threading.Timer(3.0, flag.unlink).start()
         return b"done"
 
-    with faults.armed(f"dynamodb.TransactWriteItems=throttle while={flag}") as plan:
+    with faults.armed(f"dynamodb.UpdateItem=throttle while={flag}") as plan:
         worker = start_worker()
         worker.worker.handlers = {**HANDLERS, "demo.last": succeed_into_throttling}
         task = _enqueue(store, queue, "demo.last", {}, max_attempts=1)
@@ -379,7 +379,8 @@ def test_a_hung_lease_call_does_not_let_the_message_be_delivered_again(
         ctx.wait(7)
         return b"done"
 
-    with faults.armed("dynamodb.UpdateItem=hang seconds=6 for=9"):
+    # skip=1: the claim (the first UpdateItem) goes through; the beats after it hang.
+    with faults.armed("dynamodb.UpdateItem=hang seconds=6 for=9 skip=1"):
         worker = start_worker()
         worker.worker.handlers = {**HANDLERS, "demo.long": count_and_work}
         task = _enqueue(store, queue, "demo.long", {})
@@ -429,8 +430,9 @@ def test_shutdown_hands_back_every_unfinished_task_at_once(
     for task in tasks:
         wait_for(in_state(store, task.task_id, S.RUNNING), 20, "RUNNING")
 
-    # Each hand-back's write takes 0.45 s: one after another, four would take 1.8 s.
-    with faults.armed(f"dynamodb.TransactWriteItems=hang seconds=0.45 while={flag}"):
+    # Each hand-back's read takes 0.45 s: one after another, four would take 1.8 s. (Reads,
+    # not writes: the lease heartbeats are updates too, and would time out and open the breaker.)
+    with faults.armed(f"dynamodb.Query=hang seconds=0.45 while={flag}"):
         flag.touch()
         started = time.monotonic()
         worker.shutdown()
@@ -483,7 +485,7 @@ def test_a_first_delivery_with_its_snapshot_is_claimed_and_run_without_a_read(
         lambda: (raw.task_item(task.task_id) or {}).get("state") == "SUCCEEDED", 15, "SUCCEEDED"
     )
     assert ddb_calls("GetItem") + ddb_calls("Query") == reads
-    done = store.get(task.task_id, with_events=True)
+    done = store.get(task.task_id)
     assert done is not None and _path(done) == [
         (None, S.PENDING),
         (S.PENDING, S.QUEUED),
@@ -500,6 +502,6 @@ def test_a_stale_snapshot_fails_the_claim_and_the_task_is_read(store, queue, raw
     wait_for(
         lambda: raw.depth(raw.res.queue_url) == (0, 0), 15, "the message to be deleted", every=0.05
     )
-    final = store.get(task.task_id, with_events=True)
+    final = store.get(task.task_id)
     assert final is not None and (final.state, final.attempts) == (S.CANCELLED, 0)
     assert S.RUNNING not in [e.to_state for e in final.events]

@@ -120,9 +120,9 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             )
         return float(left)
 
-    def _own_task(self, context: grpc.ServicerContext, task_id: str, events: bool) -> Task:
+    def _own_task(self, context: grpc.ServicerContext, task_id: str) -> Task:
         tenant = tenant_of(context)
-        task = self.store.get(task_id, with_events=events, remaining=self._remaining(context))
+        task = self.store.get(task_id, remaining=self._remaining(context))
         if task is None or task.tenant != tenant:
             # Another tenant's task is indistinguishable from a missing one.
             _abort(context, grpc.StatusCode.NOT_FOUND, f"task {task_id} not found")
@@ -200,7 +200,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self, request: pb.GetTaskRequest, context: grpc.ServicerContext
     ) -> pb.GetTaskResponse:
         validation.task_id(request.task_id)
-        task = self._own_task(context, request.task_id, events=True)
+        task = self._own_task(context, request.task_id)
         return pb.GetTaskResponse(
             task=convert.task(task), events=[convert.event(e) for e in task.events]
         )
@@ -233,7 +233,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         validation.cancel(request)
         reason = request.reason or "cancelled by the client"
         for _ in range(5):
-            task = self._own_task(context, request.task_id, events=False)
+            task = self._own_task(context, request.task_id)
             if task.state == TaskState.CANCELLED:
                 return pb.CancelTaskResponse(task=convert.task(task))
             try:
@@ -257,7 +257,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             seen = -1
             until = time.monotonic() + self.settings.watch_max_seconds
             while context.is_active() and time.monotonic() < until:
-                task = self._own_task(context, request.task_id, events=False)
+                task = self._own_task(context, request.task_id)
                 if task.version != seen:
                     seen = task.version
                     yield convert.task(task)

@@ -61,7 +61,10 @@ WINDOWS = {
     "dynamodb-5xx": "dynamodb.*=error p=0.3",
     "dynamodb-slow": "dynamodb.*=hang seconds=0.5 p=0.5",
     "dynamodb-lost-responses": "dynamodb.*=lost p=0.3",
-    "dynamodb-conflicts": "dynamodb.TransactWriteItems=conflict p=0.3",
+    # Transactions (submit, effects) and the transitions' updates both meet items held by one.
+    "dynamodb-conflicts": (
+        "dynamodb.TransactWriteItems=conflict p=0.3; dynamodb.UpdateItem=conflict p=0.3"
+    ),
     "dynamodb-resets": "dynamodb.*=reset p=0.3",
     "sqs-down": "sqs.*=down",
     "sqs-throttled": "sqs.*=throttle p=0.5",
@@ -208,7 +211,11 @@ class TerminalCounter(threading.Thread):
 
 
 def fault_spec(flags: Path) -> str:
-    return "; ".join(f"{rule} while={flags / name}" for name, rule in WINDOWS.items())
+    return "; ".join(
+        f"{rule.strip()} while={flags / name}"
+        for name, rules in WINDOWS.items()
+        for rule in rules.split(";")
+    )
 
 
 def submit_until_acknowledged(
