@@ -68,7 +68,12 @@ def task_role_statements(service: str, arns: DataPlaneArns) -> list[dict[str, An
         return [_allow("Traces", TRACE_ACTIONS, ["*"])]
     own: dict[str, list[dict[str, Any]]] = {
         "api": [
-            _allow("TaskTable", [*ITEM_ACTIONS, "dynamodb:Query"], [arns.table]),
+            # BatchGetItem: a listing reads the task items of each page of the by_tenant index.
+            _allow(
+                "TaskTable",
+                [*ITEM_ACTIONS, "dynamodb:Query", "dynamodb:BatchGetItem"],
+                [arns.table],
+            ),
             _allow("ListByTenant", ["dynamodb:Query"], [arns.by_tenant_index]),
             _allow("Enqueue", ["sqs:SendMessage"], [arns.queue]),
         ],

@@ -240,6 +240,8 @@ def _addressed(service: str, operation: str, params: dict[str, Any]) -> list[tup
             for item in params.get("TransactItems", [])
             for kind, body in item.items()
         ]
+    if service == "dynamodb" and operation in ("BatchGetItem", "BatchWriteItem"):
+        return [(f"dynamodb:{operation}", f"table/{table}") for table in params["RequestItems"]]
     if service == "dynamodb" and "TableName" in params:
         index = f"/index/{params['IndexName']}" if params.get("IndexName") else ""
         return [(f"dynamodb:{operation}", f"table/{params['TableName']}{index}")]

@@ -7,6 +7,7 @@ Access patterns first (DESIGN.md §1):
 | task by id, with its history (one Query) | pk=TASK#<id>: sk=TASK (state, history) and sk=PAYLOAD |
 | idempotency look-up by (tenant, key)   | pk=IDEM#<tenant>#<key>, sk=IDEM (TTL `expires_at`) |
 | tenant's tasks, newest first           | GSI by_tenant: gsi1pk=TENANT#<tenant>, gsi1sk=<created> |
+| (then a page's task items)             | BatchGetItem of their pk=TASK#<id>, sk=TASK |
 | outbox marks older than N seconds      | sparse GSI outbox: outbox_pk=OUTBOX#<shard>, outbox_at |
 | handler effect ledger (exactly-once)   | pk=EFFECT#<task id>, sk=<effect name> |
 
@@ -29,8 +30,11 @@ TTL_ATTRIBUTE = "expires_at"
 GSI_BY_TENANT = "by_tenant"
 GSI_BY_TENANT_PK = "gsi1pk"
 GSI_BY_TENANT_SK = "gsi1sk"
-# Listing returns task summaries; payload and result stay out of the index to keep it cheap.
-GSI_BY_TENANT_PROJECTED = (
+# The index projects only what never changes, so transitions do not rewrite its entries (each
+# rewrite is a billed write): a listing reads the task items of each page it finds in it.
+GSI_BY_TENANT_PROJECTED = ("task_type",)
+# What a listing reads of each task item: its summary, not its history.
+LISTING_ATTRIBUTES = (
     "task_id",
     "tenant",
     "task_type",

@@ -303,18 +303,16 @@ class TaskStore:
     ) -> Iterator[Task]:
         """The tenant's tasks newest first, fetched a page at a time as the caller iterates.
 
-        A filter is applied after the read, so one that matches nothing pages through the
-        tenant's whole index without yielding: before each page the deadline (`remaining`
-        seconds from now; DeadlineTooShort once it cannot cover a call) and `keep_going`
-        (e.g. the RPC is still active; False ends the listing) are checked."""
+        Each page is a Query of the by_tenant index (which filters by task type) and a strongly
+        consistent BatchGetItem of the page's task items (which the state filter is applied
+        to), so a listing shows each task's current state. A filter that matches nothing pages
+        through the tenant's whole index without yielding: before each page the deadline
+        (`remaining` seconds from now; DeadlineTooShort once it cannot cover a call) and
+        `keep_going` (e.g. the RPC is still active; False ends the listing) are checked."""
         deadline = None if remaining is None else time.monotonic() + remaining
         names = {"#g": schema.GSI_BY_TENANT_PK}
         values: dict[str, Any] = {":g": schema.tenant_pk(tenant)}
         filters = []
-        if state is not None:
-            names["#state"] = "state"
-            values[":state"] = state.value
-            filters.append("#state = :state")
         if task_type:
             names["#type"] = "task_type"
             values[":type"] = task_type
@@ -333,11 +331,53 @@ class TaskStore:
         while keep_going():
             left = None if deadline is None else deadline - time.monotonic()
             resp = self._call("query", left, **kwargs)
-            for raw in resp.get("Items", []):
-                yield task_from_item({"payload": {"B": b""}, **raw})
+            ids = [_plain(raw)[schema.PK].removeprefix("TASK#") for raw in resp.get("Items", [])]
+            left = None if deadline is None else deadline - time.monotonic()
+            items = self._task_items(ids, left)
+            for task_id in ids:
+                if task_id in items:  # (tasks are never deleted; this is just not a KeyError)
+                    task = task_from_item(items[task_id])
+                    if state is None or task.state == state:
+                        yield task
             if "LastEvaluatedKey" not in resp:
                 return
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def _task_items(self, task_ids: list[str], remaining: float | None) -> dict[str, Any]:
+        """The task items of `task_ids` (at most 100), by id: one BatchGetItem, plus one more
+        for any keys DynamoDB left unprocessed (it does under throttling), each after a
+        back-off, until the deadline. Strongly consistent: a listing shows current states."""
+        deadline = None if remaining is None else time.monotonic() + remaining
+        names = {f"#a{i}": a for i, a in enumerate(schema.LISTING_ATTRIBUTES)}
+        request: dict[str, Any] = {
+            self.table: {
+                "Keys": [_task_key(t) for t in task_ids],
+                "ConsistentRead": True,
+                "ProjectionExpression": ", ".join(names),
+                "ExpressionAttributeNames": names,
+            }
+        }
+        found: dict[str, Any] = {}
+        for pause in _UNPROCESSED_BACKOFF:
+            if not request[self.table]["Keys"]:
+                break
+            left = None if deadline is None else deadline - time.monotonic()
+            resp = self._call("batch_get_item", left, RequestItems=request)
+            for raw in resp.get("Responses", {}).get(self.table, []):
+                found[raw["task_id"]["S"]] = raw
+            unprocessed = resp.get("UnprocessedKeys", {}).get(self.table)
+            if not unprocessed:
+                break
+            request = {self.table: unprocessed}
+            time.sleep(pause)
+        else:
+            # What AWS leaves keys unprocessed for; the API answers UNAVAILABLE, retry later.
+            error = {
+                "Code": "ProvisionedThroughputExceededException",
+                "Message": f"{len(request[self.table]['Keys'])} task items stayed unprocessed",
+            }
+            raise ClientError({"Error": error}, "BatchGetItem")
+        return found
 
     # ---- submit ----
     def submit(
@@ -716,6 +756,9 @@ class TaskStore:
             raise LeaseLost("the effect was recorded by an earlier attempt and the lease is gone")
         return False
 
+
+# Pauses before re-asking for the keys a BatchGetItem left unprocessed (AWS: back off).
+_UNPROCESSED_BACKOFF = (0.05, 0.1, 0.2, 0.4, 0.8, 0.0)
 
 _EFFECT_TOKENS = uuid.UUID("5b0c7d3e-8f51-4c0e-9a57-0b8a3f6c2e11")
 

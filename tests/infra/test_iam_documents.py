@@ -22,6 +22,7 @@ TASK_ROLE_GRANTS = {
     | {
         ("dynamodb:Query", "table"),  # a task and its payload
         ("dynamodb:Query", "index/by_tenant"),
+        ("dynamodb:BatchGetItem", "table"),  # the task items of a listed page
         ("sqs:SendMessage", "queue"),
         ("aps:RemoteWrite", "workspace"),
     },

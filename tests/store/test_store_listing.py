@@ -6,7 +6,7 @@ import time
 
 import pytest
 from botocore.exceptions import ReadTimeoutError
-from conveyor import faults
+from conveyor import faults, schema
 from conveyor.aws import DeadlineTooShort
 from conveyor.domain import Task, TaskState
 from conveyor.store import TaskStore
@@ -80,6 +80,22 @@ def test_filters_by_state_type_or_both(store):
         S.PENDING,
         S.QUEUED,
     ]
+
+
+def test_the_index_holds_only_what_never_changes_so_transitions_do_not_rewrite_it(
+    store, raw, settings
+):
+    task = claim(store, submit(store))
+    store.transition(task, S.SUCCEEDED, remove=LEASE, set_values={"result": b"r"})
+    [entry] = raw.ddb.query(
+        TableName=settings.table_name,
+        IndexName=schema.GSI_BY_TENANT,
+        KeyConditionExpression="gsi1pk = :g",
+        ExpressionAttributeValues={":g": {"S": schema.tenant_pk("acme")}},
+    )["Items"]
+    assert set(entry) == {"pk", "sk", "gsi1pk", "gsi1sk", "task_type"}
+    [listed] = store.list_for_tenant("acme")  # the state comes from the task item
+    assert (listed.state, listed.attempts) == (S.SUCCEEDED, 1)
 
 
 def test_small_pages_still_return_everything_in_order(store):
