@@ -57,7 +57,7 @@ def test_the_outbox_is_queried_again_only_when_a_mark_it_saw_turns_stale(
     # Ten seconds later by the relay's clock the mark is stale: queried and relayed.
     real_now = relay.now_ms
     monkeypatch.setattr(relay, "now_ms", lambda: real_now() + 10_001)
-    assert _queries_of(sweeper.sweep) == SHARDS
+    assert _queries_of(sweeper.sweep) == SHARDS + 1  # and the stale task's read, a Query too
     assert [json.loads(m["Body"])["task_id"] for m in raw.receive(raw.res.queue_url)] == [
         task.task_id
     ]
