@@ -10,13 +10,11 @@ a message the queue's redrive policy moved to the DLQ (a worker that crashed on 
 belongs to a task that is not yet terminal; the compensator marks it DEAD so that the API never
 reports it RUNNING forever.
 
-Each part runs only when it can find something (issue 9: every request counts). A mark
+The outbox is queried only when it can hold a stale mark (issue 9: every request counts). A mark
 matters once it is older than the outbox age, so the outbox is queried when the oldest mark
 the last query saw turns stale, or an outbox age after that query (no mark set since can be
 stale before then): at a sweep no later than one interval after a mark turns stale, as
-before, at about one query per outbox age instead of one per sweep. Queue depths feed
-alerts that hold for minutes, so they are read every CONVEYOR_QUEUE_DEPTH_INTERVAL_SECONDS,
-and an empty DLQ is looked at as often; a DLQ holding messages is scanned as it was.
+before, at about one query per outbox age instead of one per sweep.
 """
 
 from __future__ import annotations
@@ -55,7 +53,6 @@ class Relay:
         self.store = store
         self.queue = queue
         self._next_outbox_query_ms = 0  # wall clock, as the marks' times are
-        self._next_depth_export = 0.0  # monotonic
         self._next_dlq_scan = 0.0  # monotonic
         self._dlq_depth = 0  # visible DLQ messages at the last depth export
 
@@ -73,21 +70,12 @@ class Relay:
         relayed = 0
         if now_ms() >= self._next_outbox_query_ms:
             relayed = self._part("relaying stale outbox marks", self.relay_stale_marks) or 0
-        if time.monotonic() >= self._next_depth_export:
-            self._next_depth_export = time.monotonic() + self.settings.queue_depth_interval_seconds
-            self._part("exporting queue depths", self.export_queue_depths)
+        self._part("exporting queue depths", self.export_queue_depths)
         if time.monotonic() >= self._next_dlq_scan:
             # A scan costs about 1.1 SQS requests per DLQ message (receives of 10, then one
             # visibility reset each): every sweep while the DLQ is small, and no more than
-            # ~10 requests a second on average once it is large. An empty one is looked at
-            # once per depth interval: a message the redrive policy moves there is marked
-            # DEAD within about that long.
-            wait = (
-                self._dlq_depth / 10
-                if self._dlq_depth
-                else self.settings.queue_depth_interval_seconds
-            )
-            self._next_dlq_scan = time.monotonic() + wait
+            # ~10 requests a second on average once it is large.
+            self._next_dlq_scan = time.monotonic() + self._dlq_depth / 10
             self._part("compensating the DLQ", self.compensate_dlq)
         return relayed
 

@@ -173,9 +173,6 @@ class WorkerSettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySetting
 class RelaySettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySettings):
     relay_interval_seconds: float = Field(default=5.0, gt=0)
     outbox_age_seconds: float = Field(default=10.0, ge=0)
-    # How often the relay reads the queues' depths (2 requests) for the gauges the alerts use,
-    # and looks at an empty DLQ: the alerts on them hold for minutes.
-    queue_depth_interval_seconds: float = Field(default=30.0, gt=0, le=300)
     relay_batch_size: int = Field(default=100, ge=1, le=1000)
     # The DLQ compensator reads the whole DLQ (up to the limit): dead letters wait there for an
     # operator, and a message the redrive policy moves there later can be anywhere behind them.

@@ -1,5 +1,4 @@
-"""When the relay's sweep parts make requests (issue 9): the outbox is queried only once a mark
-can be stale, the queue depths and an empty DLQ are read once per depth interval. Requests are
+"""When the relay queries the outbox (issue 9): only once a mark can be stale. Requests are
 counted by AWS operation, stale marks by the messages that reach the queue."""
 
 from __future__ import annotations
@@ -90,26 +89,6 @@ def test_a_full_batch_is_queried_again_at_the_next_sweep(settings, store, queue)
     submit(store)
     assert _queries_of(sweeper.sweep) == SHARDS
     assert _queries_of(sweeper.sweep) == SHARDS  # a batch of one, two marks: more behind it
-
-
-def test_queue_depths_and_an_empty_dlq_are_read_once_per_depth_interval(settings, store, queue):
-    interval = 1.0
-    sweeper = _relay(settings, store, queue, queue_depth_interval_seconds=interval)
-    before = sqs_calls("GetQueueAttributes"), sqs_calls("ReceiveMessage")
-    sweeper.sweep()
-    started = time.monotonic()
-    sweeper.sweep()
-    assert (sqs_calls("GetQueueAttributes"), sqs_calls("ReceiveMessage")) == (
-        before[0] + 2,  # main queue and DLQ
-        before[1] + 1,  # one look at the empty DLQ
-    )
-
-    time.sleep(max(0.0, started + interval - time.monotonic()))  # the interval under test
-    sweeper.sweep()
-    assert (sqs_calls("GetQueueAttributes"), sqs_calls("ReceiveMessage")) == (
-        before[0] + 4,
-        before[1] + 2,
-    )
 
 
 def test_a_dlq_holding_messages_is_scanned_every_sweep(settings, store, queue):
