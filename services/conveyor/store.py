@@ -127,7 +127,8 @@ def task_from_item(item: Mapping[str, Any], payload_item: Mapping[str, Any] | No
     """The task from its item and, when read with it, its PAYLOAD item (a listing's index
     entries have neither the payload nor the history)."""
     v = _plain(item)
-    extra = _plain(payload_item) if payload_item else {}
+    # A task written before the PAYLOAD item existed keeps its payload on the task item.
+    extra = _plain(payload_item) if payload_item else v
     return Task(
         task_id=v["task_id"],
         tenant=v["tenant"],
@@ -369,7 +370,10 @@ class TaskStore:
             if not unprocessed:
                 break
             request = {self.table: unprocessed}
-            time.sleep(pause)
+            # Never past the deadline: the next call then fails with DeadlineTooShort.
+            time.sleep(
+                pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
+            )
         else:
             # What AWS leaves keys unprocessed for; the API answers UNAVAILABLE, retry later.
             error = {
@@ -613,10 +617,13 @@ class TaskStore:
             # first try. The events it appended (same times, numbers and details) say so.
             found = exc.response.get("Item")
             stored = task_from_item(found) if found else self.get(task.task_id)
+            ours = _applied(task, values, to_remove, events)
             if (
                 stored is None
-                or stored.version != task.version + 1
                 or stored.events[-len(events) :] != events
+                # Another writer from the same version, in the same millisecond, with the
+                # same detail appends the same events: what it set (a lease owner) tells.
+                or any(getattr(stored, f) != getattr(ours, f) for f, _ in _FIELDS.values())
             ):
                 raise Conflict(f"task {task.task_id} changed since version {task.version}") from exc
         # The write succeeded against exactly `task`, so the new item is known without a read.

@@ -64,6 +64,25 @@ def test_submit_commits_task_payload_idempotency_and_outbox_mark_together(store,
     ]
 
 
+def test_a_task_written_before_the_payload_item_keeps_its_payload(store, raw):
+    """Tables written before the PAYLOAD item existed hold the payload on the task item: a
+    worker reading such a task must not run it on an empty payload."""
+    task = submit(store, payload=b'{"old": true}')
+    request = raw.item(f"TASK#{task.task_id}", "PAYLOAD")
+    raw.ddb.delete_item(
+        TableName=raw.res.table, Key={"pk": {"S": f"TASK#{task.task_id}"}, "sk": {"S": "PAYLOAD"}}
+    )
+    raw.update(
+        f"TASK#{task.task_id}",
+        "TASK",
+        "SET payload = :p, traceparent = :t",
+        {":p": {"B": bytes(request["payload"].value)}, ":t": {"S": "00-old-01"}},
+    )
+    stored = store.get(task.task_id)
+    assert stored is not None
+    assert (stored.payload, stored.traceparent) == (b'{"old": true}', "00-old-01")
+
+
 def test_binary_payload_is_stored_byte_for_byte(store):
     payload = bytes(range(256)) * 256  # 64 KiB, every byte value
     task = submit(store, payload=payload)

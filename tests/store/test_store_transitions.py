@@ -225,6 +225,20 @@ def test_another_writers_transition_is_a_conflict_even_with_a_lost_response(stor
         store.transition(task, S.QUEUED, detail="the API's")  # same version, another write
 
 
+def test_a_rival_claim_in_the_same_millisecond_with_the_same_detail_is_a_conflict(
+    store, monkeypatch
+):
+    """Two claims of one snapshot append identical events when the clock and the detail agree;
+    the lease owner each set decides whose write it was."""
+    task = submit(store)
+    monkeypatch.setattr("conveyor.store.now_ms", lambda: 1_800_000_000_000)
+    mine = claim(store, task, owner="w1/m1/1")
+    with pytest.raises(Conflict):
+        claim(store, task, owner="w1/m2/1")
+    stored = store.get(task.task_id)
+    assert stored is not None and stored.lease_owner == mine.lease_owner == "w1/m1/1"
+
+
 def test_a_transition_that_meets_a_transaction_is_a_conflict_and_writes_nothing(store, raw):
     task = submit(store)
     items = raw.items()
