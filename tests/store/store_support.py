@@ -11,6 +11,8 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
 from conveyor.domain import Task, TaskState
+from conveyor.relay import Relay
+from conveyor.settings import RelaySettings
 from conveyor.store import TaskStore, now_ms
 from prometheus_client import REGISTRY
 
@@ -173,3 +175,18 @@ def succeeded(store: TaskStore, task: Task) -> Task:
     return store.transition(
         running, TaskState.SUCCEEDED, set_values={"result": b"ok"}, remove=LEASE
     )
+
+
+def relay_on(settings: Any, store: TaskStore, queue: Any, **overrides: Any) -> Relay:
+    """A relay in this process on the test's table and queues (`overrides`: RelaySettings)."""
+    values = {
+        "AWS_REGION": settings.aws_region,
+        "AWS_ENDPOINT_URL": settings.aws_endpoint_url,
+        "AWS_ENDPOINT_URL_DYNAMODB": settings.aws_endpoint_url_dynamodb,
+        "table_name": settings.table_name,
+        "queue_url": settings.queue_url,
+        "dlq_url": settings.dlq_url,
+        "metrics_listen": "127.0.0.1:0",
+        **overrides,
+    }
+    return Relay(RelaySettings(**values), store, queue)  # type: ignore[arg-type]

@@ -9,9 +9,7 @@ import time
 from conveyor import faults, relay
 from conveyor.domain import TaskState
 from conveyor.queue import QUEUE_DLQ
-from conveyor.relay import Relay
-from conveyor.settings import RelaySettings
-from store_support import claim, ddb_calls, metric, submit
+from store_support import claim, ddb_calls, metric, relay_on, submit
 
 SHARDS = 4  # CONVEYOR_OUTBOX_SHARDS' default: one Query per shard
 
@@ -20,21 +18,6 @@ def sqs_calls(operation: str) -> float:
     return metric(
         "conveyor_aws_requests_total", service="sqs", operation=operation, outcome="success"
     )
-
-
-def _relay(settings, store, queue, **overrides) -> Relay:
-    values = {
-        "AWS_REGION": settings.aws_region,
-        "AWS_ENDPOINT_URL": settings.aws_endpoint_url,
-        "AWS_ENDPOINT_URL_DYNAMODB": settings.aws_endpoint_url_dynamodb,
-        "table_name": settings.table_name,
-        "queue_url": settings.queue_url,
-        "dlq_url": settings.dlq_url,
-        "metrics_listen": "127.0.0.1:0",
-        "outbox_age_seconds": 10,
-        **overrides,
-    }
-    return Relay(RelaySettings(**values), store, queue)  # type: ignore[arg-type]
 
 
 def _queries_of(sweep) -> float:
@@ -46,7 +29,7 @@ def _queries_of(sweep) -> float:
 def test_the_outbox_is_queried_again_only_when_a_mark_it_saw_turns_stale(
     settings, store, queue, raw, monkeypatch
 ):
-    sweeper = _relay(settings, store, queue)
+    sweeper = relay_on(settings, store, queue, outbox_age_seconds=10)
     task = submit(store)  # its mark is fresh: stale in 10 s
 
     assert _queries_of(sweeper.sweep) == SHARDS
@@ -64,7 +47,7 @@ def test_the_outbox_is_queried_again_only_when_a_mark_it_saw_turns_stale(
 
 
 def test_an_empty_outbox_is_queried_once_per_outbox_age(settings, store, queue, monkeypatch):
-    sweeper = _relay(settings, store, queue)
+    sweeper = relay_on(settings, store, queue, outbox_age_seconds=10)
     real_now = relay.now_ms
     before_query = real_now()
     assert _queries_of(sweeper.sweep) == SHARDS
@@ -76,7 +59,7 @@ def test_an_empty_outbox_is_queried_once_per_outbox_age(settings, store, queue, 
 
 
 def test_a_failed_query_is_tried_again_at_the_next_sweep(settings, store, queue):
-    sweeper = _relay(settings, store, queue)
+    sweeper = relay_on(settings, store, queue, outbox_age_seconds=10)
     with faults.armed("dynamodb.Query=error"):
         sweeper.sweep()
     assert _queries_of(sweeper.sweep) == SHARDS  # the failed one did not count as done
@@ -84,7 +67,7 @@ def test_a_failed_query_is_tried_again_at_the_next_sweep(settings, store, queue)
 
 
 def test_a_full_batch_is_queried_again_at_the_next_sweep(settings, store, queue):
-    sweeper = _relay(settings, store, queue, relay_batch_size=1)
+    sweeper = relay_on(settings, store, queue, outbox_age_seconds=10, relay_batch_size=1)
     submit(store)
     submit(store)
     assert _queries_of(sweeper.sweep) == SHARDS
@@ -92,7 +75,7 @@ def test_a_full_batch_is_queried_again_at_the_next_sweep(settings, store, queue)
 
 
 def test_a_dlq_holding_messages_is_scanned_every_sweep(settings, store, queue):
-    sweeper = _relay(settings, store, queue)
+    sweeper = relay_on(settings, store, queue, outbox_age_seconds=10)
     stuck = claim(store, submit(store))
     queue.send(stuck.task_id, stuck.task_type, queue=QUEUE_DLQ)  # the redrive policy moved it
     sweeper.sweep()  # depth 1: compensated, re-filed under the task's own group

@@ -12,7 +12,7 @@ from conveyor.queue import QUEUE_DLQ
 from conveyor.relay import Relay
 from conveyor.settings import RelaySettings
 from conveyor.telemetry import metrics
-from store_support import claim, metric, submit
+from store_support import claim, metric, relay_on, submit
 
 S = TaskState
 
@@ -127,24 +127,10 @@ def test_relay_finishes_a_redrive_that_died_before_its_send(relay, store, raw):
     assert final is not None and (final.state, final.attempts) == (S.QUEUED, 0)
 
 
-def _relay_with(settings, store, queue, **overrides) -> Relay:
-    values = {
-        "AWS_REGION": settings.aws_region,
-        "AWS_ENDPOINT_URL": settings.aws_endpoint_url,
-        "AWS_ENDPOINT_URL_DYNAMODB": settings.aws_endpoint_url_dynamodb,
-        "table_name": settings.table_name,
-        "queue_url": settings.queue_url,
-        "dlq_url": settings.dlq_url,
-        "metrics_listen": "127.0.0.1:0",
-        **overrides,
-    }
-    return Relay(RelaySettings(**values), store, queue)  # type: ignore[arg-type]
-
-
 def test_compensator_still_sees_new_arrivals_behind_a_full_batch_of_dead_letters(
     settings, store, queue, raw
 ):
-    relay = _relay_with(settings, store, queue, relay_batch_size=3)
+    relay = relay_on(settings, store, queue, relay_batch_size=3)
     for _ in range(3):  # as many dead letters as one batch, waiting for an operator
         task = claim(store, submit(store, task_type="demo.poison"))
         dead = store.transition(task, S.DEAD, remove=("lease_owner", "lease_expires_at"))
@@ -160,7 +146,7 @@ def test_compensator_still_sees_new_arrivals_behind_a_full_batch_of_dead_letters
 
 
 def test_a_failing_sweep_part_does_not_skip_the_others(settings, store, queue, raw):
-    relay = _relay_with(settings, store, queue)
+    relay = relay_on(settings, store, queue)
     stuck = claim(store, submit(store))
     queue.send(stuck.task_id, stuck.task_type, queue=QUEUE_DLQ)
     metrics.queue_messages.labels("dlq", "visible").set(-1)  # not exported yet
