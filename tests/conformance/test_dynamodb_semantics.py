@@ -70,6 +70,64 @@ def test_return_values_on_condition_check_failure_returns_the_item(dynamodb, tab
     assert caught.value.response.get("Item") == {"pk": s("k"), "v": n(7)}  # type: ignore[attr-defined]
 
 
+def test_an_update_appends_to_a_list_and_a_failed_one_returns_the_item(dynamodb, table):
+    """AWS: `SET h = list_append(if_not_exists(h, :none), :e)` creates the list or appends to
+    it; an UpdateItem whose condition fails, with ReturnValuesOnConditionCheckFailure=ALL_OLD,
+    returns the item as it is. (The store appends a task's events this way, and tells its own
+    retried write from another's by the item returned.)
+    Doc: DynamoDB Developer Guide, "Update expressions" (list_append, if_not_exists); API
+    Reference, UpdateItem, "ReturnValuesOnConditionCheckFailure"."""
+    key = {"pk": s("task")}
+    dynamodb.put_item(TableName=table, Item={**key, "v": n(1)})
+    for version, event in ((1, "a"), (2, "b")):
+        dynamodb.update_item(
+            TableName=table,
+            Key=key,
+            UpdateExpression="SET v = :next, h = list_append(if_not_exists(h, :none), :e)",
+            ConditionExpression="v = :v",
+            ExpressionAttributeValues={
+                ":next": n(version + 1),
+                ":none": {"L": []},
+                ":e": {"L": [s(event)]},
+                ":v": n(version),
+            },
+        )
+    with pytest.raises(Exception) as caught:
+        dynamodb.update_item(
+            TableName=table,
+            Key=key,
+            UpdateExpression="SET v = :next",
+            ConditionExpression="v = :v",
+            ExpressionAttributeValues={":next": n(2), ":v": n(1)},
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+    assert error_code(caught.value) == "ConditionalCheckFailedException"
+    expected = {**key, "v": n(3), "h": {"L": [s("a"), s("b")]}}
+    assert caught.value.response.get("Item") == expected  # type: ignore[attr-defined]
+
+
+def test_a_consistent_batch_get_returns_only_the_projected_attributes(dynamodb, table):
+    """AWS: BatchGetItem with ConsistentRead and a ProjectionExpression returns, for each key
+    that exists, only the named attributes; a missing key is simply absent. (A listing reads a
+    page's task items this way.)
+    Doc: DynamoDB API Reference, BatchGetItem, "ConsistentRead", "ProjectionExpression"."""
+    for k in ("a", "b"):
+        dynamodb.put_item(TableName=table, Item={"pk": s(k), "state": s("X"), "big": s("x" * 500)})
+    got = dynamodb.batch_get_item(
+        RequestItems={
+            table: {
+                "Keys": [{"pk": s(k)} for k in ("a", "b", "missing")],
+                "ConsistentRead": True,
+                "ProjectionExpression": "#p, #s",
+                "ExpressionAttributeNames": {"#p": "pk", "#s": "state"},
+            }
+        }
+    )
+    items = sorted(got["Responses"][table], key=lambda i: i["pk"]["S"])
+    assert items == [{"pk": s("a"), "state": s("X")}, {"pk": s("b"), "state": s("X")}]
+    assert not got.get("UnprocessedKeys", {}).get(table)
+
+
 def test_a_cancelled_transaction_applies_nothing_and_reports_a_reason_per_item(dynamodb, table):
     """AWS: TransactWriteItems is all or nothing. When a condition fails the call raises
     TransactionCanceledException whose CancellationReasons has one entry per item, in order:
