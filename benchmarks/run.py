@@ -46,7 +46,7 @@ from conveyor.v1 import task_service_pb2 as pb
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.floor import run_floor
+from benchmarks.floor import FloorResult, run_floor
 
 RESULTS = Path(__file__).with_name("results")
 TENANT = "bench"
@@ -184,17 +184,26 @@ def phase_floor(tasks: int, payload: bytes) -> dict[str, Any]:
     with start_backend() as backend, tempfile.TemporaryDirectory() as tmp:
         system = LocalSystem.provision(Path(tmp), backend, (TENANT,))
         console.print(f"[bold]floor:[/] {tasks} tasks, {CLIENTS} clients, {2 * SLOTS} consumers")
-        return run_floor(
-            endpoint=backend.endpoint_url,
-            dynamodb_endpoint=backend.endpoint_for("dynamodb"),
-            region=backend.region,
-            table=system.table_name,
-            queue_url=system.queue_url,
-            tasks=tasks,
-            clients=CLIENTS,
-            consumers=2 * SLOTS,
-            payload=payload,
+        return _floor_on(
+            system, backend.endpoint_url, backend.endpoint_for("dynamodb"), tasks, payload
         ).as_dict()
+
+
+def _floor_on(
+    system: LocalSystem, endpoint: str, dynamodb_endpoint: str, tasks: int, payload: bytes
+) -> FloorResult:
+    """The floor script on `system`'s table and queue, at the bench's concurrency."""
+    return run_floor(
+        endpoint=endpoint,
+        dynamodb_endpoint=dynamodb_endpoint,
+        region=system.backend.region,
+        table=system.table_name,
+        queue_url=system.queue_url,
+        tasks=tasks,
+        clients=CLIENTS,
+        consumers=2 * SLOTS,
+        payload=payload,
+    )
 
 
 def phase_throughput(workers: int, tasks: int, payload: bytes) -> dict[str, Any]:
@@ -411,19 +420,7 @@ def phase_billing(tasks: int, rate: float) -> dict[str, Any]:
             # The floor on the same (now idle) table and queue, through the same proxy.
             floor = _billed(
                 proxy,
-                lambda: (
-                    run_floor(
-                        endpoint=proxy.url,
-                        dynamodb_endpoint=proxy.url,
-                        region=backend.region,
-                        table=system.table_name,
-                        queue_url=system.queue_url,
-                        tasks=tasks,
-                        clients=CLIENTS,
-                        consumers=2 * SLOTS,
-                        payload=payload_of(1024),
-                    ).tasks
-                ),
+                lambda: _floor_on(system, proxy.url, proxy.url, tasks, payload_of(1024)).tasks,
             )
             out["floor_1KB"] = _summed(floor)
         finally:
