@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import tenacity
+
 from conveyor import failpoints, wiring
 from conveyor.domain import TaskState
 from conveyor.queue import (
@@ -45,7 +47,7 @@ class DlqEntry:
 @dataclass(frozen=True)
 class RedriveResult:
     task_id: str
-    outcome: str  # redriven | discarded | skipped | not-found
+    outcome: str  # redriven | discarded | skipped | held | not-found
     detail: str
 
 
@@ -96,8 +98,17 @@ def redrive_hold_seconds(tasks: int) -> int:
     return min(900, 30 + 2 * tasks)
 
 
+# How long a redrive of named tasks waits for a DLQ message someone else holds: the relay's
+# DLQ scan holds every message for the moment it looks at them, many times a minute.
+HELD_WAIT_SECONDS = 10.0
+
+
 def dlq_redrive(
-    o: Ops, task_ids: list[str] | None, limit: int, hold_seconds: int | None = None
+    o: Ops,
+    task_ids: list[str] | None,
+    limit: int,
+    hold_seconds: int | None = None,
+    held_wait_seconds: float = HELD_WAIT_SECONDS,
 ) -> list[RedriveResult]:
     """Give DEAD tasks another run: back to PENDING with attempts reset and an outbox mark (so
     the relay finishes the job if this process dies half-way), sent to the main queue, QUEUED;
@@ -107,15 +118,49 @@ def dlq_redrive(
     of the tasks asked for) while it works. Past three quarters of that it redrives no more
     (those are reported `skipped`: run it again), so it never acts on a receipt handle about
     to expire, and whatever it did not finish, an error included, is made visible again at
-    once rather than when the hold ends."""
+    once rather than when the hold ends.
+
+    A named task whose message it does not see while the DLQ has hidden messages may be
+    among them (the relay's DLQ scan, or an inspect or redrive that died, holds them): it
+    looks again for up to `held_wait_seconds`, then reports the task `held`, not
+    `not-found`."""
     if hold_seconds is None:
         hold_seconds = redrive_hold_seconds(limit if task_ids is None else len(task_ids))
+    if task_ids is None:
+        return _redrive_pass(o, None, limit, hold_seconds)
+    missing = set(task_ids)
+    results: list[RedriveResult] = []
+
+    def look() -> set[str]:
+        results.extend(_redrive_pass(o, missing, limit, hold_seconds))
+        missing.difference_update(r.task_id for r in results)
+        return missing
+
+    tenacity.Retrying(
+        retry=tenacity.retry_if_result(lambda left: bool(left) and o.queue.hidden(QUEUE_DLQ) > 0),
+        stop=tenacity.stop_after_delay(held_wait_seconds),
+        wait=tenacity.wait_fixed(0.5),
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+    )(look)
+    hidden = o.queue.hidden(QUEUE_DLQ) if missing else 0
+    for task_id in sorted(missing):
+        if hidden:
+            detail = f"not seen; {hidden} DLQ message(s) are held by another reader; run again"
+            results.append(RedriveResult(task_id, "held", detail))
+        else:
+            results.append(RedriveResult(task_id, "not-found", "no DLQ message for this task"))
+    return results
+
+
+def _redrive_pass(
+    o: Ops, wanted: set[str] | None, limit: int, hold_seconds: int
+) -> list[RedriveResult]:
+    """One look at the DLQ: redrive what it finds of `wanted` (or up to `limit` of any)."""
     started = time.monotonic()
     raws = o.queue.peek(
-        limit if task_ids is None else 10_000, queue=QUEUE_DLQ, hold_seconds=hold_seconds
+        limit if wanted is None else 10_000, queue=QUEUE_DLQ, hold_seconds=hold_seconds
     )
     stop_at = started + hold_seconds * (1 - HOLD_MARGIN_FRACTION)
-    wanted = set(task_ids) if task_ids is not None else None
     results: list[RedriveResult] = []
     give_back = list(raws)  # until each is finished with
     try:
@@ -141,9 +186,6 @@ def dlq_redrive(
                 raise
     finally:
         _unhide_each(o, give_back)
-    found = {r.task_id for r in results}
-    for task_id in sorted((wanted or set()) - found):
-        results.append(RedriveResult(task_id, "not-found", "no DLQ message for this task"))
     return results
 
 

@@ -269,6 +269,14 @@ class TaskQueue:
         )
         return len(resp.get("Failed", []))
 
+    def hidden(self, queue: str) -> int:
+        """Approximately how many messages of `queue` someone has received and not yet
+        deleted or given back (ApproximateNumberOfMessagesNotVisible)."""
+        attrs = self._sqs().get_queue_attributes(
+            QueueUrl=self.urls[queue], AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+        )["Attributes"]
+        return int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0))
+
     def depths(self) -> dict[str, dict[str, int]]:
         """Approximate message counts of both queues by state (visible, inflight, delayed)."""
         out: dict[str, dict[str, int]] = {}

@@ -140,6 +140,34 @@ def test_redrive_of_unknown_ids_is_not_found_and_touches_nothing_else(ops, queue
     assert ops.store.get(other.task_id) == other
 
 
+def test_redrive_of_a_task_whose_message_another_reader_holds_waits_for_it(ops, queue, raw):
+    """The relay's DLQ scan hides every DLQ message while it looks, many times a minute: a
+    redrive that runs meanwhile must not report the task's message missing."""
+    task = dead(ops.store, submit(ops.store))
+    _to_dlq(queue, task)
+    assert len(raw.receive(raw.res.dlq_url, visibility=2)) == 1  # another reader, for 2 s
+
+    [result] = ops_mod.dlq_redrive(ops, [task.task_id], limit=10, held_wait_seconds=15)
+
+    assert (result.task_id, result.outcome) == (task.task_id, "redriven")
+    stored = ops.store.get(task.task_id)
+    assert stored is not None and stored.state == S.QUEUED
+    assert raw.depth(raw.res.dlq_url) == (0, 0)
+
+
+def test_redrive_of_a_task_whose_message_stays_held_says_so_and_changes_nothing(ops, queue, raw):
+    task = dead(ops.store, submit(ops.store))
+    _to_dlq(queue, task)
+    raw.receive(raw.res.dlq_url, visibility=60)  # a reader that died holding it
+
+    [result] = ops_mod.dlq_redrive(ops, [task.task_id], limit=10, held_wait_seconds=1)
+
+    assert (result.task_id, result.outcome) == (task.task_id, "held")
+    assert "run again" in result.detail
+    assert ops.store.get(task.task_id) == task
+    assert raw.depth(raw.res.dlq_url) == (0, 1)
+
+
 def test_outbox_status_counts_pending_marks(ops):
     empty = ops_mod.outbox_status(ops)
     assert (empty.pending, empty.oldest_age_seconds) == (0, None)
