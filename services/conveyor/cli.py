@@ -318,8 +318,15 @@ def dlq_inspect(
     from conveyor import ops
 
     with _reported_errors():
-        entries = ops.dlq_inspect(ops.from_env(), limit)
-    _stdout().print(out.dlq_table(entries))
+        listing = ops.dlq_inspect(ops.from_env(), limit)
+    _stdout().print(out.dlq_table(listing.entries))
+    if listing.held_elsewhere:
+        _stderr().print(
+            f"{listing.held_elsewhere} DLQ message(s) are held by another reader (the relay's"
+            " DLQ scan, or an inspect or redrive that died) and not listed; run again",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 @dlq_app.command("redrive")

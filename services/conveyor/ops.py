@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +63,50 @@ def from_env() -> Ops:
     return Ops(deps.store, deps.queue)
 
 
-def dlq_inspect(o: Ops, limit: int) -> list[DlqEntry]:
+@dataclass(frozen=True)
+class DlqListing:
+    entries: list[DlqEntry]
+    held_elsewhere: int  # DLQ messages another reader held, so not listed, when it gave up
+
+
+# How long inspect and a redrive of named tasks wait for DLQ messages someone else holds: the
+# relay's DLQ scan hides every message for the moment it looks at them, every sweep.
+HELD_WAIT_SECONDS = 10.0
+
+
+def _while_held(o: Ops, look: Callable[[], bool], wait_seconds: float) -> int:
+    """Call `look` (True: it saw all it was after) again every 0.5 s while it did not and
+    some DLQ message is held by another reader, for up to `wait_seconds`. Returns how many
+    are still held if it gave up short (approximately: SQS counts them so), else 0."""
+    saw_all = tenacity.Retrying(
+        retry=tenacity.retry_if_result(lambda saw: not saw and _held(o) > 0),
+        stop=tenacity.stop_after_delay(wait_seconds),
+        wait=tenacity.wait_fixed(0.5),
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else False,
+    )(look)
+    return 0 if saw_all else _held(o)
+
+
+def _held(o: Ops) -> int:
+    return o.queue.depth(QUEUE_DLQ)["inflight"]
+
+
+def dlq_inspect(o: Ops, limit: int, held_wait_seconds: float = HELD_WAIT_SECONDS) -> DlqListing:
+    """Up to `limit` DLQ messages with their tasks, left in the DLQ. While it sees fewer than
+    that and fewer than the DLQ holds, another reader holds some: it looks again for up to
+    `held_wait_seconds`, and says how many it could not list. (Comparing with the DLQ's total
+    rather than its hidden count: SQS's counts lag, and its own look just hid them all.)"""
+    entries: list[DlqEntry] = []
+
+    def look() -> bool:
+        entries[:] = _inspect_pass(o, limit)
+        depth = o.queue.depth(QUEUE_DLQ)
+        return len(entries) >= min(limit, depth["visible"] + depth["inflight"])
+
+    return DlqListing(entries, _while_held(o, look, held_wait_seconds))
+
+
+def _inspect_pass(o: Ops, limit: int) -> list[DlqEntry]:
     raws = o.queue.peek(limit, queue=QUEUE_DLQ)
     entries = []
     try:
@@ -98,11 +142,6 @@ def redrive_hold_seconds(tasks: int) -> int:
     return min(900, 30 + 2 * tasks)
 
 
-# How long a redrive of named tasks waits for a DLQ message someone else holds: the relay's
-# DLQ scan holds every message for the moment it looks at them, many times a minute.
-HELD_WAIT_SECONDS = 10.0
-
-
 def dlq_redrive(
     o: Ops,
     task_ids: list[str] | None,
@@ -131,21 +170,15 @@ def dlq_redrive(
     missing = set(task_ids)
     results: list[RedriveResult] = []
 
-    def look() -> set[str]:
+    def look() -> bool:
         results.extend(_redrive_pass(o, missing, limit, hold_seconds))
         missing.difference_update(r.task_id for r in results)
-        return missing
+        return not missing
 
-    tenacity.Retrying(
-        retry=tenacity.retry_if_result(lambda left: bool(left) and o.queue.hidden(QUEUE_DLQ) > 0),
-        stop=tenacity.stop_after_delay(held_wait_seconds),
-        wait=tenacity.wait_fixed(0.5),
-        retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
-    )(look)
-    hidden = o.queue.hidden(QUEUE_DLQ) if missing else 0
+    held = _while_held(o, look, held_wait_seconds)
     for task_id in sorted(missing):
-        if hidden:
-            detail = f"not seen; {hidden} DLQ message(s) are held by another reader; run again"
+        if held:
+            detail = f"not seen; {held} DLQ message(s) are held by another reader; run again"
             results.append(RedriveResult(task_id, "held", detail))
         else:
             results.append(RedriveResult(task_id, "not-found", "no DLQ message for this task"))

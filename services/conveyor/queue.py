@@ -269,25 +269,16 @@ class TaskQueue:
         )
         return len(resp.get("Failed", []))
 
-    def hidden(self, queue: str) -> int:
-        """Approximately how many messages of `queue` someone has received and not yet
-        deleted or given back (ApproximateNumberOfMessagesNotVisible)."""
+    def depth(self, queue: str) -> dict[str, int]:
+        """Approximate message counts of `queue` by state (visible, inflight, delayed)."""
         attrs = self._sqs().get_queue_attributes(
-            QueueUrl=self.urls[queue], AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+            QueueUrl=self.urls[queue], AttributeNames=list(_DEPTH_ATTRIBUTES)
         )["Attributes"]
-        return int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0))
+        return {state: int(attrs.get(attr, 0)) for attr, state in _DEPTH_ATTRIBUTES.items()}
 
     def depths(self) -> dict[str, dict[str, int]]:
         """Approximate message counts of both queues by state (visible, inflight, delayed)."""
-        out: dict[str, dict[str, int]] = {}
-        for name, url in self.urls.items():
-            attrs = self._sqs().get_queue_attributes(
-                QueueUrl=url, AttributeNames=list(_DEPTH_ATTRIBUTES)
-            )["Attributes"]
-            out[name] = {
-                state: int(attrs.get(attr, 0)) for attr, state in _DEPTH_ATTRIBUTES.items()
-            }
-        return out
+        return {name: self.depth(name) for name in self.urls}
 
 
 class DeleteBatcher:

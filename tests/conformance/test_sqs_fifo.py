@@ -103,6 +103,36 @@ def test_visibility_timeout_hides_and_change_message_visibility_returns_it(sqs, 
     assert _bodies(third) == ["m"]
 
 
+def test_messages_in_flight_are_counted_apart_from_visible_ones(sqs, queue):
+    """AWS: ApproximateNumberOfMessagesNotVisible counts messages in flight (received, neither
+    deleted nor past their visibility timeout), ApproximateNumberOfMessages the visible ones;
+    both are approximate and may lag (so this waits for them). The DLQ inspect and redrive
+    read them to tell a message another reader holds from one that is not there.
+    Doc: SQS API Reference, GetQueueAttributes, "ApproximateNumberOfMessagesNotVisible"."""
+    _send(sqs, queue, "a", group="a")
+    _send(sqs, queue, "b", group="b")
+
+    def counts() -> tuple[int, int]:
+        attrs = sqs.get_queue_attributes(
+            QueueUrl=queue,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return (
+            int(attrs["ApproximateNumberOfMessages"]),
+            int(attrs["ApproximateNumberOfMessagesNotVisible"]),
+        )
+
+    [held] = _receive(sqs, queue, visibility=60, count=1)
+    wait_for(lambda: counts() == (1, 1), 90, "one visible and one in flight")
+    sqs.change_message_visibility(
+        QueueUrl=queue, ReceiptHandle=held["ReceiptHandle"], VisibilityTimeout=0
+    )
+    wait_for(lambda: counts() == (2, 0), 90, "both visible again")
+    [again] = _receive(sqs, queue, visibility=60, count=1)
+    sqs.delete_message(QueueUrl=queue, ReceiptHandle=again["ReceiptHandle"])
+    wait_for(lambda: counts() == (1, 0), 90, "the deleted one counted nowhere")
+
+
 def test_a_stale_receipt_handle_does_not_delete_a_message_received_again(sqs, queue):
     """AWS: each receive gets a new receipt handle; for a FIFO queue, the handle of an earlier
     delivery is expired once the message has been received again, so a delete with it does not

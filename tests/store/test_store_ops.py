@@ -46,8 +46,10 @@ def test_inspect_lists_dlq_messages_with_task_state_and_leaves_them_visible(ops,
         MessageDeduplicationId="junk",
     )
 
-    entries = ops_mod.dlq_inspect(ops, 10)
+    listing = ops_mod.dlq_inspect(ops, 10)
 
+    entries = listing.entries
+    assert listing.held_elsewhere == 0
     by_task = {e.task_id: e for e in entries}
     assert by_task[task.task_id] == ops_mod.DlqEntry(
         task.task_id, "demo.poison", "DEAD", 1, "RuntimeError: x", message_id
@@ -59,14 +61,42 @@ def test_inspect_lists_dlq_messages_with_task_state_and_leaves_them_visible(ops,
     # Inspect is read-only: everything is visible again, the task untouched.
     assert raw.depth(raw.res.dlq_url) == (3, 0)
     assert ops.store.get(task.task_id) == task
-    assert [e.task_id for e in ops_mod.dlq_inspect(ops, 10)] == [e.task_id for e in entries]
+    again = ops_mod.dlq_inspect(ops, 10).entries
+    assert [e.task_id for e in again] == [e.task_id for e in entries]
 
 
 def test_inspect_respects_the_limit(ops, queue, raw):
     for _ in range(3):
         _to_dlq(queue, dead(ops.store, submit(ops.store)))
-    assert len(ops_mod.dlq_inspect(ops, 2)) == 2
+    assert len(ops_mod.dlq_inspect(ops, 2).entries) == 2
     assert raw.depth(raw.res.dlq_url) == (3, 0)
+
+
+def test_inspect_waits_for_messages_another_reader_holds(ops, queue, raw):
+    """The relay's DLQ scan hides every DLQ message while it looks, every sweep: an inspect
+    meanwhile must not list a DLQ that looks emptier than it is."""
+    tasks = [dead(ops.store, submit(ops.store)) for _ in range(2)]
+    for task in tasks:
+        _to_dlq(queue, task)
+    assert len(raw.receive(raw.res.dlq_url, visibility=2)) == 2  # another reader, for 2 s
+
+    listing = ops_mod.dlq_inspect(ops, 10, held_wait_seconds=15)
+
+    assert sorted(e.task_id for e in listing.entries) == sorted(t.task_id for t in tasks)
+    assert listing.held_elsewhere == 0
+
+
+def test_inspect_says_how_many_messages_stay_held(ops, queue, raw):
+    _to_dlq(queue, dead(ops.store, submit(ops.store)))
+    raw.receive(raw.res.dlq_url, visibility=60)  # a reader that died holding it
+    seen = dead(ops.store, submit(ops.store))
+    _to_dlq(queue, seen)
+
+    listing = ops_mod.dlq_inspect(ops, 10, held_wait_seconds=1)
+
+    assert [e.task_id for e in listing.entries] == [seen.task_id]
+    assert listing.held_elsewhere == 1
+    assert raw.depth(raw.res.dlq_url) == (1, 1)
 
 
 def test_redrive_requeues_a_dead_task_with_a_new_dedup_id(ops, queue, raw):

@@ -123,7 +123,8 @@ def fake_ops(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOps]:
     def dlq_inspect(o, limit):
         assert o is handle
         calls.append(("dlq_inspect", limit))
-        return [ops.DlqEntry(TASK_ID, "email.send", "DEAD", 5, "smtp [550] refused", "m-1")]
+        entry = ops.DlqEntry(TASK_ID, "email.send", "DEAD", 5, "smtp [550] refused", "m-1")
+        return ops.DlqListing([entry], held_elsewhere=0)
 
     fake = FakeOps(
         calls=calls,
@@ -147,6 +148,14 @@ def test_dlq_inspect_shows_entries_verbatim(runner, fake_ops):
     assert fake_ops.calls == [("dlq_inspect", 3)]
     assert TASK_ID in result.stdout
     assert "smtp [550] refused" in result.stdout  # brackets are data, not markup
+
+
+def test_dlq_inspect_warns_of_messages_it_could_not_list(runner, fake_ops, monkeypatch):
+    monkeypatch.setattr(fake_ops, "dlq_inspect", lambda o, limit: ops.DlqListing([], 4))
+    result = runner.invoke(cli.app, ["dlq", "inspect"], env=WIDE)
+    assert result.exit_code == 0, result.output
+    assert "4 DLQ message(s) are held by another reader" in result.stderr
+    assert "held" not in result.stdout  # a file the table goes to holds only the table
 
 
 def test_dlq_redrive_refuses_without_a_terminal_unless_yes(runner, fake_ops):
