@@ -76,15 +76,23 @@ HELD_WAIT_SECONDS = 10.0
 
 def _while_held(o: Ops, look: Callable[[], bool], wait_seconds: float) -> int:
     """Call `look` (True: it saw all it was after) again every 0.5 s while it did not and
-    some DLQ message is held by another reader, for up to `wait_seconds`. Returns how many
-    are still held if it gave up short (approximately: SQS counts them so), else 0."""
-    saw_all = tenacity.Retrying(
-        retry=tenacity.retry_if_result(lambda saw: not saw and _held(o) > 0),
+    some DLQ message was held by another reader before it looked or is held now, for up to
+    `wait_seconds`. (Before, too: a hold that ends between the look and the count hid a
+    message from the look and is gone from the count.) Returns how many were held if it gave
+    up short (approximately: SQS counts them so), else 0."""
+
+    def attempt() -> tuple[bool, int]:
+        held_before = _held(o)
+        saw = look()
+        return saw, max(held_before, _held(o))
+
+    saw_all, held = tenacity.Retrying(
+        retry=tenacity.retry_if_result(lambda result: not result[0] and result[1] > 0),
         stop=tenacity.stop_after_delay(wait_seconds),
         wait=tenacity.wait_fixed(0.5),
-        retry_error_callback=lambda state: state.outcome.result() if state.outcome else False,
-    )(look)
-    return 0 if saw_all else _held(o)
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else (False, 0),
+    )(attempt)
+    return 0 if saw_all else held
 
 
 def _held(o: Ops) -> int:

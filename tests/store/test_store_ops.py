@@ -86,6 +86,63 @@ def test_inspect_waits_for_messages_another_reader_holds(ops, queue, raw):
     assert listing.held_elsewhere == 0
 
 
+def _release_after_the_first_pass(monkeypatch, raw, held: list[dict]) -> None:
+    """The other reader's hold ends right after the first look, before anything counts the
+    held messages again: the look missed them, and the count no longer shows them held."""
+    real_pass = ops_mod._inspect_pass
+    real_redrive_pass = ops_mod._redrive_pass
+    passes = 0
+
+    def then_release(real):
+        def wrapped(*args, **kwargs):
+            nonlocal passes
+            result = real(*args, **kwargs)
+            passes += 1
+            if passes == 1:
+                for message in held:
+                    raw.sqs.change_message_visibility(
+                        QueueUrl=raw.res.dlq_url,
+                        ReceiptHandle=message["ReceiptHandle"],
+                        VisibilityTimeout=0,
+                    )
+            return result
+
+        return wrapped
+
+    monkeypatch.setattr(ops_mod, "_inspect_pass", then_release(real_pass))
+    monkeypatch.setattr(ops_mod, "_redrive_pass", then_release(real_redrive_pass))
+
+
+def test_inspect_looks_again_when_a_hold_ends_between_its_look_and_its_count(
+    ops, queue, raw, monkeypatch
+):
+    tasks = [dead(ops.store, submit(ops.store)) for _ in range(2)]
+    for task in tasks:
+        _to_dlq(queue, task)
+    held = raw.receive(raw.res.dlq_url, visibility=60)
+    assert len(held) == 2
+    _release_after_the_first_pass(monkeypatch, raw, held)
+
+    listing = ops_mod.dlq_inspect(ops, 10, held_wait_seconds=15)
+
+    assert sorted(e.task_id for e in listing.entries) == sorted(t.task_id for t in tasks)
+    assert listing.held_elsewhere == 0
+
+
+def test_redrive_looks_again_when_a_hold_ends_between_its_look_and_its_count(
+    ops, queue, raw, monkeypatch
+):
+    task = dead(ops.store, submit(ops.store))
+    _to_dlq(queue, task)
+    held = raw.receive(raw.res.dlq_url, visibility=60)
+    assert len(held) == 1
+    _release_after_the_first_pass(monkeypatch, raw, held)
+
+    [result] = ops_mod.dlq_redrive(ops, [task.task_id], limit=10, held_wait_seconds=15)
+
+    assert (result.task_id, result.outcome) == (task.task_id, "redriven")
+
+
 def test_inspect_says_how_many_messages_stay_held(ops, queue, raw):
     _to_dlq(queue, dead(ops.store, submit(ops.store)))
     raw.receive(raw.res.dlq_url, visibility=60)  # a reader that died holding it
