@@ -74,29 +74,32 @@ class DlqListing:
 HELD_WAIT_SECONDS = 10.0
 
 
-def _while_held(o: Ops, look: Callable[[], bool], wait_seconds: float) -> int:
-    """Call `look` (True: it saw all it was after) again every 0.5 s while it did not and
-    some DLQ message was held by another reader before it looked or is held now, for up to
-    `wait_seconds`. (Before, too: a hold that ends between the look and the count hid a
-    message from the look and is gone from the count.) Returns how many were held if it gave
-    up short (approximately: SQS counts them so), else 0."""
+def _while_held(
+    o: Ops,
+    look: Callable[[], None],
+    saw_all: Callable[[dict[str, int]], bool],
+    wait_seconds: float,
+) -> int:
+    """Call `look` again every 0.5 s while `saw_all` (given the DLQ's counts after the look)
+    says it did not see all it was after and some DLQ message was held by another reader
+    before it looked or is held now, for up to `wait_seconds`. (Before, too: a hold that ends
+    between the look and the count hid a message from the look and is gone from the count.)
+    Returns how many were held if it gave up short (approximately: SQS counts them so),
+    else 0."""
 
     def attempt() -> tuple[bool, int]:
-        held_before = _held(o)
-        saw = look()
-        return saw, max(held_before, _held(o))
+        held_before = o.queue.depth(QUEUE_DLQ)["inflight"]
+        look()
+        after = o.queue.depth(QUEUE_DLQ)
+        return saw_all(after), max(held_before, after["inflight"])
 
-    saw_all, held = tenacity.Retrying(
+    saw, held = tenacity.Retrying(
         retry=tenacity.retry_if_result(lambda result: not result[0] and result[1] > 0),
         stop=tenacity.stop_after_delay(wait_seconds),
         wait=tenacity.wait_fixed(0.5),
         retry_error_callback=lambda state: state.outcome.result() if state.outcome else (False, 0),
     )(attempt)
-    return 0 if saw_all else held
-
-
-def _held(o: Ops) -> int:
-    return o.queue.depth(QUEUE_DLQ)["inflight"]
+    return 0 if saw else held
 
 
 def dlq_inspect(o: Ops, limit: int, held_wait_seconds: float = HELD_WAIT_SECONDS) -> DlqListing:
@@ -106,12 +109,13 @@ def dlq_inspect(o: Ops, limit: int, held_wait_seconds: float = HELD_WAIT_SECONDS
     rather than its hidden count: SQS's counts lag, and its own look just hid them all.)"""
     entries: list[DlqEntry] = []
 
-    def look() -> bool:
+    def look() -> None:
         entries[:] = _inspect_pass(o, limit)
-        depth = o.queue.depth(QUEUE_DLQ)
+
+    def saw_all(depth: dict[str, int]) -> bool:
         return len(entries) >= min(limit, depth["visible"] + depth["inflight"])
 
-    return DlqListing(entries, _while_held(o, look, held_wait_seconds))
+    return DlqListing(entries, _while_held(o, look, saw_all, held_wait_seconds))
 
 
 def _inspect_pass(o: Ops, limit: int) -> list[DlqEntry]:
@@ -178,12 +182,11 @@ def dlq_redrive(
     missing = set(task_ids)
     results: list[RedriveResult] = []
 
-    def look() -> bool:
+    def look() -> None:
         results.extend(_redrive_pass(o, missing, limit, hold_seconds))
         missing.difference_update(r.task_id for r in results)
-        return not missing
 
-    held = _while_held(o, look, held_wait_seconds)
+    held = _while_held(o, look, lambda _depth: not missing, held_wait_seconds)
     for task_id in sorted(missing):
         if held:
             detail = f"not seen; {held} DLQ message(s) are held by another reader; run again"

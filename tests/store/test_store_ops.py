@@ -86,31 +86,27 @@ def test_inspect_waits_for_messages_another_reader_holds(ops, queue, raw):
     assert listing.held_elsewhere == 0
 
 
-def _release_after_the_first_pass(monkeypatch, raw, held: list[dict]) -> None:
-    """The other reader's hold ends right after the first look, before anything counts the
-    held messages again: the look missed them, and the count no longer shows them held."""
-    real_pass = ops_mod._inspect_pass
-    real_redrive_pass = ops_mod._redrive_pass
+def _release_after_the_first_pass(monkeypatch, raw, pass_name: str, held: list[dict]) -> None:
+    """The other reader's hold ends right after the first look (`pass_name` of ops), before
+    anything counts the held messages again: the look missed them, and the count no longer
+    shows them held."""
+    real = getattr(ops_mod, pass_name)
     passes = 0
 
-    def then_release(real):
-        def wrapped(*args, **kwargs):
-            nonlocal passes
-            result = real(*args, **kwargs)
-            passes += 1
-            if passes == 1:
-                for message in held:
-                    raw.sqs.change_message_visibility(
-                        QueueUrl=raw.res.dlq_url,
-                        ReceiptHandle=message["ReceiptHandle"],
-                        VisibilityTimeout=0,
-                    )
-            return result
+    def then_release(*args, **kwargs):
+        nonlocal passes
+        result = real(*args, **kwargs)
+        passes += 1
+        if passes == 1:
+            for message in held:
+                raw.sqs.change_message_visibility(
+                    QueueUrl=raw.res.dlq_url,
+                    ReceiptHandle=message["ReceiptHandle"],
+                    VisibilityTimeout=0,
+                )
+        return result
 
-        return wrapped
-
-    monkeypatch.setattr(ops_mod, "_inspect_pass", then_release(real_pass))
-    monkeypatch.setattr(ops_mod, "_redrive_pass", then_release(real_redrive_pass))
+    monkeypatch.setattr(ops_mod, pass_name, then_release)
 
 
 def test_inspect_looks_again_when_a_hold_ends_between_its_look_and_its_count(
@@ -121,7 +117,7 @@ def test_inspect_looks_again_when_a_hold_ends_between_its_look_and_its_count(
         _to_dlq(queue, task)
     held = raw.receive(raw.res.dlq_url, visibility=60)
     assert len(held) == 2
-    _release_after_the_first_pass(monkeypatch, raw, held)
+    _release_after_the_first_pass(monkeypatch, raw, "_inspect_pass", held)
 
     listing = ops_mod.dlq_inspect(ops, 10, held_wait_seconds=15)
 
@@ -136,7 +132,7 @@ def test_redrive_looks_again_when_a_hold_ends_between_its_look_and_its_count(
     _to_dlq(queue, task)
     held = raw.receive(raw.res.dlq_url, visibility=60)
     assert len(held) == 1
-    _release_after_the_first_pass(monkeypatch, raw, held)
+    _release_after_the_first_pass(monkeypatch, raw, "_redrive_pass", held)
 
     [result] = ops_mod.dlq_redrive(ops, [task.task_id], limit=10, held_wait_seconds=15)
 
