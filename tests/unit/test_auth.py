@@ -3,13 +3,21 @@ tenant the server derived from the client certificate."""
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 from collections.abc import Iterator
 from concurrent import futures
+from dataclasses import dataclass
 
 import grpc
 import pytest
 from conveyor.api.auth import secure_channel, server_credentials, tenant_of
 from conveyor.local.certs import TlsFiles
+from conveyor.settings import TlsSettings
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 WHOAMI = "/conveyor.test.Identity/WhoAmI"
@@ -22,6 +30,10 @@ def _whoami(request: bytes, context: grpc.ServicerContext) -> bytes:
 
 @pytest.fixture(scope="module")
 def server_port(certs) -> Iterator[int]:
+    yield from _serve(certs.server.settings())
+
+
+def _serve(tls: TlsSettings) -> Iterator[int]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     health_servicer = health.HealthServicer()
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -31,7 +43,7 @@ def server_port(certs) -> Iterator[int]:
     server.add_generic_rpc_handlers(
         [grpc.method_handlers_generic_handler("conveyor.test.Identity", {"WhoAmI": handler})]
     )
-    port = server.add_secure_port("127.0.0.1:0", server_credentials(certs.server.settings()))
+    port = server.add_secure_port("127.0.0.1:0", server_credentials(tls))
     server.start()
     yield port
     server.stop(grace=None)
@@ -91,6 +103,122 @@ def test_server_certificate_cannot_act_as_a_client(certs, server_port):
         _assert_handshake_refused(channel)
 
 
+# A deployment made here with `cryptography` alone, not the project's certificate helper, so
+# that the certificates the guard is tested with cannot share a blind spot with the code that
+# normally makes them. The CA key is kept so that the test can issue odd subjects.
+
+
+def _pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@dataclass(frozen=True)
+class _HandmadeCa:
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+    @classmethod
+    def create(cls) -> _HandmadeCa:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Handmade test CA")])
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        return cls(cert, key)
+
+    def issue(
+        self, subject: x509.Name, usage: x509.ObjectIdentifier, *, san: bool = False
+    ) -> TlsSettings:
+        """TlsSettings (inline PEM) for a new leaf with `subject`, trusting this CA."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        )
+        if san:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
+            )
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+        return TlsSettings(
+            tls_ca_pem=_pem(self.cert),
+            tls_cert_pem=_pem(builder.sign(self.key, hashes.SHA256())),
+            tls_key_pem=key_pem,
+        )
+
+
+def _cn(value: str) -> x509.NameAttribute:
+    return x509.NameAttribute(NameOID.COMMON_NAME, value)
+
+
+@pytest.fixture(scope="module")
+def handmade() -> Iterator[tuple[_HandmadeCa, int]]:
+    """The hand-made CA and the port of a server whose deployment CA it is."""
+    ca = _HandmadeCa.create()
+    server_tls = ca.issue(
+        x509.Name([_cn("Handmade server")]), ExtendedKeyUsageOID.SERVER_AUTH, san=True
+    )
+    for port in _serve(server_tls):
+        yield ca, port
+
+
+def _whoami_as(handmade: tuple[_HandmadeCa, int], subject: x509.Name) -> str:
+    ca, port = handmade
+    tls = ca.issue(subject, ExtendedKeyUsageOID.CLIENT_AUTH)
+    with secure_channel(f"127.0.0.1:{port}", tls, server_name_override="localhost") as channel:
+        return _whoami_over(channel)
+
+
+def test_a_handmade_certificate_with_one_common_name_is_its_tenant(handmade):
+    # The control for the refusals below: the hand-made deployment itself is accepted.
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Org"), _cn("ta")])
+    assert _whoami_as(handmade, subject) == "ta"
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        pytest.param(x509.Name([_cn("ta"), _cn("tb")]), id="two-rdns"),
+        pytest.param(x509.Name([_cn("tb"), _cn("ta")]), id="two-rdns-reversed"),
+        pytest.param(
+            x509.Name([x509.RelativeDistinguishedName([_cn("ta"), _cn("tb")])]),
+            id="one-multivalued-rdn",
+        ),
+        pytest.param(x509.Name([_cn("ta"), _cn("ta")]), id="the-same-name-twice"),
+        pytest.param(
+            x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ta")]), id="no-common-name"
+        ),
+    ],
+)
+def test_a_certificate_of_the_deployment_ca_without_exactly_one_common_name_is_refused(
+    handmade, subject
+):
+    with pytest.raises(grpc.RpcError) as err:
+        _whoami_as(handmade, subject)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
 class _Aborted(Exception):
     pass
 
@@ -111,14 +239,49 @@ class _FakeContext:
         raise _Aborted(details)
 
 
+def _self_signed_pem(common_name: str) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([_cn(common_name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _with_non_utf8_common_name() -> bytes:
+    """A certificate whose Common Name is a UTF8String holding bytes that are not UTF-8 (the
+    signature no longer matches, which is fine: tenant_of reads a certificate gRPC verified)."""
+    pem = _self_signed_pem("XQXQ")
+    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    broken = der.replace(b"\x0c\x04XQXQ", b"\x0c\x04\xff\xfe\xff\xfe")
+    assert broken != der
+    body = base64.encodebytes(broken)
+    return b"-----BEGIN CERTIFICATE-----\n" + body + b"-----END CERTIFICATE-----\n"
+
+
 @pytest.mark.parametrize(
     "auth",
     [
-        {},  # plaintext or no client certificate
-        {"x509_common_name": []},
-        {"x509_common_name": [b"acme", b"globex"]},
-        {"x509_common_name": [b"Conveyor API"]},
-        {"x509_common_name": [b"\xff\xfe"]},
+        pytest.param({}, id="plaintext-or-no-certificate"),
+        pytest.param({"x509_pem_cert": []}, id="empty"),
+        pytest.param({"x509_pem_cert": [b"not a certificate"]}, id="not-a-certificate"),
+        pytest.param(
+            {"x509_pem_cert": [_self_signed_pem("acme"), _self_signed_pem("globex")]},
+            id="two-certificates",
+        ),
+        pytest.param({"x509_pem_cert": [_self_signed_pem("Conveyor API")]}, id="not-a-tenant"),
+        pytest.param({"x509_pem_cert": [_with_non_utf8_common_name()]}, id="not-utf8"),
+        # What gRPC reports for a certificate naming two tenants: the single name must not be
+        # believed when the certificate is absent.
+        pytest.param({"x509_common_name": [b"acme"]}, id="common-name-without-certificate"),
     ],
 )
 def test_tenant_of_rejects_missing_or_invalid_names(auth):
@@ -126,3 +289,8 @@ def test_tenant_of_rejects_missing_or_invalid_names(auth):
     with pytest.raises(_Aborted):
         tenant_of(context)  # type: ignore[arg-type]
     assert context.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_tenant_of_reads_the_common_name_of_the_certificate():
+    context = _FakeContext({"x509_pem_cert": [_self_signed_pem("acme")]})
+    assert tenant_of(context) == "acme"  # type: ignore[arg-type]

@@ -13,11 +13,15 @@ from __future__ import annotations
 from typing import NoReturn
 
 import grpc
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from conveyor.domain import TENANT_RE
 from conveyor.settings import TlsSettings
 
-_COMMON_NAME = "x509_common_name"
+# The verified peer certificate. Not "x509_common_name": gRPC fills that with one name whatever
+# the subject holds, so a certificate naming two tenants would pass as the first.
+_PEER_CERTIFICATE = "x509_pem_cert"
 
 
 def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials:
@@ -56,17 +60,22 @@ def secure_channel(
 def tenant_of(context: grpc.ServicerContext) -> str:
     """The calling tenant: the Common Name of the verified client certificate.
 
-    Aborts the RPC with UNAUTHENTICATED when there is no single Common Name or it is not a valid
-    tenant name (e.g. the server's own certificate presented as a client's).
+    Aborts the RPC with UNAUTHENTICATED when there is no single Common Name in the subject or it
+    is not a valid tenant name (e.g. the server's own certificate presented as a client's).
     """
-    names = context.auth_context().get(_COMMON_NAME, [])
+    certificates = context.auth_context().get(_PEER_CERTIFICATE, [])
+    if len(certificates) != 1:
+        _reject(context, "a client certificate is required")
+    try:
+        names = x509.load_pem_x509_certificate(certificates[0]).subject.get_attributes_for_oid(
+            NameOID.COMMON_NAME
+        )
+    except ValueError:  # unparseable, or a name that does not decode
+        _reject(context, "the client certificate's subject cannot be read")
     if len(names) != 1:
         _reject(context, "the client certificate must carry exactly one subject Common Name")
-    try:
-        tenant = names[0].decode("utf-8")
-    except UnicodeDecodeError:
-        _reject(context, "the client certificate's Common Name is not valid UTF-8")
-    if not TENANT_RE.fullmatch(tenant):
+    tenant = names[0].value
+    if not isinstance(tenant, str) or not TENANT_RE.fullmatch(tenant):
         _reject(context, "the client certificate's Common Name is not a valid tenant name")
     return tenant
 
