@@ -2,6 +2,11 @@
 
 Numbers that end up in PromQL (objectives, burn rates) are kept as Decimal so that the rules say
 `0.001`, not `0.0010000000000000009`.
+
+An SLO with a latency threshold states it once, as `threshold_seconds`; its queries, test series
+and description say `{{.threshold}}`, replaced here: in a query or series by the histogram's
+`le` label value as the exporter spells it (2 -> "2.0"), in the description by a readable
+duration (0.5 -> "500 ms").
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client.utils import floatToGoString
 
 from conveyor_observability import durations
 from conveyor_observability.paths import SPEC_PATH
 
 WINDOW_PLACEHOLDER = "{{.window}}"
+THRESHOLD_PLACEHOLDER = "{{.threshold}}"
 BASE_WINDOW = "5m"
 BURN_SEVERITIES = ("page", "ticket")
 SEVERITIES = ("page", "ticket", "warning")
@@ -68,6 +75,9 @@ class Slo:
     sli: Sli
     min_events_per_hour: Decimal
     test_series: TestSeries
+    # The latency a good event stays within, a bucket boundary of the SLI's histogram; None for
+    # SLOs that are not about latency.
+    threshold_seconds: Decimal | None = None
 
     @property
     def objective_ratio(self) -> Decimal:
@@ -101,6 +111,13 @@ class Spec:
     def alert_prefix(self) -> str:
         """ "conveyor" -> "Conveyor": every alert name starts with it."""
         return camel_case(self.service)
+
+    def slo(self, name: str) -> Slo:
+        """The SLO called `name`; KeyError when the spec has none."""
+        for slo in self.slos:
+            if slo.name == name:
+                return slo
+        raise KeyError(f"the SLO spec defines no SLO named {name!r}")
 
     def sloth_id(self, slo: Slo) -> str:
         return f"{self.service}-{slo.name}"
@@ -216,9 +233,15 @@ def _slo(raw: Any, where: str, problems: list[str]) -> Slo:
         doc,
         where,
         {"name", "objective", "description", "sli", "min_events_per_hour", "test_series"},
-        set(),
+        {"threshold_seconds"},
         problems,
     )
+    threshold = (
+        _positive(doc["threshold_seconds"], f"{where}.threshold_seconds", problems)
+        if "threshold_seconds" in doc
+        else None
+    )
+    le = None if threshold is None else bucket_label(threshold)
     name = str(doc.get("name", ""))
     if not _SLO_NAME_RE.match(name):
         problems.append(f"{where}.name: {name!r} must be lowercase words joined by '-'")
@@ -227,35 +250,63 @@ def _slo(raw: Any, where: str, problems: list[str]) -> Slo:
         problems.append(f"{where}.objective: must be a percentage below 100")
     sli_doc = _mapping(doc.get("sli"), f"{where}.sli", problems)
     _keys(sli_doc, f"{where}.sli", {"errors", "total"}, set(), problems)
-    sli = Sli(errors=str(sli_doc.get("errors", "")), total=str(sli_doc.get("total", "")))
-    for part, query in (("errors", sli.errors), ("total", sli.total)):
+    raw_sli = {part: str(sli_doc.get(part, "")) for part in ("errors", "total")}
+    for part, query in raw_sli.items():
         if WINDOW_PLACEHOLDER not in query:
             problems.append(f"{where}.sli.{part}: must contain {WINDOW_PLACEHOLDER}")
+    uses_threshold = any(THRESHOLD_PLACEHOLDER in query for query in raw_sli.values())
+    if (threshold is None) == uses_threshold:
+        problems.append(
+            f"{where}.sli: uses {THRESHOLD_PLACEHOLDER} but sets no threshold_seconds"
+            if uses_threshold
+            else f"{where}.sli: sets threshold_seconds but never uses {THRESHOLD_PLACEHOLDER}"
+        )
+    sli = Sli(errors=_fill(raw_sli["errors"], le), total=_fill(raw_sli["total"], le))
     series_doc = _mapping(doc.get("test_series"), f"{where}.test_series", problems)
     _keys(series_doc, f"{where}.test_series", {"good"}, {"bad", "all"}, problems)
+
+    def series_of(kind: str, default: list[str] | None) -> tuple[str, ...]:
+        raw = _list(series_doc.get(kind, default), f"{where}.test_series.{kind}", problems)
+        return tuple(_fill(str(s), le) for s in raw)
+
     series = TestSeries(
-        good=tuple(
-            str(s) for s in _list(series_doc.get("good"), f"{where}.test_series.good", problems)
-        ),
-        bad=tuple(
-            str(s) for s in _list(series_doc.get("bad", []), f"{where}.test_series.bad", problems)
-        ),
-        all=tuple(
-            str(s) for s in _list(series_doc.get("all", []), f"{where}.test_series.all", problems)
-        ),
+        good=series_of("good", None), bad=series_of("bad", []), all=series_of("all", [])
     )
     if not series.good or not (series.bad or series.all):
         problems.append(f"{where}.test_series: needs good series and bad or all series")
     return Slo(
         name=name,
         objective=objective,
-        description=str(doc.get("description", "")).strip(),
+        description=_fill(
+            str(doc.get("description", "")).strip(),
+            None if threshold is None else readable_seconds(threshold),
+        ),
         sli=sli,
         min_events_per_hour=_positive(
             doc.get("min_events_per_hour"), f"{where}.min_events_per_hour", problems
         ),
         test_series=series,
+        threshold_seconds=threshold,
     )
+
+
+def bucket_label(seconds: Decimal) -> str:
+    """The `le` label value of the bucket bounded by `seconds`, spelled as prometheus_client
+    exports it (30 -> "30.0"): a query naming it otherwise matches no series."""
+    return floatToGoString(float(seconds))
+
+
+def readable_seconds(seconds: Decimal) -> str:
+    """0.5 -> "500 ms", 2 -> "2 s"."""
+    if seconds < 1:
+        return f"{format((seconds * 1000).normalize(), 'f')} ms"
+    return f"{format(seconds.normalize(), 'f')} s"
+
+
+def _fill(text: str, threshold: str | None) -> str:
+    """`text` with THRESHOLD_PLACEHOLDER replaced by `threshold` (left alone without one: a
+    stray placeholder is reported for the SLI)."""
+    return text if threshold is None else text.replace(THRESHOLD_PLACEHOLDER, threshold)
 
 
 def _symptom(raw: Any, where: str, prefix: str, problems: list[str]) -> SymptomAlert:

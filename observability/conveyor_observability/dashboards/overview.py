@@ -12,7 +12,7 @@ from conveyor_observability.dashboards.panels import (
     row,
     single_stat,
 )
-from conveyor_observability.spec import Spec
+from conveyor_observability.spec import Spec, readable_seconds
 
 API = 'grpc_service="conveyor.v1.TaskService"'
 UNARY = f'{API},grpc_type="unary"'
@@ -26,6 +26,8 @@ def _latency_quantile(quantile: str, by: str = "le") -> str:
 
 
 def overview_dashboard(spec: Spec) -> db.Dashboard:
+    latency_slo = spec.slo("api-latency").threshold_seconds
+    assert latency_slo is not None, "the api-latency SLO sets threshold_seconds"
     return (
         new_dashboard(
             f"{spec.service}-overview",
@@ -94,13 +96,14 @@ def overview_dashboard(spec: Spec) -> db.Dashboard:
         .with_panel(
             graph(
                 "Unary RPC latency",
-                "p50 and p99 of unary RPCs; the dashed line is the 250 ms latency SLO.",
+                "p50 and p99 of unary RPCs; the dashed line is the "
+                f"{readable_seconds(latency_slo)} latency SLO.",
                 "s",
                 [
                     Query(_latency_quantile("0.5"), "p50"),
                     Query(_latency_quantile("0.99"), "p99"),
                 ],
-                lines=[0.25],
+                lines=[float(latency_slo)],
             )
         )
         .with_panel(
@@ -109,7 +112,7 @@ def overview_dashboard(spec: Spec) -> db.Dashboard:
                 "Which RPC is slow.",
                 "s",
                 [Query(_latency_quantile("0.99", "le, grpc_method"), "{{grpc_method}}")],
-                lines=[0.25],
+                lines=[float(latency_slo)],
             )
         )
         .with_row(row("Saturation"))
