@@ -12,7 +12,6 @@ CONSUMER span joins the submitter's trace.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import threading
@@ -23,8 +22,9 @@ from typing import Any
 from opentelemetry import propagate
 
 from conveyor.aws import AwsClients
-from conveyor.domain import Task, TaskState
+from conveyor.domain import Task
 from conveyor.settings import QueueSettings
+from conveyor.tasks import codec
 from conveyor.telemetry import metrics
 
 log = logging.getLogger("conveyor.queue")
@@ -48,44 +48,15 @@ class Message:
     attributes: dict[str, str] = field(default_factory=dict)
     error: str = ""
     group_id: str = ""
-    # The task as it was committed when this message was sent (see `snapshot_of`), if the
+    # The task as it was committed when this message was sent (see `TaskQueue.send`), if the
     # sender included it.
     snapshot: Task | None = None
-
-
-# Task fields a fresh task's snapshot carries; the rest are empty until a worker runs it.
-_SNAPSHOT_FIELDS = (
-    "task_id",
-    "tenant",
-    "task_type",
-    "version",
-    "attempts",
-    "max_attempts",
-    "created_at_ms",
-    "updated_at_ms",
-    "idempotency_key",
-    "event_seq",
-    "traceparent",
-)
-
-
-def snapshot_of(task: Task) -> dict[str, Any]:
-    """What a worker needs to claim and run `task` without reading it first: the task exactly
-    as committed. The claim is conditional on that version, so a task that changed since
-    (cancelled, relayed, retried) fails the claim, and the worker reads it then."""
-    fields: dict[str, Any] = {name: getattr(task, name) for name in _SNAPSHOT_FIELDS}
-    return {**fields, "state": task.state.value, "payload": base64.b64encode(task.payload).decode()}
 
 
 def _task_from_snapshot(value: Any, task_id: str) -> Task | None:
     """The snapshot's task, or None if it is missing or not one (the worker reads instead)."""
     try:
-        fields = {name: value[name] for name in _SNAPSHOT_FIELDS}
-        task = Task(
-            **fields,
-            state=TaskState(value["state"]),
-            payload=base64.b64decode(value["payload"], validate=True),
-        )
+        task = codec.task_from_snapshot(value)
     except (KeyError, TypeError, ValueError):
         return None
     return task if task.task_id == task_id else None
@@ -165,8 +136,10 @@ class TaskQueue:
 
         The trace context is the current one, or `traceparent` when given (the relay sends on
         behalf of a submit that happened in another process, possibly minutes ago). With
-        `snapshot` the body carries the task as committed (`snapshot_of`), payload included,
-        so the worker's first claim needs no read.
+        `snapshot` the body carries the task as committed (codec.snapshot), payload included,
+        so the worker's first claim needs no read: the claim is conditional on that version,
+        so a task that changed since (cancelled, relayed, retried) fails the claim, and the
+        worker reads it then.
         """
         carrier: dict[str, str] = {"traceparent": traceparent} if traceparent else {}
         if not carrier:
@@ -175,7 +148,7 @@ class TaskQueue:
         if error:
             body["error"] = error[:1024]
         if snapshot is not None:
-            body["task"] = snapshot_of(snapshot)
+            body["task"] = codec.snapshot(snapshot)
         resp = self._sqs(remaining).send_message(
             QueueUrl=self.urls[queue],
             MessageBody=json.dumps(body),

@@ -11,6 +11,9 @@ Access patterns first (DESIGN.md §1):
 | outbox marks older than N seconds      | sparse GSI outbox: outbox_pk=OUTBOX#<shard>, outbox_at |
 | handler effect ledger (exactly-once)   | pk=EFFECT#<task id>, sk=<effect name> |
 
+The attributes of the task and PAYLOAD items (and what a listing, the indexes and the SQS
+snapshot carry of them) are defined once, field by field, in conveyor.tasks.codec.
+
 The task item (sk=TASK) is what every transition and heartbeat rewrites, and DynamoDB bills a
 write by the whole item's size, so it stays small: its history is a bounded list inside it (one
 conditional UpdateItem per transition, no event items), and the client's payload and trace
@@ -23,6 +26,8 @@ The outbox partition is sharded so that a burst of submits does not heat one GSI
 
 from __future__ import annotations
 
+from conveyor.tasks import codec
+
 PK = "pk"
 SK = "sk"
 TTL_ATTRIBUTE = "expires_at"
@@ -32,26 +37,14 @@ GSI_BY_TENANT_PK = "gsi1pk"
 GSI_BY_TENANT_SK = "gsi1sk"
 # The index projects only what never changes, so transitions do not rewrite its entries (each
 # rewrite is a billed write): a listing reads the task items of each page it finds in it.
-GSI_BY_TENANT_PROJECTED = ("task_type",)
+GSI_BY_TENANT_PROJECTED = codec.attributes(codec.BY_TENANT)
 # What a listing reads of each task item: its summary, not its history.
-LISTING_ATTRIBUTES = (
-    "task_id",
-    "tenant",
-    "task_type",
-    "state",
-    "version",
-    "attempts",
-    "max_attempts",
-    "created_at",
-    "updated_at",
-    "last_error",
-    "idempotency_key",
-)
+LISTING_ATTRIBUTES = codec.attributes(codec.LISTING)
 
 GSI_OUTBOX = "outbox"
 GSI_OUTBOX_PK = "outbox_pk"
 GSI_OUTBOX_SK = "outbox_at"
-GSI_OUTBOX_PROJECTED = ("task_id", "task_type")
+GSI_OUTBOX_PROJECTED = codec.attributes(codec.OUTBOX)
 
 # Attribute definitions: every key attribute of the table and its indexes, with its type.
 KEY_ATTRIBUTES: dict[str, str] = {
@@ -70,8 +63,16 @@ GLOBAL_SECONDARY_INDEXES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
 )
 
 
+_TASK_PREFIX = "TASK#"
+
+
 def task_pk(task_id: str) -> str:
-    return f"TASK#{task_id}"
+    return f"{_TASK_PREFIX}{task_id}"
+
+
+def task_id_of(pk: str) -> str:
+    """The task id of a task's partition key (`task_pk`)."""
+    return pk.removeprefix(_TASK_PREFIX)
 
 
 def idempotency_pk(tenant: str, key: str) -> str:
@@ -93,10 +94,13 @@ def effect_pk(task_id: str) -> str:
 TASK_SK = "TASK"
 PAYLOAD_SK = "PAYLOAD"
 
-# On the task item: its history, a list of maps with one-letter keys (the item is billed by size).
-HISTORY = "history"
-EVENT_SEQ, EVENT_FROM, EVENT_TO, EVENT_AT = "s", "f", "t", "a"
-EVENT_ATTEMPT, EVENT_DETAIL = "n", "d"
+# The idempotency record (pk=idempotency_pk, sk=IDEM_SK): the task it made and a hash of the
+# request that made it, until TTL_ATTRIBUTE.
+IDEM_SK = "IDEM"
+IDEM_TASK_ID = "task_id"
+IDEM_REQUEST_HASH = "request_hash"
 
-# On the task item: how many effects its handler recorded (CancelTask refuses once it is set).
-EFFECTS_APPLIED = "effects_applied"
+# A ledger item (pk=effect_pk, sk=<effect name>): who recorded the effect, and when.
+EFFECT_TASK_ID = "task_id"
+EFFECT_OWNER = "owner"
+EFFECT_AT = "at"

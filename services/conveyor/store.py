@@ -1,4 +1,5 @@
-"""The DynamoDB single-table task store (layout: conveyor.schema).
+"""The DynamoDB single-table task store (layout: conveyor.schema; the task's attributes:
+conveyor.tasks.codec).
 
 Every state change is one conditional UpdateItem of the task item: expected state, version and
 event sequence, plus any lease condition; it appends the change's events to the history inside
@@ -18,7 +19,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pybreaker
-from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from conveyor import schema
@@ -33,12 +33,26 @@ from conveyor.domain import (
     check_transition,
 )
 from conveyor.settings import StoreSettings
-
-_ser = TypeSerializer()
-_deser = TypeDeserializer()
+from conveyor.tasks import codec
+from conveyor.tasks.codec import plain as _plain
+from conveyor.tasks.codec import task_from_item
+from conveyor.tasks.codec import typed as _item
 
 # Attributes present only while a task's message is not yet known to be on the queue.
 OUTBOX_ATTRIBUTES = (schema.GSI_OUTBOX_PK, schema.GSI_OUTBOX_SK)
+
+# The task item attributes the store's own conditions and writes name.
+_STATE, _VERSION, _SEQ, _UPDATED, _ATTEMPTS, _EFFECTS = (
+    codec.attr(f)
+    for f in ("state", "version", "event_seq", "updated_at_ms", "attempts", "effects_applied")
+)
+_HISTORY = codec.attr("events")
+LEASE_ATTRIBUTES = (codec.attr("lease_owner"), codec.attr("lease_expires_at_ms"))
+# What a transition writes: every task item field but the history (appended, and compared
+# on its own) and the effect count (record_effect's, which leaves the version alone).
+_TRANSITION_FIELDS = tuple(
+    f.name for f in codec.on(codec.TASK) if f.attr not in (_HISTORY, _EFFECTS)
+)
 
 
 # The detail of an event recorded on the way (`via`): it happened, but nobody wrote it then.
@@ -97,20 +111,6 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _item(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _ser.serialize(v) for k, v in values.items() if v is not None}
-
-
-def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _deser.deserialize(v) for k, v in item.items()}
-
-
-def _bytes(value: Any) -> bytes:
-    if isinstance(value, Binary):
-        return bytes(value.value)
-    return bytes(value) if value is not None else b""
-
-
 def _cancelled_item(exc: BaseException | None, index: int) -> dict[str, Any] | None:
     """The item a cancelled transaction returned for its `index`-th action, when that action's
     condition failed with ReturnValuesOnConditionCheckFailure=ALL_OLD."""
@@ -121,59 +121,6 @@ def _cancelled_item(exc: BaseException | None, index: int) -> dict[str, Any] | N
         return None
     item = reasons[index].get("Item")
     return dict(item) if item else None
-
-
-def task_from_item(item: Mapping[str, Any], payload_item: Mapping[str, Any] | None = None) -> Task:
-    """The task from its item and, when read with it, its PAYLOAD item (a listing's index
-    entries have neither the payload nor the history)."""
-    v = _plain(item)
-    # A task written before the PAYLOAD item existed keeps its payload on the task item.
-    extra = _plain(payload_item) if payload_item else v
-    return Task(
-        task_id=v["task_id"],
-        tenant=v["tenant"],
-        task_type=v["task_type"],
-        payload=_bytes(extra.get("payload")),
-        state=TaskState(v["state"]),
-        version=int(v["version"]),
-        attempts=int(v.get("attempts", 0)),
-        max_attempts=int(v["max_attempts"]),
-        created_at_ms=int(v["created_at"]),
-        updated_at_ms=int(v["updated_at"]),
-        idempotency_key=v.get("idempotency_key", ""),
-        last_error=v.get("last_error", ""),
-        result=_bytes(v.get("result")),
-        lease_owner=v.get("lease_owner", ""),
-        lease_expires_at_ms=int(v.get("lease_expires_at", 0)),
-        event_seq=int(v.get("event_seq", 0)),
-        traceparent=extra.get("traceparent", ""),
-        effects_applied=int(v.get(schema.EFFECTS_APPLIED, 0)),
-        events=tuple(_event_from_plain(e) for e in v.get(schema.HISTORY, [])),
-    )
-
-
-def _event_from_plain(e: Mapping[str, Any]) -> TaskEvent:
-    return TaskEvent(
-        seq=int(e[schema.EVENT_SEQ]),
-        from_state=TaskState(e[schema.EVENT_FROM]) if e.get(schema.EVENT_FROM) else None,
-        to_state=TaskState(e[schema.EVENT_TO]),
-        at_ms=int(e[schema.EVENT_AT]),
-        attempt=int(e.get(schema.EVENT_ATTEMPT, 0)),
-        detail=e.get(schema.EVENT_DETAIL, ""),
-    )
-
-
-def _event_value(event: TaskEvent) -> dict[str, Any]:
-    """One history entry as stored (None and empty fields left out: the item is billed by size)."""
-    value = {
-        schema.EVENT_SEQ: event.seq,
-        schema.EVENT_FROM: event.from_state.value if event.from_state else None,
-        schema.EVENT_TO: event.to_state.value,
-        schema.EVENT_AT: event.at_ms,
-        schema.EVENT_ATTEMPT: event.attempt or None,
-        schema.EVENT_DETAIL: event.detail[:MAX_EVENT_DETAIL_CHARS] or None,
-    }
-    return {k: v for k, v in value.items() if v is not None}
 
 
 def _kept_history(task: Task, events: tuple[TaskEvent, ...]) -> tuple[TaskEvent, ...] | None:
@@ -191,32 +138,12 @@ def _task_key(task_id: str) -> dict[str, Any]:
     return _item({schema.PK: schema.task_pk(task_id), schema.SK: schema.TASK_SK})
 
 
-# Task item attribute -> (Task field, value when the attribute is removed).
-_FIELDS: dict[str, tuple[str, Any]] = {
-    "state": ("state", None),
-    "version": ("version", None),
-    "event_seq": ("event_seq", None),
-    "updated_at": ("updated_at_ms", None),
-    "attempts": ("attempts", 0),
-    "last_error": ("last_error", ""),
-    "result": ("result", b""),
-    "lease_owner": ("lease_owner", ""),
-    "lease_expires_at": ("lease_expires_at_ms", 0),
-}
-
-
 def _applied(
     task: Task, values: Mapping[str, Any], removed: list[str], events: tuple[TaskEvent, ...]
 ) -> Task:
     """`task` after a successful update that set `values`, removed `removed` and appended
     `events` (to its history too, when `task` was read with its whole history)."""
-    changes: dict[str, Any] = {}
-    for attr, value in values.items():
-        if attr in _FIELDS:
-            changes[_FIELDS[attr][0]] = TaskState(value) if attr == "state" else value
-    for attr in removed:
-        if attr in _FIELDS:
-            changes[_FIELDS[attr][0]] = _FIELDS[attr][1]
+    changes = codec.changes(values, removed)
     if len(task.events) == min(task.event_seq, MAX_HISTORY_EVENTS):
         changes["events"] = (*task.events, *events)[-MAX_HISTORY_EVENTS:]
     return replace(task, **changes)
@@ -315,7 +242,7 @@ class TaskStore:
         values: dict[str, Any] = {":g": schema.tenant_pk(tenant)}
         filters = []
         if task_type:
-            names["#type"] = "task_type"
+            names["#type"] = codec.attr("task_type")
             values[":type"] = task_type
             filters.append("#type = :type")
         kwargs: dict[str, Any] = {
@@ -332,7 +259,7 @@ class TaskStore:
         while keep_going():
             left = None if deadline is None else deadline - time.monotonic()
             resp = self._call("query", left, **kwargs)
-            ids = [_plain(raw)[schema.PK].removeprefix("TASK#") for raw in resp.get("Items", [])]
+            ids = [schema.task_id_of(_plain(raw)[schema.PK]) for raw in resp.get("Items", [])]
             left = None if deadline is None else deadline - time.monotonic()
             items = self._task_items(ids, left)
             for task_id in ids:
@@ -365,7 +292,7 @@ class TaskStore:
             left = None if deadline is None else deadline - time.monotonic()
             resp = self._call("batch_get_item", left, RequestItems=request)
             for raw in resp.get("Responses", {}).get(self.table, []):
-                found[raw["task_id"]["S"]] = raw
+                found[raw[codec.attr("task_id")]["S"]] = raw
             unprocessed = resp.get("UnprocessedKeys", {}).get(self.table)
             if not unprocessed:
                 break
@@ -414,21 +341,26 @@ class TaskStore:
             attempt=0,
             detail="submitted",
         )
+        task = Task(
+            task_id=task_id,
+            tenant=tenant,
+            task_type=task_type,
+            payload=payload,
+            state=TaskState.PENDING,
+            version=1,
+            attempts=0,
+            max_attempts=max_attempts,
+            created_at_ms=at,
+            updated_at_ms=at,
+            idempotency_key=idempotency_key,
+            event_seq=1,
+            traceparent=traceparent,
+            events=(submitted,),
+        )
         task_values = {
             schema.PK: schema.task_pk(task_id),
             schema.SK: schema.TASK_SK,
-            "task_id": task_id,
-            "tenant": tenant,
-            "task_type": task_type,
-            "state": TaskState.PENDING.value,
-            "version": 1,
-            "event_seq": 1,
-            "attempts": 0,
-            "max_attempts": max_attempts,
-            "created_at": at,
-            "updated_at": at,
-            "idempotency_key": idempotency_key,
-            schema.HISTORY: [_event_value(submitted)],
+            **codec.item_values(task, codec.TASK),
             schema.GSI_BY_TENANT_PK: schema.tenant_pk(tenant),
             schema.GSI_BY_TENANT_SK: f"{at:013d}#{task_id}",
             **self.outbox_mark(task_id, at),
@@ -436,14 +368,13 @@ class TaskStore:
         payload_values = {
             schema.PK: schema.task_pk(task_id),
             schema.SK: schema.PAYLOAD_SK,
-            "payload": payload,
-            "traceparent": traceparent or None,
+            **codec.item_values(task, codec.PAYLOAD),
         }
         idem_values = {
             schema.PK: schema.idempotency_pk(tenant, idempotency_key),
-            schema.SK: "IDEM",
-            "task_id": task_id,
-            "request_hash": request_hash,
+            schema.SK: schema.IDEM_SK,
+            schema.IDEM_TASK_ID: task_id,
+            schema.IDEM_REQUEST_HASH: request_hash,
             schema.TTL_ATTRIBUTE: at // 1000 + self._settings.idempotency_ttl_seconds,
         }
         items = [
@@ -478,7 +409,7 @@ class TaskStore:
             if replay is None:
                 raise
             return SubmitResult(replay, created=False)
-        return SubmitResult(task_from_item(_item(task_values), _item(payload_values)), created=True)
+        return SubmitResult(task, created=True)
 
     def _replay(
         self,
@@ -497,7 +428,9 @@ class TaskStore:
                 "get_item",
                 remaining,
                 TableName=self.table,
-                Key=_item({schema.PK: schema.idempotency_pk(tenant, key), schema.SK: "IDEM"}),
+                Key=_item(
+                    {schema.PK: schema.idempotency_pk(tenant, key), schema.SK: schema.IDEM_SK}
+                ),
                 ConsistentRead=True,
             )
             record_item = resp.get("Item")
@@ -506,9 +439,9 @@ class TaskStore:
         record = _plain(record_item)
         if int(record[schema.TTL_ATTRIBUTE]) < now_ms() // 1000:
             return None
-        if record["request_hash"] != request_hash:
-            raise IdempotencyMismatch(key, record["task_id"])
-        return self.get(record["task_id"], remaining=remaining)
+        if record[schema.IDEM_REQUEST_HASH] != request_hash:
+            raise IdempotencyMismatch(key, record[schema.IDEM_TASK_ID])
+        return self.get(record[schema.IDEM_TASK_ID], remaining=remaining)
 
     # ---- transitions ----
     def transition(
@@ -540,7 +473,7 @@ class TaskStore:
         for current, target in itertools.pairwise(path):
             check_transition(task.task_id, current, target)
         at = now_ms()
-        attempt = int((set_values or {}).get("attempts", task.attempts))
+        attempt = int((set_values or {}).get(_ATTEMPTS, task.attempts))
         steps = list(itertools.pairwise(path))
         events = tuple(
             # A `via` step happened before this write (a message on the queue); the detail
@@ -556,10 +489,10 @@ class TaskStore:
             for i, (a, b) in enumerate(steps)
         )
         values: dict[str, Any] = {
-            "state": to.value,
-            "version": task.version + 1,
-            "event_seq": task.event_seq + len(events),
-            "updated_at": at,
+            _STATE: to.value,
+            _VERSION: task.version + 1,
+            _SEQ: task.event_seq + len(events),
+            _UPDATED: at,
             **(set_values or {}),
         }
         to_remove = list(remove)
@@ -568,14 +501,14 @@ class TaskStore:
         names = {f"#s{i}": k for i, k in enumerate(values)}
         expr_values: dict[str, Any] = {f":s{i}": v for i, v in enumerate(values.values())}
         sets = [f"#s{i} = :s{i}" for i in range(len(values))]
-        names["#h"] = schema.HISTORY
+        names["#h"] = _HISTORY
         kept = _kept_history(task, events)
         if kept is None:
-            expr_values[":events"] = [_event_value(e) for e in events]
+            expr_values[":events"] = [codec.event_value(e) for e in events]
             expr_values[":none"] = []
             sets.append("#h = list_append(if_not_exists(#h, :none), :events)")
         else:
-            expr_values[":events"] = [_event_value(e) for e in kept]
+            expr_values[":events"] = [codec.event_value(e) for e in kept]
             sets.append("#h = :events")
         update = "SET " + ", ".join(sets)
         if to_remove:
@@ -583,17 +516,17 @@ class TaskStore:
             update += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(to_remove)))
         # The event_seq condition keeps the history's numbering: a task read without it (a
         # listing's index entry) fails here instead of appending events with reused numbers.
-        names.update({"#state": "state", "#version": "version", "#seq": "event_seq"})
+        names.update({"#state": _STATE, "#version": _VERSION, "#seq": _SEQ})
         expr_values.update(
             {":from": task.state.value, ":version": task.version, ":seq": task.event_seq}
         )
         condition = "#state = :from AND #version = :version AND #seq = :seq"
         if lease_owner is not None:
-            names["#owner"] = "lease_owner"
+            names["#owner"] = LEASE_ATTRIBUTES[0]
             expr_values[":owner"] = lease_owner
             condition += " AND #owner = :owner"
         if no_effects:
-            names["#effects"] = schema.EFFECTS_APPLIED
+            names["#effects"] = _EFFECTS
             condition += " AND attribute_not_exists(#effects)"
         try:
             self._call(
@@ -623,7 +556,7 @@ class TaskStore:
                 or stored.events[-len(events) :] != events
                 # Another writer from the same version, in the same millisecond, with the
                 # same detail appends the same events: what it set (a lease owner) tells.
-                or any(getattr(stored, f) != getattr(ours, f) for f, _ in _FIELDS.values())
+                or any(getattr(stored, f) != getattr(ours, f) for f in _TRANSITION_FIELDS)
             ):
                 raise Conflict(f"task {task.task_id} changed since version {task.version}") from exc
         # The write succeeded against exactly `task`, so the new item is known without a read.
@@ -639,7 +572,7 @@ class TaskStore:
             task,
             TaskState.CANCELLED,
             detail=reason,
-            remove=("lease_owner", "lease_expires_at"),
+            remove=LEASE_ATTRIBUTES,
             no_effects=True,
             remaining=remaining,
         )
@@ -653,9 +586,13 @@ class TaskStore:
             remaining,
             TableName=self.table,
             Key=_task_key(task_id),
-            UpdateExpression="SET lease_expires_at = :until",
-            ConditionExpression="#state = :running AND lease_owner = :owner",
-            ExpressionAttributeNames={"#state": "state"},
+            UpdateExpression="SET #until = :until",
+            ConditionExpression="#state = :running AND #owner = :owner",
+            ExpressionAttributeNames={
+                "#state": _STATE,
+                "#owner": LEASE_ATTRIBUTES[0],
+                "#until": LEASE_ATTRIBUTES[1],
+            },
             ExpressionAttributeValues=_item(
                 {":until": until_ms, ":running": TaskState.RUNNING.value, ":owner": owner}
             ),
@@ -682,7 +619,13 @@ class TaskStore:
             resp = self._call("query", **kwargs)
             for raw in resp.get("Items", []):
                 v = _plain(raw)
-                marks.append(OutboxMark(v["task_id"], v["task_type"], int(v[schema.GSI_OUTBOX_SK])))
+                marks.append(
+                    OutboxMark(
+                        v[codec.attr("task_id")],
+                        v[codec.attr("task_type")],
+                        int(v[schema.GSI_OUTBOX_SK]),
+                    )
+                )
         marks.sort(key=lambda m: m.marked_at_ms)
         return marks[:limit]
 
@@ -712,12 +655,17 @@ class TaskStore:
                     "UpdateExpression": "SET #effects = if_not_exists(#effects, :zero) + :one",
                     "ConditionExpression": "#state = :running AND #owner = :owner",
                     "ExpressionAttributeNames": {
-                        "#effects": schema.EFFECTS_APPLIED,
-                        "#state": "state",
-                        "#owner": "lease_owner",
+                        "#effects": _EFFECTS,
+                        "#state": _STATE,
+                        "#owner": LEASE_ATTRIBUTES[0],
                     },
                     "ExpressionAttributeValues": _item(
-                        {":zero": 0, ":one": 1, ":owner": owner, ":running": "RUNNING"}
+                        {
+                            ":zero": 0,
+                            ":one": 1,
+                            ":owner": owner,
+                            ":running": TaskState.RUNNING.value,
+                        }
                     ),
                 }
             },
@@ -726,7 +674,13 @@ class TaskStore:
                     "TableName": self.table,
                     "Item": {
                         **ledger_key,
-                        **_item({"task_id": task_id, "owner": owner, "at": now_ms()}),
+                        **_item(
+                            {
+                                schema.EFFECT_TASK_ID: task_id,
+                                schema.EFFECT_OWNER: owner,
+                                schema.EFFECT_AT: now_ms(),
+                            }
+                        ),
                     },
                     "ConditionExpression": "attribute_not_exists(#pk)",
                     "ExpressionAttributeNames": {"#pk": schema.PK},
@@ -757,7 +711,7 @@ class TaskStore:
         resp = self._call("get_item", TableName=self.table, Key=ledger_key, ConsistentRead=True)
         if "Item" not in resp:
             raise Conflict("the effect ledger item vanished")
-        if _plain(resp["Item"]).get("owner") == owner:
+        if _plain(resp["Item"]).get(schema.EFFECT_OWNER) == owner:
             return True
         if fenced:
             raise LeaseLost("the effect was recorded by an earlier attempt and the lease is gone")

@@ -51,8 +51,16 @@ def test_submit_commits_task_payload_idempotency_and_outbox_mark_together(store,
     ttl = settings.idempotency_ttl_seconds
     assert before // 1000 + ttl <= idem[schema.TTL_ATTRIBUTE] <= after // 1000 + ttl
 
-    (event,) = item[schema.HISTORY]
+    (event,) = item["history"]
     assert event == {"s": 1, "t": "PENDING", "a": item["created_at"], "d": "submitted"}
+
+    # Exactly these attributes, spelled so: the stored format that older items share.
+    assert set(item) == {
+        *("pk", "sk", "task_id", "tenant", "task_type", "state", "version", "event_seq"),
+        *("attempts", "max_attempts", "created_at", "updated_at", "idempotency_key", "history"),
+        *("gsi1pk", "gsi1sk", "outbox_pk", "outbox_at"),
+    }
+    assert set(request) == {"pk", "sk", "payload"}  # no trace context was given
 
     # What submit returned is what was stored.
     stored = store.get(task.task_id)
