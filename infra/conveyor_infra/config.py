@@ -13,7 +13,7 @@ import re
 from typing import Annotated, Any, Literal
 
 import pulumi
-from conveyor.domain import HEARTBEATS_PER_TIMEOUT
+from conveyor.runtime import TaskRuntime
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -25,6 +25,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 PROJECT_NAMESPACE = "conveyor"
+# Stack keys that are not their field's camelCase (the key predates the shared knob model).
+_KEY_EXCEPTIONS = {"default_max_attempts": "maxAttempts"}
 
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = (
@@ -59,9 +61,14 @@ class ConfigError(pulumi.RunError):
     """The stack configuration is incomplete or invalid; the message lists every bad key."""
 
 
+def stack_key(field: str) -> str:
+    """The key (without the `conveyor:` namespace) that sets `field`."""
+    return _KEY_EXCEPTIONS.get(field) or to_camel(field)
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(
-        alias_generator=to_camel,
+        alias_generator=stack_key,
         validate_by_name=True,
         validate_by_alias=True,
         extra="forbid",
@@ -121,8 +128,9 @@ class RelayServiceConfig(TaskSize):
     count: int = Field(default=1, ge=1, le=10)
 
 
-class StackConfig(_Model):
-    """Everything the program reads from the stack configuration."""
+class StackConfig(_Model, TaskRuntime):
+    """Everything the program reads from the stack configuration. The task runtime knobs and
+    their rules are `conveyor.runtime`'s, the services' own (infra/README.md lists them)."""
 
     region: str = Field(min_length=1)
     deploy_compute: bool = True
@@ -157,10 +165,6 @@ class StackConfig(_Model):
     api_allowed_cidrs: list[str] = Field(default_factory=list)
     api_dns_names: list[str] = Field(default_factory=list)
 
-    max_attempts: int = Field(default=5, ge=1, le=20)
-    visibility_timeout_seconds: int = Field(default=30, ge=5, le=43_200)
-    heartbeat_interval_seconds: float = Field(default=10.0, gt=0)
-    lease_seconds: float = Field(default=30.0, gt=0)
     message_retention_seconds: int = Field(default=345_600, ge=60, le=1_209_600)
     dlq_retention_seconds: int = Field(default=1_209_600, ge=60, le=1_209_600)
     high_throughput_fifo: bool = False
@@ -213,19 +217,15 @@ class StackConfig(_Model):
             raise ValueError("tenant names must be unique")
         return value
 
-    @model_validator(mode="after")
-    def _consistent(self) -> StackConfig:
-        problems = []
+    @classmethod
+    def knob_name(cls, field: str) -> str:
+        return stack_key(field)
+
+    def problems(self) -> list[str]:
+        """The runtime knobs' broken rules and the stack's own, all in one error."""
+        problems = super().problems()
         if self.deploy_compute and self.image is None:
             problems.append("conveyor:image is required when deployCompute is true")
-        # Mirrors WorkerSettings: a heartbeat must land well before the message reappears.
-        beats = HEARTBEATS_PER_TIMEOUT
-        if self.heartbeat_interval_seconds * beats > self.visibility_timeout_seconds:
-            problems.append(
-                f"visibilityTimeoutSeconds must be >= {beats} x heartbeatIntervalSeconds"
-            )
-        if self.heartbeat_interval_seconds * beats > self.lease_seconds:
-            problems.append(f"leaseSeconds must be >= {beats} x heartbeatIntervalSeconds")
         # A FIFO message keeps its original enqueue time in the DLQ, so a DLQ with a shorter
         # retention than the source would drop dead letters before anyone could read them.
         if self.dlq_retention_seconds <= self.message_retention_seconds:
@@ -242,9 +242,7 @@ class StackConfig(_Model):
             )
         if self.tls_renew_before_days >= self.tls_leaf_validity_days:
             problems.append("tlsRenewBeforeDays must be shorter than tlsLeafValidityDays")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+        return problems
 
     def allowed_api_cidrs(self) -> list[str]:
         return self.api_allowed_cidrs or [self.vpc_cidr]

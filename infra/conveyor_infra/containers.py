@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from conveyor.runtime import ApiKnobs, Knobs, WorkerKnobs
+from conveyor.settings import env_name
+
 from conveyor_infra.config import ConfigError, StackConfig
 from conveyor_infra.topology import OTLP_GRPC_PORT, TRACE_GATEWAY
 
@@ -25,10 +28,8 @@ HEALTH_LISTEN = "127.0.0.1:50052"
 # Non-root; the image needs no passwd entry for a numeric uid.
 RUN_AS = "10001:10001"
 SCRATCH_VOLUME = "tmp"
-# SIGTERM -> the worker stops polling and finishes in-flight tasks within the grace period;
-# ECS sends SIGKILL at stopTimeout, so the grace must end first.
-SHUTDOWN_GRACE_SECONDS = 25
-STOP_TIMEOUT_SECONDS = 30
+# The runtime knobs each service reads (conveyor.runtime), passed from the stack's values.
+KNOBS: dict[str, type[Knobs]] = {"api": ApiKnobs, "worker": WorkerKnobs}
 TLS_SECRET_VARIABLES = {
     "CONVEYOR_TLS_CA_PEM": "ca_pem",
     "CONVEYOR_TLS_CERT_PEM": "cert_pem",
@@ -76,20 +77,13 @@ def service_environment(service: str, config: StackConfig, refs: DataPlaneRefs) 
         environment |= {
             "CONVEYOR_API_LISTEN": f"0.0.0.0:{config.api_port}",
             "CONVEYOR_HEALTH_LISTEN": HEALTH_LISTEN,
-            "CONVEYOR_DEFAULT_MAX_ATTEMPTS": str(config.max_attempts),
         }
     if service == "worker":
-        environment |= {
-            "CONVEYOR_VISIBILITY_TIMEOUT_SECONDS": str(config.visibility_timeout_seconds),
-            "CONVEYOR_HEARTBEAT_INTERVAL_SECONDS": str(config.heartbeat_interval_seconds),
-            "CONVEYOR_LEASE_SECONDS": str(config.lease_seconds),
-            "CONVEYOR_WORKER_CONCURRENCY": str(config.worker.concurrency),
-            "CONVEYOR_SHUTDOWN_GRACE_SECONDS": str(SHUTDOWN_GRACE_SECONDS),
-            # The worker checks at start that its grace and hand-backs fit into it.
-            "CONVEYOR_STOP_TIMEOUT_SECONDS": str(STOP_TIMEOUT_SECONDS),
-        }
+        environment["CONVEYOR_WORKER_CONCURRENCY"] = str(config.worker.concurrency)
         if config.worker.handlers:
             environment["CONVEYOR_HANDLERS"] = config.worker.handlers
+    for field in KNOBS.get(service, Knobs).model_fields:
+        environment[env_name(field)] = str(getattr(config, field))
     return environment
 
 
@@ -156,7 +150,8 @@ class TaskContainers:
             "secrets": _pairs(self.secrets, "valueFrom"),
             "mountPoints": [{"sourceVolume": SCRATCH_VOLUME, "containerPath": "/tmp"}],
             "linuxParameters": {"initProcessEnabled": True},
-            "stopTimeout": STOP_TIMEOUT_SECONDS,
+            # The worker checks at start that its grace and hand-backs fit into it.
+            "stopTimeout": self.config.stop_timeout_seconds,
             "dependsOn": [{"containerName": COLLECTOR, "condition": "START"}],
             "logConfiguration": _logging(self.log_group_name, self.config.region, self.service),
         }

@@ -46,9 +46,7 @@ def build(config: StackConfig) -> dict[str, Any]:
         "tasks",
         TaskQueueArgs(
             name_prefix=prefix,
-            max_attempts=config.max_attempts,
             visibility_timeout_seconds=config.visibility_timeout_seconds,
-            heartbeat_interval_seconds=config.heartbeat_interval_seconds,
             message_retention_seconds=config.message_retention_seconds,
             dlq_retention_seconds=config.dlq_retention_seconds,
             high_throughput=config.high_throughput_fifo,

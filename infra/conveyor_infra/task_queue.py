@@ -6,44 +6,27 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
-from conveyor.domain import HEARTBEATS_PER_TIMEOUT, MAX_RECEIVE_COUNT
+from conveyor.domain import MAX_RECEIVE_COUNT
 
 # The worker itself dead-letters a task after max attempts (state DEAD + DLQ message). SQS's
 # redrive fires only if that path failed (a worker crashed mid-attempt again and again), so it
-# sits a few receives above max attempts instead of competing with the worker; the worker
-# knows the count too (conveyor.domain), and replaces a message it returns without using an
-# attempt before that message runs out of receives.
+# sits a few receives above the most attempts any task may ask for (MAX_RECEIVE_COUNT, not the
+# stack's default) instead of competing with the worker; the worker knows the count too, and
+# replaces a message it returns without using an attempt before it runs out of receives.
 LONG_POLL_SECONDS = 20
 
 
 @dataclass(frozen=True)
 class TaskQueueArgs:
     name_prefix: str
-    max_attempts: int
-    # Must equal the worker's CONVEYOR_VISIBILITY_TIMEOUT_SECONDS.
+    # The worker's CONVEYOR_VISIBILITY_TIMEOUT_SECONDS: the stack passes both from one knob
+    # (conveyor.runtime), whose rules make a heartbeat land well before it runs out.
     visibility_timeout_seconds: int
-    heartbeat_interval_seconds: float
     message_retention_seconds: int
     dlq_retention_seconds: int
     # DeduplicationScope=messageGroup + FifoThroughputLimit=perMessageGroupId: throughput scales
     # with message groups. Dedup then holds per group, so a task's group id must be stable.
     high_throughput: bool
-
-    def __post_init__(self) -> None:
-        beats = HEARTBEATS_PER_TIMEOUT
-        if self.visibility_timeout_seconds < beats * self.heartbeat_interval_seconds:
-            raise ValueError(
-                f"visibility timeout {self.visibility_timeout_seconds}s must be at least "
-                f"{beats} times the heartbeat interval "
-                f"{self.heartbeat_interval_seconds}s, or a healthy task "
-                "would reappear on the queue before its heartbeat extends it"
-            )
-
-    @property
-    def max_receive_count(self) -> int:
-        # Above the most attempts any task may ask for (not this stack's default): a task with
-        # max_attempts=20 must reach its own last attempt before the redrive policy acts.
-        return MAX_RECEIVE_COUNT
 
 
 class TaskQueue(pulumi.ComponentResource):
@@ -87,7 +70,7 @@ class TaskQueue(pulumi.ComponentResource):
             receive_wait_time_seconds=LONG_POLL_SECONDS,
             message_retention_seconds=args.message_retention_seconds,
             redrive_policy=pulumi.Output.json_dumps(
-                {"deadLetterTargetArn": self.dlq.arn, "maxReceiveCount": args.max_receive_count}
+                {"deadLetterTargetArn": self.dlq.arn, "maxReceiveCount": MAX_RECEIVE_COUNT}
             ),
             opts=child,
         )

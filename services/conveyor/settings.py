@@ -14,11 +14,14 @@ from typing import TypeVar
 from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from conveyor.domain import HEARTBEATS_PER_TIMEOUT
+from conveyor.runtime import ApiKnobs, WorkerKnobs
 
 PREFIX = "CONVEYOR_"
-# How long a stopping worker's hand-backs may take, all of them side by side, after the grace.
-HAND_BACK_SECONDS = 4.0
+
+
+def env_name(field: str) -> str:
+    """The variable that sets `field` (the region's AWS names aside: see `_env_name`)."""
+    return PREFIX + field.upper()
 
 
 class ConfigError(Exception):
@@ -27,6 +30,11 @@ class ConfigError(Exception):
 
 class _Base(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", frozen=True)
+
+    @classmethod
+    def knob_name(cls, field: str) -> str:
+        """Names the knobs of `conveyor.runtime` in its errors by their variables."""
+        return env_name(field)
 
 
 class AwsSettings(_Base):
@@ -113,19 +121,20 @@ class TlsSettings(_Base):
             return fh.read()
 
 
-class ApiSettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySettings, TlsSettings):
+class ApiSettings(
+    AwsSettings, StoreSettings, QueueSettings, TelemetrySettings, TlsSettings, ApiKnobs
+):
     api_listen: str = Field(pattern=r"^[^:]*:\d{1,5}$|^\[.*\]:\d{1,5}$")
     # Plaintext health endpoint on loopback only, for the container health check.
     health_listen: str = Field(default="127.0.0.1:50052", pattern=r"^[^:]*:\d{1,5}$")
     api_max_workers: int = Field(default=16, ge=1, le=256)
-    default_max_attempts: int = Field(default=5, ge=1, le=20)
     send_timeout_seconds: float = Field(default=1.0, gt=0, le=10)
     min_deadline_seconds: float = Field(default=0.05, ge=0, le=5)
     watch_poll_seconds: float = Field(default=0.5, gt=0, le=10)
     watch_max_seconds: float = Field(default=300.0, gt=0)
 
 
-class WorkerSettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySettings):
+class WorkerSettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySettings, WorkerKnobs):
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     worker_concurrency: int = Field(default=4, ge=1, le=256)
     # Long-poll length bounds how long shutdown waits for the poll to return its messages.
@@ -136,38 +145,7 @@ class WorkerSettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySetting
     # How long a settled message may wait for a batch of deletes while other tasks are still
     # running (FIFO holds its group's next message back until it is deleted: keep it short).
     delete_linger_seconds: float = Field(default=0.25, ge=0, le=5)
-    visibility_timeout_seconds: int = Field(default=30, ge=5, le=43_200)
-    heartbeat_interval_seconds: float = Field(default=10.0, gt=0)
-    lease_seconds: float = Field(default=30.0, gt=0)
-    backoff_base_seconds: float = Field(default=1.0, gt=0)
-    backoff_max_seconds: float = Field(default=60.0, gt=0, le=43_200)
-    shutdown_grace_seconds: float = Field(default=25.0, ge=0)
-    # ECS's stopTimeout (SIGTERM to SIGKILL); the grace period and the hand-backs must fit in.
-    stop_timeout_seconds: float = Field(default=30.0, gt=0, le=120)
     handlers: str = Field(default="conveyor.worker.demo_handlers:HANDLERS", min_length=3)
-
-    @model_validator(mode="after")
-    def _heartbeat_fits(self) -> WorkerSettings:
-        # A heartbeat must land before the message becomes visible again or the lease lapses,
-        # or a healthy task would be handed to a second worker. Each extension lands within an
-        # interval of its beat (its AWS calls are cut to fit one), and one beat may fail.
-        problems = [
-            f"CONVEYOR_HEARTBEAT_INTERVAL_SECONDS must be at most a third of {name}"
-            for name, limit in (
-                ("CONVEYOR_VISIBILITY_TIMEOUT_SECONDS", self.visibility_timeout_seconds),
-                ("CONVEYOR_LEASE_SECONDS", self.lease_seconds),
-            )
-            if self.heartbeat_interval_seconds * HEARTBEATS_PER_TIMEOUT > limit
-        ]
-        if self.shutdown_grace_seconds + HAND_BACK_SECONDS > self.stop_timeout_seconds:
-            problems.append(
-                "CONVEYOR_SHUTDOWN_GRACE_SECONDS must leave the hand-backs "
-                f"{HAND_BACK_SECONDS:g} s of CONVEYOR_STOP_TIMEOUT_SECONDS "
-                f"({self.stop_timeout_seconds:g} s, ECS's stopTimeout)"
-            )
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
 
 
 class RelaySettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySettings):
@@ -189,8 +167,8 @@ def _env_name(loc: str, model: type[BaseSettings]) -> str:
         alias = info.validation_alias
         choices = [str(c) for c in alias.choices] if isinstance(alias, AliasChoices) else []
         if loc == name or loc in choices:
-            return choices[0] if choices else PREFIX + name.upper()
-    return PREFIX + loc.upper()
+            return choices[0] if choices else env_name(name)
+    return env_name(loc)
 
 
 def load(model: type[S]) -> S:

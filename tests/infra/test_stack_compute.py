@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from conveyor import settings
+from conveyor.runtime import TaskRuntime
+from conveyor_infra.config import stack_key
 from conveyor_infra.containers import COLLECTOR, COLLECTOR_CONFIG_VARIABLE, TLS_SECRET_VARIABLES
 from conveyor_infra.declared import Declaration, DeclarationError, declare
 from conveyor_infra.paths import REPO_ROOT
@@ -182,16 +184,11 @@ def test_sidecars_send_traces_to_one_gateway_found_through_cloud_map(
         assert ports == {443, OTLP_GRPC_PORT}
 
 
-@pytest.mark.parametrize("stack", COMPUTE_STACKS)
-@pytest.mark.parametrize("service", SERVICES)
-def test_container_settings_are_exactly_what_conveyor_settings_loads(
-    declarations: dict[str, Declaration],
-    stack: str,
-    service: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The service's own settings model accepts the container's environment + secrets."""
-    app = container(declarations[stack], service, service)
+def _load_settings(
+    declaration: Declaration, service: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[str, str], dict[str, str], settings.BaseSettings]:
+    """The service container's environment and secrets, and its settings loaded from them."""
+    app = container(declaration, service, service)
     environment = pairs(app["environment"])
     secrets = pairs(app["secrets"], "valueFrom")
     for name in os.environ:
@@ -201,10 +198,20 @@ def test_container_settings_are_exactly_what_conveyor_settings_loads(
         monkeypatch.setenv(name, value)
     for name in secrets:
         monkeypatch.setenv(name, f"pem from {name}")
+    return environment, secrets, settings.load(SETTINGS_MODELS[service])
 
+
+@pytest.mark.parametrize("stack", COMPUTE_STACKS)
+@pytest.mark.parametrize("service", SERVICES)
+def test_container_settings_are_exactly_what_conveyor_settings_loads(
+    declarations: dict[str, Declaration],
+    stack: str,
+    service: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The service's own settings model accepts the container's environment + secrets."""
+    environment, secrets, loaded = _load_settings(declarations[stack], service, monkeypatch)
     model = SETTINGS_MODELS[service]
-    loaded = settings.load(model)
-
     known = {
         str(info.validation_alias.choices[0])
         if isinstance(info.validation_alias, settings.AliasChoices)
@@ -219,6 +226,38 @@ def test_container_settings_are_exactly_what_conveyor_settings_loads(
         assert queue.inputs["visibilityTimeoutSeconds"] == int(
             environment["CONVEYOR_VISIBILITY_TIMEOUT_SECONDS"]
         )
+
+
+# A value for every runtime knob, none its default, all within the rules.
+KNOB_VALUES = {
+    "default_max_attempts": "7",
+    "visibility_timeout_seconds": "60",
+    "heartbeat_interval_seconds": "7.5",
+    "lease_seconds": "45",
+    "backoff_base_seconds": "2",
+    "backoff_max_seconds": "120",
+    "shutdown_grace_seconds": "40",
+    "stop_timeout_seconds": "50",
+}
+
+
+def test_every_runtime_knob_a_service_reads_comes_from_the_stack(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert set(KNOB_VALUES) == set(TaskRuntime.model_fields)
+    wanted = TaskRuntime.model_validate(KNOB_VALUES)
+    declaration = declare(
+        "dev", {f"conveyor:{stack_key(field)}": value for field, value in KNOB_VALUES.items()}
+    )
+    read = set()
+    for service in SERVICES:
+        _, _, loaded = _load_settings(declaration, service, monkeypatch)
+        for field in set(TaskRuntime.model_fields) & set(type(loaded).model_fields):
+            assert getattr(loaded, field) == getattr(wanted, field), (service, field)
+            read.add(field)
+        assert container(declaration, service, service)["stopTimeout"] == 50
+    assert read == set(TaskRuntime.model_fields)  # each knob is some service's setting
+    assert declaration.named("tasks-queue").inputs["visibilityTimeoutSeconds"] == 60
 
 
 @pytest.mark.parametrize("stack", COMPUTE_STACKS)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any
 
 import pytest
-from conveyor_infra.config import StackConfig
+from conveyor import settings
+from conveyor.runtime import TaskRuntime
+from conveyor_infra.config import StackConfig, stack_key
 from conveyor_infra.declared import DeclarationError, declare
 from pydantic import ValidationError
 from stack_support import STACKS
@@ -22,7 +26,7 @@ def test_defaults_describe_a_small_single_nat_stack() -> None:
     assert config.deploy_compute is True
     assert config.nat_gateways == "single"
     assert (config.visibility_timeout_seconds, config.heartbeat_interval_seconds) == (30, 10.0)
-    assert config.max_attempts == 5
+    assert config.default_max_attempts == 5
     assert config.allowed_api_cidrs() == [config.vpc_cidr]
 
 
@@ -34,7 +38,7 @@ def test_defaults_describe_a_small_single_nat_stack() -> None:
         ({"worker": {"cpu": 256, "memory": 1536}}, "memory 1536 is not valid with cpu 256"),
         ({"collectorMemory": 512}, "at most half the task memory of api, relay, worker"),
         ({"worker": {"minCount": 0}}, "greater than or equal to 1"),
-        ({"heartbeatIntervalSeconds": 20}, "visibilityTimeoutSeconds must be >= 3 x"),
+        ({"heartbeatIntervalSeconds": 20}, "heartbeatIntervalSeconds must be at most a third of"),
         ({"dlqRetentionSeconds": 60}, "dlqRetentionSeconds must be longer"),
         ({"logRetentionDays": 10}, "must be one of"),
         ({"vpcCidr": "10.0.0.0/24"}, "between /16 and /22"),
@@ -78,6 +82,48 @@ def test_every_bad_key_is_listed_in_one_error_by_its_pulumi_name() -> None:
     ):
         assert key in message
     assert "Traceback" not in message
+
+
+def _worker_refusal(monkeypatch: pytest.MonkeyPatch, **knobs: str) -> str:
+    """What a worker started with these knobs says, its variables named as stack keys."""
+    for name in list(os.environ):
+        if name.upper().startswith(("CONVEYOR_", "AWS_")):
+            monkeypatch.delenv(name)
+    environment = {
+        "AWS_REGION": "eu-west-1",
+        "CONVEYOR_TABLE_NAME": "tasks",
+        "CONVEYOR_QUEUE_URL": "http://sqs/q.fifo",
+        "CONVEYOR_DLQ_URL": "http://sqs/dlq.fifo",
+        "CONVEYOR_METRICS_LISTEN": ":9102",
+        **{settings.env_name(field): value for field, value in knobs.items()},
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(settings.ConfigError) as refused:
+        settings.load(settings.WorkerSettings)
+    message = re.sub(r"^.*Value error, ", "", str(refused.value).splitlines()[-1])
+    for field in TaskRuntime.model_fields:
+        message = message.replace(settings.env_name(field), stack_key(field))
+    return message
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"heartbeat_interval_seconds": "20", "lease_seconds": "30"},
+        {"shutdown_grace_seconds": "27", "stop_timeout_seconds": "30"},
+        {"backoff_base_seconds": "90", "backoff_max_seconds": "60"},
+    ],
+    ids=["heartbeat", "grace", "backoff"],
+)
+def test_a_stack_the_worker_would_refuse_fails_at_config_load_with_the_workers_message(
+    monkeypatch: pytest.MonkeyPatch, knobs: dict[str, str]
+) -> None:
+    said = _worker_refusal(monkeypatch, **knobs)
+    with pytest.raises(DeclarationError) as refused:
+        declare("dev", {f"conveyor:{stack_key(field)}": value for field, value in knobs.items()})
+    assert "invalid configuration for stack dev:" in str(refused.value)
+    assert f"(stack configuration): {said}" in str(refused.value)
 
 
 @pytest.mark.parametrize("stack", STACKS)

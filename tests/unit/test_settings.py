@@ -8,8 +8,8 @@ import re
 from collections.abc import Callable
 
 import pytest
+from conveyor.runtime import HAND_BACK_SECONDS
 from conveyor.settings import (
-    HAND_BACK_SECONDS,
     ApiSettings,
     AwsSettings,
     ConfigError,

@@ -43,7 +43,8 @@ from conveyor.queue import (
     TaskQueue,
     parse,
 )
-from conveyor.settings import HAND_BACK_SECONDS, WorkerSettings
+from conveyor.runtime import HAND_BACK_SECONDS
+from conveyor.settings import WorkerSettings
 from conveyor.store import Conflict, TaskStore, now_ms
 from conveyor.telemetry import metrics
 from conveyor.worker.handlers import Handler, PermanentError, TaskCancelled, TaskContext
