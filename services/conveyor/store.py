@@ -631,13 +631,14 @@ class TaskStore:
 
     # ---- handler effect ledger ----
     def record_effect(self, task_id: str, effect: str, owner: str) -> bool:
-        """Record a handler's effect `effect` exactly once per task, fenced by the lease.
+        """Record a handler's effect `effect` exactly once per task, fenced by the lease
+        (`owner`: the run's lease token, unique per claim, so no two runs share it).
 
         One transaction: an update of the task item conditional on it being RUNNING under
         `owner` (the fence; it also counts the effect, which is what CancelTask checks), and the
         conditional Put of the ledger item keyed by (task id, effect name), which stores
         `owner`. True: `owner` recorded it, now or in an earlier try whose answer was lost.
-        False: an earlier attempt recorded it. LeaseLost: the fence failed, nothing written.
+        False: an earlier run recorded it. LeaseLost: the fence failed, nothing written.
 
         A lost response is handled twice over: the ClientRequestToken is derived from (task,
         effect, owner), so DynamoDB treats botocore's retry as the same transaction for 10

@@ -19,7 +19,7 @@ from conveyor import faults
 from conveyor.domain import MAX_ERROR_CHARS, Task, TaskState
 from conveyor.queue import parse
 from conveyor.settings import WorkerSettings
-from conveyor.store import TaskStore, now_ms
+from conveyor.store import Conflict, TaskStore, now_ms
 from conveyor.worker.demo_handlers import DOWNSTREAM_DIR, HANDLERS
 from conveyor.worker.handlers import PermanentError, TaskCancelled
 from conveyor.worker.runner import Worker
@@ -335,7 +335,8 @@ def test_an_external_effect_recorded_then_made_happens_once_across_a_retry(
     assert json.loads(done.result) == {"charged_now": True}  # made by the retry
     assert [p.name for p in tmp_path.iterdir()] == [f"{task.task_id}:charge"]
     assert json.loads((tmp_path / f"{task.task_id}:charge").read_text()) == {"amount": 5.0}
-    assert raw.item(f"EFFECT#{task.task_id}", "charge")["owner"].endswith("/1")
+    owner = raw.item(f"EFFECT#{task.task_id}", "charge")["owner"]
+    assert owner.rsplit("/", 2)[1] == "1"  # recorded by attempt 1
 
 
 def test_an_outcome_whose_write_fails_for_a_while_is_recorded_not_dead_lettered(
@@ -505,3 +506,100 @@ def test_a_stale_snapshot_fails_the_claim_and_the_task_is_read(store, queue, raw
     final = store.get(task.task_id)
     assert final is not None and (final.state, final.attempts) == (S.CANCELLED, 0)
     assert S.RUNNING not in [e.to_state for e in final.events]
+
+
+# ---- leases are fencing tokens (issue 14) ----
+# A run's lease is its own: a second run of the same task by the same worker, of the same
+# message, as the same (refunded) attempt holds a different lease, so the ledger tells the two
+# runs apart and nothing the first run still writes passes the second run's fence.
+
+
+class _Runs:
+    """A handler that records `charge` on every run, and blocks its first run until stopped
+    and its second until `finish` is set. Each run's context is kept, so the test can write
+    with the first run's lease once the second holds the task (a zombie: a thread the first
+    run left behind, or a stalled process that wakes up)."""
+
+    def __init__(self) -> None:
+        self.contexts: list[Any] = []
+        self.applied: list[bool] = []
+        self.second_running = threading.Event()
+        self.finish = threading.Event()
+
+    def __call__(self, ctx: Any) -> bytes:
+        self.contexts.append(ctx)
+        self.applied.append(ctx.apply_once("charge"))
+        if len(self.contexts) == 1:
+            ctx.wait(60)  # stopped: visibility lost, or the worker shuts down
+        else:
+            self.second_running.set()
+            self.finish.wait(30)
+        return b"done"
+
+
+def _assert_the_first_runs_writes_are_refused(store, runs: _Runs, task_id: str) -> None:
+    first, second = runs.contexts
+    assert first.owner != second.owner
+    assert store.extend_lease(task_id, first.owner, now_ms() + 60_000) is False
+    with pytest.raises(TaskCancelled):
+        first.apply_once("refund")
+    current = store.get(task_id)
+    assert current is not None and current.state == S.RUNNING
+    with pytest.raises(Conflict):  # a completion with the first run's lease
+        store.transition(current, S.SUCCEEDED, remove=LEASE, lease_owner=first.owner)
+
+
+def test_a_run_after_a_lost_visibility_give_back_holds_a_lease_of_its_own(
+    store, queue, raw, start_worker
+):
+    # The same worker receives the same message again after it gave the task back (the
+    # attempt refunded, so the same attempt number): its second run must not pass as the first.
+    runs = _Runs()
+    with faults.armed("sqs.ChangeMessageVisibility=down for=6"):
+        worker = start_worker(heartbeat_interval_seconds=0.5, lease_seconds=2)
+        worker.worker.handlers = {**HANDLERS, "demo.runs": runs}
+        task = _enqueue(store, queue, "demo.runs", {}, max_attempts=1)
+        wait_for(runs.second_running.is_set, 40, "the second run")
+
+    try:
+        assert runs.applied == [True, False]  # the charge is applied once
+        _assert_the_first_runs_writes_are_refused(store, runs, task.task_id)
+    finally:
+        runs.finish.set()
+    done = wait_for(in_state(store, task.task_id, S.SUCCEEDED), 20, "SUCCEEDED")
+
+    assert [c.attempt for c in runs.contexts] == [1, 1]
+    assert raw.item(f"EFFECT#{task.task_id}", "refund") is None
+    assert done.effects_applied == 1
+    assert any("lost its message's visibility" in e.detail for e in done.events)
+
+
+def test_a_worker_restarted_under_the_same_id_holds_a_lease_of_its_own(
+    store, queue, raw, start_worker
+):
+    # A SIGTERM hand-back, then a worker with the same id (hostname-pid: a container restarted
+    # in place often gets the same pid) receives the same message as the same attempt.
+    runs = _Runs()
+    first = start_worker(worker_id="w-same", shutdown_grace_seconds=1.5)
+    first.worker.handlers = {**HANDLERS, "demo.runs": runs}
+    task = _enqueue(store, queue, "demo.runs", {}, max_attempts=1)
+    wait_for(lambda: runs.applied, 15, "the first run's effect")
+    first.shutdown()
+    back = store.get(task.task_id)
+    assert back is not None and (back.state, back.attempts) == (S.QUEUED, 0)
+
+    second = start_worker(worker_id="w-same")
+    second.worker.handlers = {**HANDLERS, "demo.runs": runs}
+    wait_for(runs.second_running.is_set, 20, "the second run")
+
+    try:
+        assert runs.applied == [True, False]  # the charge is applied once
+        _assert_the_first_runs_writes_are_refused(store, runs, task.task_id)
+    finally:
+        runs.finish.set()
+    done = wait_for(in_state(store, task.task_id, S.SUCCEEDED), 20, "SUCCEEDED")
+
+    assert [c.attempt for c in runs.contexts] == [1, 1]
+    assert raw.item(f"EFFECT#{task.task_id}", "refund") is None
+    assert done.effects_applied == 1
+    assert [e.detail for e in done.events if e.to_state == S.RUNNING] == ["claimed by w-same"] * 2

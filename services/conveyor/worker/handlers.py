@@ -7,9 +7,10 @@ until the attempts run out (task ends DEAD).
 
 Effects. Delivery is at-least-once and a worker can die at any point, so a handler can run
 more than once for a task. `ctx.apply_once(name)` records the effect `name` in the task's
-effect ledger, once per (task, effect name), fenced by this attempt's lease: it returns True to
-the attempt that recorded it, False to any later attempt, and raises TaskCancelled (recording
-nothing) once the task was cancelled or this worker lost its lease. A task with a recorded
+effect ledger, once per (task, effect name), fenced by this run's lease (a token unique to the
+claim, so a re-run of a given-back attempt is a run of its own): it returns True to the run
+that recorded it, False to any later run, and raises TaskCancelled (recording nothing) once the
+task was cancelled or this run lost its lease. A task with a recorded
 effect can no longer be cancelled (CancelTask answers FAILED_PRECONDITION), so CANCELLED always
 means no effect was recorded, and none will be.
 
@@ -55,7 +56,7 @@ class TaskContext:
     attempt: int
     stop: threading.Event  # set when the task is cancelled or this worker lost its lease
     store: TaskStore
-    owner: str  # this attempt's lease owner: what fences its effects
+    owner: str  # this run's lease token (unique per claim): what fences its effects
     # The worker's retries on dependency faults (throttling, 5xx, transport, an open breaker)
     # for as long as it holds the task's message: a brownout is not the handler's failure.
     retrying: Callable[[], tenacity.Retrying]
@@ -74,8 +75,8 @@ class TaskContext:
     def apply_once(self, effect: str) -> bool:
         """Record effect `effect` (a name, unique within the task) exactly once.
 
-        True: this attempt recorded it (also when its first try's answer was lost). False: an
-        earlier attempt did. Raises TaskCancelled when the task was cancelled or this worker
+        True: this run recorded it (also when its first try's answer was lost). False: an
+        earlier run did. Raises TaskCancelled when the task was cancelled or this worker
         lost its lease meanwhile: nothing is recorded then. Dependency faults are retried while
         the worker holds the task's message, so an attempt that outlived an AWS outage still
         records its effect instead of failing and running the handler again.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,15 @@ log = logging.getLogger("conveyor.worker")
 tracer = trace.get_tracer("conveyor.worker")
 
 LEASE_ATTRIBUTES = ("lease_owner", "lease_expires_at")
+
+
+def lease_token(worker_id: str, attempt: int) -> str:
+    """A claim's lease owner: the fencing token every later write of that run is conditional
+    on (heartbeat, effect, outcome, give-back). Unique per claim, never rebuilt from the task or
+    the message: a give-back refunds the attempt, so the same worker receiving the same message
+    again (or a worker restarted under the same id) would otherwise hold the same lease as the
+    run before it, and pass that run's fence. The worker id and attempt are there to be read."""
+    return f"{worker_id}/{attempt}/{uuid.uuid4().hex}"
 
 
 def backoff_seconds(attempt: int, base: float, cap: float) -> int:
@@ -312,7 +322,7 @@ class Worker:
                 self._dead(message, task, task.last_error or "attempts exhausted")
                 return
             attempt = task.attempts + 1
-            owner = f"{self.settings.worker_id}/{message.message_id}/{attempt}"
+            owner = lease_token(self.settings.worker_id, attempt)
             try:
                 task = self.store.transition(
                     task,
