@@ -19,13 +19,8 @@ import boto3
 import pybreaker
 from botocore.client import BaseClient
 from botocore.config import Config
-from botocore.exceptions import (
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from conveyor import faults
 from conveyor.settings import AwsSettings
@@ -47,13 +42,9 @@ THROTTLE_CODES = frozenset(
     }
 )
 TRANSACTION_THROTTLE_REASONS = frozenset({"ThrottlingError", "ProvisionedThroughputExceeded"})
-SERVER_FAULT_CODES = frozenset({"InternalServerError", "ServiceUnavailable", "InternalFailure"})
-TRANSPORT_ERRORS = (
-    ConnectTimeoutError,
-    ReadTimeoutError,
-    EndpointConnectionError,
-    ConnectionClosedError,
-)
+# No usable answer: botocore's two roots cover refused, reset and timed-out connections, TLS and
+# proxy failures, and responses cut off mid-stream.
+TRANSPORT_ERRORS = (HTTPClientError, BotocoreConnectionError)
 
 
 class DeadlineTooShort(Exception):
@@ -75,12 +66,21 @@ def cancellation_reasons(exc: BaseException) -> frozenset[str]:
 
 
 def is_dependency_fault(exc: BaseException) -> bool:
-    """Throttling, server faults and transport errors: what should trip the breaker."""
+    """Throttling, server faults and transport errors: what should trip the breaker.
+
+    A server fault is any 5xx, whatever its code: a proxy's or load balancer's 502/503 carries
+    no AWS error code (botocore names it "503"). Every 4xx that is not throttling is the
+    dependency answering (a failed condition, a transaction cancelled by a conflict or a
+    condition, a validation or idempotency error): it says nothing about the dependency's health.
+    """
     if isinstance(exc, TRANSPORT_ERRORS):
         return True
-    code = error_code(exc)
+    if not isinstance(exc, ClientError):
+        return False
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     throttled_transaction = bool(cancellation_reasons(exc) & TRANSACTION_THROTTLE_REASONS)
-    return code in THROTTLE_CODES or code in SERVER_FAULT_CODES or throttled_transaction
+    server_fault = isinstance(status, int) and status >= 500
+    return server_fault or error_code(exc) in THROTTLE_CODES or throttled_transaction
 
 
 class _BreakerGauge(pybreaker.CircuitBreakerListener):

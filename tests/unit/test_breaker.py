@@ -1,21 +1,31 @@
 """The DynamoDB circuit breaker (`conveyor.aws.make_breaker` + `guarded`): calls through it run
-concurrently, it still opens on dependency faults only, and half-open admits one trial call.
+concurrently, it opens on dependency faults only, and half-open admits one trial call.
 
 Real threads and real blocking calls; a barrier proves calls overlap (a breaker that runs them
-one at a time cannot get N callers past an N-party barrier).
+one at a time cannot get N callers past an N-party barrier). Which errors count is tested with
+real DynamoDB clients: the fault injector's faults, and answers from a loopback HTTP endpoint
+in DynamoDB's wire format, which botocore parses, retries and raises as it would AWS's own.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pybreaker
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError
-from conveyor.aws import guarded, make_breaker
+from botocore.client import BaseClient
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, SSLError
+from conveyor import faults
+from conveyor.aws import AwsClients, guarded, make_breaker
 from conveyor.settings import AwsSettings
 
 PARALLEL = 8
@@ -132,3 +142,197 @@ def test_a_failed_trial_reopens_and_a_later_trial_can_close():
     time.sleep(0.25)
     assert guarded(breaker, lambda: "recovered") == "recovered"
     assert breaker.current_state == "closed"
+
+
+# ---- which errors count: real botocore errors from real clients ----
+
+FAIL_MAX = 3
+TABLE = "breaker-probe"
+_DYNAMODB = "com.amazonaws.dynamodb.v20120810"
+
+
+Answer = tuple[int, str, bytes]  # HTTP status, content type, body
+
+
+class _Endpoint(ThreadingHTTPServer):
+    """A loopback HTTP server that answers every request with its current `answer`."""
+
+    answer: Answer = (200, "application/x-amz-json-1.0", b"{}")
+
+    class Handler(BaseHTTPRequestHandler):
+        server: _Endpoint
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            status, content_type, body = self.server.answer
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[_Endpoint]:
+    server = _Endpoint(("127.0.0.1", 0), _Endpoint.Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test credentials and nothing else of the caller's AWS environment."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "breaker-test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "breaker-test")
+
+
+@pytest.fixture
+def dynamodb(endpoint: _Endpoint, aws_env: None) -> BaseClient:
+    """A DynamoDB client made as the services make theirs (AwsClients), aimed at `endpoint`,
+    with two attempts and a short read timeout so that retries and hangs are quick."""
+    settings = AwsSettings(
+        AWS_REGION="us-east-1",
+        AWS_ENDPOINT_URL=f"http://127.0.0.1:{endpoint.server_address[1]}",
+        aws_max_attempts=2,
+        aws_read_timeout_seconds=0.2,
+        aws_connect_timeout_seconds=0.2,
+    )
+    return AwsClients(settings).client("dynamodb")
+
+
+def _answer(status: int, code: str | None, **fields: Any) -> Answer:
+    """An answer in DynamoDB's JSON protocol (`code` None: a body without an error type)."""
+    body: dict[str, Any] = {"message": "answered by the test endpoint", **fields}
+    if code is not None:
+        body["__type"] = code if "#" in code else f"{_DYNAMODB}#{code}"
+    return status, "application/x-amz-json-1.0", json.dumps(body).encode()
+
+
+def _cancelled(*reasons: str) -> Answer:
+    return _answer(
+        400,
+        "TransactionCanceledException",
+        CancellationReasons=[{"Code": reason} for reason in reasons],
+    )
+
+
+def _html(status: int, text: str) -> Answer:
+    """What a load balancer or proxy in front of the service answers: not AWS's JSON at all."""
+    return status, "text/html", f"<html><body><h1>{status} {text}</h1></body></html>".encode()
+
+
+def _transact(client: BaseClient) -> Any:
+    item = {"Put": {"TableName": TABLE, "Item": {"pk": {"S": "a"}, "sk": {"S": "b"}}}}
+    return client.transact_write_items(TransactItems=[item, item], ClientRequestToken="token")
+
+
+def _put(client: BaseClient) -> Any:
+    return client.put_item(
+        TableName=TABLE,
+        Item={"pk": {"S": "a"}, "sk": {"S": "b"}},
+        ConditionExpression="attribute_not_exists(pk)",
+    )
+
+
+def _in_a_row(
+    endpoint: _Endpoint,
+    client: BaseClient,
+    how: Answer | str,
+    call: Callable[[BaseClient], Any],
+) -> tuple[pybreaker.CircuitBreaker, list[BaseException]]:
+    """FAIL_MAX + 1 calls in a row through a fresh breaker, each failing as `how` says (an
+    answer for `endpoint` to give, or a fault spec to arm in conveyor.faults); the breaker and
+    what each call raised."""
+    breaker = _breaker(breaker_failure_threshold=FAIL_MAX)
+    raised: list[BaseException] = []
+    arming: AbstractContextManager[Any] = nullcontext()
+    if isinstance(how, str):
+        arming = faults.armed(how)
+    else:
+        endpoint.answer = how
+    with arming:
+        for _ in range(FAIL_MAX + 1):
+            with pytest.raises((ClientError, BotoCoreError, pybreaker.CircuitBreakerError)) as err:
+                guarded(breaker, call, client=client)
+            raised.append(err.value)
+    return breaker, raised
+
+
+@pytest.mark.parametrize(
+    ("how", "call"),
+    [
+        pytest.param("dynamodb.TransactWriteItems=conflict", _transact, id="conflict"),
+        pytest.param(_cancelled("None", "ConditionalCheckFailed"), _transact, id="cancelled-ccf"),
+        pytest.param(
+            _cancelled("TransactionConflict", "ConditionalCheckFailed"),
+            _transact,
+            id="cancelled-conflict-and-ccf",
+        ),
+        pytest.param(_cancelled("ValidationError", "None"), _transact, id="cancelled-invalid"),
+        pytest.param("dynamodb.PutItem=conflict", _put, id="conflict-exception"),
+        pytest.param(_answer(400, "ConditionalCheckFailedException"), _put, id="ccf"),
+        pytest.param(
+            _answer(400, "IdempotentParameterMismatchException"),
+            _transact,
+            id="idempotent-mismatch",
+        ),
+        pytest.param(
+            _answer(400, "TransactionInProgressException"), _transact, id="token-in-progress"
+        ),
+        pytest.param(
+            _answer(400, "com.amazon.coral.validate#ValidationException"), _put, id="validation"
+        ),
+        pytest.param(_answer(400, "ResourceNotFoundException"), _put, id="no-such-table"),
+    ],
+)
+def test_answers_of_a_working_dependency_never_open_the_breaker(endpoint, dynamodb, how, call):
+    breaker, raised = _in_a_row(endpoint, dynamodb, how, call)
+    assert all(isinstance(exc, ClientError) for exc in raised), raised  # never the breaker's
+    assert (breaker.current_state, breaker.fail_counter) == ("closed", 0)
+
+
+@pytest.mark.parametrize(
+    ("how", "call"),
+    [
+        pytest.param("dynamodb.TransactWriteItems=throttle", _transact, id="throttle"),
+        pytest.param(_cancelled("ThrottlingError", "None"), _transact, id="cancelled-throttled"),
+        pytest.param("dynamodb.PutItem=error", _put, id="internal-server-error"),
+        pytest.param(_answer(503, "ServiceUnavailable"), _put, id="service-unavailable"),
+        pytest.param(_html(503, "Service Unavailable"), _transact, id="503-from-a-proxy"),
+        pytest.param(_html(502, "Bad Gateway"), _put, id="502-from-a-proxy"),
+        pytest.param(_answer(500, None), _transact, id="500-without-an-error-type"),
+        pytest.param("dynamodb.*=down", _put, id="connection-refused"),
+        pytest.param("dynamodb.*=reset", _transact, id="connection-reset"),
+        pytest.param("dynamodb.*=hang", _put, id="read-timeout"),
+    ],
+)
+def test_throttling_server_faults_and_transport_errors_open_the_breaker(
+    endpoint, dynamodb, how, call
+):
+    breaker, raised = _in_a_row(endpoint, dynamodb, how, call)
+    assert breaker.current_state == "open"
+    assert not any(isinstance(e, pybreaker.CircuitBreakerError) for e in raised[: FAIL_MAX - 1])
+    assert all(isinstance(e, pybreaker.CircuitBreakerError) for e in raised[FAIL_MAX - 1 :])
+
+
+def test_a_tls_failure_is_a_transport_fault(endpoint, aws_env):
+    """TLS to an endpoint that does not speak it: botocore's SSLError, a ConnectionError that
+    is none of the connection errors botocore's own names suggest."""
+    settings = AwsSettings(
+        AWS_REGION="us-east-1",
+        AWS_ENDPOINT_URL=f"https://127.0.0.1:{endpoint.server_address[1]}",
+        aws_max_attempts=1,
+    )
+    client = AwsClients(settings).client("dynamodb")
+    breaker, raised = _in_a_row(endpoint, client, _answer(200, None), _put)
+    assert isinstance(raised[0], SSLError)
+    assert breaker.current_state == "open"
