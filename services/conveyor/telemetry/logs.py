@@ -1,9 +1,11 @@
-"""One JSON object per log line, with the current trace_id and span_id on every event."""
+"""One JSON object per log line, with the current trace_id and span_id on every event, and its
+`time` in RFC 3339 UTC with milliseconds (2026-12-05T07:58:05.956Z)."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from datetime import UTC, datetime
 
 from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
@@ -24,11 +26,19 @@ class TraceContextFilter(logging.Filter):
         return True
 
 
+class _JsonFormatter(JsonFormatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """The record's creation time in RFC 3339, UTC, to the millisecond (truncated, as
+        logging's own `msecs`), whatever the host's zone."""
+        created = datetime.fromtimestamp(record.created, UTC)
+        return created.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(TraceContextFilter(service))
     handler.setFormatter(
-        JsonFormatter(
+        _JsonFormatter(
             "%(asctime)s %(levelname)s %(name)s %(message)s %(service)s %(trace_id)s %(span_id)s",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         )
