@@ -603,3 +603,31 @@ def test_a_worker_restarted_under_the_same_id_holds_a_lease_of_its_own(
     assert raw.item(f"EFFECT#{task.task_id}", "refund") is None
     assert done.effects_applied == 1
     assert [e.detail for e in done.events if e.to_state == S.RUNNING] == ["claimed by w-same"] * 2
+
+
+def test_a_claim_whose_answer_is_lost_still_runs_its_attempt(
+    store, queue, raw, settings, start_worker
+):
+    # The claim lands; its answer, and those of botocore's retries (which meet the claim and
+    # fail their condition), are lost. The worker must find out that the claim is its own and
+    # run the task, not leave it RUNNING under a lease nobody extends: the next delivery would
+    # take it over as attempt 2, and on a task's last attempt end it DEAD with no run at all.
+    runs: list[int] = []
+
+    def count(ctx: Any) -> bytes:
+        runs.append(ctx.attempt)
+        return b"done"
+
+    task = _enqueue(store, queue, "demo.count", {}, max_attempts=1)
+    with faults.armed(f"dynamodb.UpdateItem=lost count={settings.aws_max_attempts}") as plan:
+        worker = start_worker()
+        worker.worker.handlers = {**HANDLERS, "demo.count": count}
+        final = wait_for(
+            lambda: (item := raw.task_item(task.task_id))["state"] in TERMINAL_STATES and item,
+            30,
+            "a terminal state",
+        )
+
+    assert plan.rules[0].hits == settings.aws_max_attempts  # every try of the claim lost
+    assert (final["state"], final["attempts"], runs) == ("SUCCEEDED", 1, [1])
+    assert raw.depth(raw.res.dlq_url) == (0, 0)

@@ -324,17 +324,7 @@ class Worker:
             attempt = task.attempts + 1
             owner = lease_token(self.settings.worker_id, attempt)
             try:
-                task = self.store.transition(
-                    task,
-                    TaskState.RUNNING,
-                    via=TaskState.QUEUED if task.state == TaskState.PENDING else None,
-                    detail=f"claimed by {self.settings.worker_id}",
-                    set_values={
-                        "attempts": attempt,
-                        "lease_owner": owner,
-                        "lease_expires_at": now + int(self.settings.lease_seconds * 1000),
-                    },
-                )
+                task = self._claim(task, attempt, owner, now)
             except Conflict:
                 continue  # changed under us: decide again on a fresh read
             if attempt == 1:
@@ -346,6 +336,37 @@ class Worker:
             self._run_claimed(_InFlight(message, owner, held_until), task, attempt)
             return
         log.warning("gave up claiming after repeated conflicts", extra={"task_id": message.task_id})
+
+    def _claim(self, task: Task, attempt: int, owner: str, now: int) -> Task:
+        """`task` RUNNING under the lease `owner`. A claim whose answer is lost past botocore's
+        retries may have landed: its lease token is its own, so a read tells whether it did.
+        Had it escaped instead, the task would stay RUNNING under a lease nobody extends, and
+        the next delivery would take it over as another attempt (on the last one: DEAD, never
+        run). Conflict if the claim did not land."""
+        try:
+            return self.store.transition(
+                task,
+                TaskState.RUNNING,
+                via=TaskState.QUEUED if task.state == TaskState.PENDING else None,
+                detail=f"claimed by {self.settings.worker_id}",
+                set_values={
+                    "attempts": attempt,
+                    "lease_owner": owner,
+                    "lease_expires_at": now + int(self.settings.lease_seconds * 1000),
+                },
+            )
+        except Exception as exc:
+            # (A fault that trips the breaker surfaces as CircuitBreakerError.)
+            if not is_dependency_fault(exc) and not isinstance(exc, pybreaker.CircuitBreakerError):
+                raise
+            fresh = self._retrying(None)(self.store.get, task.task_id)
+            if (
+                fresh is not None
+                and fresh.state == TaskState.RUNNING
+                and fresh.lease_owner == owner
+            ):
+                return fresh
+            raise Conflict(f"task {task.task_id}: the claim did not land") from exc
 
     def _run_claimed(self, item: _InFlight, task: Task, attempt: int) -> None:
         with self._lock:
