@@ -204,7 +204,9 @@ class TaskStore:
     def get(self, task_id: str, *, remaining: float | None = None) -> Task | None:
         """The task with its history and payload: one strongly consistent Query of its two
         items (billed as one read of both; a GetItem of the task item alone would cost the same
-        request and lack the payload a worker runs)."""
+        request and lack the payload a worker runs). Conflict if it caught a submit mid-commit:
+        a Query is read-committed, not atomic with a transaction, so it can see the task item
+        without the PAYLOAD item (a replay racing a same-key submit); never an empty payload."""
         resp = self._call(
             "query",
             remaining,
@@ -217,7 +219,10 @@ class TaskStore:
         items = {raw[schema.SK]["S"]: raw for raw in resp.get("Items", [])}
         if schema.TASK_SK not in items:
             return None
-        return task_from_item(items[schema.TASK_SK], items.get(schema.PAYLOAD_SK))
+        task_item, payload_item = items[schema.TASK_SK], items.get(schema.PAYLOAD_SK)
+        if payload_item is None and codec.attr("payload") not in task_item:
+            raise Conflict(f"task {task_id}: read before its PAYLOAD item was committed; retry")
+        return task_from_item(task_item, payload_item)
 
     def list_for_tenant(
         self,

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from conveyor import schema
 from conveyor.domain import TaskState
-from conveyor.store import IdempotencyMismatch, SubmitResult, now_ms
+from conveyor.store import Conflict, IdempotencyMismatch, SubmitResult, now_ms
 from store_support import TENANT, ddb_calls, submit
 
 
@@ -89,6 +89,31 @@ def test_a_task_written_before_the_payload_item_keeps_its_payload(store, raw):
     stored = store.get(task.task_id)
     assert stored is not None
     assert (stored.payload, stored.traceparent) == (b'{"old": true}', "00-old-01")
+
+
+def test_a_replay_that_reads_the_task_item_without_its_payload_item_is_refused(store, raw):
+    """A Query is read-committed, not atomic with a transaction (only TransactGetItems is): a
+    replay racing the commit of a concurrent same-key submit can see the task item and the
+    idempotency record without the PAYLOAD item. That view, made here by deleting the PAYLOAD
+    item, must give a clear retryable error, never the task with an empty payload."""
+    task = submit(store, payload=b'{"n": 1}', key="racing")
+    raw.ddb.delete_item(
+        TableName=raw.res.table, Key={"pk": {"S": f"TASK#{task.task_id}"}, "sk": {"S": "PAYLOAD"}}
+    )
+    items = raw.items()
+
+    with pytest.raises(Conflict, match="PAYLOAD item"):
+        store.submit(
+            tenant=TENANT,
+            task_type="demo.sleep",
+            payload=b'{"n": 1}',
+            idempotency_key="racing",
+            request_hash="h1",
+            max_attempts=3,
+        )
+    with pytest.raises(Conflict, match="PAYLOAD item"):
+        store.get(task.task_id)
+    assert raw.items() == items  # nothing written
 
 
 def test_binary_payload_is_stored_byte_for_byte(store):
