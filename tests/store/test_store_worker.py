@@ -23,7 +23,7 @@ from conveyor.store import Conflict, TaskStore, now_ms
 from conveyor.worker.demo_handlers import DOWNSTREAM_DIR, HANDLERS
 from conveyor.worker.handlers import PermanentError, TaskCancelled
 from conveyor.worker.runner import Worker
-from store_support import LEASE, ddb_calls, metric, submit
+from store_support import LEASE, ddb_calls, metric, relay_on, submit
 from support import wait_for
 
 S = TaskState
@@ -630,4 +630,45 @@ def test_a_claim_whose_answer_is_lost_still_runs_its_attempt(
 
     assert plan.rules[0].hits == settings.aws_max_attempts  # every try of the claim lost
     assert (final["state"], final["attempts"], runs) == ("SUCCEEDED", 1, [1])
+    assert raw.depth(raw.res.dlq_url) == (0, 0)
+
+
+def test_visibility_losses_do_not_use_up_the_receives_a_task_needs_for_its_attempts(
+    store, queue, raw, settings, start_worker, tmp_path
+):
+    # Each lost visibility costs the message a receive, and the give-back refunds the attempt.
+    # This message has been received one short of the redrive policy's limit, as if earlier
+    # runs had lost it that often (raw receives stand in for them). Lost once more, its next
+    # receive would move it to the DLQ, and the compensator would mark DEAD a task that still
+    # has its attempt.
+    flag = tmp_path / "sqs-down"
+    runs: list[int] = []
+
+    def long_once(ctx: Any) -> bytes:
+        runs.append(ctx.attempt)
+        if len(runs) == 1:
+            try:
+                ctx.wait(30)
+            finally:
+                flag.unlink()  # stopped: SQS is back
+        return b"done"
+
+    task = _enqueue(store, queue, "demo.long", {}, max_attempts=1)
+    for _ in range(raw_redrive_max_receives(raw) - 1):
+        assert raw.receive(raw.res.queue_url), "the message is there to be received"
+    relay = relay_on(settings, store, queue)
+
+    def ended() -> dict[str, Any] | None:
+        relay.compensate_dlq()  # the relay's DLQ compensator, every poll
+        item = raw.task_item(task.task_id)
+        return item if item["state"] in TERMINAL_STATES else None
+
+    flag.touch()
+    with faults.armed(f"sqs.ChangeMessageVisibility=down while={flag}"):
+        worker = start_worker(heartbeat_interval_seconds=0.5, lease_seconds=2)
+        worker.worker.handlers = {**HANDLERS, "demo.long": long_once}
+        final = wait_for(ended, 40, "a terminal state", every=0.25)
+
+    assert (final["state"], final["attempts"], runs) == ("SUCCEEDED", 1, [1, 1])
+    assert any("lost its message's visibility" in e["d"] for e in final["history"])
     assert raw.depth(raw.res.dlq_url) == (0, 0)

@@ -84,6 +84,13 @@ def _as_bytes(result: object) -> bytes:
     raise PermanentError(f"a handler must return bytes, str or None, not {type(result).__name__}")
 
 
+def _receives_cover(message: Message, attempts_left: int) -> bool:
+    """Whether `message` has receives left under the queue's redrive policy for the task's
+    attempts left, with one to spare for a run that loses the message's visibility (which
+    costs a receive and no attempt)."""
+    return message.receive_count + attempts_left < MAX_RECEIVE_COUNT
+
+
 def linger_seconds(
     raw: list[dict[str, Any]], asked: int, now: int, linger: float, batch: int
 ) -> float:
@@ -238,12 +245,16 @@ class Worker:
         """Give `message` back, visible in `delay` s, without using one of the task's attempts
         (a bounce, a hand-back, a release). Each return still costs a receive under the queue's
         redrive policy, so a message without room left for the task's remaining attempts is
-        replaced by a new one (receive count 0) instead: sent before the old one is deleted, so
-        a crash in between leaves a duplicate, which the conditional claim absorbs, and never
-        no message. The new one is visible at once (FIFO has no per-message delay)."""
-        if message.receive_count + attempts_left < MAX_RECEIVE_COUNT:
+        replaced by a new one instead."""
+        if _receives_cover(message, attempts_left):
             self.queue.set_visibility(message.receipt_handle, delay)
-            return
+        else:
+            self._replace(message)
+
+    def _replace(self, message: Message) -> None:
+        """A new message for `message`'s task (receive count 0), sent before the old one is
+        deleted: a crash in between leaves a duplicate, which the conditional claim absorbs,
+        and never no message. Visible at once (FIFO has no per-message delay)."""
         self.queue.send(
             message.task_id,
             message.task_type,
@@ -320,6 +331,12 @@ class Worker:
                 return
             if task.attempts >= task.max_attempts:
                 self._dead(message, task, task.last_error or "attempts exhausted")
+                return
+            if not _receives_cover(message, task.max_attempts - task.attempts):
+                # Runs that lost the message's visibility cost it receives and gave their
+                # attempts back: run on a new message, not on one that a loss more would send
+                # to the DLQ (and the compensator would mark the task DEAD, attempts left).
+                self._replace(message)
                 return
             attempt = task.attempts + 1
             owner = lease_token(self.settings.worker_id, attempt)
