@@ -45,7 +45,7 @@ $(DYNAMODB_LOCAL_STAMP): emulators/dynamodb-local/package.json emulators/dynamod
 
 ## The main job: the whole system on the embedded AWS emulator, a demo load and a summary.
 local: setup
-	$(BIN)/python -m conveyor.local.run $(if $(DURATION),--duration $(DURATION),) \
+	$(BIN)/python -m conveyor_dev.local.run $(if $(DURATION),--duration $(DURATION),) \
 	  $(if $(RATE),--rate $(RATE),)
 
 ## Every test tier, after lint and drift checks.
@@ -69,7 +69,7 @@ test-soak: setup
 
 ## TASKS tasks (default 1000) while processes are SIGKILLed and AWS faults come and go.
 soak: setup
-	$(BIN)/python -m conveyor.local.soak $(if $(TASKS),--tasks $(TASKS),)
+	$(BIN)/python -m conveyor_dev.local.soak $(if $(TASKS),--tasks $(TASKS),)
 ## The AWS semantics Conveyor relies on, on every backend that can start here (README, Emulators).
 test-conformance: setup
 	$(BIN)/pytest tests/conformance
@@ -81,7 +81,7 @@ test-second-backend: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy services/conveyor infra/conveyor_infra observability/conveyor_observability
+	$(BIN)/mypy services/conveyor infra/conveyor_infra observability/conveyor_observability dev/conveyor_dev
 
 format: setup
 	$(BIN)/ruff check --fix .

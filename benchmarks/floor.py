@@ -20,7 +20,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from conveyor.local.backend import EMULATOR_CREDENTIALS
+from conveyor_dev.emulators.backend import EMULATOR_CREDENTIALS
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ Every phase gets a fresh emulator with the stack's resources (as `make local` cr
    (every process, relay and idle polling included), enqueue->start and end-to-end latency;
    then idle requests per worker-hour, then SubmitTask at 50 concurrent clients against the
    same AWS calls made directly;
-4. billing: the same system behind `conveyor.local.meter`'s metering proxy, for 1 KB and 64 KB
+4. billing: the same system behind `conveyor_dev.local.meter`'s metering proxy, for 1 KB and 64 KB
    payloads, and the floor behind it too: DynamoDB units and SQS billed requests per task.
 
 Figures from one machine are only comparable within a run (the machine is shared and noisy),
@@ -35,14 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.aws import AwsClients, make_breaker
-from conveyor.local.backend import Backend, start_backend
-from conveyor.local.meter import PRICE_RRU, PRICE_SQS_FIFO_REQUEST, PRICE_WRU, MeteringProxy
-from conveyor.local.scrape import samples
-from conveyor.local.system import LocalSystem
 from conveyor.queue import TaskQueue
 from conveyor.settings import WorkerSettings
 from conveyor.store import TaskStore
 from conveyor.v1 import task_service_pb2 as pb
+from conveyor_dev.emulators.backend import Backend, start_backend
+from conveyor_dev.local.meter import PRICE_RRU, PRICE_SQS_FIFO_REQUEST, PRICE_WRU, MeteringProxy
+from conveyor_dev.local.scrape import samples
+from conveyor_dev.local.system import LocalSystem
 from rich.console import Console
 from rich.table import Table
 

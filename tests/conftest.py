@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conveyor.local.backend import Backend, start_backend
-from conveyor.local.certs import (
+from conveyor_dev.emulators.backend import Backend, start_backend
+from conveyor_dev.inject import install_from_env
+from conveyor_dev.local.certs import (
     DeploymentCerts,
     TlsFiles,
     generate_deployment,
@@ -20,6 +21,10 @@ from conveyor.local.certs import (
 )
 
 TENANTS = ("acme", "globex")
+
+# This process's AWS clients get the development instrumentation (`faults.armed` in-process);
+# the services the tests start get it from the launcher the local system runs them through.
+install_from_env()
 
 
 @dataclass(frozen=True)

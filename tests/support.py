@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
-from conveyor.local.backend import Backend
-from conveyor.local.system import LocalSystem
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
+from conveyor_dev.emulators.backend import Backend
+from conveyor_dev.local.system import LocalSystem
 
 T = TypeVar("T")
 TERMINAL = {

@@ -113,7 +113,7 @@ class WorkerServiceConfig(TaskSize):
     max_count: int = Field(default=4, ge=1)
     concurrency: int = Field(default=4, ge=1, le=256)
     backlog_per_task: float = Field(default=20.0, gt=0)
-    # CONVEYOR_HANDLERS ("module:ATTRIBUTE"); unset keeps the image's default (demo handlers).
+    # CONVEYOR_HANDLERS ("module:ATTRIBUTE"): the image ships no handlers, the worker needs it.
     handlers: str | None = Field(default=None, pattern=r"^[\w.]+:\w+$")
 
     @model_validator(mode="after")

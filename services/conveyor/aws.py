@@ -8,8 +8,6 @@ request would be slow, and a handful of buckets lets a call never outlive its gR
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +20,6 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
-from conveyor import faults
 from conveyor.settings import AwsSettings
 from conveyor.telemetry import metrics
 
@@ -217,61 +214,15 @@ def _on_after_call_error(context: dict[str, Any], **_: Any) -> None:
     _record(context, "error")
 
 
-# Set to a file path, every client of this process appends each distinct AWS action it performs
-# (IAM action, the resource it addressed) as one JSON line: the tests prove the stacks' IAM
-# grants against what the services really call. Unset (always in deployed stacks), no hook.
-ACTION_LOG_VARIABLE = "CONVEYOR_AWS_ACTION_LOG"
-# DynamoDB authorises a transaction per item, as the item's own action.
-_TRANSACT_ITEM_ACTIONS = {
-    "Put": "PutItem",
-    "Update": "UpdateItem",
-    "Delete": "DeleteItem",
-    "ConditionCheck": "ConditionCheckItem",
-    "Get": "GetItem",
-}
+# Called with every client this process creates: the seam a development harness attaches to
+# (conveyor_dev.inject installs fault injection and the IAM action log here). The product
+# registers nothing, and a deployed image holds none of that code.
+_client_hooks: list[Callable[[BaseClient], None]] = []
 
 
-def _addressed(service: str, operation: str, params: dict[str, Any]) -> list[tuple[str, str]]:
-    """(IAM action, resource) pairs a call is authorised as; the resource is the ARN's part
-    after the account (a queue name, `table/<name>[/index/<name>]`), or `*`."""
-    if service == "dynamodb" and operation in ("TransactWriteItems", "TransactGetItems"):
-        return [
-            (f"dynamodb:{_TRANSACT_ITEM_ACTIONS[kind]}", f"table/{body['TableName']}")
-            for item in params.get("TransactItems", [])
-            for kind, body in item.items()
-        ]
-    if service == "dynamodb" and operation in ("BatchGetItem", "BatchWriteItem"):
-        return [(f"dynamodb:{operation}", f"table/{table}") for table in params["RequestItems"]]
-    if service == "dynamodb" and "TableName" in params:
-        index = f"/index/{params['IndexName']}" if params.get("IndexName") else ""
-        return [(f"dynamodb:{operation}", f"table/{params['TableName']}{index}")]
-    if service == "sqs" and "QueueUrl" in params:
-        # SQS authorises a batch action as its one-message action (DeleteMessageBatch needs
-        # sqs:DeleteMessage): the API permissions reference lists no action of its own for it.
-        action = operation.removesuffix("Batch")
-        return [(f"sqs:{action}", str(params["QueueUrl"]).rstrip("/").rsplit("/", 1)[-1])]
-    return [(f"{service}:{operation}", "*")]
-
-
-class ActionLog:
-    """Appends (process, action, resource) once per distinct pair, one JSON line per write()
-    on an O_APPEND descriptor, so several processes can share the file."""
-
-    def __init__(self, path: str, process: str) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        self._process = process
-        self._seen: set[tuple[str, str]] = set()
-        self._lock = threading.Lock()
-
-    def on_call(self, params: dict[str, Any], model: Any, **_: Any) -> None:
-        service = model.service_model.signing_name or model.service_model.endpoint_prefix
-        for action, resource in _addressed(service, model.name, params):
-            with self._lock:
-                if (action, resource) in self._seen:
-                    continue
-                self._seen.add((action, resource))
-                line = {"process": self._process, "action": action, "resource": resource}
-                os.write(self._fd, (json.dumps(line) + "\n").encode())
+def add_client_hook(hook: Callable[[BaseClient], None]) -> None:
+    """Have `hook(client)` called for every AWS client created from now on."""
+    _client_hooks.append(hook)
 
 
 class AwsClients:
@@ -282,10 +233,6 @@ class AwsClients:
         self._session = boto3.session.Session(region_name=settings.aws_region)
         self._clients: dict[tuple[str, float, int], BaseClient] = {}
         self._lock = threading.Lock()
-        log_path = os.environ.get(ACTION_LOG_VARIABLE)
-        # Spawned services always get CONVEYOR_SERVICE_NAME (conveyor-api|relay|worker).
-        process = os.environ.get("CONVEYOR_SERVICE_NAME", "conveyor")
-        self._action_log = ActionLog(log_path, process) if log_path else None
 
     @property
     def settings(self) -> AwsSettings:
@@ -343,7 +290,6 @@ class AwsClients:
         events.register("provide-client-params", _on_call_start)
         events.register("after-call", _on_after_call)
         events.register("after-call-error", _on_after_call_error)
-        if self._action_log is not None:
-            events.register("before-parameter-build", self._action_log.on_call)
-        faults.install(client)
+        for hook in _client_hooks:
+            hook(client)
         return client

@@ -1,10 +1,11 @@
 """Failpoints: named places where a test can make a process die, to prove crash safety.
 
-`CONVEYOR_FAILPOINTS=api.after_commit=kill` makes the API SIGKILL itself right after a submit
-commits and before its message is sent: the window the outbox relay exists for. Unset (the
-default, and always in deployed stacks) a failpoint costs one dict lookup. The same technique
-as TiKV's fail-rs or FreeBSD's fail(9), kept to what the crash tests need. An unknown name or
-action fails start-up: a misspelt failpoint would otherwise test nothing, silently.
+The product only names the places and calls `hit(name)` at each; what happens there is
+installed by the development harness (conveyor_dev.inject.failpoint_actions: `CONVEYOR_FAILPOINTS=
+api.after_commit=kill` makes the API SIGKILL itself right after a submit commits and before its
+message is sent, the window the outbox relay exists for). A deployed image holds no such code:
+there `hit` is one call that finds no action. The same technique as TiKV's fail-rs or FreeBSD's
+fail(9), kept to what the crash tests need.
 
 There is one at every step boundary of a task's life; tests/chaos/test_failpoint_kills.py
 kills the process at each and checks what the restarted system makes of it.
@@ -29,8 +30,7 @@ kills the process at each and checks what the restarted system makes of it.
 
 from __future__ import annotations
 
-import os
-import signal
+from collections.abc import Callable
 
 POINTS = frozenset(
     {
@@ -49,25 +49,23 @@ POINTS = frozenset(
         "redrive.after_send",
     }
 )
-_ACTIONS = {"kill": lambda: os.kill(os.getpid(), signal.SIGKILL)}
+
+# name -> what to do there; empty unless a harness installed actions (`install`).
+_actions: dict[str, Callable[[], None]] = {}
 
 
-def _parse(spec: str) -> dict[str, str]:
-    points = {}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        name, _, action = part.partition("=")
-        if name not in POINTS:
-            raise ValueError(f"failpoint {name!r}: unknown (known: {', '.join(sorted(POINTS))})")
-        if action not in _ACTIONS:
-            raise ValueError(f"failpoint {name!r}: unknown action {action!r} (known: kill)")
-        points[name] = action
-    return points
-
-
-_ARMED = _parse(os.environ.get("CONVEYOR_FAILPOINTS", ""))
+def install(actions: dict[str, Callable[[], None]]) -> None:
+    """Arm `actions` (failpoint name -> action) in this process; every name must be in POINTS."""
+    unknown = set(actions) - POINTS
+    if unknown:
+        raise ValueError(
+            f"unknown failpoints {sorted(unknown)} (known: {', '.join(sorted(POINTS))})"
+        )
+    _actions.clear()
+    _actions.update(actions)
 
 
 def hit(name: str) -> None:
-    action = _ARMED.get(name)
+    action = _actions.get(name)
     if action is not None:
-        _ACTIONS[action]()
+        action()

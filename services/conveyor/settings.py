@@ -145,7 +145,9 @@ class WorkerSettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySetting
     # How long a settled message may wait for a batch of deletes while other tasks are still
     # running (FIFO holds its group's next message back until it is deleted: keep it short).
     delete_linger_seconds: float = Field(default=0.25, ge=0, le=5)
-    handlers: str = Field(default="conveyor.worker.demo_handlers:HANDLERS", min_length=3)
+    # `module:MAPPING` of task type to handler: the fork's own (the image ships none; the local
+    # harness runs conveyor_dev.local.demo_handlers:HANDLERS). The worker refuses to start without.
+    handlers: str = ""
 
 
 class RelaySettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySettings):

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from conveyor.local import oracle
-from conveyor.local.system import LocalSystem
+from conveyor_dev.local import oracle
+from conveyor_dev.local.system import LocalSystem
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from chaos_support import Oracle
-from conveyor.local import oracle
-from conveyor.local.backend import start_backend
-from conveyor.local.system import LocalSystem
+from conveyor_dev.emulators.backend import start_backend
+from conveyor_dev.local import oracle
+from conveyor_dev.local.system import LocalSystem
 from support import FAST_RECOVERY, TENANTS
 
 _REPORTS: list[str] = []

@@ -1,4 +1,4 @@
-"""AWS brownouts injected at the boundary (conveyor.faults) into real processes: a long
+"""AWS brownouts injected at the boundary (conveyor_dev.inject.faults) into real processes: a long
 DynamoDB hang, a long throttling spell, and a lost response on the effect write. Executions and
 effects are counted in the outside oracle's sink."""
 
@@ -11,9 +11,9 @@ from collections.abc import Callable
 import grpc
 import pytest
 from chaos_support import Oracle
-from conveyor.local.oracle import TASK_TYPE
-from conveyor.local.scrape import total
 from conveyor.v1 import task_service_pb2 as pb
+from conveyor_dev.local.oracle import TASK_TYPE
+from conveyor_dev.local.scrape import total
 from support import get, submit, wait_for, wait_state, wait_terminal
 
 pytestmark = pytest.mark.chaos

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conveyor.local import oracle
-from conveyor.local.backend import start_backend
-from conveyor.local.scrape import total
-from conveyor.local.system import LocalSystem
 from conveyor.v1 import task_service_pb2 as pb
+from conveyor_dev.emulators.backend import start_backend
+from conveyor_dev.local import oracle
+from conveyor_dev.local.scrape import total
+from conveyor_dev.local.system import LocalSystem
 from support import FAST_RECOVERY, TENANTS, submit, wait_for, wait_terminal
 
 pytestmark = pytest.mark.chaos

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 from chaos_support import Oracle
-from conveyor.local import oracle
-from conveyor.local.system import LocalSystem
 from conveyor.queue import dead_letter_group
 from conveyor.v1 import task_service_pb2 as pb
+from conveyor_dev.local import oracle
+from conveyor_dev.local.system import LocalSystem
 from support import get, path_of, submit, wait_for, wait_terminal
 
 pytestmark = pytest.mark.chaos
@@ -73,7 +73,17 @@ def died_at_failpoint(system: LocalSystem, name: str) -> None:
 def redrive(system: LocalSystem, task_id: str, extra: dict[str, str]) -> subprocess.Popen:
     env = {**system.cli_env("acme"), **extra}
     return subprocess.Popen(
-        [sys.executable, "-m", "conveyor.cli", "dlq", "redrive", "--task-id", task_id, "--yes"],
+        [
+            sys.executable,
+            "-m",
+            "conveyor_dev.inject.launch",
+            "conveyor.cli",
+            "dlq",
+            "redrive",
+            "--task-id",
+            task_id,
+            "--yes",
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

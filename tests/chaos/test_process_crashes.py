@@ -1,5 +1,5 @@
 """Real processes killed or stopped mid-flight: nothing is lost and every effect is applied
-exactly once, counted in the outside oracle's sink (conveyor.local.oracle), not in the ledger
+exactly once, counted in the outside oracle's sink (conveyor_dev.local.oracle), not in the ledger
 the system writes itself. A kill at each named step boundary is in test_failpoint_kills.py.
 
 Each test runs its own emulator and system (the kills would disturb a shared one) with short
@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import pytest
 from chaos_support import Oracle
-from conveyor.local.oracle import TASK_TYPE
 from conveyor.v1 import task_service_pb2 as pb
+from conveyor_dev.local.oracle import TASK_TYPE
 from support import get, submit, wait_for, wait_state, wait_terminal
 
 pytestmark = pytest.mark.chaos

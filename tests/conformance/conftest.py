@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conveyor.local.backend import Backend, BackendError, docker_available, start_backend
+from conveyor_dev.emulators.backend import Backend, BackendError, docker_available, start_backend
 from gaps import GAPS, RACES
 
 EXPLICIT_VAR = "CONVEYOR_CONFORMANCE_ENDPOINT"

@@ -17,7 +17,7 @@ def test_local_run_settles_every_task_and_exits_zero(tmp_path):
         [
             sys.executable,
             "-m",
-            "conveyor.local.run",
+            "conveyor_dev.local.run",
             "--duration",
             "20",
             "--workdir",

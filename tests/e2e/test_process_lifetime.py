@@ -1,5 +1,5 @@
 """`make local` SIGKILLed (an OOM kill, a CI timeout): its emulator, services and Prometheus
-die with it instead of running on as orphans (conveyor.local.lifetime)."""
+die with it instead of running on as orphans (conveyor_dev.local.lifetime)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_sigkilled_local_run_takes_its_emulator_and_services_with_it(tmp_path):
             [
                 sys.executable,
                 "-m",
-                "conveyor.local.run",
+                "conveyor_dev.local.run",
                 "--duration",
                 "120",
                 "--workdir",

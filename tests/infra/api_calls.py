@@ -25,7 +25,7 @@ import botocore.session
 from botocore.model import OperationModel, Shape
 from botocore.validate import ParamValidator, ValidationErrors
 from cloudformation import integral, pascal
-from conveyor_infra.declared import Declaration, DeclaredResource
+from conveyor_dev.emulators.declared import Declaration, DeclaredResource
 
 # Declared AWS types without calls here, with the reason: none today.
 NOT_MAPPED: dict[str, str] = {}

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from conveyor_infra.declared import Declaration, DeclaredResource
+from conveyor_dev.emulators.declared import Declaration, DeclaredResource
 
 Properties = dict[str, Any]
 Rendered = list[tuple[str, str, Properties]]  # (logical id suffix, CloudFormation type, props)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conveyor_infra.declared import Declaration, declare
+from conveyor_dev.emulators.declared import Declaration, declare
 from conveyor_infra.paths import REPO_ROOT
 from stack_support import STACKS
 

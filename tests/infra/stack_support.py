@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from conveyor_infra.declared import Declaration
+from conveyor_dev.emulators.declared import Declaration
 
 STACKS = ("dev", "staging", "prod", "localstack")
 COMPUTE_STACKS = ("dev", "staging", "prod")

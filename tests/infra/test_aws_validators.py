@@ -23,8 +23,8 @@ import yaml
 from api_calls import ApiCall, api_calls, problems, unmapped_types
 from cfnlint.api import ManualArgs, lint
 from cloudformation import NOT_RENDERED, template, unrendered_types
+from conveyor_dev.emulators.declared import Declaration
 from conveyor_infra.config import FARGATE_MEMORY
-from conveyor_infra.declared import Declaration
 from parliament import analyze_policy_string
 from stack_support import COMPUTE_STACKS, STACKS
 

@@ -14,8 +14,7 @@ from typing import Any
 import boto3
 import pytest
 from conveyor import schema
-from conveyor.local.system import free_port
-from conveyor_infra.emulator import (
+from conveyor_dev.emulators.provision import (
     PLACEHOLDER_SECRET_VALUE,
     DataPlane,
     EmulatorError,
@@ -24,6 +23,7 @@ from conveyor_infra.emulator import (
     provision,
     queue_attributes,
 )
+from conveyor_dev.local.system import free_port
 from moto.server import ThreadedMotoServer
 
 STACK = "dev"
@@ -226,7 +226,7 @@ def test_provision_works_from_a_fresh_process_without_pulumi_in_a_few_seconds(
 ) -> None:
     script = (
         "import sys, json\n"
-        "from conveyor_infra.emulator import provision\n"
+        "from conveyor_dev.emulators.provision import provision\n"
         f"r = provision({endpoint!r}, {REGION!r}, stack={STACK!r})\n"
         "print(json.dumps({'queue_url': r.queue_url, 'pulumi': 'pulumi' in sys.modules}))\n"
     )

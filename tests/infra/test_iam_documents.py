@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from conveyor import schema
-from conveyor_infra.declared import Declaration
+from conveyor_dev.emulators.declared import Declaration
 from conveyor_infra.permissions import STAR_ONLY_ACTIONS, ecr_repository_arn
 from conveyor_infra.topology import TRACE_GATEWAY
 from stack_support import COMPUTE_STACKS, SERVICES

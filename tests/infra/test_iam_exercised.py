@@ -18,11 +18,11 @@ from typing import Any
 
 import grpc
 import pytest
-from conveyor.local.backend import start_backend
-from conveyor.local.scrape import total
-from conveyor.local.system import LocalSystem
 from conveyor.v1 import task_service_pb2 as pb
-from conveyor_infra.declared import Declaration
+from conveyor_dev.emulators.backend import start_backend
+from conveyor_dev.emulators.declared import Declaration
+from conveyor_dev.local.scrape import total
+from conveyor_dev.local.system import LocalSystem
 from stack_support import COMPUTE_STACKS, SERVICES
 from support import TENANTS, get, submit, wait_for, wait_state, wait_terminal
 
@@ -61,7 +61,7 @@ def _allows(grants: list[tuple[str, str]], action: str, arn: str) -> bool:
 
 def arn_of(declaration: Declaration, local: Declaration, resource: str) -> str:
     """The stack's ARN for a resource the local system addressed by its dev-stack name (behind
-    the per-run prefix a shared explicit endpoint gets, conveyor.local.backend)."""
+    the per-run prefix a shared explicit endpoint gets, conveyor_dev.emulators.backend)."""
     if resource == "*":
         return resource  # an action with no resource (conveyor.aws._addressed)
     name, _, index = resource.removeprefix("table/").partition("/index/")

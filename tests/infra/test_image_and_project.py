@@ -7,7 +7,7 @@ import re
 import tomllib
 
 import yaml
-from conveyor_infra.declared import Declaration
+from conveyor_dev.emulators.declared import Declaration
 from conveyor_infra.paths import REPO_ROOT
 from stack_support import SERVICES, container_definitions
 

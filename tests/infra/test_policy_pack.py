@@ -15,8 +15,8 @@ from typing import Any
 
 import grpc
 import pytest
+from conveyor_dev.emulators.declared import Declaration, DeclaredResource
 from conveyor_infra import policies
-from conveyor_infra.declared import Declaration, DeclaredResource
 from conveyor_infra.paths import REPO_ROOT
 from google.protobuf import empty_pb2, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from conveyor import settings
 from conveyor.runtime import TaskRuntime
+from conveyor_dev.emulators.declared import Declaration, DeclarationError, declare
 from conveyor_infra.config import stack_key
 from conveyor_infra.containers import COLLECTOR, COLLECTOR_CONFIG_VARIABLE, TLS_SECRET_VARIABLES
-from conveyor_infra.declared import Declaration, DeclarationError, declare
 from conveyor_infra.paths import REPO_ROOT
 from conveyor_infra.topology import OTLP_GRPC_PORT, TRACE_GATEWAY
 from stack_support import COMPUTE_STACKS, SERVICES, STACKS, container, pairs

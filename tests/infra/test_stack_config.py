@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from conveyor import settings
 from conveyor.runtime import TaskRuntime
+from conveyor_dev.emulators.declared import DeclarationError, declare
 from conveyor_infra.config import StackConfig, stack_key
-from conveyor_infra.declared import DeclarationError, declare
 from pydantic import ValidationError
 from stack_support import STACKS
 

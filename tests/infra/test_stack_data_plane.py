@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from conveyor import schema
 from conveyor.domain import MAX_ATTEMPTS_LIMIT, REDRIVE_MARGIN
-from conveyor_infra.declared import Declaration, DeclaredResource, declare
-from conveyor_infra.emulator import DATA_PLANE_ONLY
+from conveyor_dev.emulators.declared import Declaration, DeclaredResource, declare
+from conveyor_dev.emulators.provision import DATA_PLANE_ONLY
 from stack_support import STACKS
 
 QUEUE = "aws:sqs/queue:Queue"

@@ -4,9 +4,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conveyor.local.backend import start_backend
-from conveyor.local.system import LocalSystem
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
+from conveyor_dev.emulators.backend import start_backend
+from conveyor_dev.local.system import LocalSystem
 from support import start_system
 
 

@@ -9,10 +9,10 @@ import grpc
 import pytest
 from conveyor import schema
 from conveyor.api.auth import secure_channel
-from conveyor.local.certs import generate_rogue_client
-from conveyor.local.system import LocalSystem
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
+from conveyor_dev.local.certs import generate_rogue_client
+from conveyor_dev.local.system import LocalSystem
 
 pytestmark = pytest.mark.integration
 

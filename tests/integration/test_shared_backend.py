@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conveyor.local.backend import EMULATOR_CREDENTIALS, start_backend
+from conveyor_dev.emulators.backend import EMULATOR_CREDENTIALS, start_backend
 
 
 def test_two_harnesses_on_one_explicit_endpoint_get_their_own_queues_and_table(aws_backend):

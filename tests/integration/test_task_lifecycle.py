@@ -8,9 +8,9 @@ import uuid
 
 import grpc
 import pytest
-from conveyor.local.scrape import total
-from conveyor.local.system import LocalSystem
 from conveyor.v1 import task_service_pb2 as pb
+from conveyor_dev.local.scrape import total
+from conveyor_dev.local.system import LocalSystem
 from support import cli, get, path_of, rpc_code, submit, wait_for, wait_state, wait_terminal
 
 pytestmark = pytest.mark.integration

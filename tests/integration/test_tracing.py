@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conveyor.local.backend import start_backend
-from conveyor.local.certs import generate_deployment
-from conveyor.local.system import LocalSystem
+from conveyor_dev.emulators.backend import start_backend
+from conveyor_dev.local.certs import generate_deployment
+from conveyor_dev.local.system import LocalSystem
 from support import submit, wait_for, wait_terminal
 
 pytestmark = pytest.mark.integration

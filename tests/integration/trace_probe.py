@@ -20,8 +20,8 @@ from conveyor.settings import ApiSettings, TlsSettings, WorkerSettings
 from conveyor.telemetry.tracing import configure_tracing
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
-from conveyor.worker.demo_handlers import HANDLERS
 from conveyor.worker.runner import Worker
+from conveyor_dev.local.demo_handlers import HANDLERS
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 

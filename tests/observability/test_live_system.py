@@ -7,11 +7,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conveyor.local.backend import start_backend
-from conveyor.local.prometheus import prometheus_binary, start_prometheus
-from conveyor.local.scrape import samples
-from conveyor.local.system import LocalSystem
 from conveyor.v1 import task_service_pb2 as pb
+from conveyor_dev.emulators.backend import start_backend
+from conveyor_dev.local.prometheus import prometheus_binary, start_prometheus
+from conveyor_dev.local.scrape import samples
+from conveyor_dev.local.system import LocalSystem
 from conveyor_observability import inventory
 from support import FAST_RECOVERY, start_system, submit, wait_for, wait_terminal
 

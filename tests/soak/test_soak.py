@@ -22,7 +22,7 @@ def test_200_tasks_under_kills_and_fault_windows_lose_and_duplicate_nothing(tmp_
         [
             sys.executable,
             "-m",
-            "conveyor.local.soak",
+            "conveyor_dev.local.soak",
             "--tasks",
             str(TASKS),
             "--timeout",

@@ -24,12 +24,12 @@ from typing import Any
 
 import pytest
 from conveyor.aws import AwsClients, make_breaker
-from conveyor.local.backend import Backend
 from conveyor.ops import Ops, OpsSettings
 from conveyor.queue import TaskQueue
 from conveyor.settings import AwsSettings
 from conveyor.store import TaskStore
-from conveyor_infra.emulator import ProvisionedResources
+from conveyor_dev.emulators.backend import Backend
+from conveyor_dev.emulators.provision import ProvisionedResources
 from store_support import Raw, Resources
 
 # Queue attributes copied from the provisioned queues (QueueArn, counts and timestamps are not).

@@ -1,5 +1,5 @@
-"""Each AWS fault kind of conveyor.faults against the real emulator: what the caller sees,
-whether the write landed, and that botocore's own retries run through the injected fault."""
+"""Each AWS fault kind of conveyor_dev.inject.faults against the real emulator: what the caller
+sees, whether the write landed, and that botocore's own retries run through the injected fault."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
-from conveyor import faults
 from conveyor.aws import AwsClients, cancellation_reasons, error_code, is_dependency_fault
-from conveyor.local.backend import Backend
 from conveyor.ops import OpsSettings
 from conveyor.queue import TaskQueue
 from conveyor.settings import AwsSettings
+from conveyor_dev.emulators.backend import Backend
+from conveyor_dev.inject import faults
 from store_support import Raw, ddb_calls
 
 PK = {"pk": {"S": "FAULT#probe"}, "sk": {"S": "probe"}}

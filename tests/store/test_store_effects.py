@@ -5,9 +5,9 @@ against CancelTask on the task item."""
 from __future__ import annotations
 
 import pytest
-from conveyor import faults
 from conveyor.domain import TaskState
 from conveyor.store import Conflict, EffectsApplied, LeaseLost
+from conveyor_dev.inject import faults
 from store_support import claim, submit
 
 S = TaskState

@@ -8,11 +8,11 @@ import uuid
 
 import pytest
 from botocore.exceptions import ClientError
-from conveyor import faults
 from conveyor import ops as ops_mod
 from conveyor.domain import TaskState
 from conveyor.queue import QUEUE_DLQ
 from conveyor.store import now_ms
+from conveyor_dev.inject import faults
 from store_support import claim, dead, submit, succeeded
 
 S = TaskState

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from conveyor import faults
 from conveyor.domain import TaskState
 from conveyor.queue import QUEUE_DLQ
 from conveyor.relay import Relay
 from conveyor.settings import RelaySettings
 from conveyor.telemetry import metrics
+from conveyor_dev.inject import faults
 from store_support import claim, metric, relay_on, submit
 
 S = TaskState

@@ -7,7 +7,6 @@ import dataclasses
 import uuid
 
 import pytest
-from conveyor import faults
 from conveyor.domain import (
     MAX_EVENT_DETAIL_CHARS,
     MAX_HISTORY_EVENTS,
@@ -15,6 +14,7 @@ from conveyor.domain import (
     TaskState,
 )
 from conveyor.store import Conflict, now_ms
+from conveyor_dev.inject import faults
 from store_support import LEASE, claim, ddb_calls, submit
 
 S = TaskState

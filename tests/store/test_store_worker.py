@@ -15,14 +15,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conveyor import faults
 from conveyor.domain import MAX_ERROR_CHARS, Task, TaskState
 from conveyor.queue import parse
 from conveyor.settings import WorkerSettings
 from conveyor.store import Conflict, TaskStore, now_ms
-from conveyor.worker.demo_handlers import DOWNSTREAM_DIR, HANDLERS
 from conveyor.worker.handlers import PermanentError, TaskCancelled
 from conveyor.worker.runner import Worker
+from conveyor_dev.inject import faults
+from conveyor_dev.local.demo_handlers import DOWNSTREAM_DIR, HANDLERS
 from store_support import LEASE, ddb_calls, metric, relay_on, submit
 from support import wait_for
 

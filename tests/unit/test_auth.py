@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import grpc
 import pytest
 from conveyor.api.auth import secure_channel, server_credentials, tenant_of
-from conveyor.local.certs import TlsFiles
 from conveyor.settings import TlsSettings
+from conveyor_dev.local.certs import TlsFiles
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec

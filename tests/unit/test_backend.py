@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conveyor.local.backend import (
+from conveyor_dev.emulators.backend import (
     EMULATOR_CREDENTIALS,
     Backend,
     BackendError,
@@ -210,7 +210,7 @@ def test_provisioning_on_dynamodb_local_skips_only_point_in_time_recovery(caplog
     _installed_or_skip("dynamodb-local")
     with (
         start_backend({"CONVEYOR_BACKEND": "dynamodb-local"}) as backend,
-        caplog.at_level(logging.WARNING, logger="conveyor_infra.emulator"),
+        caplog.at_level(logging.WARNING, logger="conveyor_dev.emulators.provision"),
     ):
         resources = backend.provision("dev")
         ddb = backend.client("dynamodb")

@@ -24,9 +24,9 @@ import pybreaker
 import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, SSLError
-from conveyor import faults
 from conveyor.aws import AwsClients, guarded, make_breaker
 from conveyor.settings import AwsSettings
+from conveyor_dev.inject import faults
 
 PARALLEL = 8
 SLOW_CALL_SECONDS = 0.5
@@ -250,8 +250,8 @@ def _in_a_row(
     call: Callable[[BaseClient], Any],
 ) -> tuple[pybreaker.CircuitBreaker, list[BaseException]]:
     """FAIL_MAX + 1 calls in a row through a fresh breaker, each failing as `how` says (an
-    answer for `endpoint` to give, or a fault spec to arm in conveyor.faults); the breaker and
-    what each call raised."""
+    answer for `endpoint` to give, or a fault spec to arm in conveyor_dev.inject.faults); the
+    breaker and what each call raised."""
     breaker = _breaker(breaker_failure_threshold=FAIL_MAX)
     raised: list[BaseException] = []
     arming: AbstractContextManager[Any] = nullcontext()

@@ -6,7 +6,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from conveyor.local.certs import generate_deployment, generate_rogue_client
+from conveyor_dev.local.certs import generate_deployment, generate_rogue_client
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID

@@ -1,4 +1,4 @@
-"""The CONVEYOR_AWS_FAULTS syntax (conveyor.faults.parse) and rule windows; the faults
+"""The CONVEYOR_AWS_FAULTS syntax (conveyor_dev.inject.faults.parse) and rule windows; the faults
 themselves run against the emulator in tests/store/test_fault_injection.py."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conveyor import faults
+from conveyor_dev.inject import faults
 
 
 def test_unset_arms_nothing():
@@ -60,7 +60,7 @@ def test_bad_specs_name_the_rule_and_the_mistake(spec: str, why: str):
 def test_a_bad_spec_fails_at_start():
     env = {**os.environ, faults.ENV_VAR: "dynamodb.*=explode"}
     result = subprocess.run(
-        [sys.executable, "-c", "import conveyor.faults"],
+        [sys.executable, "-c", "import conveyor_dev.inject.faults"],
         env=env,
         capture_output=True,
         text=True,

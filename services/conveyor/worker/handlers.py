@@ -97,6 +97,11 @@ Handler = Callable[[TaskContext], bytes | str | None]
 
 def load_handlers(spec: str) -> Mapping[str, Handler]:
     """Load a `module:ATTRIBUTE` mapping of task type to handler."""
+    if not spec:
+        raise ValueError(
+            "not set: name the mapping of task type to handler, as 'package.module:NAME' "
+            "(the service image ships no handlers of its own)"
+        )
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise ValueError(f"handler spec {spec!r} must look like 'package.module:NAME'")

@@ -2,7 +2,7 @@
 
 `make local` and the integration, chaos and e2e tests all run through this class, so a test
 exercises the same processes, settings and resources a user sees. Resources come from the
-Pulumi program (conveyor_infra.emulator.provision runs it under mocks and creates what it
+Pulumi program (conveyor_dev.emulators.provision.provision runs it under mocks and creates what it
 declares), so there is one source of truth for queue attributes and table schema.
 """
 
@@ -18,15 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from conveyor.api.auth import secure_channel
+from conveyor.v1 import task_service_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from conveyor.api.auth import secure_channel
-from conveyor.aws import ACTION_LOG_VARIABLE
-from conveyor.local.backend import Backend
-from conveyor.local.certs import DeploymentCerts, generate_deployment
-from conveyor.local.lifetime import die_with_parent
-from conveyor.v1 import task_service_pb2_grpc as pb_grpc
+from conveyor_dev.emulators.backend import Backend
+from conveyor_dev.inject.action_log import ACTION_LOG_VARIABLE
+from conveyor_dev.local.certs import DeploymentCerts, generate_deployment
+from conveyor_dev.local.lifetime import popen_with_parent
 
+LAUNCHER = "conveyor_dev.inject.launch"
 MODULES = {"api": "conveyor.api", "relay": "conveyor.relay", "worker": "conveyor.worker"}
 
 # Tuned for a laptop demo and fast tests; production values come from the Pulumi stack.
@@ -42,6 +43,7 @@ LOCAL_TUNING = {
     "CONVEYOR_WORKER_CONCURRENCY": "4",
     "CONVEYOR_SHUTDOWN_GRACE_SECONDS": "10",
     "CONVEYOR_LOG_LEVEL": "INFO",
+    "CONVEYOR_HANDLERS": "conveyor_dev.local.demo_handlers:HANDLERS",
 }
 
 
@@ -143,9 +145,10 @@ class LocalSystem:
             own[ACTION_LOG_VARIABLE] = str(self.action_log)
         log_path = self.workdir / "logs" / f"{name}.log"
         with open(log_path, "ab") as log:
-            popen = subprocess.Popen(
-                # The guard makes a SIGKILL of us take them down too.
-                die_with_parent([sys.executable, "-m", MODULES[kind]]),
+            popen = popen_with_parent(
+                # The guard makes a SIGKILL of us take them down too; the launcher installs
+                # the development instrumentation (failpoints, AWS faults) the env asks for.
+                [sys.executable, "-m", LAUNCHER, MODULES[kind]],
                 env=self.env({**own, **(extra or {})}),
                 stdout=log,
                 stderr=subprocess.STDOUT,

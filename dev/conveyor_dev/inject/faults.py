@@ -62,7 +62,7 @@ from botocore.exceptions import (
 )
 from botocore.httpsession import URLLib3Session
 
-log = logging.getLogger("conveyor.faults")
+log = logging.getLogger("conveyor_dev.inject.faults")
 ENV_VAR = "CONVEYOR_AWS_FAULTS"
 KINDS = ("hang", "throttle", "error", "reset", "lost", "conflict", "down")
 _OPTIONS = {

@@ -19,13 +19,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from conveyor.domain import TENANT_RE
+from conveyor.settings import TlsSettings
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-from conveyor.domain import TENANT_RE
-from conveyor.settings import TlsSettings
 
 DEFAULT_VALIDITY = dt.timedelta(days=7)
 # Certificates start slightly in the past so that a peer whose clock lags ours accepts them.

@@ -2,7 +2,7 @@
 and secrets that the Pulumi program declares, with the same attributes: one source of truth
 (DESIGN.md §8).
 
-    from conveyor_infra.emulator import provision
+    from conveyor_dev.emulators.provision import provision
     resources = provision("http://127.0.0.1:5000", "eu-west-1", stack="dev")
     resources.queue_url, resources.dlq_url, resources.table_name, resources.secret_arns
 
@@ -29,7 +29,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from conveyor_infra.declared import Declaration, DeclaredResource, declare
+from conveyor_dev.emulators.declared import Declaration, DeclaredResource, declare
 
 QUEUE = "aws:sqs/queue:Queue"
 TABLE = "aws:dynamodb/table:Table"
@@ -115,7 +115,8 @@ def _unknown_inputs(resource: DeclaredResource, known: frozenset[str]) -> None:
     if unknown:
         raise EmulatorError(
             f"{resource.type} {resource.name} declares {sorted(unknown)}, which "
-            "conveyor_infra.emulator does not mirror yet: teach it, or list them as not mirrored"
+            "conveyor_dev.emulators.provision does not mirror yet: teach it, or list them as "
+            "not mirrored"
         )
 
 

@@ -1,15 +1,15 @@
 """`make soak`: many tasks through a system whose processes keep dying, with AWS fault windows.
 
-    python -m conveyor.local.soak [--tasks 1000] [--workers 3] [--seed N] [--timeout SECONDS]
+    python -m conveyor_dev.local.soak [--tasks 1000] [--workers 3] [--seed N] [--timeout SECONDS]
 
 A random API, relay or worker process is SIGKILLed every 1 to 3 seconds and started again, as
-ECS would restart it, while fault windows (conveyor.faults, opened and closed from here through
-`while=` files) throttle, fail, slow down or cut off DynamoDB and SQS for a few seconds at a
-time. The client retries every refused submit with its idempotency key. Then the chaos stops
-and the backlog drains.
+ECS would restart it, while fault windows (conveyor_dev.inject.faults, opened and closed from
+here through `while=` files) throttle, fail, slow down or cut off DynamoDB and SQS for a few
+seconds at a time. The client retries every refused submit with its idempotency key. Then the
+chaos stops and the backlog drains.
 
 The verdict comes from outside the system: the client's own record of what it submitted and
-when, the tenant's task listing, and the outside oracle's sink (conveyor.local.oracle) for
+when, the tenant's task listing, and the outside oracle's sink (conveyor_dev.local.oracle) for
 executions and effects. It reports lost tasks (submitted and acknowledged, then missing), phantom
 tasks (in the listing but never submitted, or a second task for one key), stuck tasks (not
 terminal once the drain is over), duplicate effects, effects missing from succeeded tasks,
@@ -32,16 +32,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import grpc
+from conveyor.v1 import task_service_pb2 as pb
+from conveyor.v1 import task_service_pb2_grpc as pb_grpc
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from conveyor.local import oracle
-from conveyor.local.backend import start_backend
-from conveyor.local.demo import TERMINAL
-from conveyor.local.system import LocalSystem
-from conveyor.v1 import task_service_pb2 as pb
-from conveyor.v1 import task_service_pb2_grpc as pb_grpc
+from conveyor_dev.emulators.backend import start_backend
+from conveyor_dev.local import oracle
+from conveyor_dev.local.demo import TERMINAL
+from conveyor_dev.local.system import LocalSystem
 
 TENANT = "soak"
 SUBMITTERS = 6
@@ -143,7 +143,7 @@ def make_submissions(count: int, rng: random.Random) -> list[Submission]:
 class Chaos:
     """Kills a random service process every 1-3 s and restarts it at once; opens a fault
     window for 2-5 s every 3-8 s. Driven by `tick()` from the main thread: a child dies with
-    the thread that started it (conveyor.local.lifetime), so only the main thread may."""
+    the thread that started it (conveyor_dev.local.lifetime), so only the main thread may."""
 
     def __init__(self, system: LocalSystem, flags: Path, rng: random.Random) -> None:
         self.system = system

@@ -1,8 +1,9 @@
 """What the Pulumi program declares for a stack, as plain data, without importing Pulumi.
 
-`declare()` runs the program under Pulumi's mocks in a child process (`conveyor_infra.simulation`)
-and returns every registered resource with the inputs the program gave it. A child process keeps
-Pulumi's global runtime state out of the caller and makes each run independent of the last.
+`declare()` runs the program under Pulumi's mocks in a child process
+(`conveyor_dev.emulators.simulation`) and returns every registered resource with the inputs the
+program gave it. A child process keeps Pulumi's global runtime state out of the caller and
+makes each run independent of the last.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def _from_json(stack: str, document: Mapping[str, Any]) -> Declaration:
 
 def declare(stack: str, overrides: Mapping[str, str] | None = None) -> Declaration:
     """Run the program for `stack` under mocks; `overrides` replace stack config keys."""
-    command = [sys.executable, "-m", "conveyor_infra.simulation", stack]
+    command = [sys.executable, "-m", "conveyor_dev.emulators.simulation", stack]
     for key, value in (overrides or {}).items():
         command += ["--set", f"{key}={value}"]
     # The child finds this package even if the caller's environment was installed before it.

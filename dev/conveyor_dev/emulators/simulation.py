@@ -1,11 +1,11 @@
 """Run the Pulumi program in-process under Pulumi's mocks and record what it declares.
 
-Usage: python -m conveyor_infra.simulation STACK [--set KEY=VALUE ...]   (JSON on stdout)
+Usage: python -m conveyor_dev.emulators.simulation STACK [--set KEY=VALUE ...]   (JSON on stdout)
 
 The mock cloud answers like AWS would: ids, ARNs, URLs and DNS names follow the real formats
 for the stack's account and region, so IAM documents and `valueFrom`s built from them can be
 checked as if deployed. Pulumi's runtime state is global, so one process runs one stack; callers
-use `conveyor_infra.declared.declare()`, which starts that process.
+use `conveyor_dev.emulators.declared.declare()`, which starts that process.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from typing import Any
 
 import pulumi
 import yaml
-from pulumi.runtime import mocks, rpc
-
 from conveyor_infra.paths import REPO_ROOT
+from pulumi.runtime import mocks, rpc
 
 DEFAULT_ACCOUNT = "123456789012"
 _used = False

@@ -25,7 +25,7 @@
 
 Emulators are not AWS: which documented behaviour each one lacks is measured by
 tests/conformance and listed in the README's emulator-gap table, generated from its results.
-Every process started here is killed with its parent (conveyor.local.lifetime), and an
+Every process started here is killed with its parent (conveyor_dev.local.lifetime), and an
 emulator keeps its files in a temporary directory removed on close.
 """
 
@@ -49,10 +49,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Literal, cast, get_args
 
-from conveyor.local.lifetime import die_with_parent
+from conveyor_dev.local.lifetime import popen_with_parent
 
 if TYPE_CHECKING:
-    from conveyor_infra.emulator import ProvisionedResources
+    from conveyor_dev.emulators.provision import ProvisionedResources
 
 BackendKind = Literal["ministack", "dynamodb-local", "moto", "localstack", "explicit"]
 DEFAULT_KIND: BackendKind = "ministack"
@@ -148,7 +148,7 @@ class Backend:
     def provision(self, stack: str = "dev") -> ProvisionedResources:
         """Create `stack`'s queues, table and secrets here, as the Pulumi program declares them
         (names prefixed with resource_prefix)."""
-        from conveyor_infra.emulator import provision
+        from conveyor_dev.emulators.provision import provision
 
         return provision(
             self.endpoint_url,
@@ -397,8 +397,8 @@ def _launch(spec: _Emulator) -> _Running:
         data_dir = Path(tempfile.mkdtemp(prefix=f"conveyor-{spec.name.lower().replace(' ', '-')}-"))
         # Outlives this function: _Running.stop() closes it.
         log = tempfile.TemporaryFile()  # noqa: SIM115
-        proc = subprocess.Popen(
-            die_with_parent(spec.argv(port)),
+        proc = popen_with_parent(
+            spec.argv(port),
             env=spec.env(port, data_dir),
             cwd=data_dir,
             stdin=subprocess.DEVNULL,

@@ -1,6 +1,6 @@
 """`make local`: the whole system on the embedded emulator, a demo load and a summary.
 
-    python -m conveyor.local.run [--duration SECONDS] [--workers N] [--rate TASKS_PER_S]
+    python -m conveyor_dev.local.run [--duration SECONDS] [--workers N] [--rate TASKS_PER_S]
 
 Without --duration it submits --tasks demo tasks, then keeps the system up (use the CLI with
 `source .local/conveyor.env`) until Ctrl-C. With --duration it submits load for most of that
@@ -24,12 +24,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from conveyor.local.backend import start_backend
-from conveyor.local.demo import TERMINAL, DemoLoad, Summary, summarize
-from conveyor.local.meter import MeteringProxy
-from conveyor.local.prometheus import Prometheus, prometheus_binary, start_prometheus
-from conveyor.local.scrape import total
-from conveyor.local.system import LocalSystem
+from conveyor_dev.emulators.backend import start_backend
+from conveyor_dev.local.demo import TERMINAL, DemoLoad, Summary, summarize
+from conveyor_dev.local.meter import MeteringProxy
+from conveyor_dev.local.prometheus import Prometheus, prometheus_binary, start_prometheus
+from conveyor_dev.local.scrape import total
+from conveyor_dev.local.system import LocalSystem
 
 TENANT = "demo"
 # Waiting for submitted tasks ends when all are terminal, or when none has finished for this long.

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
-
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
 

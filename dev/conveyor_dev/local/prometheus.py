@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from conveyor.local.lifetime import die_with_parent
-from conveyor.local.system import LocalSystem, free_port
+from conveyor_dev.local.lifetime import popen_with_parent
+from conveyor_dev.local.system import LocalSystem, free_port
 
 RULES_DIR = Path(__file__).resolve().parents[3] / "observability" / "rules"
 
@@ -93,15 +93,13 @@ def start_prometheus(
     config.write_text(yaml.safe_dump(scrape_config(system, interval_seconds, rules)))
     port = free_port()
     with open(home / "prometheus.log", "ab") as log:
-        process = subprocess.Popen(
-            die_with_parent(
-                [
-                    binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={home / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                ]
-            ),
+        process = popen_with_parent(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={home / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

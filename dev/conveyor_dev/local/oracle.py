@@ -34,7 +34,7 @@ from typing import Any
 from conveyor.worker.handlers import Handler, PermanentError, TaskContext
 
 SINK_VAR = "CONVEYOR_ORACLE_SINK"
-HANDLERS_SPEC = "conveyor.local.oracle:HANDLERS"
+HANDLERS_SPEC = "conveyor_dev.local.oracle:HANDLERS"
 TASK_TYPE = "oracle.work"
 EFFECT = "oracle-effect"
 

@@ -1,0 +1,2 @@
+"""The AWS backends the harness runs against, and their resources created as the Pulumi
+program declares them."""

@@ -1,1 +1,0 @@
-"""Local development tooling: throwaway mTLS material and the AWS backend harness."""
