@@ -7,25 +7,34 @@ message is sent, the window the outbox relay exists for). A deployed image holds
 there `hit` is one call that finds no action. The same technique as TiKV's fail-rs or FreeBSD's
 fail(9), kept to what the crash tests need.
 
-There is one at every step boundary of a task's life; tests/chaos/test_failpoint_kills.py
-kills the process at each and checks what the restarted system makes of it.
+There is one at every step boundary of a task's life, named for the transition it cuts when
+more than one process runs that transition; tests/chaos/test_failpoint_kills.py kills the
+process at each and checks what the restarted system makes of it. The table follows the
+transitions of conveyor.tasks.lifecycle, which says for each what a kill there leaves behind
+and who finishes it.
 
-| failpoint                   | process | the process dies                                       |
-|-----------------------------|---------|--------------------------------------------------------|
-| api.before_commit           | api     | with a valid submit in hand, nothing written           |
-| api.after_commit            | api     | after the commit (task, key, event, mark), before send |
-| api.after_send              | api     | after the send (the claim clears the mark, not the API)|
-| worker.after_receive        | worker  | with a message received, before the claim              |
-| worker.after_claim          | worker  | after the claim (RUNNING, lease), before the handler   |
-| worker.mid_handler          | worker  | inside the handler, at its first `ctx.wait()`          |
-| worker.after_effect         | worker  | after the handler returned, before the completion      |
-| worker.after_complete       | worker  | after the completion, before the message is deleted    |
-| worker.after_dlq_send       | worker  | after the dead-letter send, before DEAD is recorded    |
-| relay.after_send            | relay   | after relaying a mark's message, before clearing it    |
-| relay.mid_compensation      | relay   | after marking a redriven-by-policy task DEAD, before   |
-|                             |         | re-filing and deleting its DLQ message                 |
-| redrive.after_pending       | cli     | after DEAD -> PENDING (with a mark), before the send   |
-| redrive.after_send          | cli     | after the send, before the DLQ message is deleted      |
+| failpoint              | transition  | process      | the process dies                         |
+|------------------------|-------------|--------------|------------------------------------------|
+| api.before_commit      | submit      | api          | with a valid submit, nothing written     |
+| api.after_commit       | submit      | api          | after the commit, before the send        |
+| api.after_send         | submit      | api          | after the send (the claim clears the     |
+|                        |             |              | mark, not the API)                       |
+| enqueue.after_send     | enqueue     | relay, cli   | after sending a PENDING task's message,  |
+|                        |             |              | before recording QUEUED (its mark stays) |
+| worker.after_receive   | claim       | worker       | with a message received, before a claim  |
+| worker.after_claim     | claim       | worker       | after the claim (RUNNING, lease), before |
+|                        |             |              | the handler                              |
+| worker.mid_handler     | (the run)   | worker       | inside the handler, at its first wait    |
+| worker.after_effect    | complete    | worker       | after the handler returned, before the   |
+|                        |             |              | completion is recorded                   |
+| worker.after_complete  | complete,   | worker       | after the outcome, before the message is |
+|                        | fail        |              | deleted                                  |
+| dead_letter.after_dead | dead_letter,| worker,      | after DEAD is recorded, before the DLQ   |
+|                        | compensate  | relay        | message and the delete                   |
+| redrive.after_pending  | redrive     | cli          | after DEAD -> PENDING (with a mark),     |
+|                        |             |              | before the send                          |
+| redrive.after_send     | redrive     | cli          | after the send, before the DLQ message   |
+|                        |             |              | is deleted                               |
 """
 
 from __future__ import annotations
@@ -42,9 +51,8 @@ POINTS = frozenset(
         "worker.mid_handler",
         "worker.after_effect",
         "worker.after_complete",
-        "worker.after_dlq_send",
-        "relay.after_send",
-        "relay.mid_compensation",
+        "dead_letter.after_dead",
+        "enqueue.after_send",
         "redrive.after_pending",
         "redrive.after_send",
     }

@@ -11,18 +11,11 @@ from typing import Any
 
 import tenacity
 
-from conveyor import failpoints, wiring
-from conveyor.domain import TaskState
-from conveyor.queue import (
-    QUEUE_DLQ,
-    QUEUE_MAIN,
-    MalformedMessage,
-    TaskQueue,
-    enqueue_dedup_id,
-    parse,
-)
+from conveyor import wiring
+from conveyor.queue import QUEUE_DLQ, MalformedMessage, TaskQueue, parse
 from conveyor.settings import AwsSettings, QueueSettings, StoreSettings, load
-from conveyor.store import Conflict, TaskStore, now_ms
+from conveyor.store import TaskStore, now_ms
+from conveyor.tasks.lifecycle import Lifecycle
 
 
 class OpsSettings(AwsSettings, StoreSettings, QueueSettings):
@@ -161,9 +154,8 @@ def dlq_redrive(
     hold_seconds: int | None = None,
     held_wait_seconds: float = HELD_WAIT_SECONDS,
 ) -> list[RedriveResult]:
-    """Give DEAD tasks another run: back to PENDING with attempts reset and an outbox mark (so
-    the relay finishes the job if this process dies half-way), sent to the main queue, QUEUED;
-    then their DLQ message goes.
+    """Give DEAD tasks another run (Lifecycle.redrive: PENDING with attempts reset, enqueued,
+    then their DLQ message goes).
 
     The DLQ messages are held (invisible) for `hold_seconds` (by default redrive_hold_seconds
     of the tasks asked for) while it works. Past three quarters of that it redrives no more
@@ -200,6 +192,7 @@ def _redrive_pass(
     o: Ops, wanted: set[str] | None, limit: int, hold_seconds: int
 ) -> list[RedriveResult]:
     """One look at the DLQ: redrive what it finds of `wanted` (or up to `limit` of any)."""
+    tasks = Lifecycle(o.store, o.queue)
     started = time.monotonic()
     raws = o.queue.peek(
         limit if wanted is None else 10_000, queue=QUEUE_DLQ, hold_seconds=hold_seconds
@@ -224,7 +217,8 @@ def _redrive_pass(
                 continue
             give_back.remove(raw)
             try:
-                results.append(_redrive_one(o, raw, message.task_id))
+                outcome, detail = tasks.redrive(message.task_id, raw["ReceiptHandle"])
+                results.append(RedriveResult(message.task_id, outcome, detail))
             except Exception:
                 give_back.append(raw)  # half done: the next redrive looks at it again
                 raise
@@ -238,35 +232,6 @@ def _unhide_each(o: Ops, raws: list[dict[str, Any]]) -> None:
     for raw in raws:
         with contextlib.suppress(Exception):
             o.queue.set_visibility(raw["ReceiptHandle"], 0, queue=QUEUE_DLQ)
-
-
-def _redrive_one(o: Ops, raw: dict[str, Any], task_id: str) -> RedriveResult:
-    task = o.store.get(task_id)
-    if task is None or (task.state.terminal and task.state != TaskState.DEAD):
-        o.queue.delete(raw["ReceiptHandle"], queue=QUEUE_DLQ)
-        state = task.state.value if task else "missing"
-        return RedriveResult(task_id, "discarded", f"task is {state}; stale DLQ message removed")
-    if task.state != TaskState.DEAD:
-        o.queue.set_visibility(raw["ReceiptHandle"], 0, queue=QUEUE_DLQ)
-        return RedriveResult(task_id, "skipped", f"task is {task.state.value}, not DEAD yet")
-    try:
-        pending = o.store.transition(
-            task,
-            TaskState.PENDING,
-            detail="redriven from the DLQ",
-            set_values={"attempts": 0, **o.store.outbox_mark(task_id, now_ms())},
-        )
-    except Conflict:
-        o.queue.set_visibility(raw["ReceiptHandle"], 0, queue=QUEUE_DLQ)
-        return RedriveResult(task_id, "skipped", "task changed meanwhile; try again")
-    failpoints.hit("redrive.after_pending")
-    o.queue.send(task_id, task.task_type, queue=QUEUE_MAIN, dedup_id=enqueue_dedup_id(pending))
-    # On Conflict a worker already claimed it (the message overtook this write): fine.
-    with contextlib.suppress(Conflict):
-        o.store.transition(pending, TaskState.QUEUED, detail="sent by the DLQ redrive")
-    failpoints.hit("redrive.after_send")
-    o.queue.delete(raw["ReceiptHandle"], queue=QUEUE_DLQ)
-    return RedriveResult(task_id, "redriven", "PENDING -> QUEUED with attempts reset")
 
 
 def outbox_status(o: Ops) -> OutboxStatus:

@@ -19,7 +19,6 @@ before, at about one query per outbox age instead of one per sweep.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 import threading
@@ -27,20 +26,11 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from conveyor import failpoints
-from conveyor.domain import TaskState
 from conveyor.process import serve
-from conveyor.queue import (
-    QUEUE_DLQ,
-    MalformedMessage,
-    Message,
-    TaskQueue,
-    dead_letter_group,
-    enqueue_dedup_id,
-    parse,
-)
+from conveyor.queue import QUEUE_DLQ, MalformedMessage, TaskQueue, dead_letter_group, parse
 from conveyor.settings import RelaySettings
-from conveyor.store import Conflict, OutboxMark, TaskStore, now_ms
+from conveyor.store import OutboxMark, TaskStore, now_ms
+from conveyor.tasks.lifecycle import Lifecycle
 from conveyor.telemetry import metrics
 
 log = logging.getLogger("conveyor.relay")
@@ -52,6 +42,7 @@ class Relay:
         self.settings = settings
         self.store = store
         self.queue = queue
+        self.tasks = Lifecycle(store, queue)
         self._next_outbox_query_ms = 0  # wall clock, as the marks' times are
         self._next_dlq_scan = 0.0  # monotonic
         self._dlq_depth = 0  # visible DLQ messages at the last depth export
@@ -100,22 +91,11 @@ class Relay:
         for mark in marks:
             if mark.marked_at_ms >= cutoff:
                 break
-            task = self.store.get(mark.task_id)
-            if task is None or task.state != TaskState.PENDING:
+            if not self.tasks.enqueue(mark.task_id):
                 continue
-            self.queue.send(
-                task.task_id,
-                task.task_type,
-                dedup_id=enqueue_dedup_id(task),
-                traceparent=task.traceparent,
-            )
-            failpoints.hit("relay.after_send")
-            # On Conflict a worker claimed it or it was cancelled: the mark is gone either way.
-            with contextlib.suppress(Conflict):
-                self.store.transition(task, TaskState.QUEUED, detail="sent by the outbox relay")
             metrics.outbox_relayed_total.inc()
             relayed += 1
-            log.info("relayed outbox mark", extra={"task_id": task.task_id})
+            log.info("relayed outbox mark", extra={"task_id": mark.task_id})
         # Set only once every stale mark went out: a failed send leaves the next sweep to query.
         self._next_outbox_query_ms = self._next_query_ms(marks, now, age_ms, limit)
         return relayed
@@ -138,10 +118,9 @@ class Relay:
                 self._dlq_depth = states.get("visible", 0)
 
     def compensate_dlq(self) -> int:
-        """Mark DEAD every non-terminal task whose message the redrive policy moved to the DLQ,
-        and re-file such messages under the task's own message group, as the worker files the
-        messages of the tasks it dead-letters: otherwise, FIFO would hide every later message
-        of that group behind it. Returns the tasks marked DEAD.
+        """Compensate every message the redrive policy moved to the DLQ (Lifecycle.compensate:
+        its task marked DEAD, the message re-filed under the task's own group). Returns the
+        tasks marked DEAD.
 
         It reads the whole DLQ (up to CONVEYOR_DLQ_SCAN_LIMIT), not a batch: dead letters stay
         there until an operator acts, so a batch would be the same dead letters every time and
@@ -163,39 +142,12 @@ class Relay:
                 if message.group_id == dead_letter_group(message.task_id):
                     looked_at.append(raw)  # dead-lettered by a worker: the task is DEAD
                     continue
-                compensated += self._compensate(message)
+                if self.tasks.compensate(message):
+                    metrics.dlq_compensated_total.inc()
+                    compensated += 1
         finally:
             self.queue.unhide(looked_at, queue=QUEUE_DLQ)
         return compensated
-
-    def _compensate(self, message: Message) -> int:
-        task = self.store.get(message.task_id)
-        marked = 0
-        if task is not None and not task.state.terminal:
-            try:
-                task = self.store.transition(
-                    task,
-                    TaskState.DEAD,
-                    # Still PENDING: its message was on the queue (the API writes nothing after
-                    # its send; the claim records QUEUED), so the history records QUEUED too.
-                    via=TaskState.QUEUED if task.state == TaskState.PENDING else None,
-                    detail="moved to the DLQ by the queue's redrive policy",
-                    set_values={
-                        "last_error": task.last_error or "redrive policy: too many receives"
-                    },
-                    remove=("lease_owner", "lease_expires_at"),
-                )
-            except Conflict:
-                return 0  # it moved on meanwhile; look again next sweep
-            metrics.dlq_compensated_total.inc()
-            metrics.tasks_completed_total.labels(task.task_type, "dead").inc()
-            marked = 1
-            failpoints.hit("relay.mid_compensation")
-        if task is not None and task.state == TaskState.DEAD:
-            self.queue.dead_letter(task, task.last_error)
-        # Re-filed, or stale (the task finished anyway, or is gone): the original goes.
-        self.queue.delete(message.receipt_handle, queue=QUEUE_DLQ)
-        return marked
 
 
 if __name__ == "__main__":

@@ -52,9 +52,9 @@ def _launch(directory: Path, spec: str) -> subprocess.CompletedProcess[str]:
 def test_parse_accepts_a_list_with_spaces_and_empty_parts():
     assert actions.parse("") == {}
     assert actions.parse(" , ") == {}
-    assert actions.parse("api.after_send=kill, relay.after_send=kill,") == {
+    assert actions.parse("api.after_send=kill, enqueue.after_send=kill,") == {
         "api.after_send": "kill",
-        "relay.after_send": "kill",
+        "enqueue.after_send": "kill",
     }
 
 
@@ -102,7 +102,7 @@ def test_an_armed_kill_point_kills_the_process_there_and_only_there(child_module
 
 
 def test_an_armed_point_that_is_never_hit_does_nothing(child_module: Path):
-    result = _launch(child_module, "relay.after_send=kill")
+    result = _launch(child_module, "enqueue.after_send=kill")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "alive\nsurvived\n"
 

@@ -19,9 +19,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 import pybreaker
 from botocore.exceptions import BotoCoreError, ClientError
-from opentelemetry import propagate
 
-from conveyor import failpoints
 from conveyor.api import convert, validation
 from conveyor.api.auth import tenant_of
 from conveyor.aws import (
@@ -31,9 +29,10 @@ from conveyor.aws import (
     is_dependency_fault,
 )
 from conveyor.domain import IllegalTransition, Task, TaskState
-from conveyor.queue import TaskQueue, enqueue_dedup_id
+from conveyor.queue import TaskQueue
 from conveyor.settings import ApiSettings
 from conveyor.store import Conflict, EffectsApplied, IdempotencyMismatch, TaskStore
+from conveyor.tasks.lifecycle import Lifecycle
 from conveyor.telemetry import metrics
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
@@ -103,7 +102,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     def __init__(self, settings: ApiSettings, store: TaskStore, queue: TaskQueue) -> None:
         self.settings = settings
         self.store = store
-        self.queue = queue
+        self.tasks = Lifecycle(store, queue)
         # Each watch holds a server thread while it polls: at most half of them, so watches
         # can never starve SubmitTask and GetTask.
         self._watch_slots = threading.BoundedSemaphore(max(1, settings.api_max_workers // 2))
@@ -148,18 +147,20 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     ) -> pb.SubmitTaskResponse:
         tenant = tenant_of(context)
         max_attempts = validation.submit(request, self.settings.default_max_attempts)
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
-        failpoints.hit("api.before_commit")
-        result = self.store.submit(
+
+        def send_budget() -> float:
+            left = context.time_remaining()
+            return min(self.settings.send_timeout_seconds, left if left else NO_DEADLINE)
+
+        result = self.tasks.submit(
             tenant=tenant,
             task_type=request.task_type,
             payload=request.payload,
             idempotency_key=request.idempotency_key,
             request_hash=request_hash(request.task_type, request.payload, max_attempts),
             max_attempts=max_attempts,
-            traceparent=carrier.get("traceparent", ""),
             remaining=self._remaining(context),
+            send_budget=send_budget,
         )
         task = result.task
         log.info(
@@ -168,32 +169,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         )
         if result.created:
             metrics.tasks_submitted_total.labels(task.task_type).inc()
-            failpoints.hit("api.after_commit")
-            self._enqueue(task, context)
         return pb.SubmitTaskResponse(task=convert.task(task), created=result.created)
-
-    def _enqueue(self, task: Task, context: grpc.ServicerContext) -> None:
-        """Best effort: on any failure the outbox mark stays and the relay sends it later.
-
-        The task stays PENDING with its mark: no write follows the send. The worker's claim
-        clears the mark and records QUEUED on the way to RUNNING (the history keeps the
-        canonical path), which saves a transaction per task; the price is that the relay
-        re-sends (deduplicated by SQS) a task still waiting in the queue after
-        CONVEYOR_OUTBOX_AGE_SECONDS, and then marks it QUEUED.
-        """
-        try:
-            left = context.time_remaining()
-            budget = min(self.settings.send_timeout_seconds, left if left else NO_DEADLINE)
-            self.queue.send(
-                task.task_id,
-                task.task_type,
-                dedup_id=enqueue_dedup_id(task),
-                snapshot=task,
-                remaining=budget,
-            )
-            failpoints.hit("api.after_send")
-        except Exception:
-            log.warning("send after commit failed; the outbox relay will send it", exc_info=True)
 
     @unary_rpc
     def GetTask(
@@ -237,10 +213,9 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             if task.state == TaskState.CANCELLED:
                 return pb.CancelTaskResponse(task=convert.task(task))
             try:
-                task = self.store.cancel(task, reason, self._remaining(context))
+                task = self.tasks.cancel(task, reason, self._remaining(context))
             except Conflict:
                 continue  # raced with a worker; decide again on a fresh read
-            metrics.tasks_completed_total.labels(task.task_type, "cancelled").inc()
             return pb.CancelTaskResponse(task=convert.task(task))
         _abort(context, grpc.StatusCode.ABORTED, "task kept changing; retry the cancel")
 

@@ -39,7 +39,8 @@ import tenacity
 
 from conveyor import failpoints
 from conveyor.domain import Task
-from conveyor.store import LeaseLost, TaskStore
+from conveyor.store import LeaseLost
+from conveyor.tasks.lifecycle import Lifecycle
 
 
 class PermanentError(Exception):
@@ -55,7 +56,7 @@ class TaskContext:
     task: Task
     attempt: int
     stop: threading.Event  # set when the task is cancelled or this worker lost its lease
-    store: TaskStore
+    tasks: Lifecycle
     owner: str  # this run's lease token (unique per claim): what fences its effects
     # The worker's retries on dependency faults (throttling, 5xx, transport, an open breaker)
     # for as long as it holds the task's message: a brownout is not the handler's failure.
@@ -82,7 +83,7 @@ class TaskContext:
         records its effect instead of failing and running the handler again.
         """
         try:
-            return self.retrying()(self.store.record_effect, self.task.task_id, effect, self.owner)
+            return self.retrying()(self.tasks.record_effect, self.task.task_id, effect, self.owner)
         except LeaseLost:
             self.stop.set()
             raise TaskCancelled(self.task.task_id) from None

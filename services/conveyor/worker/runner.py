@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,40 +28,17 @@ from opentelemetry import propagate, trace
 
 from conveyor import failpoints
 from conveyor.aws import is_dependency_fault
-from conveyor.domain import (
-    MAX_ATTEMPTS_LIMIT,
-    MAX_RECEIVE_COUNT,
-    MAX_RESULT_BYTES,
-    Task,
-    TaskState,
-    bounded_error,
-)
-from conveyor.queue import (
-    DeleteBatcher,
-    MalformedMessage,
-    Message,
-    TaskQueue,
-    parse,
-)
+from conveyor.domain import MAX_ATTEMPTS_LIMIT, MAX_RESULT_BYTES, bounded_error
+from conveyor.queue import DeleteBatcher, MalformedMessage, Message, TaskQueue, parse
 from conveyor.runtime import HAND_BACK_SECONDS
 from conveyor.settings import WorkerSettings
-from conveyor.store import Conflict, TaskStore, now_ms
+from conveyor.store import TaskStore, now_ms
+from conveyor.tasks.lifecycle import Lifecycle, Run
 from conveyor.telemetry import metrics
 from conveyor.worker.handlers import Handler, PermanentError, TaskCancelled, TaskContext
 
 log = logging.getLogger("conveyor.worker")
 tracer = trace.get_tracer("conveyor.worker")
-
-LEASE_ATTRIBUTES = ("lease_owner", "lease_expires_at")
-
-
-def lease_token(worker_id: str, attempt: int) -> str:
-    """A claim's lease owner: the fencing token every later write of that run is conditional
-    on (heartbeat, effect, outcome, give-back). Unique per claim, never rebuilt from the task or
-    the message: a give-back refunds the attempt, so the same worker receiving the same message
-    again (or a worker restarted under the same id) would otherwise hold the same lease as the
-    run before it, and pass that run's fence. The worker id and attempt are there to be read."""
-    return f"{worker_id}/{attempt}/{uuid.uuid4().hex}"
 
 
 def backoff_seconds(attempt: int, base: float, cap: float) -> int:
@@ -82,13 +58,6 @@ def _as_bytes(result: object) -> bytes:
     if isinstance(result, bytes | bytearray | memoryview):
         return bytes(result)
     raise PermanentError(f"a handler must return bytes, str or None, not {type(result).__name__}")
-
-
-def _receives_cover(message: Message, attempts_left: int) -> bool:
-    """Whether `message` has receives left under the queue's redrive policy for the task's
-    attempts left, with one to spare for a run that loses the message's visibility (which
-    costs a receive and no attempt)."""
-    return message.receive_count + attempts_left < MAX_RECEIVE_COUNT
 
 
 def linger_seconds(
@@ -121,8 +90,7 @@ def linger_seconds(
 
 @dataclass
 class _InFlight:
-    message: Message
-    owner: str
+    run: Run
     held_until: float  # monotonic time the message turns visible unless the heartbeat extends it
     stop: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
@@ -147,6 +115,7 @@ class Worker:
         self.store = store
         self.queue = queue
         self.handlers = handlers
+        self.tasks = Lifecycle(store, queue, settle=self._delete)
         self._slots = threading.BoundedSemaphore(settings.worker_concurrency)
         self._inflight: dict[str, _InFlight] = {}
         self._lock = threading.Lock()
@@ -237,32 +206,10 @@ class Worker:
             except MalformedMessage:
                 self.queue.set_visibility(raw["ReceiptHandle"], 0)
                 return
-            self._return(message, 0, MAX_ATTEMPTS_LIMIT)  # the task was not read: assume most
+            # The task was not read: assume it has the most attempts left.
+            self.tasks.return_message(message, 0, MAX_ATTEMPTS_LIMIT)
         except Exception:
             log.exception("could not release message; it returns after its visibility timeout")
-
-    def _return(self, message: Message, delay: int, attempts_left: int) -> None:
-        """Give `message` back, visible in `delay` s, without using one of the task's attempts
-        (a bounce, a hand-back, a release). Each return still costs a receive under the queue's
-        redrive policy, so a message without room left for the task's remaining attempts is
-        replaced by a new one instead."""
-        if _receives_cover(message, attempts_left):
-            self.queue.set_visibility(message.receipt_handle, delay)
-        else:
-            self._replace(message)
-
-    def _replace(self, message: Message) -> None:
-        """A new message for `message`'s task (receive count 0), sent before the old one is
-        deleted: a crash in between leaves a duplicate, which the conditional claim absorbs,
-        and never no message. Visible at once (FIFO has no per-message delay)."""
-        self.queue.send(
-            message.task_id,
-            message.task_type,
-            dedup_id=f"{message.task_id}.{message.message_id}",
-            traceparent=message.attributes.get("traceparent", ""),
-        )
-        self.queue.delete(message.receipt_handle)
-        log.info("message replaced to keep its receives", extra={"task_id": message.task_id})
 
     def _start(self, raw: dict[str, Any]) -> None:
         try:
@@ -307,85 +254,19 @@ class Worker:
 
     # ---- one message ----
     def _process(self, message: Message, received_at: float) -> None:
-        failpoints.hit("worker.after_receive")
-        # A first delivery carrying the committed task is claimed without a read: the claim is
-        # conditional on that version, and a Conflict sends us round again with a fresh read.
-        # A redelivery (a retry, a bounce) reads first: its snapshot is surely stale.
-        hint = message.snapshot if message.receive_count == 1 else None
-        for _ in range(3):
-            task = hint or self.store.get(message.task_id)
-            hint = None
-            if task is None:
-                log.error("message for unknown task deleted", extra={"task_id": message.task_id})
-                self._delete(message)
-                return
-            if task.state.terminal:
-                self._delete(message)  # a duplicate, or cancelled meanwhile
-                return
-            now = now_ms()
-            if task.state == TaskState.RUNNING and task.lease_expires_at_ms > now:
-                # Another worker holds a live lease. Deleting would strand the task if that
-                # worker then died, so come back when the lease would have run out.
-                wait = (task.lease_expires_at_ms - now) // 1000 + 1
-                self._return(message, int(wait), task.max_attempts - task.attempts)
-                return
-            if task.attempts >= task.max_attempts:
-                self._dead(message, task, task.last_error or "attempts exhausted")
-                return
-            if not _receives_cover(message, task.max_attempts - task.attempts):
-                # Runs that lost the message's visibility cost it receives and gave their
-                # attempts back: run on a new message, not on one that a loss more would send
-                # to the DLQ (and the compensator would mark the task DEAD, attempts left).
-                self._replace(message)
-                return
-            attempt = task.attempts + 1
-            owner = lease_token(self.settings.worker_id, attempt)
-            try:
-                task = self._claim(task, attempt, owner, now)
-            except Conflict:
-                continue  # changed under us: decide again on a fresh read
-            if attempt == 1:
-                metrics.task_queue_delay_seconds.labels(task.task_type).observe(
-                    max(0.0, (now - task.created_at_ms) / 1000)
-                )
-            held_until = received_at + self.settings.visibility_timeout_seconds
-            failpoints.hit("worker.after_claim")
-            self._run_claimed(_InFlight(message, owner, held_until), task, attempt)
+        lease_ms = int(self.settings.lease_seconds * 1000)
+        run = self.tasks.receive(message, self.settings.worker_id, lease_ms, self._retrying(None))
+        if run is None:
             return
-        log.warning("gave up claiming after repeated conflicts", extra={"task_id": message.task_id})
-
-    def _claim(self, task: Task, attempt: int, owner: str, now: int) -> Task:
-        """`task` RUNNING under the lease `owner`. A claim whose answer is lost past botocore's
-        retries may have landed: its lease token is its own, so a read tells whether it did.
-        Had it escaped instead, the task would stay RUNNING under a lease nobody extends, and
-        the next delivery would take it over as another attempt (on the last one: DEAD, never
-        run). Conflict if the claim did not land."""
-        try:
-            return self.store.transition(
-                task,
-                TaskState.RUNNING,
-                via=TaskState.QUEUED if task.state == TaskState.PENDING else None,
-                detail=f"claimed by {self.settings.worker_id}",
-                set_values={
-                    "attempts": attempt,
-                    "lease_owner": owner,
-                    "lease_expires_at": now + int(self.settings.lease_seconds * 1000),
-                },
+        if run.task.attempts == 1:
+            metrics.task_queue_delay_seconds.labels(run.task.task_type).observe(
+                max(0.0, (now_ms() - run.task.created_at_ms) / 1000)
             )
-        except Exception as exc:
-            # (A fault that trips the breaker surfaces as CircuitBreakerError.)
-            if not is_dependency_fault(exc) and not isinstance(exc, pybreaker.CircuitBreakerError):
-                raise
-            fresh = self._retrying(None)(self.store.get, task.task_id)
-            if (
-                fresh is not None
-                and fresh.state == TaskState.RUNNING
-                and fresh.lease_owner == owner
-            ):
-                return fresh
-            raise Conflict(f"task {task.task_id}: the claim did not land") from exc
+        held_until = received_at + self.settings.visibility_timeout_seconds
+        self._run_claimed(_InFlight(run, held_until))
 
-    def _run_claimed(self, item: _InFlight, task: Task, attempt: int) -> None:
+    def _run_claimed(self, item: _InFlight) -> None:
+        task = item.run.task
         with self._lock:
             self._inflight[task.task_id] = item
         metrics.worker_inflight_tasks.inc()
@@ -398,7 +279,7 @@ class Worker:
         started = time.monotonic()
         outcome = "unrecorded"  # the outcome could not be written: the lease lapses, re-run
         try:
-            outcome = self._attempt(item, task, attempt)
+            outcome = self._attempt(item)
         finally:
             item.done.set()
             for heart in hearts:
@@ -415,43 +296,52 @@ class Worker:
                 extra={
                     "task_id": task.task_id,
                     "task_type": task.task_type,
-                    "attempt": attempt,
+                    "attempt": task.attempts,
                     "outcome": outcome,
                 },
             )
 
-    def _attempt(self, item: _InFlight, task: Task, attempt: int) -> str:
+    def _attempt(self, item: _InFlight) -> str:
         """Run the handler and record its outcome. Only the handler's own exceptions decide
         the outcome; an error recording it propagates (and the attempt is re-run later)."""
+        run, retrying = item.run, self._retrying(item)
         try:
-            result = self._handle(item, task, attempt)
+            result = self._handle(item)
         except TaskCancelled:
             if item.lost_message.is_set():
-                self._give_back(item, "the worker lost its message's visibility")
+                self.tasks.give_back(run, "the worker lost its message's visibility")
                 return "given_back"
-            return self._after_stop(item.message, task)
+            return self.tasks.after_stop(run)
         except PermanentError as exc:
-            error = bounded_error(str(exc))
-            return self._settle(item, task, TaskState.FAILED, {"last_error": error}, error)
+            return self.tasks.fail(run, bounded_error(str(exc)), retrying)
         except Exception as exc:
             error = bounded_error(f"{type(exc).__name__}: {exc}")
-            if attempt >= task.max_attempts:
-                return self._dead(item.message, task, error, item)
-            return self._retry(item, task, error, attempt)
+            attempt = run.task.attempts
+            if attempt >= run.task.max_attempts:
+                return self.tasks.dead_letter(
+                    run.task, error, run.message, retrying=retrying, owner=run.owner
+                )
+            delay = backoff_seconds(
+                attempt, self.settings.backoff_base_seconds, self.settings.backoff_max_seconds
+            )
+            return self.tasks.retry(run, error, delay, retrying)
         failpoints.hit("worker.after_effect")
-        return self._settle(item, task, TaskState.SUCCEEDED, {"result": result}, "")
+        return self.tasks.complete(run, result, retrying)
 
-    def _handle(self, item: _InFlight, task: Task, attempt: int) -> bytes:
+    def _handle(self, item: _InFlight) -> bytes:
+        task = item.run.task
         handler = self.handlers.get(task.task_type)
         if handler is None:
             raise PermanentError(f"no handler for task type {task.task_type!r}")
-        result = _as_bytes(
-            handler(
-                TaskContext(
-                    task, attempt, item.stop, self.store, item.owner, lambda: self._retrying(item)
-                )
-            )
+        context = TaskContext(
+            task,
+            task.attempts,
+            item.stop,
+            self.tasks,
+            item.run.owner,
+            lambda: self._retrying(item),
         )
+        result = _as_bytes(handler(context))
         if len(result) > MAX_RESULT_BYTES:
             raise PermanentError(
                 f"the handler's result is {len(result)} bytes; the limit is {MAX_RESULT_BYTES}"
@@ -476,8 +366,8 @@ class Worker:
 
     def _extend_lease(self, item: _InFlight, budget: float) -> bool:
         try:
-            until = now_ms() + int(self.settings.lease_seconds * 1000)
-            if not self.store.extend_lease(item.message.task_id, item.owner, until, budget):
+            lease_ms = int(self.settings.lease_seconds * 1000)
+            if not self.tasks.extend_lease(item.run, lease_ms, budget):
                 log.info("lease gone (cancelled or taken over): stopping the handler")
                 item.stop.set()
                 return False
@@ -496,7 +386,7 @@ class Worker:
         try:
             sent = time.monotonic()
             self.queue.set_visibility(
-                item.message.receipt_handle,
+                item.run.message.receipt_handle,
                 self.settings.visibility_timeout_seconds,
                 remaining=budget,
             )
@@ -506,18 +396,6 @@ class Worker:
         return True
 
     # ---- settling ----
-    def _settle(
-        self, item: _InFlight, task: Task, to: TaskState, values: dict[str, Any], detail: str
-    ) -> str:
-        try:
-            self._leave_running(task, to, detail or "completed", values, item)
-        except Conflict:
-            return self._after_stop(item.message, task)
-        metrics.tasks_completed_total.labels(task.task_type, to.value.lower()).inc()
-        failpoints.hit("worker.after_complete")
-        self._delete(item.message)
-        return to.value.lower()
-
     def _delete(self, message: Message) -> None:
         """Delete a message whose outcome is recorded; if that fails it comes back, finds the
         task terminal and is deleted then."""
@@ -525,15 +403,6 @@ class Worker:
             settling = self._active  # message threads alive, this one included
         # The last one of a receive batch to settle sends the batch's deletes at once.
         self._deleter.add(message.receipt_handle, flush=settling <= 1)
-
-    def _after_stop(self, message: Message, task: Task) -> str:
-        """The task changed under us. If it was cancelled, the message is finished with;
-        if another worker took it over, that worker owns the message now."""
-        fresh = self.store.get(task.task_id)
-        if fresh is not None and fresh.state == TaskState.CANCELLED:
-            self._delete(message)
-            return "cancelled"
-        return "lost_lease"
 
     def _retrying(self, item: _InFlight | None) -> tenacity.Retrying:
         """Retries, on dependency faults, of a write that records an outcome: a failed write
@@ -552,91 +421,8 @@ class Worker:
             reraise=True,
         )
 
-    def _leave_running(
-        self,
-        task: Task,
-        to: TaskState,
-        detail: str,
-        values: dict[str, Any],
-        item: _InFlight | None = None,
-    ) -> Task:
-        """Record `task`'s move out of RUNNING (conditional on `item`'s lease, when given),
-        dropping the lease; retried on dependency faults."""
-        return self._retrying(item)(
-            self.store.transition,
-            task,
-            to,
-            detail=detail,
-            set_values=values,
-            remove=LEASE_ATTRIBUTES,
-            lease_owner=item.owner if item is not None else None,
-        )
-
-    def _retry(self, item: _InFlight, task: Task, error: str, attempt: int) -> str:
-        delay = backoff_seconds(
-            attempt, self.settings.backoff_base_seconds, self.settings.backoff_max_seconds
-        )
-        try:
-            self._leave_running(
-                task, TaskState.QUEUED, f"retry in {delay}s: {error}", {"last_error": error}, item
-            )
-        except Conflict:
-            return self._after_stop(item.message, task)
-        try:
-            self.queue.set_visibility(item.message.receipt_handle, delay)
-        except Exception:
-            log.warning("could not delay the retry; it comes back after the visibility timeout")
-        return "retry"
-
-    def _dead(self, message: Message, task: Task, error: str, item: _InFlight | None = None) -> str:
-        """Dead-letter first, then record DEAD: a crash in between re-runs this, never loses it."""
-        if item is not None:
-            fresh = self.store.get(task.task_id)
-            if fresh is None or fresh.state != TaskState.RUNNING or fresh.lease_owner != item.owner:
-                # Cancelled or taken over meanwhile: no DLQ message for a task that is not ours.
-                return self._after_stop(message, task)
-        self._retrying(item)(self.queue.dead_letter, task, error)
-        failpoints.hit("worker.after_dlq_send")
-        try:
-            self._leave_running(
-                task, TaskState.DEAD, f"attempts exhausted: {error}", {"last_error": error}, item
-            )
-        except Conflict:
-            fresh = self.store.get(task.task_id)
-            if fresh is None or not fresh.state.terminal:
-                return "lost_lease"  # someone else holds it now; their outcome stands
-        else:
-            metrics.tasks_completed_total.labels(task.task_type, "dead").inc()
-        self._delete(message)
-        return "dead"
-
     def _hand_back(self, item: _InFlight) -> None:
         """Grace period over: give the task and its message back for another worker."""
         item.stop.set()
         item.released.set()
-        back = self._give_back(item, "worker shut down before the task finished")
-        if back is not None:
-            try:
-                self._return(item.message, 0, back.max_attempts - back.attempts)
-            except Exception:
-                log.exception("could not release the message; it returns at its timeout")
-
-    def _give_back(self, item: _InFlight, detail: str) -> Task | None:
-        """Task back to QUEUED, dropping the lease, if it is still ours. The interrupted attempt
-        does not count: a deploy or an SQS brownout must not use up a task's last attempt (a
-        crash, which cannot give back, does count)."""
-        try:
-            task = self.store.get(item.message.task_id)
-            if task is None or task.state != TaskState.RUNNING or task.lease_owner != item.owner:
-                return None
-            return self.store.transition(
-                task,
-                TaskState.QUEUED,
-                detail=detail,
-                set_values={"attempts": max(0, task.attempts - 1)},
-                remove=LEASE_ATTRIBUTES,
-                lease_owner=item.owner,
-            )
-        except Exception:
-            log.exception("could not give the task back; its lease will expire")
-            return None
+        self.tasks.hand_back(item.run)
