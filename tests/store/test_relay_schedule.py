@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import time
 
+from conveyor import relay
 from conveyor.domain import TaskState
 from conveyor.queue import QUEUE_DLQ
-from conveyor_dev.inject import faults, relay
+from conveyor_dev.inject import faults
 from store_support import claim, ddb_calls, metric, relay_on, submit
 
 SHARDS = 4  # CONVEYOR_OUTBOX_SHARDS' default: one Query per shard

@@ -6,10 +6,11 @@ import time
 
 import pytest
 from botocore.exceptions import ReadTimeoutError
+from conveyor import schema
 from conveyor.aws import DeadlineTooShort
 from conveyor.domain import Task, TaskState
 from conveyor.store import TaskStore
-from conveyor_dev.inject import faults, schema
+from conveyor_dev.inject import faults
 from store_support import LEASE, claim, ddb_calls, next_ms, submit
 
 S = TaskState
