@@ -146,7 +146,7 @@ def test_the_listing_and_the_indexes_project_what_they_did():
 
 
 def test_a_listed_item_reads_without_payload_history_or_lease():
-    listed = {a: STORED_TASK_ITEM[a] for a in schema.LISTING_ATTRIBUTES}
+    listed = {a: v for a, v in STORED_TASK_ITEM.items() if a in schema.LISTING_ATTRIBUTES}
     task = codec.task_from_item(listed)
     assert (task.payload, task.events, task.event_seq, task.lease_owner) == (b"", (), 0, "")
     assert (task.state, task.last_error) == (TaskState.RUNNING, "boom")
