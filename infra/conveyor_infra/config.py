@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 import pulumi
 from conveyor.runtime import TaskRuntime
+from conveyor.tasks.registry import MODULE_RE
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -113,8 +114,6 @@ class WorkerServiceConfig(TaskSize):
     max_count: int = Field(default=4, ge=1)
     concurrency: int = Field(default=4, ge=1, le=256)
     backlog_per_task: float = Field(default=20.0, gt=0)
-    # CONVEYOR_HANDLERS ("module:ATTRIBUTE"): the image ships no handlers, the worker needs it.
-    handlers: str | None = Field(default=None, pattern=r"^[\w.]+:\w+$")
 
     @model_validator(mode="after")
     def _bounds(self) -> WorkerServiceConfig:
@@ -136,6 +135,11 @@ class StackConfig(_Model, TaskRuntime):
     deploy_compute: bool = True
     tenants: list[Annotated[str, Field(pattern=TENANT_PATTERN)]] = Field(min_length=1)
     image: str | None = Field(default=None, min_length=1)
+    # CONVEYOR_TASK_MODULES of the API and the worker: the modules that declare the task types
+    # (conveyor.tasks.registry). The image ships none; both services refuse to start without.
+    task_modules: list[Annotated[str, Field(pattern=MODULE_RE.pattern)]] = Field(
+        default_factory=list
+    )
     # From ECR Public (no Docker Hub pull limits), pinned by digest: see infra/README.md,
     # "Images", for where the digest comes from and how to refresh it.
     collector_image: str = COLLECTOR_IMAGE

@@ -80,8 +80,8 @@ def service_environment(service: str, config: StackConfig, refs: DataPlaneRefs) 
         }
     if service == "worker":
         environment["CONVEYOR_WORKER_CONCURRENCY"] = str(config.worker.concurrency)
-        if config.worker.handlers:
-            environment["CONVEYOR_HANDLERS"] = config.worker.handlers
+    if service in ("api", "worker") and config.task_modules:
+        environment[env_name("task_modules")] = ",".join(config.task_modules)
     for field in KNOBS.get(service, Knobs).model_fields:
         environment[env_name(field)] = str(getattr(config, field))
     return environment

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from conveyor.runtime import ApiKnobs, WorkerKnobs
+from conveyor.tasks import registry
 
 PREFIX = "CONVEYOR_"
 
@@ -121,8 +122,33 @@ class TlsSettings(_Base):
             return fh.read()
 
 
+class TaskTypeSettings(_Base):
+    # The modules whose `@task` declarations are this deployment's task types, as
+    # "package.module[,package.other]": the fork's own and/or the demo's (the image ships none).
+    # The API serves only these types; the worker runs them. Both refuse to start without.
+    task_modules: Annotated[tuple[str, ...], NoDecode] = ()
+
+    @field_validator("task_modules", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return registry.parse_modules(value) if isinstance(value, str) else value
+
+    def task_types(self) -> registry.Registry:
+        """The declared types of `task_modules` (importing them), or ConfigError."""
+        try:
+            return registry.load(self.task_modules)
+        except (ValueError, ImportError) as exc:
+            raise ConfigError(f"{env_name('task_modules')}: {exc}") from exc
+
+
 class ApiSettings(
-    AwsSettings, StoreSettings, QueueSettings, TelemetrySettings, TlsSettings, ApiKnobs
+    AwsSettings,
+    StoreSettings,
+    QueueSettings,
+    TelemetrySettings,
+    TlsSettings,
+    TaskTypeSettings,
+    ApiKnobs,
 ):
     api_listen: str = Field(pattern=r"^[^:]*:\d{1,5}$|^\[.*\]:\d{1,5}$")
     # Plaintext health endpoint on loopback only, for the container health check.
@@ -134,7 +160,9 @@ class ApiSettings(
     watch_max_seconds: float = Field(default=300.0, gt=0)
 
 
-class WorkerSettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySettings, WorkerKnobs):
+class WorkerSettings(
+    AwsSettings, StoreSettings, QueueSettings, TelemetrySettings, TaskTypeSettings, WorkerKnobs
+):
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     worker_concurrency: int = Field(default=4, ge=1, le=256)
     # Long-poll length bounds how long shutdown waits for the poll to return its messages.
@@ -145,9 +173,6 @@ class WorkerSettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySetting
     # How long a settled message may wait for a batch of deletes while other tasks are still
     # running (FIFO holds its group's next message back until it is deleted: keep it short).
     delete_linger_seconds: float = Field(default=0.25, ge=0, le=5)
-    # `module:MAPPING` of task type to handler: the fork's own (the image ships none; the local
-    # harness runs conveyor_dev.local.demo_handlers:HANDLERS). The worker refuses to start without.
-    handlers: str = ""
 
 
 class RelaySettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySettings):

@@ -484,3 +484,16 @@ def test_vpc_endpoints_let_through_only_this_stacks_grants(
                 assert action.startswith(f"{prefix}:")
                 for resource in statement["Resource"]:
                     assert (action, resource) in granted
+
+
+def test_the_task_modules_reach_the_api_and_the_worker_as_one_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    declaration = declare("dev", {"conveyor:taskModules": '["invoicing.tasks", "conveyor_x"]'})
+    for service in SERVICES:
+        environment, _, loaded = _load_settings(declaration, service, monkeypatch)
+        if service in ("api", "worker"):
+            assert environment["CONVEYOR_TASK_MODULES"] == "invoicing.tasks,conveyor_x"
+            assert loaded.task_modules == ("invoicing.tasks", "conveyor_x")  # type: ignore[attr-defined]
+        else:
+            assert "CONVEYOR_TASK_MODULES" not in environment

@@ -13,6 +13,8 @@ from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
 from conveyor_dev.local.certs import generate_rogue_client
 from conveyor_dev.local.system import LocalSystem
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 pytestmark = pytest.mark.integration
 
@@ -27,6 +29,32 @@ def _stored_for_key(system: LocalSystem, tenant: str, key: str) -> bool:
         ConsistentRead=True,
     )
     return "Item" in item
+
+
+def _items_mentioning(system: LocalSystem, *marks: str) -> int:
+    """Items in the emulator's table (read there, not through the API) holding any of `marks`
+    in a key or attribute: the task, its PAYLOAD item, its idempotency record."""
+    ddb = system.backend.client("dynamodb")
+    count = 0
+    for page in ddb.get_paginator("scan").paginate(
+        TableName=system.table_name, ConsistentRead=True
+    ):
+        for item in page["Items"]:
+            text = repr(item)
+            count += any(mark in text or mark.encode() in text.encode() for mark in marks)
+    return count
+
+
+def _bad_request(err: grpc.RpcError) -> list[tuple[str, str]]:
+    """The google.rpc.BadRequest field violations in a status's details."""
+    status = rpc_status.from_call(err)
+    assert status is not None, "no rich status in the trailers"
+    violations = []
+    for detail in status.details:
+        bad = error_details_pb2.BadRequest()
+        assert detail.Unpack(bad)
+        violations += [(v.field, v.description) for v in bad.field_violations]
+    return violations
 
 
 @pytest.mark.parametrize(
@@ -55,11 +83,69 @@ def test_bad_submit_names_the_field_and_stores_nothing(acme, system, request_fie
     assert not _stored_for_key(system, "acme", key)
 
 
+def test_a_payload_that_does_not_fit_its_model_names_every_field_and_stores_nothing(acme, system):
+    key, mark = uuid.uuid4().hex, uuid.uuid4().hex
+    payload = f'{{"seconds": "soon", "effect_first": [1], "mark": "{mark}"}}'.encode()
+    with pytest.raises(grpc.RpcError) as err:
+        acme.SubmitTask(
+            pb.SubmitTaskRequest(task_type="demo.sleep", payload=payload, idempotency_key=key),
+            timeout=10,
+        )
+
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = _bad_request(err.value)
+    assert [field for field, _ in violations] == ["payload.seconds", "payload.effect_first"]
+    for field, problem in violations:
+        assert f"{field}: {problem}" in err.value.details()  # readable in the message too
+    assert err.value.details().startswith("payload: does not fit Sleep of demo.sleep")
+    assert _items_mentioning(system, key, mark) == 0
+
+
+def test_an_undeclared_task_type_is_refused_naming_the_declared_ones(acme, system):
+    key = uuid.uuid4().hex
+    with pytest.raises(grpc.RpcError) as err:
+        acme.SubmitTask(
+            pb.SubmitTaskRequest(task_type="demo.sleeep", payload=b"{}", idempotency_key=key),
+            timeout=10,
+        )
+
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'demo.sleeep' is not a declared task type" in err.value.details()
+    assert "demo.charge, demo.flaky, demo.noop, demo.poison, demo.reject, demo.sleep" in (
+        err.value.details()
+    )
+    assert [field for field, _ in _bad_request(err.value)] == ["task_type"]
+    assert _items_mentioning(system, key) == 0
+
+
+def test_a_submit_may_lower_its_type_s_attempts_but_not_raise_them(acme, system):
+    lowered = acme.SubmitTask(
+        pb.SubmitTaskRequest(
+            task_type="demo.poison", payload=b"{}", idempotency_key=uuid.uuid4().hex
+        ),
+        timeout=10,
+    )
+    assert lowered.task.max_attempts == 3  # the type's, not the server default (5)
+    key = uuid.uuid4().hex
+    with pytest.raises(grpc.RpcError) as err:
+        acme.SubmitTask(
+            pb.SubmitTaskRequest(
+                task_type="demo.poison", payload=b"{}", idempotency_key=key, max_attempts=4
+            ),
+            timeout=10,
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == "max_attempts: is 4; demo.poison's limit is 3"
+    assert _items_mentioning(system, key) == 0
+
+
 def test_the_limits_themselves_are_accepted(acme, system):
     key = "k" * 128
+    limit = 64 * 1024
+    payload = b'{"pad": "' + b"x" * (limit - 11) + b'"}'
     response = acme.SubmitTask(
         pb.SubmitTaskRequest(
-            task_type="a" * 64, payload=b"x" * (64 * 1024), idempotency_key=key, max_attempts=20
+            task_type="demo.noop", payload=payload, idempotency_key=key, max_attempts=20
         ),
         timeout=10,
     )

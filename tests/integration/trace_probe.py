@@ -17,11 +17,12 @@ from conveyor import wiring
 from conveyor.api.auth import secure_channel
 from conveyor.api.server import ApiServer
 from conveyor.settings import ApiSettings, TlsSettings, WorkerSettings
+from conveyor.tasks.registry import load
 from conveyor.telemetry.tracing import configure_tracing
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
 from conveyor.worker.runner import Worker
-from conveyor_dev.local.demo_handlers import HANDLERS
+from conveyor_dev.local import demo_handlers
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -40,10 +41,11 @@ def main() -> None:
         lease_seconds=10,
     )
     deps = wiring.build(api_settings)
-    server = ApiServer(api_settings, deps.store, deps.queue)
+    types = load([demo_handlers.__name__])
+    server = ApiServer(api_settings, deps.store, deps.queue, types)
     server.start()
     stop = threading.Event()
-    worker = Worker(worker_settings, deps.store, deps.queue, HANDLERS)
+    worker = Worker(worker_settings, deps.store, deps.queue, types)
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     thread.start()
     client_tls = TlsSettings(

@@ -19,14 +19,17 @@ from conveyor.domain import MAX_ERROR_CHARS, Task, TaskState
 from conveyor.queue import parse
 from conveyor.settings import WorkerSettings
 from conveyor.store import Conflict, TaskStore, now_ms
+from conveyor.tasks.registry import declare, load
 from conveyor.worker.handlers import PermanentError, TaskCancelled
 from conveyor.worker.runner import Worker
 from conveyor_dev.inject import faults
-from conveyor_dev.local.demo_handlers import DOWNSTREAM_DIR, HANDLERS
+from conveyor_dev.local import demo_handlers
+from conveyor_dev.local.demo_handlers import DOWNSTREAM_DIR, NoParams
 from store_support import LEASE, ddb_calls, metric, relay_on, submit
 from support import wait_for
 
 S = TaskState
+DEMO = load([demo_handlers.__name__])
 TERMINAL_STATES = {s.value for s in TaskState if s.terminal}
 
 
@@ -73,7 +76,7 @@ def start_worker(aws_backend, settings, store, queue) -> Iterator[Callable[..., 
             "shutdown_grace_seconds": 5,
             **overrides,
         }
-        running = Running(Worker(WorkerSettings(**values), store, queue, HANDLERS))
+        running = Running(Worker(WorkerSettings(**values), store, queue, DEMO))
         started.append(running)
         return running
 
@@ -81,6 +84,13 @@ def start_worker(aws_backend, settings, store, queue) -> Iterator[Callable[..., 
     for running in started:
         if not running.stop.is_set():
             running.shutdown()
+
+
+def add_type(running: Running, name: str, handler: Callable[..., Any], **policy: Any) -> None:
+    """Declare an ad-hoc type `name` (payload: any JSON object) on a running worker, which
+    looks its types up per message."""
+    declared = declare(name, handler, payload=NoParams, **policy)
+    running.worker.types = {**DEMO, name: declared}
 
 
 def _enqueue(store, queue, task_type: str, params: dict, max_attempts: int = 3) -> Task:
@@ -218,11 +228,11 @@ def test_shutdown_hands_an_unfinished_task_back(store, queue, raw, start_worker)
 def test_a_result_over_the_limit_fails_the_task(store, queue, start_worker):
     from conveyor.domain import MAX_RESULT_BYTES
 
-    def huge(ctx: Any) -> bytes:
+    def huge(ctx: Any, _: Any) -> bytes:
         return b"x" * (MAX_RESULT_BYTES + 1)
 
     worker = start_worker()
-    worker.worker.handlers = {**HANDLERS, "demo.huge": huge}  # looked up per message
+    add_type(worker, "demo.huge", huge)  # looked up per message
     task = _enqueue(store, queue, "demo.huge", {})
 
     failed = wait_for(in_state(store, task.task_id, S.FAILED), 15, "FAILED")
@@ -255,11 +265,11 @@ def test_a_huge_error_message_is_stored_bounded(
     store, queue, start_worker, error, max_attempts, outcome
 ):
     # 420 KB would push the task item past DynamoDB's 400 KB item limit.
-    def explode(ctx: Any) -> bytes:
+    def explode(ctx: Any, _: Any) -> bytes:
         raise error("x" * 420_000)
 
     worker = start_worker()
-    worker.worker.handlers = {**HANDLERS, "demo.explode": explode}
+    add_type(worker, "demo.explode", explode)
     task = _enqueue(store, queue, "demo.explode", {}, max_attempts=max_attempts)
 
     ended = wait_for(in_state(store, task.task_id, outcome), 15, outcome.value)
@@ -272,7 +282,7 @@ def test_a_huge_error_message_is_stored_bounded(
 
 def test_a_str_result_is_stored_as_utf8_and_stays_readable(store, queue, start_worker):
     worker = start_worker()
-    worker.worker.handlers = {**HANDLERS, "demo.text": lambda ctx: "grüß"}
+    add_type(worker, "demo.text", lambda ctx, _: "grüß")
     task = _enqueue(store, queue, "demo.text", {})
 
     done = wait_for(in_state(store, task.task_id, S.SUCCEEDED), 15, "SUCCEEDED")
@@ -284,19 +294,19 @@ def test_a_result_that_is_not_bytes_fails_the_task_and_stores_nothing_unreadable
     store, queue, start_worker
 ):
     worker = start_worker()
-    worker.worker.handlers = {**HANDLERS, "demo.number": lambda ctx: 42}
+    add_type(worker, "demo.number", lambda ctx, _: 42)
     task = _enqueue(store, queue, "demo.number", {})
 
     failed = wait_for(in_state(store, task.task_id, S.FAILED), 15, "FAILED")
 
-    assert "must return bytes" in failed.last_error
+    assert "must return a pydantic model, bytes, str or None" in failed.last_error
     assert failed.result == b""
 
 
 def test_an_effect_attempted_after_cancel_is_refused(store, queue, raw, start_worker):
     started, go, outcome = threading.Event(), threading.Event(), []
 
-    def slow_to_notice(ctx: Any) -> bytes:
+    def slow_to_notice(ctx: Any, _: Any) -> bytes:
         started.set()
         go.wait(15)  # ignores ctx.stop, as a handler busy in a library call would
         try:
@@ -307,7 +317,7 @@ def test_an_effect_attempted_after_cancel_is_refused(store, queue, raw, start_wo
         return b""
 
     worker = start_worker()
-    worker.worker.handlers = {**HANDLERS, "demo.slow": slow_to_notice}
+    add_type(worker, "demo.slow", slow_to_notice)
     task = _enqueue(store, queue, "demo.slow", {})
     wait_for(started.is_set, 15, "the handler to start")
     store.cancel(store.get(task.task_id), "cancelled by the client")  # CancelTask returned
@@ -345,14 +355,14 @@ def test_an_outcome_whose_write_fails_for_a_while_is_recorded_not_dead_lettered(
     # Lease 2 s: the outcome write fails for longer than half a lease, and on the last attempt.
     flag = tmp_path / "throttled"
 
-    def succeed_into_throttling(ctx: Any) -> bytes:
+    def succeed_into_throttling(ctx: Any, _: Any) -> bytes:
         flag.touch()
         threading.Timer(3.0, flag.unlink).start()
         return b"done"
 
     with faults.armed(f"dynamodb.UpdateItem=throttle while={flag}") as plan:
         worker = start_worker()
-        worker.worker.handlers = {**HANDLERS, "demo.last": succeed_into_throttling}
+        add_type(worker, "demo.last", succeed_into_throttling)
         task = _enqueue(store, queue, "demo.last", {}, max_attempts=1)
         # Raw reads: the store's own breaker opens under the throttling, as it should.
         final = wait_for(
@@ -375,7 +385,7 @@ def test_a_hung_lease_call_does_not_let_the_message_be_delivered_again(
     # delivery runs the task while its first run is going on.
     executions: list[int] = []
 
-    def count_and_work(ctx: Any) -> bytes:
+    def count_and_work(ctx: Any, _: Any) -> bytes:
         executions.append(ctx.attempt)
         ctx.wait(7)
         return b"done"
@@ -383,7 +393,7 @@ def test_a_hung_lease_call_does_not_let_the_message_be_delivered_again(
     # skip=1: the claim (the first UpdateItem) goes through; the beats after it hang.
     with faults.armed("dynamodb.UpdateItem=hang seconds=6 for=9 skip=1"):
         worker = start_worker()
-        worker.worker.handlers = {**HANDLERS, "demo.long": count_and_work}
+        add_type(worker, "demo.long", count_and_work)
         task = _enqueue(store, queue, "demo.long", {})
         final = wait_for(
             lambda: (item := raw.task_item(task.task_id))["state"] in TERMINAL_STATES and item,
@@ -403,7 +413,7 @@ def test_a_worker_that_loses_its_messages_visibility_gives_the_task_back(
     # an attempt, and the next delivery runs it to the end.
     runs: list[int] = []
 
-    def long_once(ctx: Any) -> bytes:
+    def long_once(ctx: Any, _: Any) -> bytes:
         runs.append(ctx.attempt)
         if len(runs) == 1:
             ctx.wait(30)
@@ -411,7 +421,7 @@ def test_a_worker_that_loses_its_messages_visibility_gives_the_task_back(
 
     with faults.armed("sqs.ChangeMessageVisibility=down for=6"):
         worker = start_worker(heartbeat_interval_seconds=0.5, lease_seconds=2)
-        worker.worker.handlers = {**HANDLERS, "demo.long": long_once}
+        add_type(worker, "demo.long", long_once)
         task = _enqueue(store, queue, "demo.long", {}, max_attempts=1)
         done = wait_for(in_state(store, task.task_id, S.SUCCEEDED), 40, "SUCCEEDED")
 
@@ -526,7 +536,7 @@ class _Runs:
         self.second_running = threading.Event()
         self.finish = threading.Event()
 
-    def __call__(self, ctx: Any) -> bytes:
+    def __call__(self, ctx: Any, _: Any) -> bytes:
         self.contexts.append(ctx)
         self.applied.append(ctx.apply_once("charge"))
         if len(self.contexts) == 1:
@@ -557,7 +567,7 @@ def test_a_run_after_a_lost_visibility_give_back_holds_a_lease_of_its_own(
     runs = _Runs()
     with faults.armed("sqs.ChangeMessageVisibility=down for=6"):
         worker = start_worker(heartbeat_interval_seconds=0.5, lease_seconds=2)
-        worker.worker.handlers = {**HANDLERS, "demo.runs": runs}
+        add_type(worker, "demo.runs", runs)
         task = _enqueue(store, queue, "demo.runs", {}, max_attempts=1)
         wait_for(runs.second_running.is_set, 40, "the second run")
 
@@ -581,7 +591,7 @@ def test_a_worker_restarted_under_the_same_id_holds_a_lease_of_its_own(
     # in place often gets the same pid) receives the same message as the same attempt.
     runs = _Runs()
     first = start_worker(worker_id="w-same", shutdown_grace_seconds=1.5)
-    first.worker.handlers = {**HANDLERS, "demo.runs": runs}
+    add_type(first, "demo.runs", runs)
     task = _enqueue(store, queue, "demo.runs", {}, max_attempts=1)
     wait_for(lambda: runs.applied, 15, "the first run's effect")
     first.shutdown()
@@ -589,7 +599,7 @@ def test_a_worker_restarted_under_the_same_id_holds_a_lease_of_its_own(
     assert back is not None and (back.state, back.attempts) == (S.QUEUED, 0)
 
     second = start_worker(worker_id="w-same")
-    second.worker.handlers = {**HANDLERS, "demo.runs": runs}
+    add_type(second, "demo.runs", runs)
     wait_for(runs.second_running.is_set, 20, "the second run")
 
     try:
@@ -614,14 +624,14 @@ def test_a_claim_whose_answer_is_lost_still_runs_its_attempt(
     # take it over as attempt 2, and on a task's last attempt end it DEAD with no run at all.
     runs: list[int] = []
 
-    def count(ctx: Any) -> bytes:
+    def count(ctx: Any, _: Any) -> bytes:
         runs.append(ctx.attempt)
         return b"done"
 
     task = _enqueue(store, queue, "demo.count", {}, max_attempts=1)
     with faults.armed(f"dynamodb.UpdateItem=lost count={settings.aws_max_attempts}") as plan:
         worker = start_worker()
-        worker.worker.handlers = {**HANDLERS, "demo.count": count}
+        add_type(worker, "demo.count", count)
         final = wait_for(
             lambda: (item := raw.task_item(task.task_id))["state"] in TERMINAL_STATES and item,
             30,
@@ -644,7 +654,7 @@ def test_visibility_losses_do_not_use_up_the_receives_a_task_needs_for_its_attem
     flag = tmp_path / "sqs-down"
     runs: list[int] = []
 
-    def long_once(ctx: Any) -> bytes:
+    def long_once(ctx: Any, _: Any) -> bytes:
         runs.append(ctx.attempt)
         if len(runs) == 1:
             try:
@@ -666,7 +676,7 @@ def test_visibility_losses_do_not_use_up_the_receives_a_task_needs_for_its_attem
     flag.touch()
     with faults.armed(f"sqs.ChangeMessageVisibility=down while={flag}"):
         worker = start_worker(heartbeat_interval_seconds=0.5, lease_seconds=2)
-        worker.worker.handlers = {**HANDLERS, "demo.long": long_once}
+        add_type(worker, "demo.long", long_once)
         final = wait_for(ended, 40, "a terminal state", every=0.25)
 
     assert (final["state"], final["attempts"], runs) == ("SUCCEEDED", 1, [1, 1])

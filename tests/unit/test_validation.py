@@ -8,12 +8,43 @@ from conveyor import domain
 from conveyor.api import validation
 from conveyor.api.validation import InvalidArgument
 from conveyor.domain import TaskState
+from conveyor.tasks.registry import Registry, declare
 from conveyor.v1 import task_service_pb2 as pb
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel, Field
 
 DEFAULT_ATTEMPTS = 5
 GOOD_ID = "0123456789abcdef0123456789abcdef"
+
+
+class Anything(BaseModel):
+    """Any JSON object."""
+
+
+class Line(BaseModel):
+    sku: str
+    quantity: int = Field(ge=1)
+
+
+class InvoiceRender(BaseModel):
+    customer_id: str
+    amount_cents: int
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    lines: list[Line] = []
+
+
+def _handler(ctx: object, payload: object) -> None:
+    return None
+
+
+TYPES = Registry(
+    [
+        declare("demo.sleep", _handler, payload=Anything),
+        declare("invoice.render", _handler, payload=InvoiceRender, max_attempts=8),
+    ]
+)
+INVOICE = b'{"customer_id": "c-1", "amount_cents": 1200, "currency": "EUR"}'
 
 
 def _submit(**overrides: object) -> pb.SubmitTaskRequest:
@@ -25,6 +56,10 @@ def _submit(**overrides: object) -> pb.SubmitTaskRequest:
     }
     fields.update(overrides)
     return pb.SubmitTaskRequest(**fields)  # type: ignore[arg-type]
+
+
+def _check(request: pb.SubmitTaskRequest, default: int = DEFAULT_ATTEMPTS) -> int:
+    return validation.submit(request, TYPES, default)
 
 
 def _rejects(field: str, fn, *args: object) -> InvalidArgument:
@@ -43,7 +78,8 @@ def _rejects(field: str, fn, *args: object) -> InvalidArgument:
     ["a", "a" * 64, "demo.sleep", "a0_.-z", "x-1"],
 )
 def test_task_type_accepted(value: str):
-    assert validation.submit(_submit(task_type=value), DEFAULT_ATTEMPTS) == DEFAULT_ATTEMPTS
+    types = Registry([declare(value, _handler, payload=Anything)])
+    assert validation.submit(_submit(task_type=value), types, 5) == 5
 
 
 @pytest.mark.parametrize(
@@ -51,7 +87,13 @@ def test_task_type_accepted(value: str):
     ["", "a" * 65, "Demo", "1abc", ".a", "a b", "a/b", "a#b", "abc\n", "é"],
 )
 def test_task_type_rejected(value: str):
-    _rejects("task_type", validation.submit, _submit(task_type=value), DEFAULT_ATTEMPTS)
+    _rejects("task_type", _check, _submit(task_type=value))
+
+
+def test_an_undeclared_task_type_is_rejected_naming_the_declared_ones():
+    err = _rejects("task_type", _check, _submit(task_type="invoice.rendr"))
+    assert "'invoice.rendr' is not a declared task type" in str(err)
+    assert "known: demo.sleep, invoice.render" in str(err)
 
 
 @given(st.from_regex(domain.TASK_TYPE_RE, fullmatch=True))
@@ -65,12 +107,36 @@ def test_any_task_type_matching_the_documented_pattern_is_accepted(value: str):
 def test_payload_of_exactly_64_kib_is_accepted_and_one_byte_more_is_not():
     limit = 64 * 1024
     assert limit == domain.MAX_PAYLOAD_BYTES
-    validation.submit(_submit(payload=b"x" * limit), DEFAULT_ATTEMPTS)
-    validation.submit(_submit(payload=b""), DEFAULT_ATTEMPTS)
-    err = _rejects(
-        "payload", validation.submit, _submit(payload=b"x" * (limit + 1)), DEFAULT_ATTEMPTS
-    )
+    padded = b'{"pad": "' + b"x" * (limit - 11) + b'"}'
+    assert len(padded) == limit
+    _check(_submit(payload=padded))
+    err = _rejects("payload", _check, _submit(payload=padded + b" "))
     assert str(limit + 1) in str(err) and str(limit) in str(err)
+
+
+def test_a_payload_that_fits_its_model_is_accepted():
+    assert _check(_submit(task_type="invoice.render", payload=INVOICE)) == 8
+
+
+def test_every_field_that_does_not_fit_the_model_is_named_by_its_path():
+    payload = b'{"amount_cents": "lots", "currency": "eur", "lines": [{"sku": "a", "quantity": 0}]}'
+    err = _rejects("payload", _check, _submit(task_type="invoice.render", payload=payload))
+    paths = [path for path, _ in err.violations]
+    assert paths == [
+        "payload.customer_id",
+        "payload.amount_cents",
+        "payload.currency",
+        "payload.lines[0].quantity",
+    ]
+    for path in paths:
+        assert path in str(err)  # readable in the message too
+    assert "InvoiceRender of invoice.render" in str(err)
+
+
+@pytest.mark.parametrize("payload", [b"", b"{not json", b"[]"])
+def test_a_payload_that_is_no_json_object_is_rejected(payload: bytes):
+    err = _rejects("payload", _check, _submit(payload=payload))
+    assert [path for path, _ in err.violations] == ["payload"]
 
 
 # ---- idempotency key ----
@@ -78,7 +144,7 @@ def test_payload_of_exactly_64_kib_is_accepted_and_one_byte_more_is_not():
 
 @pytest.mark.parametrize("value", ["k", "k" * 128, "AZaz09_.:-", "order:2024-01-01.batch_7"])
 def test_idempotency_key_accepted(value: str):
-    validation.submit(_submit(idempotency_key=value), DEFAULT_ATTEMPTS)
+    _check(_submit(idempotency_key=value))
 
 
 @pytest.mark.parametrize(
@@ -87,17 +153,28 @@ def test_idempotency_key_accepted(value: str):
     ["", "k" * 129, "a b", "a#b", "a/b", "ключ", "a\n"],
 )
 def test_idempotency_key_rejected(value: str):
-    _rejects("idempotency_key", validation.submit, _submit(idempotency_key=value), 5)
+    _rejects("idempotency_key", _check, _submit(idempotency_key=value))
 
 
 # ---- max attempts ----
 
 
 def test_max_attempts_up_to_twenty_and_zero_means_the_default():
-    assert validation.submit(_submit(max_attempts=20), DEFAULT_ATTEMPTS) == 20
-    assert validation.submit(_submit(max_attempts=1), DEFAULT_ATTEMPTS) == 1
-    assert validation.submit(_submit(max_attempts=0), 7) == 7
-    _rejects("max_attempts", validation.submit, _submit(max_attempts=21), DEFAULT_ATTEMPTS)
+    assert _check(_submit(max_attempts=20)) == 20
+    assert _check(_submit(max_attempts=1)) == 1
+    assert _check(_submit(max_attempts=0), 7) == 7
+    _rejects("max_attempts", _check, _submit(max_attempts=21))
+
+
+def test_a_type_s_max_attempts_is_its_default_and_a_ceiling_a_submit_may_only_lower():
+    def invoice(attempts: int) -> pb.SubmitTaskRequest:
+        return _submit(task_type="invoice.render", payload=INVOICE, max_attempts=attempts)
+
+    assert _check(invoice(0), 3) == 8  # the type's, not the API's default
+    assert _check(invoice(2)) == 2
+    assert _check(invoice(8)) == 8
+    err = _rejects("max_attempts", _check, invoice(9))
+    assert "invoice.render's limit is 8" in str(err)
 
 
 # ---- list requests ----

@@ -1,5 +1,5 @@
-"""The service image ships no handlers: a worker started without CONVEYOR_HANDLERS refuses to
-start with a configuration error that says what to set, instead of running with none."""
+"""The service image ships no handlers: a worker started without CONVEYOR_TASK_MODULES refuses
+to start with a configuration error that says what to set, instead of running with none."""
 
 from __future__ import annotations
 
@@ -29,4 +29,4 @@ def test_a_worker_without_handlers_exits_2_naming_the_setting():
         timeout=60,
     )
     assert result.returncode == 2, result.stderr[-2000:]
-    assert "CONVEYOR_HANDLERS: not set" in result.stderr + result.stdout
+    assert "CONVEYOR_TASK_MODULES: no task modules named" in result.stderr + result.stdout

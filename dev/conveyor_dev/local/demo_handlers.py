@@ -1,4 +1,5 @@
-"""Demo handlers for the local run and the tests (CONVEYOR_HANDLERS selects the registry)."""
+"""Demo task types for the local run and the tests, declared as a fork declares its own
+(CONVEYOR_TASK_MODULES names this module)."""
 
 from __future__ import annotations
 
@@ -6,36 +7,41 @@ import json
 import os
 from pathlib import Path
 
-from conveyor.worker.handlers import Handler, PermanentError, TaskContext
+from conveyor.tasks.registry import task
+from conveyor.worker.handlers import PermanentError, TaskContext
+from pydantic import BaseModel, Field
 
 
-def _params(ctx: TaskContext) -> dict[str, float]:
-    try:
-        value = json.loads(ctx.task.payload or b"{}")
-    except ValueError as exc:
-        raise PermanentError(f"payload is not JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise PermanentError("payload must be a JSON object")
-    return value
+class Sleep(BaseModel):
+    seconds: float = Field(default=0.1, ge=0)
+    effect_first: bool = False
 
 
-def sleep(ctx: TaskContext) -> bytes:
-    """Works for `seconds` (default 0.1), honouring cancellation, and applies its effect once:
-    after the work, or before it with `effect_first` (so a crash lands between effect and
-    completion, the case the effect ledger exists for)."""
-    params = _params(ctx)
-    seconds = float(params.get("seconds", 0.1))
-    applied = ctx.apply_once("slept") if params.get("effect_first") else None
-    ctx.wait(seconds)
+class Slept(BaseModel):
+    slept: float
+    applied_now: bool
+
+
+@task("demo.sleep", payload=Sleep)
+def sleep(ctx: TaskContext, params: Sleep) -> Slept:
+    """Works for `seconds`, honouring cancellation, and applies its effect once: after the
+    work, or before it with `effect_first` (so a crash lands between effect and completion,
+    the case the effect ledger exists for)."""
+    applied = ctx.apply_once("slept") if params.effect_first else None
+    ctx.wait(params.seconds)
     if applied is None:
         applied = ctx.apply_once("slept")
-    return json.dumps({"slept": seconds, "applied_now": applied}).encode()
+    return Slept(slept=params.seconds, applied_now=applied)
 
 
-def flaky(ctx: TaskContext) -> bytes:
-    """Fails transiently on its first `fail_times` attempts (default 2), then succeeds."""
-    fail_times = int(_params(ctx).get("fail_times", 2))
-    if ctx.attempt <= fail_times:
+class Flaky(BaseModel):
+    fail_times: int = Field(default=2, ge=0)
+
+
+@task("demo.flaky", payload=Flaky)
+def flaky(ctx: TaskContext, params: Flaky) -> bytes:
+    """Fails transiently on its first `fail_times` attempts, then succeeds."""
+    if ctx.attempt <= params.fail_times:
         raise RuntimeError(f"transient failure on attempt {ctx.attempt} of the demo")
     ctx.apply_once("flaky-done")
     return b'{"ok": true}'
@@ -56,43 +62,47 @@ def _downstream_charge(directory: Path, idempotency_key: str, amount: float) -> 
     return True
 
 
-def charge(ctx: TaskContext) -> bytes:
+class Charge(BaseModel):
+    amount: float = Field(default=1.0, gt=0)
+    fail_after_commit: bool = False
+
+
+class Charged(BaseModel):
+    charged_now: bool
+
+
+@task("demo.charge", payload=Charge)
+def charge(ctx: TaskContext, params: Charge) -> Charged:
     """An external effect that cannot join the ledger's transaction (handlers.py explains the
     pattern): record it first, then call downstream with the task's idempotency key, on every
     attempt. `fail_after_commit` fails the first attempt between the two steps."""
-    params = _params(ctx)
     directory = os.environ.get(DOWNSTREAM_DIR)
     if not directory:
         raise PermanentError(f"demo.charge needs {DOWNSTREAM_DIR}, its downstream's directory")
     ctx.apply_once("charge")
-    if params.get("fail_after_commit") and ctx.attempt == 1:
+    if params.fail_after_commit and ctx.attempt == 1:
         raise RuntimeError("failed after recording the charge, before making it")
-    charged_now = _downstream_charge(
-        Path(directory), ctx.idempotency_key("charge"), float(params.get("amount", 1.0))
-    )
-    return json.dumps({"charged_now": charged_now}).encode()
+    key = ctx.idempotency_key("charge")
+    return Charged(charged_now=_downstream_charge(Path(directory), key, params.amount))
 
 
-def noop(ctx: TaskContext) -> bytes:
+class NoParams(BaseModel):
+    """A payload without parameters: any JSON object (its fields are ignored)."""
+
+
+@task("demo.noop", payload=NoParams)
+def noop(ctx: TaskContext, params: NoParams) -> bytes:
     """Does nothing: what `make bench` measures is Conveyor's own cost per task."""
     return b""
 
 
-def poison(ctx: TaskContext) -> bytes:
+@task("demo.poison", payload=NoParams, max_attempts=3)
+def poison(ctx: TaskContext, params: NoParams) -> bytes:
     """Always fails with a retryable error, so the task exhausts its attempts and dies."""
     raise RuntimeError("poison task: this handler always fails")
 
 
-def reject(ctx: TaskContext) -> bytes:
+@task("demo.reject", payload=NoParams)
+def reject(ctx: TaskContext, params: NoParams) -> bytes:
     """Fails permanently: the task ends FAILED on its first attempt."""
     raise PermanentError("rejected by the demo handler")
-
-
-HANDLERS: dict[str, Handler] = {
-    "demo.sleep": sleep,
-    "demo.flaky": flaky,
-    "demo.noop": noop,
-    "demo.poison": poison,
-    "demo.reject": reject,
-    "demo.charge": charge,
-}

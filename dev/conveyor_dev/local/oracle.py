@@ -31,10 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conveyor.worker.handlers import Handler, PermanentError, TaskContext
+from conveyor.settings import env_name
+from conveyor.tasks.registry import task
+from conveyor.worker.handlers import PermanentError, TaskContext
+from pydantic import BaseModel, Field
+
+from conveyor_dev.local import demo_handlers
 
 SINK_VAR = "CONVEYOR_ORACLE_SINK"
-HANDLERS_SPEC = "conveyor_dev.local.oracle:HANDLERS"
 TASK_TYPE = "oracle.work"
 EFFECT = "oracle-effect"
 
@@ -67,23 +71,29 @@ def record(kind: str, ctx: TaskContext, **extra: str) -> None:
 
 
 def worker_env(sink: Path) -> dict[str, str]:
-    """The environment that makes a worker run these handlers and record into `sink`."""
-    return {"CONVEYOR_HANDLERS": HANDLERS_SPEC, SINK_VAR: str(sink)}
+    """The environment that makes a system run these handlers (and the demo's) and record
+    into `sink`."""
+    modules = ",".join((demo_handlers.__name__, __name__))
+    return {env_name("task_modules"): modules, SINK_VAR: str(sink)}
 
 
-def work(ctx: TaskContext) -> bytes:
+class Work(BaseModel):
+    fail_executions: int = Field(default=0, ge=0)
+    seconds: float = Field(default=0.2, ge=0)
+    effect_first: bool = False
+
+
+@task(TASK_TYPE, payload=Work)
+def work(ctx: TaskContext, params: Work) -> bytes:
     """Records its execution, fails while this task has had at most `fail_executions`
-    executions (default 0; counted in the sink, so attempts reset by a redrive do not matter),
-    works for `seconds` (default 0.2) and applies its effect: after the work, or before it with
-    `effect_first` (so that a crash lands between the effect and the completion)."""
-    params = json.loads(ctx.task.payload or b"{}")
+    executions (counted in the sink, so attempts reset by a redrive do not matter), works for
+    `seconds` and applies its effect: after the work, or before it with `effect_first` (so
+    that a crash lands between the effect and the completion)."""
     record("execution", ctx)
-    if read(Path(_sink_path())).executions[ctx.task.task_id] <= int(
-        params.get("fail_executions", 0)
-    ):
+    if read(Path(_sink_path())).executions[ctx.task.task_id] <= params.fail_executions:
         raise RuntimeError("oracle.work: failing this execution as asked")
-    decided = _effect(ctx) if params.get("effect_first") else None
-    ctx.wait(float(params.get("seconds", 0.2)))
+    decided = _effect(ctx) if params.effect_first else None
+    ctx.wait(params.seconds)
     if decided is None:
         decided = _effect(ctx)
     return json.dumps({"applied_now": decided}).encode()
@@ -95,9 +105,6 @@ def _effect(ctx: TaskContext) -> bool:
         record("decided", ctx)
     record("effect", ctx, key=ctx.idempotency_key(EFFECT))
     return decided
-
-
-HANDLERS: dict[str, Handler] = {TASK_TYPE: work}
 
 
 @dataclass

@@ -43,7 +43,7 @@ LOCAL_TUNING = {
     "CONVEYOR_WORKER_CONCURRENCY": "4",
     "CONVEYOR_SHUTDOWN_GRACE_SECONDS": "10",
     "CONVEYOR_LOG_LEVEL": "INFO",
-    "CONVEYOR_HANDLERS": "conveyor_dev.local.demo_handlers:HANDLERS",
+    "CONVEYOR_TASK_MODULES": "conveyor_dev.local.demo_handlers",
 }
 
 

@@ -15,7 +15,8 @@ SHUTDOWN_GRACE_SECONDS = 10
 
 
 def build(settings: ApiSettings, deps: Deps) -> Run:
-    server = ApiServer(settings, deps.store, deps.queue)
+    # The API imports the task modules for their declarations only: it runs no handler.
+    server = ApiServer(settings, deps.store, deps.queue, settings.task_types())
 
     def run(stop: threading.Event) -> None:
         server.start()

@@ -3,6 +3,7 @@ plaintext loopback-only health listener for the container health check."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent import futures
 
 import grpc
@@ -16,6 +17,7 @@ from conveyor.api.servicer import TaskServicer
 from conveyor.queue import TaskQueue
 from conveyor.settings import ApiSettings
 from conveyor.store import TaskStore
+from conveyor.tasks.registry import TaskType
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
 
@@ -23,14 +25,22 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TaskService"].full_name
 
 
 class ApiServer:
-    def __init__(self, settings: ApiSettings, store: TaskStore, queue: TaskQueue) -> None:
+    def __init__(
+        self,
+        settings: ApiSettings,
+        store: TaskStore,
+        queue: TaskQueue,
+        types: Mapping[str, TaskType],
+    ) -> None:
         pool = futures.ThreadPoolExecutor(settings.api_max_workers, thread_name_prefix="rpc")
         self.server = grpc.server(
             pool,
             interceptors=[server_interceptor(), MetricsInterceptor()],
             maximum_concurrent_rpcs=settings.api_max_workers * 4,
         )
-        pb_grpc.add_TaskServiceServicer_to_server(TaskServicer(settings, store, queue), self.server)
+        pb_grpc.add_TaskServiceServicer_to_server(
+            TaskServicer(settings, store, queue, types), self.server
+        )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

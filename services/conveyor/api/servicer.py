@@ -11,7 +11,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import wraps
 from typing import Any, NoReturn, TypeVar
@@ -19,6 +19,8 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 import pybreaker
 from botocore.exceptions import BotoCoreError, ClientError
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from conveyor.api import convert, validation
 from conveyor.api.auth import tenant_of
@@ -33,6 +35,7 @@ from conveyor.queue import TaskQueue
 from conveyor.settings import ApiSettings
 from conveyor.store import Conflict, EffectsApplied, IdempotencyMismatch, TaskStore
 from conveyor.tasks.lifecycle import Lifecycle
+from conveyor.tasks.registry import TaskType
 from conveyor.telemetry import metrics
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
@@ -48,13 +51,27 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, detail: str) ->
     raise AssertionError("unreachable: abort raises")
 
 
+def _abort_invalid(context: grpc.ServicerContext, exc: validation.InvalidArgument) -> NoReturn:
+    """INVALID_ARGUMENT with every offending field as a google.rpc.BadRequest violation."""
+    bad_request = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=path, description=problem)
+            for path, problem in exc.violations
+        ]
+    )
+    status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(exc))
+    status.details.add().Pack(bad_request)
+    context.abort_with_status(rpc_status.to_status(status))
+    raise AssertionError("unreachable: abort raises")
+
+
 @contextmanager
 def error_mapping(context: grpc.ServicerContext) -> Iterator[None]:
     """Turns domain and dependency errors into gRPC status codes, the same way for every RPC."""
     try:
         yield
     except validation.InvalidArgument as exc:
-        _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        _abort_invalid(context, exc)
     except IdempotencyMismatch as exc:
         _abort(context, grpc.StatusCode.ALREADY_EXISTS, str(exc))
     except (IllegalTransition, EffectsApplied) as exc:
@@ -91,6 +108,9 @@ def stream_rpc(fn: F) -> F:
 
 
 def request_hash(task_type: str, payload: bytes, max_attempts: int) -> str:
+    """What the client sent (max_attempts 0 when it asked for none), not what was derived
+    from it: a default changed between a submit and its retry must not turn the retry into
+    ALREADY_EXISTS."""
     digest = hashlib.sha256()
     for part in (task_type.encode(), payload, str(max_attempts).encode()):
         digest.update(len(part).to_bytes(8, "big"))
@@ -99,8 +119,15 @@ def request_hash(task_type: str, payload: bytes, max_attempts: int) -> str:
 
 
 class TaskServicer(pb_grpc.TaskServiceServicer):
-    def __init__(self, settings: ApiSettings, store: TaskStore, queue: TaskQueue) -> None:
+    def __init__(
+        self,
+        settings: ApiSettings,
+        store: TaskStore,
+        queue: TaskQueue,
+        types: Mapping[str, TaskType],
+    ) -> None:
         self.settings = settings
+        self.types = types
         self.store = store
         self.tasks = Lifecycle(store, queue)
         # Each watch holds a server thread while it polls: at most half of them, so watches
@@ -146,7 +173,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self, request: pb.SubmitTaskRequest, context: grpc.ServicerContext
     ) -> pb.SubmitTaskResponse:
         tenant = tenant_of(context)
-        max_attempts = validation.submit(request, self.settings.default_max_attempts)
+        max_attempts = validation.submit(request, self.types, self.settings.default_max_attempts)
 
         def send_budget() -> float:
             left = context.time_remaining()
@@ -157,7 +184,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             task_type=request.task_type,
             payload=request.payload,
             idempotency_key=request.idempotency_key,
-            request_hash=request_hash(request.task_type, request.payload, max_attempts),
+            request_hash=request_hash(request.task_type, request.payload, request.max_attempts),
             max_attempts=max_attempts,
             remaining=self._remaining(context),
             send_budget=send_budget,

@@ -2,15 +2,47 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
+from pydantic import ValidationError
+
 from conveyor import domain
 from conveyor.domain import TaskState
+from conveyor.tasks.registry import TaskType
 from conveyor.v1 import task_service_pb2 as pb
 
 
 class InvalidArgument(Exception):
-    def __init__(self, field: str, problem: str) -> None:
+    """A bad request: its message names the field; `violations` lists every (field path,
+    problem) for the status details (google.rpc.BadRequest)."""
+
+    def __init__(
+        self, field: str, problem: str, violations: Sequence[tuple[str, str]] = ()
+    ) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+        self.violations = list(violations) or [(field, problem)]
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """A pydantic error location as a field path under `payload`: payload.items[0].sku."""
+    path = "payload"
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def payload_fits(declared: TaskType, payload: bytes) -> None:
+    """Raises InvalidArgument naming every field of `payload` that does not fit its model."""
+    try:
+        declared.payload.model_validate_json(payload)
+    except ValidationError as exc:
+        violations = [(field_path(e["loc"]), e["msg"]) for e in exc.errors()]
+        listed = "; ".join(f"{path}: {problem}" for path, problem in violations)
+        model = declared.payload.__qualname__
+        raise InvalidArgument(
+            "payload", f"does not fit {model} of {declared.type_name}: {listed}", violations
+        ) from None
 
 
 def task_id(value: str, field: str = "task_id") -> str:
@@ -27,9 +59,18 @@ def task_type(value: str, field: str = "task_type") -> str:
     return value
 
 
-def submit(req: pb.SubmitTaskRequest, default_max_attempts: int) -> int:
-    """Validates a SubmitTaskRequest; returns the effective max_attempts."""
+def submit(
+    req: pb.SubmitTaskRequest, types: Mapping[str, TaskType], default_max_attempts: int
+) -> int:
+    """Validates a SubmitTaskRequest against the declared `types`; returns the effective
+    max_attempts: the submit's, at most its type's ceiling; else the type's, else the default."""
     task_type(req.task_type)
+    declared = types.get(req.task_type)
+    if declared is None:
+        known = ", ".join(sorted(types)) or "none"
+        raise InvalidArgument(
+            "task_type", f"{req.task_type!r} is not a declared task type (known: {known})"
+        )
     if len(req.payload) > domain.MAX_PAYLOAD_BYTES:
         raise InvalidArgument(
             "payload", f"is {len(req.payload)} bytes; the limit is {domain.MAX_PAYLOAD_BYTES}"
@@ -38,11 +79,12 @@ def submit(req: pb.SubmitTaskRequest, default_max_attempts: int) -> int:
         raise InvalidArgument(
             "idempotency_key", f"is required and must match {domain.IDEMPOTENCY_KEY_RE.pattern}"
         )
-    if req.max_attempts > domain.MAX_ATTEMPTS_LIMIT:
-        raise InvalidArgument(
-            "max_attempts", f"is {req.max_attempts}; the limit is {domain.MAX_ATTEMPTS_LIMIT}"
-        )
-    return req.max_attempts or default_max_attempts
+    ceiling = declared.max_attempts or domain.MAX_ATTEMPTS_LIMIT
+    if req.max_attempts > ceiling:
+        whose = f"{declared.type_name}'s" if declared.max_attempts else "the"
+        raise InvalidArgument("max_attempts", f"is {req.max_attempts}; {whose} limit is {ceiling}")
+    payload_fits(declared, req.payload)
+    return req.max_attempts or declared.max_attempts or default_max_attempts
 
 
 def state_filter(value: int) -> TaskState | None:

@@ -1,9 +1,11 @@
 """The handler contract: what a task-type handler receives and how it reports failure.
 
-A handler is `Callable[[TaskContext], bytes | str | None]`; the result is stored as bytes (a
-str as UTF-8), at most 64 KiB, and any other type fails the task. Raise PermanentError for
-input that will never succeed (task ends FAILED); any other exception is retried with backoff
-until the attempts run out (task ends DEAD).
+A handler is declared with `conveyor.tasks.registry.task` and called as `handler(ctx,
+payload)`, the payload parsed into the type's model. Its result is stored as bytes (a pydantic
+model as its JSON, a str as UTF-8), at most 64 KiB, and any other type fails the task. Raise
+PermanentError (or an exception the type declares `permanent`) for input that will never
+succeed (task ends FAILED); any other exception, and a run past the type's `timeout`, is
+retried with backoff until the attempts run out (task ends DEAD).
 
 Effects. Delivery is at-least-once and a worker can die at any point, so a handler can run
 more than once for a task. `ctx.apply_once(name)` records the effect `name` in the task's
@@ -30,9 +32,8 @@ apply_once returns False loses the effect if the first call failed. `demo.charge
 
 from __future__ import annotations
 
-import importlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import tenacity
@@ -77,10 +78,11 @@ class TaskContext:
         """Record effect `effect` (a name, unique within the task) exactly once.
 
         True: this run recorded it (also when its first try's answer was lost). False: an
-        earlier run did. Raises TaskCancelled when the task was cancelled or this worker
-        lost its lease meanwhile: nothing is recorded then. Dependency faults are retried while
-        the worker holds the task's message, so an attempt that outlived an AWS outage still
-        records its effect instead of failing and running the handler again.
+        earlier run did. Raises TaskCancelled when the task was cancelled or this run lost its
+        lease meanwhile (taken over, or given up at its timeout): nothing is recorded then.
+        Dependency faults are retried while the worker holds the task's message, so an attempt
+        that outlived an AWS outage still records its effect instead of failing and running
+        the handler again.
         """
         try:
             return self.retrying()(self.tasks.record_effect, self.task.task_id, effect, self.owner)
@@ -91,22 +93,3 @@ class TaskContext:
     def idempotency_key(self, effect: str) -> str:
         """The key to hand downstream for `effect`: the same on every attempt of this task."""
         return f"{self.task.task_id}:{effect}"
-
-
-Handler = Callable[[TaskContext], bytes | str | None]
-
-
-def load_handlers(spec: str) -> Mapping[str, Handler]:
-    """Load a `module:ATTRIBUTE` mapping of task type to handler."""
-    if not spec:
-        raise ValueError(
-            "not set: name the mapping of task type to handler, as 'package.module:NAME' "
-            "(the service image ships no handlers of its own)"
-        )
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(f"handler spec {spec!r} must look like 'package.module:NAME'")
-    registry = getattr(importlib.import_module(module_name), attribute)
-    if not isinstance(registry, Mapping) or not all(callable(h) for h in registry.values()):
-        raise ValueError(f"{spec} is not a mapping of task type to callable")
-    return registry

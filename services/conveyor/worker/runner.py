@@ -7,6 +7,13 @@ in batches, and settled messages are deleted in batches too (DeleteBatcher). Eac
 runs on its own daemon thread with a heartbeat thread beside it that extends both the SQS
 visibility timeout and the DynamoDB lease, and notices cancellation.
 
+Per task type (conveyor.tasks.registry): its backoff and permanent errors decide a failure; a
+handler past its `timeout` is no longer waited for (its slot is free again) and its attempt
+fails as retryable, which drops the run's lease, so whatever the abandoned run still tries
+(an effect, a heartbeat, an outcome) fails the lease fence. A type with a `concurrency` has at
+most that many tasks in flight here: a message beyond it goes back to the queue for a moment,
+unclaimed (it costs a receive, not an attempt).
+
 Shutdown (SIGTERM): stop polling; messages a poll returns after that are released at once
 (visibility 0); in-flight tasks keep heartbeating until they finish or the grace period ends,
 after which their lease is handed back (task to QUEUED, message visible) so another worker
@@ -15,16 +22,19 @@ takes over without waiting for the lease to expire.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 import pybreaker
 import tenacity
 from opentelemetry import propagate, trace
+from pydantic import BaseModel, ValidationError
 
 from conveyor import failpoints
 from conveyor.aws import is_dependency_fault
@@ -34,11 +44,19 @@ from conveyor.runtime import HAND_BACK_SECONDS
 from conveyor.settings import WorkerSettings
 from conveyor.store import TaskStore, now_ms
 from conveyor.tasks.lifecycle import Lifecycle, Run
+from conveyor.tasks.registry import TaskType
 from conveyor.telemetry import metrics
-from conveyor.worker.handlers import Handler, PermanentError, TaskCancelled, TaskContext
+from conveyor.worker.handlers import PermanentError, TaskCancelled, TaskContext
 
 log = logging.getLogger("conveyor.worker")
 tracer = trace.get_tracer("conveyor.worker")
+
+# A message of a task type at its concurrency limit here is visible again after this long.
+TYPE_BUSY_DELAY_SECONDS = 1
+
+
+class HandlerTimeout(Exception):
+    """The handler ran past its type's timeout: a retryable failure of the attempt."""
 
 
 def backoff_seconds(attempt: int, base: float, cap: float) -> int:
@@ -53,11 +71,15 @@ def _as_bytes(result: object) -> bytes:
     else fails the task rather than storing a value `TaskStore.get` could not read back."""
     if result is None:
         return b""
+    if isinstance(result, BaseModel):
+        return result.model_dump_json().encode()
     if isinstance(result, str):
         return result.encode()
     if isinstance(result, bytes | bytearray | memoryview):
         return bytes(result)
-    raise PermanentError(f"a handler must return bytes, str or None, not {type(result).__name__}")
+    raise PermanentError(
+        f"a handler must return a pydantic model, bytes, str or None, not {type(result).__name__}"
+    )
 
 
 def linger_seconds(
@@ -109,14 +131,19 @@ class Worker:
         settings: WorkerSettings,
         store: TaskStore,
         queue: TaskQueue,
-        handlers: Mapping[str, Handler],
+        types: Mapping[str, TaskType],
     ) -> None:
         self.settings = settings
         self.store = store
         self.queue = queue
-        self.handlers = handlers
+        self.types = types
         self.tasks = Lifecycle(store, queue, settle=self._delete)
         self._slots = threading.BoundedSemaphore(settings.worker_concurrency)
+        self._type_slots = {
+            name: threading.BoundedSemaphore(t.concurrency)
+            for name, t in types.items()
+            if t.concurrency is not None
+        }
         self._inflight: dict[str, _InFlight] = {}
         self._lock = threading.Lock()
         # Message threads alive, counted before they start: the drain waits for tasks still
@@ -254,6 +281,18 @@ class Worker:
 
     # ---- one message ----
     def _process(self, message: Message, received_at: float) -> None:
+        type_slot = self._type_slots.get(message.task_type)
+        if type_slot is not None and not type_slot.acquire(blocking=False):
+            # The task was not read: assume it has the most attempts left.
+            self.tasks.return_message(message, TYPE_BUSY_DELAY_SECONDS, MAX_ATTEMPTS_LIMIT)
+            return
+        try:
+            self._claim_and_run(message, received_at)
+        finally:
+            if type_slot is not None:
+                type_slot.release()
+
+    def _claim_and_run(self, message: Message, received_at: float) -> None:
         lease_ms = int(self.settings.lease_seconds * 1000)
         run = self.tasks.receive(message, self.settings.worker_id, lease_ms, self._retrying(None))
         if run is None:
@@ -305,8 +344,10 @@ class Worker:
         """Run the handler and record its outcome. Only the handler's own exceptions decide
         the outcome; an error recording it propagates (and the attempt is re-run later)."""
         run, retrying = item.run, self._retrying(item)
+        declared = self.types.get(run.task.task_type)
+        permanent = declared.permanent if declared else ()
         try:
-            result = self._handle(item)
+            result = self._handle(item, declared)
         except TaskCancelled:
             if item.lost_message.is_set():
                 self.tasks.give_back(run, "the worker lost its message's visibility")
@@ -316,23 +357,32 @@ class Worker:
             return self.tasks.fail(run, bounded_error(str(exc)), retrying)
         except Exception as exc:
             error = bounded_error(f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, permanent):
+                return self.tasks.fail(run, error, retrying)
             attempt = run.task.attempts
             if attempt >= run.task.max_attempts:
                 return self.tasks.dead_letter(
                     run.task, error, run.message, retrying=retrying, owner=run.owner
                 )
-            delay = backoff_seconds(
-                attempt, self.settings.backoff_base_seconds, self.settings.backoff_max_seconds
-            )
-            return self.tasks.retry(run, error, delay, retrying)
+            base, cap = self.settings.backoff_base_seconds, self.settings.backoff_max_seconds
+            if declared is not None and declared.backoff is not None:
+                base, cap = declared.backoff.base_seconds, declared.backoff.cap_seconds
+            return self.tasks.retry(run, error, backoff_seconds(attempt, base, cap), retrying)
         failpoints.hit("worker.after_effect")
         return self.tasks.complete(run, result, retrying)
 
-    def _handle(self, item: _InFlight) -> bytes:
+    def _handle(self, item: _InFlight, declared: TaskType | None) -> bytes:
         task = item.run.task
-        handler = self.handlers.get(task.task_type)
-        if handler is None:
+        if declared is None:
             raise PermanentError(f"no handler for task type {task.task_type!r}")
+        try:
+            payload = declared.payload.model_validate_json(task.payload)
+        except ValidationError as exc:
+            # The API checked it at submit: a model changed incompatibly since (the schema
+            # gate exists to prevent that). It will never parse.
+            raise PermanentError(
+                f"payload does not fit {declared.payload.__qualname__}: {exc}"
+            ) from None
         context = TaskContext(
             task,
             task.attempts,
@@ -341,12 +391,39 @@ class Worker:
             item.run.owner,
             lambda: self._retrying(item),
         )
-        result = _as_bytes(handler(context))
+        result = _as_bytes(self._call(declared, context, payload, item))
         if len(result) > MAX_RESULT_BYTES:
             raise PermanentError(
                 f"the handler's result is {len(result)} bytes; the limit is {MAX_RESULT_BYTES}"
             )
         return result
+
+    def _call(
+        self, declared: TaskType, context: TaskContext, payload: BaseModel, item: _InFlight
+    ) -> object:
+        """The handler's result; with a timeout, it runs on a thread of its own that is
+        abandoned (told to stop, no longer waited for) when the timeout expires."""
+        if declared.timeout is None:
+            return declared.handler(context, payload)
+        future: Future[object] = Future()
+        run = contextvars.copy_context().run  # the task's trace span, in the handler's thread
+
+        def call() -> None:
+            try:
+                future.set_result(run(declared.handler, context, payload))
+            except BaseException as exc:  # handed to the waiting thread, which decides
+                future.set_exception(exc)
+
+        threading.Thread(target=call, name=f"handler-{context.task.task_id}", daemon=True).start()
+        try:
+            return future.result(timeout=declared.timeout)
+        except TimeoutError:
+            if future.done():  # finished as the wait expired: it did run to its end
+                return future.result()
+            item.stop.set()
+            raise HandlerTimeout(
+                f"the handler ran past its {declared.timeout:g} s timeout"
+            ) from None
 
     # ---- heartbeats ----
     def _beat(self, item: _InFlight, extend: Callable[[_InFlight, float], bool]) -> None:
