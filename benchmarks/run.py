@@ -296,7 +296,7 @@ def _direct_submit_ms(system: LocalSystem, count: int, clients: int, payload: by
             request_hash=uuid.uuid4().hex,
             max_attempts=5,
         )
-        queue.send(result.task.task_id, TASK_TYPE)
+        queue.send(result.task.task_id, TASK_TYPE, tenant=TENANT)
         with lock:
             latencies.append((time.perf_counter() - t0) * 1000)
 

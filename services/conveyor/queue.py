@@ -1,10 +1,17 @@
 """The SQS FIFO task queue and its DLQ.
 
-MessageGroupId is `<task type>#<shard>` with the shard taken from the task id, not the bare task
-type: FIFO holds back a whole group while one of its messages is in flight or backing off, so a
-group per type would let one poison task stall every task of its type. The trade-off is that
-ordering holds only within a shard, which Conveyor does not promise anyway (tasks are
-independent); raise CONVEYOR_MESSAGE_GROUP_SHARDS for more parallelism per type.
+MessageGroupId is `<tenant>#<task type>#<shard>` (`message_group`) with the shard taken from the
+task id. Not the bare task type: FIFO holds back a whole group while one of its messages is in
+flight or backing off, so a group per type would let one poison task stall every task of its
+type. The tenant is in it so that one tenant's backlog never sits in the same group, in FIFO
+order, ahead of another tenant's tasks: SQS skips every group with a message in flight, so
+another tenant's task is delivered once the first tenant's groups of that type each have one
+in flight (at most CONVEYOR_MESSAGE_GROUP_SHARDS groups per tenant and type; the conformance
+case test_a_receive_skips_every_group_in_flight pins this). The order across groups is not
+documented by AWS (only within a group): no receive order beyond that is relied on. The
+trade-off is that ordering holds only within a shard, which Conveyor does not promise anyway
+(tasks are independent); more shards give one tenant more parallelism per type, fewer shards
+let other tenants in sooner.
 
 The W3C trace context rides in message attributes (`traceparent`, `tracestate`) so the worker's
 CONSUMER span joins the submitter's trace.
@@ -12,6 +19,7 @@ CONSUMER span joins the submitter's trace.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -73,6 +81,19 @@ def enqueue_dedup_id(task: Task) -> str:
     return task.task_id if task.version == 1 else f"{task.task_id}.v{task.version}"
 
 
+# SQS's limit on a MessageGroupId.
+MAX_GROUP_ID_CHARS = 128
+
+
+def message_group(tenant: str, task_type: str, shard: int) -> str:
+    """The message group of a tenant's tasks of a type in one shard. A tenant name too long to
+    fit beside the type (both may be 60-odd characters) is replaced by a digest of it."""
+    group = f"{tenant}#{task_type}#{shard}"
+    if len(group) <= MAX_GROUP_ID_CHARS:
+        return group
+    return f"{hashlib.sha256(tenant.encode()).hexdigest()[:32]}#{task_type}#{shard}"
+
+
 def dead_letter_group(task_id: str) -> str:
     """The DLQ message group of a dead task: one per task, so that in the FIFO DLQ no dead
     task's message holds back another's (FIFO hides a group's later messages while its first
@@ -116,14 +137,16 @@ class TaskQueue:
     def _sqs(self, remaining: float | None = None) -> Any:
         return self._clients.client("sqs", remaining)
 
-    def group_id(self, task_id: str, task_type: str) -> str:
-        return f"{task_type}#{int(task_id[-8:], 16) % self._settings.message_group_shards}"
+    def group_id(self, task_id: str, task_type: str, tenant: str) -> str:
+        shard = int(task_id[-8:], 16) % self._settings.message_group_shards
+        return message_group(tenant, task_type, shard)
 
     def send(
         self,
         task_id: str,
         task_type: str,
         *,
+        tenant: str | None = None,
         queue: str = QUEUE_MAIN,
         dedup_id: str | None = None,
         group_id: str | None = None,
@@ -132,7 +155,8 @@ class TaskQueue:
         snapshot: Task | None = None,
         remaining: float | None = None,
     ) -> str:
-        """Send a task reference; the dedup id defaults to the task id (DESIGN.md §1).
+        """Send a task reference; the dedup id defaults to the task id (DESIGN.md §1), the
+        message group to the task's tenant group (`tenant` is then required).
 
         The trace context is the current one, or `traceparent` when given (the relay sends on
         behalf of a submit that happened in another process, possibly minutes ago). With
@@ -141,6 +165,10 @@ class TaskQueue:
         so a task that changed since (cancelled, relayed, retried) fails the claim, and the
         worker reads it then.
         """
+        if group_id is None:
+            if tenant is None:
+                raise TypeError("a send needs the task's tenant (for its message group)")
+            group_id = self.group_id(task_id, task_type, tenant)
         carrier: dict[str, str] = {"traceparent": traceparent} if traceparent else {}
         if not carrier:
             propagate.inject(carrier)
@@ -152,7 +180,7 @@ class TaskQueue:
         resp = self._sqs(remaining).send_message(
             QueueUrl=self.urls[queue],
             MessageBody=json.dumps(body),
-            MessageGroupId=group_id or self.group_id(task_id, task_type),
+            MessageGroupId=group_id,
             MessageDeduplicationId=dedup_id or task_id,
             MessageAttributes={
                 k: {"DataType": "String", "StringValue": v} for k, v in carrier.items()

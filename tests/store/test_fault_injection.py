@@ -157,7 +157,7 @@ def test_dynamodb_down_while_sqs_is_up(short, raw, settings: OpsSettings):
     with faults.armed("dynamodb.*=down"):
         with pytest.raises(EndpointConnectionError):
             put(short, raw)
-        queue.send("0123abcd", "demo.sleep")
+        queue.send("0123abcd", "demo.sleep", tenant="t")
     assert [b["task_id"] for b in raw.bodies(raw.res.queue_url)] == ["0123abcd"]
 
 

@@ -78,7 +78,8 @@ def test_a_full_batch_is_queried_again_at_the_next_sweep(settings, store, queue)
 def test_a_dlq_holding_messages_is_scanned_every_sweep(settings, store, queue):
     sweeper = relay_on(settings, store, queue, outbox_age_seconds=10)
     stuck = claim(store, submit(store))
-    queue.send(stuck.task_id, stuck.task_type, queue=QUEUE_DLQ)  # the redrive policy moved it
+    # The redrive policy moved it:
+    queue.send(stuck.task_id, stuck.task_type, tenant=stuck.tenant, queue=QUEUE_DLQ)
     sweeper.sweep()  # depth 1: compensated, re-filed under the task's own group
     assert store.get(stuck.task_id).state == TaskState.DEAD
     before = sqs_calls("ReceiveMessage")

@@ -23,6 +23,7 @@ def _to_dlq(queue, task, error: str = "boom") -> str:
     return queue.send(
         task.task_id,
         task.task_type,
+        tenant=task.tenant,
         queue=QUEUE_DLQ,
         dedup_id=f"{task.task_id}.{task.version}",
         error=error,
@@ -179,7 +180,7 @@ def test_redrive_requeues_a_dead_task_with_a_new_dedup_id(ops, queue, raw):
     attributes = message["Attributes"]
     assert attributes["MessageDeduplicationId"] == f"{task.task_id}.v{stored.version - 1}"
     assert attributes["MessageDeduplicationId"] != task.task_id
-    assert attributes["MessageGroupId"] == queue.group_id(task.task_id, "demo.flaky")
+    assert attributes["MessageGroupId"] == queue.group_id(task.task_id, "demo.flaky", task.tenant)
     assert raw.depth(raw.res.dlq_url) == (0, 0)  # deleted from the DLQ
 
 

@@ -17,17 +17,17 @@ TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 def _partner(queue, task_id: str, task_type: str, *, same_group: bool) -> str:
     """Another task id whose message group is (or is not) the one of `task_id`."""
-    group = queue.group_id(task_id, task_type)
+    group = queue.group_id(task_id, task_type, "t")
     for _ in range(1000):
         other = uuid.uuid4().hex
-        if (queue.group_id(other, task_type) == group) == same_group:
+        if (queue.group_id(other, task_type, "t") == group) == same_group:
             return other
     raise AssertionError("no such task id found")
 
 
 def test_send_and_parse_round_trip(queue, raw):
     task_id = uuid.uuid4().hex
-    message_id = queue.send(task_id, "demo.sleep", traceparent=TRACEPARENT)
+    message_id = queue.send(task_id, "demo.sleep", tenant="t", traceparent=TRACEPARENT)
     [received] = queue.receive(10, 0, 30)
     message = parse(received)
     assert (message.message_id, message.task_id, message.task_type) == (
@@ -43,7 +43,7 @@ def test_send_and_parse_round_trip(queue, raw):
 
 def test_dlq_messages_carry_the_error_truncated(queue, raw):
     task_id = uuid.uuid4().hex
-    queue.send(task_id, "t", queue=QUEUE_DLQ, dedup_id=f"{task_id}.3", error="e" * 5000)
+    queue.send(task_id, "t", tenant="t", queue=QUEUE_DLQ, dedup_id=f"{task_id}.3", error="e" * 5000)
     [received] = raw.receive(raw.res.dlq_url)
     assert parse(received).error == "e" * 1024
     assert received["Attributes"]["MessageDeduplicationId"] == f"{task_id}.3"
@@ -51,8 +51,8 @@ def test_dlq_messages_carry_the_error_truncated(queue, raw):
 
 def test_the_task_id_is_the_default_dedup_id(queue, raw):
     task_id = uuid.uuid4().hex
-    queue.send(task_id, "t")
-    queue.send(task_id, "t")  # the relay re-sending what the API already sent: accepted...
+    queue.send(task_id, "t", tenant="t")
+    queue.send(task_id, "t", tenant="t")  # the relay re-sending what the API sent: accepted...
     assert raw.depth(raw.res.queue_url) == (1, 0)  # ...and dropped
 
 
@@ -61,7 +61,7 @@ def test_a_busy_group_does_not_hold_back_the_other_groups_of_its_type(queue):
     behind = _partner(queue, busy, "demo.sleep", same_group=True)
     other = _partner(queue, busy, "demo.sleep", same_group=False)
     for task_id in (busy, behind, other):
-        queue.send(task_id, "demo.sleep")
+        queue.send(task_id, "demo.sleep", tenant="t")
 
     [first] = queue.receive(1, 0, 30)  # in flight, e.g. a poison task backing off
     assert parse(first).task_id == busy
@@ -71,7 +71,7 @@ def test_a_busy_group_does_not_hold_back_the_other_groups_of_its_type(queue):
 
 def test_depths_by_state(queue):
     for _ in range(3):
-        queue.send(uuid.uuid4().hex, "t")
+        queue.send(uuid.uuid4().hex, "t", tenant="t")
     queue.receive(1, 0, 30)
     depths = queue.depths()
     assert depths["main"]["visible"] + depths["main"]["inflight"] == 3
@@ -87,7 +87,7 @@ def test_malformed_bodies_are_refused(body):
 
 def test_a_snapshot_carries_the_committed_task_byte_for_byte(store, queue):
     task = submit(store, payload=bytes(range(256)) * 64)  # 16 KiB, every byte value
-    queue.send(task.task_id, task.task_type, snapshot=task)
+    queue.send(task.task_id, task.task_type, tenant=task.tenant, snapshot=task)
     [received] = queue.receive(10, 0, 30)
     assert parse(received).snapshot == dataclasses.replace(task, events=())  # no history
 
@@ -136,7 +136,7 @@ def test_settled_messages_are_deleted_ten_to_a_request(queue, raw):
 
 
 def test_a_flush_sends_the_deletes_without_waiting_for_the_linger(queue, raw):
-    queue.send(uuid.uuid4().hex, "demo.noop")
+    queue.send(uuid.uuid4().hex, "demo.noop", tenant="t")
     [message] = wait_for(lambda: queue.receive(10, 1, 30), 10, "the message")
     deleter = DeleteBatcher(queue, linger=30.0)
     started = time.monotonic()

@@ -73,7 +73,7 @@ def test_compensator_marks_a_task_moved_to_the_dlq_by_the_redrive_policy_dead(
     relay, store, queue, raw
 ):
     stuck = claim(store, submit(store))  # a worker died on it too often
-    queue.send(stuck.task_id, stuck.task_type, queue=QUEUE_DLQ)
+    queue.send(stuck.task_id, stuck.task_type, tenant=stuck.tenant, queue=QUEUE_DLQ)
     assert relay.compensate_dlq() == 1
     stored = store.get(stuck.task_id)
     assert stored is not None
@@ -137,7 +137,7 @@ def test_compensator_still_sees_new_arrivals_behind_a_full_batch_of_dead_letters
         queue.dead_letter(dead, "boom")
     assert relay.compensate_dlq() == 0
     stuck = claim(store, submit(store))  # then the redrive policy moves one more message
-    queue.send(stuck.task_id, stuck.task_type, queue=QUEUE_DLQ)
+    queue.send(stuck.task_id, stuck.task_type, tenant=stuck.tenant, queue=QUEUE_DLQ)
 
     assert relay.compensate_dlq() == 1
 
@@ -148,7 +148,7 @@ def test_compensator_still_sees_new_arrivals_behind_a_full_batch_of_dead_letters
 def test_a_failing_sweep_part_does_not_skip_the_others(settings, store, queue, raw):
     relay = relay_on(settings, store, queue)
     stuck = claim(store, submit(store))
-    queue.send(stuck.task_id, stuck.task_type, queue=QUEUE_DLQ)
+    queue.send(stuck.task_id, stuck.task_type, tenant=stuck.tenant, queue=QUEUE_DLQ)
     metrics.queue_messages.labels("dlq", "visible").set(-1)  # not exported yet
 
     # The sweep's first part, the outbox-mark query, fails (each of its tries); the reads after

@@ -97,7 +97,7 @@ def _enqueue(store, queue, task_type: str, params: dict, max_attempts: int = 3) 
     task = submit(
         store, task_type=task_type, payload=json.dumps(params).encode(), max_attempts=max_attempts
     )
-    queue.send(task.task_id, task.task_type)
+    queue.send(task.task_id, task.task_type, tenant=task.tenant)
     return task
 
 
@@ -187,7 +187,8 @@ def test_cancel_while_running_stops_the_handler_at_a_heartbeat(store, queue, raw
 
 def test_a_duplicate_delivery_does_not_run_the_task_twice(store, queue, raw, start_worker):
     task = _enqueue(store, queue, "demo.sleep", {"seconds": 0.3})
-    queue.send(task.task_id, task.task_type, dedup_id=f"{task.task_id}.dup")  # SQS delivered twice
+    # SQS delivered twice:
+    queue.send(task.task_id, task.task_type, tenant=task.tenant, dedup_id=f"{task.task_id}.dup")
     start_worker()
     done = wait_for(in_state(store, task.task_id, S.SUCCEEDED), 15, "SUCCEEDED")
     # Same task, same group: the duplicate comes after the first message is deleted.
@@ -204,7 +205,7 @@ def test_a_duplicate_delivery_does_not_run_the_task_twice(store, queue, raw, sta
 
 def test_a_message_for_an_unknown_task_is_dropped(queue, raw, start_worker):
     start_worker()
-    queue.send(uuid.uuid4().hex, "demo.sleep")
+    queue.send(uuid.uuid4().hex, "demo.sleep", tenant="t")
     wait_for(
         lambda: raw.depth(raw.res.queue_url) == (0, 0), 15, "the message to be deleted", every=0.05
     )
@@ -468,7 +469,7 @@ def test_bounces_do_not_use_up_the_receives_a_task_needs_for_its_attempts(
         via=S.QUEUED,
         set_values={"attempts": 1, "lease_owner": "gone/m/1", "lease_expires_at": now_ms() + 3000},
     )
-    queue.send(task.task_id, task.task_type)
+    queue.send(task.task_id, task.task_type, tenant=task.tenant)
     max_receives = raw_redrive_max_receives(raw)
     for _ in range(max_receives - 1):
         assert raw.receive(raw.res.queue_url), "the message is there to be received"
@@ -489,7 +490,7 @@ def test_a_first_delivery_with_its_snapshot_is_claimed_and_run_without_a_read(
     store, queue, raw, start_worker
 ):
     task = submit(store, task_type="demo.noop")
-    queue.send(task.task_id, task.task_type, snapshot=task)
+    queue.send(task.task_id, task.task_type, tenant=task.tenant, snapshot=task)
     reads = ddb_calls("GetItem") + ddb_calls("Query")
     start_worker()
     wait_for(
@@ -507,7 +508,7 @@ def test_a_first_delivery_with_its_snapshot_is_claimed_and_run_without_a_read(
 
 def test_a_stale_snapshot_fails_the_claim_and_the_task_is_read(store, queue, raw, start_worker):
     task = submit(store, task_type="demo.noop")
-    queue.send(task.task_id, task.task_type, snapshot=task)
+    queue.send(task.task_id, task.task_type, tenant=task.tenant, snapshot=task)
     store.transition(task, S.CANCELLED, detail="cancelled before any worker saw it")
     start_worker()
     wait_for(

@@ -41,6 +41,9 @@ LOCAL_TUNING = {
     "CONVEYOR_RELAY_INTERVAL_SECONDS": "1",
     "CONVEYOR_OUTBOX_AGE_SECONDS": "2",
     "CONVEYOR_WORKER_CONCURRENCY": "4",
+    # Fewer groups per tenant and type than the two workers' 8 slots: another tenant's task
+    # is delivered once each of a busy tenant's groups has a task in flight (conveyor.queue).
+    "CONVEYOR_MESSAGE_GROUP_SHARDS": "4",
     "CONVEYOR_SHUTDOWN_GRACE_SECONDS": "10",
     "CONVEYOR_LOG_LEVEL": "INFO",
     "CONVEYOR_TASK_MODULES": "conveyor_dev.local.demo_handlers",

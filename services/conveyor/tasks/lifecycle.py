@@ -173,6 +173,7 @@ class Lifecycle:
             self.queue.send(
                 task.task_id,
                 task.task_type,
+                tenant=task.tenant,
                 dedup_id=enqueue_dedup_id(task),
                 snapshot=task,
                 remaining=send_budget(),
@@ -196,6 +197,7 @@ class Lifecycle:
         self.queue.send(
             pending.task_id,
             pending.task_type,
+            tenant=pending.tenant,
             dedup_id=enqueue_dedup_id(pending),
             traceparent=traceparent,
         )
@@ -402,10 +404,12 @@ class Lifecycle:
     def _replace(self, message: Message) -> None:
         """A new message for `message`'s task (receive count 0), sent before the old one is
         deleted: a crash in between leaves a duplicate, which the conditional claim absorbs,
-        and never no message. Visible at once (FIFO has no per-message delay)."""
+        and never no message. Visible at once (FIFO has no per-message delay), in the old
+        message's group."""
         self.queue.send(
             message.task_id,
             message.task_type,
+            group_id=message.group_id or None,
             dedup_id=f"{message.task_id}.{message.message_id}",
             traceparent=message.attributes.get("traceparent", ""),
         )
