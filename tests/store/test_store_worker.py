@@ -58,7 +58,7 @@ class Running:
 def start_worker(aws_backend, settings, store, queue) -> Iterator[Callable[..., Running]]:
     started: list[Running] = []
 
-    def start(**overrides: Any) -> Running:
+    def start(types: dict[str, Any] | None = None, **overrides: Any) -> Running:
         values: dict[str, Any] = {
             **aws_backend.env(),
             "table_name": settings.table_name,
@@ -76,7 +76,7 @@ def start_worker(aws_backend, settings, store, queue) -> Iterator[Callable[..., 
             "shutdown_grace_seconds": 5,
             **overrides,
         }
-        running = Running(Worker(WorkerSettings(**values), store, queue, DEMO))
+        running = Running(Worker(WorkerSettings(**values), store, queue, types or DEMO))
         started.append(running)
         return running
 
@@ -683,3 +683,102 @@ def test_visibility_losses_do_not_use_up_the_receives_a_task_needs_for_its_attem
     assert (final["state"], final["attempts"], runs) == ("SUCCEEDED", 1, [1, 1])
     assert any("lost its message's visibility" in e["d"] for e in final["history"])
     assert raw.depth(raw.res.dlq_url) == (0, 0)
+
+
+# ---- per-type policy (conveyor.tasks.registry) ----
+
+
+def test_a_handler_past_its_timeout_is_abandoned_and_its_late_writes_are_refused(
+    store, queue, raw, start_worker
+):
+    contexts: list[Any] = []
+    release, second_running, finish = threading.Event(), threading.Event(), threading.Event()
+    late: list[object] = []
+
+    def stuck(ctx: Any, _: Any) -> bytes:
+        contexts.append(ctx)
+        if len(contexts) == 1:
+            release.wait(60)  # ignores ctx.stop, as a handler stuck in a library call would
+            try:
+                late.append(ctx.apply_once("late"))
+            except TaskCancelled:
+                late.append("refused")
+            return b"late"
+        second_running.set()
+        finish.wait(60)
+        return b"second"
+
+    worker = start_worker(worker_concurrency=1)  # one slot: the retry needs the stuck run's
+    add_type(worker, "demo.stuck", stuck, timeout="1s")
+    task = _enqueue(store, queue, "demo.stuck", {}, max_attempts=2)
+    try:
+        wait_for(second_running.is_set, 30, "the retry, in the slot the stuck run held")
+        first, second = contexts
+        assert first.stop.is_set()  # a cooperative handler would have stopped
+        # The abandoned run's heartbeat, effect and completion all fail the lease fence.
+        assert store.extend_lease(task.task_id, first.owner, now_ms() + 60_000) is False
+        release.set()
+        wait_for(lambda: late, 20, "the stuck run's late effect")
+        assert late == ["refused"]
+        assert raw.item(f"EFFECT#{task.task_id}", "late") is None
+        current = store.get(task.task_id)
+        assert current is not None and current.lease_owner == second.owner
+        with pytest.raises(Conflict):
+            store.transition(current, S.SUCCEEDED, remove=LEASE, lease_owner=first.owner)
+    finally:
+        release.set()
+        finish.set()
+    done = wait_for(in_state(store, task.task_id, S.SUCCEEDED), 20, "SUCCEEDED")
+    assert (done.attempts, done.result) == (2, b"second")
+    assert any("ran past its 1 s timeout" in e.detail for e in done.events)
+
+
+def test_a_timeout_on_the_last_attempt_ends_the_task_dead(store, queue, start_worker):
+    hold = threading.Event()
+    worker = start_worker()
+    add_type(worker, "demo.stuck", lambda ctx, _: hold.wait(60), timeout="500ms")
+    task = _enqueue(store, queue, "demo.stuck", {}, max_attempts=1)
+    try:
+        dead = wait_for(in_state(store, task.task_id, S.DEAD), 30, "DEAD")
+    finally:
+        hold.set()
+    assert "HandlerTimeout: the handler ran past its 0.5 s timeout" in dead.last_error
+
+
+def test_a_type_s_permanent_errors_fail_the_task_at_once(store, queue, start_worker):
+    def invalid(ctx: Any, _: Any) -> bytes:
+        raise LookupError("no such customer")
+
+    worker = start_worker()
+    add_type(worker, "demo.lookup", invalid, permanent=(LookupError,))
+    task = _enqueue(store, queue, "demo.lookup", {}, max_attempts=3)
+
+    failed = wait_for(in_state(store, task.task_id, S.FAILED), 20, "FAILED")
+    assert (failed.attempts, failed.last_error) == (1, "LookupError: no such customer")
+
+
+def test_a_type_s_concurrency_caps_its_runs_in_flight_per_worker(store, queue, start_worker):
+    lock = threading.Lock()
+    running: list[str] = []
+    most = [0]
+    overlap = threading.Event()
+
+    def crowded(ctx: Any, _: Any) -> bytes:
+        with lock:
+            running.append(ctx.task.task_id)
+            most[0] = max(most[0], len(running))
+            if len(running) > 1:
+                overlap.set()
+        overlap.wait(2)  # a run waits a while for company: with no cap it would find some
+        with lock:
+            running.remove(ctx.task.task_id)
+        return b""
+
+    declared = declare("demo.crowded", crowded, payload=NoParams, concurrency=1)
+    start_worker(worker_concurrency=3, types={**DEMO, "demo.crowded": declared})
+    tasks = [_enqueue(store, queue, "demo.crowded", {}) for _ in range(3)]
+
+    for task in tasks:
+        done = wait_for(in_state(store, task.task_id, S.SUCCEEDED), 60, "SUCCEEDED")
+        assert done.attempts == 1  # a message sent back at the cap costs no attempt
+    assert most[0] == 1
