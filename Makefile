@@ -17,7 +17,7 @@ PROTO_FILES := $(PROTO_SRC)/conveyor/v1/task_service.proto
 
 .PHONY: setup local test lint format proto proto-check test-unit test-infra test-observability \
         test-integration test-chaos test-e2e test-soak soak test-conformance \
-        test-second-backend generate generate-check bench clean
+        test-second-backend generate generate-check schemas bench clean
 
 setup: $(STAMP) $(MINISTACK_STAMP) $(DYNAMODB_LOCAL_STAMP)
 
@@ -106,6 +106,10 @@ generate: setup
 
 generate-check: setup
 	$(BIN)/python -m conveyor_observability.generate --check
+
+## Payload schema snapshots: write new and compatibly changed ones (make test checks them).
+schemas: setup
+	$(BIN)/python -m conveyor_dev.schema_gate --refresh
 
 bench: setup
 	$(BIN)/python -m benchmarks.run
