@@ -19,7 +19,7 @@ from conveyor.domain import MAX_ERROR_CHARS, Task, TaskState
 from conveyor.queue import parse
 from conveyor.settings import WorkerSettings
 from conveyor.store import Conflict, TaskStore, now_ms
-from conveyor.tasks.registry import declare, load
+from conveyor.tasks.registry import Backoff, declare, load
 from conveyor.worker.handlers import PermanentError, TaskCancelled
 from conveyor.worker.runner import Worker
 from conveyor_dev.inject import faults
@@ -782,3 +782,34 @@ def test_a_type_s_concurrency_caps_its_runs_in_flight_per_worker(store, queue, s
         done = wait_for(in_state(store, task.task_id, S.SUCCEEDED), 60, "SUCCEEDED")
         assert done.attempts == 1  # a message sent back at the cap costs no attempt
     assert most[0] == 1
+
+
+def test_a_type_s_backoff_replaces_the_worker_s(store, queue, start_worker):
+    # The worker's own backoff would hold the retry for up to 100 s; the type's cap of 0.4 s
+    # rounds every delay to 0 s (the visibility timeout takes whole seconds).
+    def once(ctx: Any, _: Any) -> bytes:
+        if ctx.attempt == 1:
+            raise RuntimeError("first attempt fails")
+        return b"ok"
+
+    declared = declare(
+        "demo.quick", once, payload=NoParams, backoff=Backoff(base="0.1s", cap="0.4s")
+    )
+    start_worker(
+        backoff_base_seconds=100, backoff_max_seconds=100, types={**DEMO, "demo.quick": declared}
+    )
+    task = _enqueue(store, queue, "demo.quick", {})
+
+    done = wait_for(in_state(store, task.task_id, S.SUCCEEDED), 30, "SUCCEEDED")
+    assert any(e.detail.startswith("retry in 0s") for e in done.events)
+
+
+def test_a_queued_payload_that_no_longer_fits_its_model_fails_permanently(
+    store, queue, start_worker
+):
+    start_worker()
+    task = _enqueue(store, queue, "demo.sleep", {"seconds": "soon"}, max_attempts=3)
+
+    failed = wait_for(in_state(store, task.task_id, S.FAILED), 20, "FAILED")
+    assert failed.attempts == 1
+    assert failed.last_error.startswith("payload does not fit Sleep: 1 validation error")
