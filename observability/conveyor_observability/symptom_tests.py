@@ -23,6 +23,7 @@ NOT_CONSUMED = "ConveyorTasksNotConsumed"
 BREAKER = "ConveyorCircuitBreakerOpen"
 TARGET_DOWN = "ConveyorTargetDown"
 COMPONENT_DOWN = "ConveyorComponentDown"
+QUOTA = "ConveyorQuotaRefusals"
 
 NO_LABELS: dict[str, str] = {}
 
@@ -197,6 +198,33 @@ def _target_scenarios() -> list[Scenario]:
     ]
 
 
+def _quota_scenarios() -> list[Scenario]:
+    def refusals(instance: str, tenant: str) -> str:
+        return f'conveyor_quota_refusals_total{{{instance},tenant="{tenant}",quota="submit_rate"}}'
+
+    return [
+        Scenario(
+            name="a tenant refused 1.5 times a second on each of two replicas for 15 minutes "
+            "raises one ticket for it; a tenant refused once a second in all does not",
+            series={
+                refusals(API_A, "acme"): "0+90x40",
+                refusals(API_B, "acme"): "0+90x40",
+                refusals(API_A, "globex"): "0+30x40",
+                refusals(API_B, "globex"): "0+30x40",
+            },
+            checks=[
+                AlertCheck(10, QUOTA),
+                AlertCheck(30, QUOTA, [{"tenant": "acme", "quota": "submit_rate"}]),
+            ],
+        ),
+        Scenario(
+            name="a 5-minute burst of refusals (a client that then backs off) stays silent",
+            series={refusals(API_A, "acme"): "0+300x5 1500x35"},
+            checks=[AlertCheck(5, QUOTA), AlertCheck(25, QUOTA)],
+        ),
+    ]
+
+
 def symptom_scenarios() -> list[Scenario]:
     return [
         *_dlq_scenarios(),
@@ -204,4 +232,5 @@ def symptom_scenarios() -> list[Scenario]:
         *_not_consumed_scenarios(),
         *_breaker_scenarios(),
         *_target_scenarios(),
+        *_quota_scenarios(),
     ]

@@ -77,7 +77,31 @@ class Knobs(BaseModel):
         return self
 
 
-class ApiKnobs(Knobs):
+class TenantQuotaKnobs(Knobs):
+    """Per-tenant quotas, counted by each API replica (conveyor.api.quotas)."""
+
+    tenant_submits_per_second: float = Field(
+        default=100.0,
+        gt=0,
+        description=(
+            "submits a tenant may make per second on each API replica; beyond, "
+            "RESOURCE_EXHAUSTED with a retry-after"
+        ),
+    )
+    tenant_submit_burst: int = Field(
+        default=200, ge=1, description="submits a tenant may make at once before its rate applies"
+    )
+    tenant_max_streams: int = Field(
+        default=4,
+        ge=1,
+        description=(
+            "ListTasks and WatchTask streams a tenant may hold open on each API replica; "
+            "beyond, RESOURCE_EXHAUSTED with a retry-after"
+        ),
+    )
+
+
+class ApiKnobs(TenantQuotaKnobs):
     """What the API needs."""
 
     default_max_attempts: int = Field(

@@ -158,6 +158,9 @@ class ApiSettings(
     min_deadline_seconds: float = Field(default=0.05, ge=0, le=5)
     watch_poll_seconds: float = Field(default=0.5, gt=0, le=10)
     watch_max_seconds: float = Field(default=300.0, gt=0)
+    # A ListTasks stream is cancelled after this long, read or not (its pages are the client's
+    # to narrow: `limit`, a state or type filter).
+    list_max_seconds: float = Field(default=60.0, gt=0)
 
 
 class WorkerSettings(

@@ -238,6 +238,9 @@ KNOB_VALUES = {
     "backoff_max_seconds": "120",
     "shutdown_grace_seconds": "40",
     "stop_timeout_seconds": "50",
+    "tenant_submits_per_second": "12.5",
+    "tenant_submit_burst": "30",
+    "tenant_max_streams": "3",
 }
 
 

@@ -239,11 +239,12 @@ def test_health_and_reflection_are_served(system: LocalSystem):
     assert "conveyor.v1.TaskService" in names
 
 
-def test_watches_are_capped_so_they_cannot_starve_other_calls(acme):
+def test_watches_are_capped_per_tenant_so_they_cannot_starve_other_calls(acme, globex):
     task_id = submit(acme, "demo.sleep", {"seconds": 30}).task.task_id
+    theirs = submit(globex, "demo.sleep", {"seconds": 0.01}).task.task_id
     watches = []
     try:
-        for _ in range(8):  # half of the API's 16 threads (CONVEYOR_API_MAX_WORKERS)
+        for _ in range(4):  # a tenant's streams (CONVEYOR_TENANT_MAX_STREAMS)
             stream = acme.WatchTask(pb.WatchTaskRequest(task_id=task_id), timeout=30)
             next(stream)  # the watch is being served
             watches.append(stream)
@@ -251,6 +252,9 @@ def test_watches_are_capped_so_they_cannot_starve_other_calls(acme):
         one_more = acme.WatchTask(pb.WatchTaskRequest(task_id=task_id), timeout=30)
         assert rpc_code(lambda: next(one_more)) == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert get(acme, task_id).task.task_id == task_id  # other calls still served
+        other = globex.WatchTask(pb.WatchTaskRequest(task_id=theirs), timeout=30)
+        assert next(other).task_id == theirs  # and another tenant's watches
+        other.cancel()
     finally:
         for stream in watches:
             stream.cancel()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import grpc
 import pytest
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor_dev.emulators.backend import start_backend
@@ -13,7 +14,7 @@ from conveyor_dev.local.prometheus import prometheus_binary, start_prometheus
 from conveyor_dev.local.scrape import samples
 from conveyor_dev.local.system import LocalSystem
 from conveyor_observability import inventory
-from support import FAST_RECOVERY, start_system, submit, wait_for, wait_terminal
+from support import FAST_RECOVERY, rpc_code, start_system, submit, wait_for, wait_terminal
 
 SLOS = ("api-availability", "api-latency", "task-success", "task-freshness")
 
@@ -23,7 +24,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
     """The system after a load that exercises every outcome (so every labelled series exists)."""
     with start_backend() as backend:
         system = start_system(
-            tmp_path_factory.mktemp("live"), backend, stack="dev", workers=1, tuning=FAST_RECOVERY
+            tmp_path_factory.mktemp("live"),
+            backend,
+            stack="dev",
+            workers=1,
+            tuning={**FAST_RECOVERY, "CONVEYOR_TENANT_MAX_STREAMS": "1"},
         )
         try:
             with system.channel("acme") as channel:
@@ -35,6 +40,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
                     submit(stub, "demo.reject").task.task_id,
                 ]
                 cancelled = submit(stub, "demo.sleep", {"seconds": 30}).task.task_id
+                watch = stub.WatchTask(pb.WatchTaskRequest(task_id=cancelled), timeout=30)
+                next(watch)
+                over_quota = stub.WatchTask(pb.WatchTaskRequest(task_id=cancelled), timeout=30)
+                assert rpc_code(lambda: next(over_quota)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+                watch.cancel()
                 stub.CancelTask(pb.CancelTaskRequest(task_id=cancelled), timeout=10)
                 for task_id in ids:
                     wait_terminal(stub, task_id)

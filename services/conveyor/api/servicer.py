@@ -24,6 +24,7 @@ from grpc_status import rpc_status
 
 from conveyor.api import convert, validation
 from conveyor.api.auth import tenant_of
+from conveyor.api.quotas import RETRY_AFTER, QuotaExceeded, Streams, SubmitRate
 from conveyor.aws import (
     DeadlineTooShort,
     aws_cpu_seconds_on_this_thread,
@@ -72,6 +73,10 @@ def error_mapping(context: grpc.ServicerContext) -> Iterator[None]:
         yield
     except validation.InvalidArgument as exc:
         _abort_invalid(context, exc)
+    except QuotaExceeded as exc:
+        metrics.quota_refusals_total.labels(exc.tenant, exc.quota).inc()
+        context.set_trailing_metadata(((RETRY_AFTER, str(exc.retry_after)),))
+        _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
     except IdempotencyMismatch as exc:
         _abort(context, grpc.StatusCode.ALREADY_EXISTS, str(exc))
     except (IllegalTransition, EffectsApplied) as exc:
@@ -131,8 +136,12 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self.store = store
         self.tasks = Lifecycle(store, queue)
         # Each watch holds a server thread while it polls: at most half of them, so watches
-        # can never starve SubmitTask and GetTask.
+        # can never starve SubmitTask and GetTask; and each tenant at most its quota of them.
         self._watch_slots = threading.BoundedSemaphore(max(1, settings.api_max_workers // 2))
+        self._submit_rate = SubmitRate(
+            settings.tenant_submits_per_second, settings.tenant_submit_burst
+        )
+        self._streams = Streams(settings.tenant_max_streams)
 
     def _remaining(self, context: grpc.ServicerContext) -> float | None:
         left = context.time_remaining()
@@ -145,6 +154,21 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
                 f"{left * 1000:.0f} ms left: not enough for a store call",
             )
         return float(left)
+
+    @contextmanager
+    def _stream(self, context: grpc.ServicerContext, max_seconds: float) -> Iterator[str]:
+        """The tenant's stream, within its quota, cancelled after `max_seconds` whatever it
+        is doing: a stream whose client does not read blocks in its send, which no check
+        between messages would ever reach."""
+        tenant = tenant_of(context)
+        with self._streams.opened(tenant):
+            timer = threading.Timer(max_seconds, context.cancel)
+            timer.daemon = True
+            timer.start()
+            try:
+                yield tenant
+            finally:
+                timer.cancel()
 
     def _own_task(self, context: grpc.ServicerContext, task_id: str) -> Task:
         tenant = tenant_of(context)
@@ -173,6 +197,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self, request: pb.SubmitTaskRequest, context: grpc.ServicerContext
     ) -> pb.SubmitTaskResponse:
         tenant = tenant_of(context)
+        self._submit_rate.take(tenant)
         max_attempts = validation.submit(request, self.types, self.settings.default_max_attempts)
 
         def send_budget() -> float:
@@ -212,22 +237,22 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     def ListTasks(
         self, request: pb.ListTasksRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.Task]:
-        tenant = tenant_of(context)
         state, task_type, page_size = validation.list_request(request)
-        tasks = self.store.list_for_tenant(
-            tenant,
-            state=state,
-            task_type=task_type,
-            page_size=page_size,
-            remaining=self._remaining(context),
-            keep_going=context.is_active,
-        )
-        for sent, task in enumerate(tasks, start=1):
-            if not context.is_active():
-                return
-            yield convert.task(task)
-            if request.limit and sent >= request.limit:
-                return
+        with self._stream(context, self.settings.list_max_seconds) as tenant:
+            tasks = self.store.list_for_tenant(
+                tenant,
+                state=state,
+                task_type=task_type,
+                page_size=page_size,
+                remaining=self._remaining(context),
+                keep_going=context.is_active,
+            )
+            for sent, task in enumerate(tasks, start=1):
+                if not context.is_active():
+                    return
+                yield convert.task(task)
+                if request.limit and sent >= request.limit:
+                    return
 
     @unary_rpc
     def CancelTask(
@@ -251,20 +276,25 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self, request: pb.WatchTaskRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.Task]:
         """Streams each change until the task is terminal or CONVEYOR_WATCH_MAX_SECONDS pass
-        (then the stream ends OK and the client watches again)."""
+        (then the stream ends OK and the client watches again). A tenant over its stream
+        quota is refused with RESOURCE_EXHAUSTED; a replica out of watch slots (its capacity,
+        not the caller's doing) with UNAVAILABLE."""
         validation.task_id(request.task_id)
-        if not self._watch_slots.acquire(blocking=False):
-            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "too many watches; retry later")
-        try:
-            seen = -1
-            until = time.monotonic() + self.settings.watch_max_seconds
-            while context.is_active() and time.monotonic() < until:
-                task = self._own_task(context, request.task_id)
-                if task.version != seen:
-                    seen = task.version
-                    yield convert.task(task)
-                if task.state.terminal:
-                    return
-                time.sleep(self.settings.watch_poll_seconds)
-        finally:
-            self._watch_slots.release()
+        # The backstop cancels a watch whose client stopped reading, a poll after its end.
+        backstop = self.settings.watch_max_seconds + self.settings.watch_poll_seconds + 1
+        with self._stream(context, backstop):
+            if not self._watch_slots.acquire(blocking=False):
+                _abort(context, grpc.StatusCode.UNAVAILABLE, "too many watches; retry later")
+            try:
+                seen = -1
+                until = time.monotonic() + self.settings.watch_max_seconds
+                while context.is_active() and time.monotonic() < until:
+                    task = self._own_task(context, request.task_id)
+                    if task.version != seen:
+                        seen = task.version
+                        yield convert.task(task)
+                    if task.state.terminal:
+                        return
+                    time.sleep(self.settings.watch_poll_seconds)
+            finally:
+                self._watch_slots.release()

@@ -50,6 +50,14 @@ api_overhead_cpu_seconds = Histogram(
     buckets=OVERHEAD_BUCKETS,
 )
 
+# quota: submit_rate | streams (conveyor.api.quotas). Tenants are provisioned identities (one
+# client certificate each), so the label stays bounded.
+quota_refusals_total = Counter(
+    "conveyor_quota_refusals_total",
+    "Requests refused because the tenant was over a quota (RESOURCE_EXHAUSTED, retry-after).",
+    ("tenant", "quota"),
+)
+
 # ---- tasks ----
 tasks_submitted_total = Counter(
     "conveyor_tasks_submitted_total",
