@@ -9,7 +9,8 @@ Every phase gets a fresh emulator with the stack's resources (as `make local` cr
    then idle requests per worker-hour, then SubmitTask at 50 concurrent clients against the
    same AWS calls made directly;
 4. billing: the same system behind `conveyor_dev.local.meter`'s metering proxy, for 1 KB and 64 KB
-   payloads, and the floor behind it too: DynamoDB units and SQS billed requests per task.
+   payloads, and the floor behind it too: DynamoDB units and SQS billed requests per task;
+5. fairness: tenant B's first task behind tenant A's --backlog (benchmarks/fairness.py).
 
 Figures from one machine are only comparable within a run (the machine is shared and noisy),
 hence the ratios. Printed as a table and written to benchmarks/results/bench-<time>.json.
@@ -46,6 +47,7 @@ from conveyor_dev.local.system import LocalSystem
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.fairness import phase_fairness
 from benchmarks.floor import FloorResult, run_floor
 
 RESULTS = Path(__file__).with_name("results")
@@ -54,7 +56,7 @@ TASK_TYPE = "demo.noop"
 CLIENTS = 8
 SLOTS = 4  # CONVEYOR_WORKER_CONCURRENCY of the local tuning
 STEADY_SLOTS = 10
-PHASES = ("floor", "throughput", "steady", "billing")
+PHASES = ("floor", "throughput", "steady", "billing", "fairness")
 # Polling and relay cadence as deployed (the settings' defaults), not the local run's faster
 # ones: idle polling and relay sweeps are part of the cost per task being measured.
 BENCH_TUNING = {
@@ -508,6 +510,18 @@ def report_table(report: dict[str, Any]) -> Table:
     return table
 
 
+def _fairness(backlog: int) -> dict[str, Any]:
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-fairness-{uuid.uuid4().hex[:4]}"
+    result = phase_fairness(backlog, RESULTS / "runs" / stamp)
+    waited, ahead = result["b_start_after_processing_began_s"], result["a_tasks_started_before_b"]
+    console.print(
+        f"[bold]fairness:[/] tenant B's task started {waited:.2f} s after processing began, "
+        f"behind {ahead} of tenant A's {backlog} (A's whole backlog took "
+        f"{result['a_backlog_start_span_s']:.1f} s to start)"
+    )
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=300, help="tasks per throughput phase")
@@ -515,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steady-seconds", type=float, default=15.0)
     parser.add_argument("--idle-seconds", type=float, default=15.0)
     parser.add_argument("--billing-tasks", type=int, default=100, help="per payload size")
+    parser.add_argument("--backlog", type=int, default=2000, help="tenant A's, in fairness")
     parser.add_argument(
         "--phases", default=",".join(PHASES), help=f"a subset of {','.join(PHASES)}"
     )
@@ -543,6 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         "throughput": lambda: {str(w): phase_throughput(w, args.tasks, small) for w in (1, 2, 4)},
         "steady": lambda: phase_steady(args.rate, args.steady_seconds, args.idle_seconds, small),
         "billing": lambda: phase_billing(args.billing_tasks, args.rate),
+        "fairness": lambda: _fairness(args.backlog),
     }
     for name in PHASES:
         if name in wanted:

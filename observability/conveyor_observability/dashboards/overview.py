@@ -92,6 +92,21 @@ def overview_dashboard(spec: Spec) -> db.Dashboard:
                 ],
             )
         )
+        .with_panel(
+            graph(
+                "Quota refusals by tenant",
+                "Requests refused with RESOURCE_EXHAUSTED because the tenant was over its quota "
+                "(submit_rate, streams): the caller's doing, not counted against availability. "
+                "ConveyorQuotaRefusals tickets a tenant refused over once a second.",
+                "reqps",
+                [
+                    Query(
+                        f"sum by (tenant, quota) (rate(conveyor_quota_refusals_total[{RATE}]))",
+                        "{{tenant}} {{quota}}",
+                    )
+                ],
+            )
+        )
         .with_row(row("Latency"))
         .with_panel(
             graph(
