@@ -66,6 +66,18 @@ def _abort_invalid(context: grpc.ServicerContext, exc: validation.InvalidArgumen
     raise AssertionError("unreachable: abort raises")
 
 
+def _unavailable(context: grpc.ServicerContext, detail: str, cause: Exception) -> NoReturn:
+    """UNAVAILABLE, logged with its cause: the client sees only `detail`."""
+    log.error(
+        "answered UNAVAILABLE: %s: %s: %s",
+        detail,
+        type(cause).__name__,
+        cause,
+        extra={"grpc_code": "UNAVAILABLE", "cause": f"{type(cause).__name__}: {cause}"},
+    )
+    _abort(context, grpc.StatusCode.UNAVAILABLE, detail)
+
+
 @contextmanager
 def error_mapping(context: grpc.ServicerContext) -> Iterator[None]:
     """Turns domain and dependency errors into gRPC status codes, the same way for every RPC."""
@@ -85,11 +97,11 @@ def error_mapping(context: grpc.ServicerContext) -> Iterator[None]:
         _abort(context, grpc.StatusCode.ABORTED, "the task changed concurrently; retry")
     except DeadlineTooShort as exc:
         _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
-    except pybreaker.CircuitBreakerError:
-        _abort(context, grpc.StatusCode.UNAVAILABLE, "task store unavailable (circuit open)")
+    except pybreaker.CircuitBreakerError as exc:
+        _unavailable(context, "task store unavailable (circuit open)", exc)
     except (ClientError, BotoCoreError) as exc:
         if is_dependency_fault(exc):
-            _abort(context, grpc.StatusCode.UNAVAILABLE, "task store unavailable, retry")
+            _unavailable(context, "task store unavailable, retry", exc)
         log.exception("unexpected AWS error")
         _abort(context, grpc.StatusCode.INTERNAL, "internal error")
 

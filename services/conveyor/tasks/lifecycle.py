@@ -64,7 +64,7 @@ from typing import Any
 
 import pybreaker
 import tenacity
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
 
 from conveyor import failpoints
 from conveyor.aws import is_dependency_fault
@@ -75,6 +75,7 @@ from conveyor.tasks import codec
 from conveyor.telemetry import metrics
 
 log = logging.getLogger("conveyor.tasks")
+tracer = trace.get_tracer("conveyor.tasks")
 
 S = TaskState
 _ATTEMPTS, _ERROR, _RESULT = (codec.attr(f) for f in ("attempts", "last_error", "result"))
@@ -478,6 +479,17 @@ class Lifecycle:
             lease_owner=owner,
         )
         metrics.tasks_completed_total.labels(task.task_type, "dead").inc()
+        # ERROR, with the error itself: a poison incident is found by searching logs for ERROR.
+        log.error(
+            "task dead: %s",
+            error,
+            extra={
+                "task_id": task.task_id,
+                "task_type": task.task_type,
+                "attempts": task.attempts,
+                "detail": detail,
+            },
+        )
         failpoints.hit("dead_letter.after_dead")
         return dead
 
@@ -511,6 +523,17 @@ class Lifecycle:
         if task.state != S.DEAD:
             self.queue.set_visibility(receipt_handle, 0, queue=QUEUE_DLQ)
             return "skipped", f"task is {task.state.value}, not DEAD yet"
+        # The redrive and the attempts it leads to stay on the task's own trace (its submit's).
+        submitted = propagate.extract({"traceparent": task.traceparent})
+        with tracer.start_as_current_span(
+            "conveyor.task redrive",
+            context=submitted,
+            attributes={"conveyor.task_id": task_id, "conveyor.task_type": task.task_type},
+        ):
+            return self._redrive_dead(task, receipt_handle)
+
+    def _redrive_dead(self, task: Task, receipt_handle: str) -> tuple[str, str]:
+        task_id = task.task_id
         try:
             pending = self.store.transition(
                 task,
@@ -525,6 +548,15 @@ class Lifecycle:
         self._send_and_queue(pending, "sent by the DLQ redrive")
         failpoints.hit("redrive.after_send")
         self.queue.delete(receipt_handle, queue=QUEUE_DLQ)
+        log.info(
+            "task redriven from the DLQ: DEAD -> QUEUED, attempts reset",
+            extra={
+                "task_id": task_id,
+                "task_type": task.task_type,
+                "attempts": task.attempts,
+                "last_error": task.last_error,
+            },
+        )
         return "redriven", "PENDING -> QUEUED with attempts reset"
 
     # ---- the client's ----
