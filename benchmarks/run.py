@@ -186,9 +186,17 @@ def phase_floor(tasks: int, payload: bytes) -> dict[str, Any]:
     with start_backend() as backend, tempfile.TemporaryDirectory() as tmp:
         system = LocalSystem.provision(Path(tmp), backend, (TENANT,))
         console.print(f"[bold]floor:[/] {tasks} tasks, {CLIENTS} clients, {2 * SLOTS} consumers")
-        return _floor_on(
+        direct = _floor_on(
             system, backend.endpoint_url, backend.endpoint_for("dynamodb"), tasks, payload
         ).as_dict()
+        # The metering proxy's own cost: the same floor through it, on the same emulator.
+        proxy = MeteringProxy(backend.endpoint_url, backend.endpoint_for("dynamodb"))
+        try:
+            metered = _floor_on(system, proxy.url, proxy.url, tasks, payload).as_dict()
+        finally:
+            proxy.close()
+        ratio = metered["tasks_per_second"] / direct["tasks_per_second"]
+        return {**direct, "through_meter": metered, "meter_ratio": ratio}
 
 
 def _floor_on(
@@ -439,6 +447,11 @@ def report_table(report: dict[str, Any]) -> Table:
     floor, steady, bill = report["floor"], report["steady"], report["billing"]
     two = report["throughput"]["2"]
     table.add_row("floor tasks/s (8 clients, 8 consumers)", f"{floor['tasks_per_second']:.1f}", "")
+    table.add_row(
+        "  through the metering proxy (its own cost)",
+        f"{floor['through_meter']['tasks_per_second']:.1f} ({floor['meter_ratio']:.2f}x)",
+        "",
+    )
     table.add_row("Conveyor tasks/s, 2 workers x 4 slots", f"{two['tasks_per_second']:.1f}", "")
     table.add_row("ratio Conveyor / floor", f"{report['floor_ratio']:.2f}", ">= 0.8")
     for workers, result in report["throughput"].items():
