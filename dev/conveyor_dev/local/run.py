@@ -1,6 +1,7 @@
 """`make local`: the whole system on the embedded emulator, a demo load and a summary.
 
     python -m conveyor_dev.local.run [--duration SECONDS] [--workers N] [--rate TASKS_PER_S]
+                                     [--no-supervise]
 
 Without --duration it submits --tasks demo tasks, then keeps the system up (use the CLI with
 `source .local/conveyor.env`) until Ctrl-C. With --duration it submits load for most of that
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import sys
 import threading
@@ -29,6 +31,7 @@ from conveyor_dev.local.demo import TERMINAL, DemoLoad, Summary, summarize
 from conveyor_dev.local.meter import MeteringProxy
 from conveyor_dev.local.prometheus import Prometheus, prometheus_binary, start_prometheus
 from conveyor_dev.local.scrape import total
+from conveyor_dev.local.supervise import Supervisor, supervision_enabled
 from conveyor_dev.local.system import LocalSystem
 
 TENANT = "demo"
@@ -44,6 +47,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, default=200, help="demo tasks without --duration")
     parser.add_argument("--stack", default="dev", help="Pulumi stack whose resources to create")
     parser.add_argument("--workdir", type=Path, default=Path(".local"))
+    parser.add_argument(
+        "--no-supervise",
+        dest="supervise",
+        action="store_false",
+        default=supervision_enabled(),
+        help="do not restart a component that exits (also: CONVEYOR_LOCAL_SUPERVISE=0)",
+    )
     args = parser.parse_args(argv)
     if args.duration is not None and args.duration < 10:
         parser.error("--duration must be at least 10 seconds")
@@ -52,20 +62,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+# Set in the env file: the run's directory (logs/, pids/), for the runbooks' local blocks.
+RUN_DIR_VARIABLE = "CONVEYOR_LOCAL_RUN"
+
+
 def write_env_file(system: LocalSystem, path: Path) -> None:
+    """The CLI's environment for a shell (`source` it): the `conveyor` command on PATH, the
+    API and AWS settings, and where this run keeps its logs and pids."""
     lines = [
         f"export {k}={shlex.quote(v)}"
         for k, v in sorted(system.cli_env(TENANT).items())
         if k.startswith(("CONVEYOR_", "AWS_"))
     ]
+    lines.append(f"export {RUN_DIR_VARIABLE}={shlex.quote(str(system.workdir))}")
+    # The interpreter's directory, unresolved: a venv's bin/ holds `conveyor`.
+    lines.append(f'export PATH={shlex.quote(os.path.dirname(sys.executable))}:"$PATH"')
     path.write_text("\n".join(lines) + "\n")
 
 
 def show_endpoints(
-    console: Console, system: LocalSystem, env_file: Path, prometheus: Prometheus | None
+    console: Console,
+    system: LocalSystem,
+    env_file: Path,
+    prometheus: Prometheus | None,
+    emulator_url: str,
 ) -> None:
     table = Table(title="Conveyor is running", show_header=False)
-    table.add_row("AWS backend", f"{system.backend.kind} at {system.backend.endpoint_url}")
+    table.add_row("AWS emulator", f"{system.backend.kind} at {emulator_url}")
+    table.add_row("metering proxy (the services' AWS endpoint)", str(system.backend.endpoint_url))
     table.add_row("task API (mTLS)", system.api_address)
     for proc in system.procs.values():
         table.add_row(f"metrics: {proc.name}", proc.metrics_url)
@@ -196,6 +220,7 @@ def show_summary(
     submit_rate: tuple[float, float],
     refused: int,
     exit_codes: dict,
+    restarts: dict[str, int] | None,
 ) -> None:
     table = Table(title="Summary")
     table.add_column("measure")
@@ -215,6 +240,10 @@ def show_summary(
     table.add_row(
         "$ per million tasks (this mix, list prices)", f"${summary.dollars_per_million_tasks:.2f}"
     )
+    table.add_row(
+        "restarts by the supervisor",
+        "off" if restarts is None else ", ".join(f"{k}={v}" for k, v in restarts.items()) or "0",
+    )
     table.add_row("process exit codes", ", ".join(f"{k}={v}" for k, v in exit_codes.items()))
     console.print(table)
 
@@ -232,13 +261,17 @@ def main(argv: list[str] | None = None) -> int:
         system.backend = dataclasses.replace(backend, endpoint_url=meter.url, service_endpoints={})
         exit_codes: dict = {}
         prometheus: Prometheus | None = None
+        supervisor: Supervisor | None = None
         try:
             system.start(workers=args.workers)
+            if args.supervise:
+                supervisor = Supervisor(system, lambda line: console.print(f"[yellow]{line}"))
+                supervisor.start()
             if prometheus_binary():
                 prometheus = start_prometheus(system)
             env_file = args.workdir.resolve() / "conveyor.env"
             write_env_file(system, env_file)
-            show_endpoints(console, system, env_file, prometheus)
+            show_endpoints(console, system, env_file, prometheus, backend.endpoint_url)
             channel = system.channel(TENANT)
             load = DemoLoad(system.stub(channel))
             submit_rate = 0.0
@@ -258,12 +291,21 @@ def main(argv: list[str] | None = None) -> int:
             summary = summarize(states, span, aws_requests, meter.billing.dollars(_polling))
             channel.close()
         finally:
+            if supervisor is not None:
+                supervisor.stop()
             if prometheus is not None:
                 prometheus.stop()
             exit_codes = system.stop()
             meter.close()
+    restarts = None if supervisor is None else dict(supervisor.restarts)
     show_summary(
-        console, summary, backend.kind, (submit_rate, args.rate), load.rejected, exit_codes
+        console,
+        summary,
+        backend.kind,
+        (submit_rate, args.rate),
+        load.rejected,
+        exit_codes,
+        restarts,
     )
     clean = all(code == 0 for code in exit_codes.values())
     return 0 if summary.lost == 0 and clean and summary.submitted > 0 else 1
