@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from typing import Annotated, NoReturn
 
 import grpc
@@ -26,6 +27,7 @@ from rich.console import Console
 
 from conveyor import cli_output as out
 from conveyor.api.auth import secure_channel
+from conveyor.dlq_filter import DlqFilter
 from conveyor.domain import (
     IDEMPOTENCY_KEY_RE,
     MAX_ATTEMPTS_LIMIT,
@@ -310,16 +312,62 @@ def watch(
     _exit_for(task)
 
 
+DlqType = Annotated[str | None, typer.Option("--type", help="Only dead letters of this task type.")]
+DlqError = Annotated[
+    str | None,
+    typer.Option(
+        "--error",
+        help="Only dead letters whose last error this regular expression finds "
+        "(a plain substring works).",
+    ),
+]
+
+
+class GroupBy(StrEnum):
+    error = "error"
+    type = "type"
+
+
+def _dlq_filter(task_type: str | None, error: str | None) -> DlqFilter:
+    if task_type is not None:
+        _require(TASK_TYPE_RE, task_type, "'--type'")
+    try:
+        pattern = None if error is None else re.compile(error)
+    except re.error as exc:
+        message = f"not a regular expression: {exc}"
+        raise typer.BadParameter(message, param_hint="'--error'") from None
+    return DlqFilter(task_type, pattern)
+
+
 @dlq_app.command("inspect")
 def dlq_inspect(
-    limit: Annotated[int, typer.Option(min=1, help="Look at most at this many messages.")] = 10,
+    limit: Annotated[
+        int, typer.Option(min=1, help="Show at most this many (matching) dead letters.")
+    ] = 10,
+    task_type: DlqType = None,
+    error: DlqError = None,
+    group_by: Annotated[
+        GroupBy | None,
+        typer.Option("--group-by", help="Count the dead letters per last error or per type."),
+    ] = None,
+    as_json: AsJson = False,
 ) -> None:
     """Show dead-lettered tasks without removing them from the DLQ."""
     from conveyor import ops
 
+    where = _dlq_filter(task_type, error)
     with _reported_errors():
-        listing = ops.dlq_inspect(ops.from_env(), limit)
-    _stdout().print(out.dlq_table(listing.entries))
+        listing = ops.dlq_inspect(ops.from_env(), limit, where=where)
+    if group_by is not None:
+        groups = out.dlq_groups(listing.entries, group_by.value)
+        if as_json:
+            typer.echo(out.to_json(groups))
+        else:
+            _stdout().print(out.dlq_groups_table(groups, group_by.value))
+    elif as_json:
+        typer.echo(out.to_json([out.dlq_dict(e) for e in listing.entries]))
+    else:
+        _stdout().print(out.dlq_table(listing.entries))
     if listing.held_elsewhere:
         _stderr().print(
             f"{listing.held_elsewhere} DLQ message(s) are held by another reader (the relay's"
@@ -336,11 +384,15 @@ def dlq_redrive(
         typer.Option("--task-id", help="Only this task (repeatable); default: any."),
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="Without --task-id: at most this many.")] = 10,
+    task_type: DlqType = None,
+    error: DlqError = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Send dead-lettered tasks back to the main queue for another round of attempts."""
     for task_id in task_ids or ():
         _require(TASK_ID_RE, task_id, "'--task-id'")
+    where = _dlq_filter(task_type, error)
     if not yes and not _interactive():
         _fail(
             "refusing to redrive without confirmation: no terminal to ask on; pass --yes",
@@ -351,14 +403,13 @@ def dlq_redrive(
     with _reported_errors():
         operator = ops.from_env()
         if not yes:
-            question = (
-                f"Redrive {', '.join(task_ids)} from the DLQ?"
-                if task_ids
-                else f"Redrive up to {limit} task(s) from the DLQ?"
-            )
-            typer.confirm(question, abort=True)
-        results = ops.dlq_redrive(operator, task_ids or None, limit)
-    _stdout().print(out.redrive_table(results))
+            which = f"{', '.join(task_ids)}" if task_ids else f"up to {limit} task(s)"
+            typer.confirm(f"Redrive {which}{out.filter_phrase(where)} from the DLQ?", abort=True)
+        results = ops.dlq_redrive(operator, task_ids or None, limit, where=where)
+    if as_json:
+        typer.echo(out.to_json([out.redrive_dict(r) for r in results]))
+    else:
+        _stdout().print(out.redrive_table(results))
 
 
 @outbox_app.command("status")

@@ -7,6 +7,7 @@ so a task type or an error message containing `[brackets]` is printed as it is.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterable, Mapping
@@ -143,10 +144,18 @@ def task_table(task: pb.Task, *, title: str = "Task") -> Table:
     return table
 
 
+# Columns holding ids are never shortened, whatever the terminal's width: an id is for pasting
+# into the next command. The other columns wrap instead.
+_ID_COLUMNS = frozenset({"task id", "task ids", "message id"})
+
+
 def _table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> Table:
     table = Table(title=title, title_justify="left")
     for column in columns:
-        table.add_column(column)
+        if column in _ID_COLUMNS:
+            table.add_column(column, no_wrap=True, overflow="ignore", min_width=len(column))
+        else:
+            table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*row)
     return table
@@ -217,6 +226,46 @@ def dlq_table(entries: Iterable[Any]) -> Table:
             for e in entries
         ),
     )
+
+
+def dlq_dict(entry: Any) -> dict[str, Any]:
+    """An ops.DlqEntry."""
+    return dataclasses.asdict(entry)
+
+
+def dlq_groups(entries: Iterable[Any], key: str) -> list[dict[str, Any]]:
+    """ops.DlqEntry rows counted per `key` ("error": the last error, "type": the task type),
+    largest group first, each with its task ids, so one command goes from the alert to the
+    causes and from a cause to the tasks to redrive."""
+    field = {"error": "last_error", "type": "task_type"}[key]
+    groups: dict[str, list[str]] = {}
+    for entry in entries:
+        groups.setdefault(getattr(entry, field), []).append(entry.task_id)
+    ranked = sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))
+    return [{key: value, "count": len(ids), "task_ids": ids} for value, ids in ranked]
+
+
+def dlq_groups_table(groups: Iterable[Mapping[str, Any]], key: str) -> Table:
+    return _table(
+        f"Dead-letter queue by {key}",
+        ("count", key, "task ids"),
+        ((str(g["count"]), Text(g[key]), Text("\n".join(g["task_ids"]))) for g in groups),
+    )
+
+
+def filter_phrase(where: Any) -> str:
+    """` of type T whose last error matches /E/` for a confirmation question (a DlqFilter)."""
+    phrase = ""
+    if where.task_type is not None:
+        phrase += f" of type {where.task_type}"
+    if where.error is not None:
+        phrase += f" whose last error matches /{where.error.pattern}/"
+    return phrase
+
+
+def redrive_dict(result: Any) -> dict[str, Any]:
+    """An ops.RedriveResult."""
+    return dataclasses.asdict(result)
 
 
 def redrive_table(results: Iterable[Any]) -> Table:

@@ -12,7 +12,9 @@ from typing import Any
 import tenacity
 
 from conveyor import wiring
-from conveyor.queue import QUEUE_DLQ, MalformedMessage, TaskQueue, parse
+from conveyor.dlq_filter import ANY, DlqFilter
+from conveyor.domain import Task
+from conveyor.queue import QUEUE_DLQ, MalformedMessage, Message, TaskQueue, parse
 from conveyor.settings import AwsSettings, QueueSettings, StoreSettings, load
 from conveyor.store import TaskStore, now_ms
 from conveyor.tasks.lifecycle import Lifecycle
@@ -43,6 +45,10 @@ class RedriveResult:
     task_id: str
     outcome: str  # redriven | discarded | skipped | held | not-found
     detail: str
+
+
+# A filtered look reads the whole DLQ (up to this many messages) to find `limit` that match.
+FILTERED_SCAN_LIMIT = 10_000
 
 
 @dataclass(frozen=True)
@@ -95,46 +101,61 @@ def _while_held(
     return 0 if saw else held
 
 
-def dlq_inspect(o: Ops, limit: int, held_wait_seconds: float = HELD_WAIT_SECONDS) -> DlqListing:
-    """Up to `limit` DLQ messages with their tasks, left in the DLQ. While it sees fewer than
-    that and fewer than the DLQ holds, another reader holds some: it looks again for up to
-    `held_wait_seconds`, and says how many it could not list. (Comparing with the DLQ's total
-    rather than its hidden count: SQS's counts lag, and its own look just hid them all.)"""
+def dlq_inspect(
+    o: Ops,
+    limit: int,
+    held_wait_seconds: float = HELD_WAIT_SECONDS,
+    where: DlqFilter = ANY,
+) -> DlqListing:
+    """Up to `limit` DLQ messages that `where` matches, with their tasks, left in the DLQ.
+    While it finds fewer than that and has read fewer messages than the DLQ holds, another
+    reader holds some: it looks again for up to `held_wait_seconds`, and says how many it
+    could not read. (Comparing with the DLQ's total rather than its hidden count: SQS's counts
+    lag, and its own look just hid them all.)"""
     entries: list[DlqEntry] = []
+    read = [0]
 
     def look() -> None:
-        entries[:] = _inspect_pass(o, limit)
+        entries[:], read[0] = _inspect_pass(o, limit, where)
 
     def saw_all(depth: dict[str, int]) -> bool:
-        return len(entries) >= min(limit, depth["visible"] + depth["inflight"])
+        return len(entries) >= limit or read[0] >= depth["visible"] + depth["inflight"]
 
     return DlqListing(entries, _while_held(o, look, saw_all, held_wait_seconds))
 
 
-def _inspect_pass(o: Ops, limit: int) -> list[DlqEntry]:
-    raws = o.queue.peek(limit, queue=QUEUE_DLQ)
-    entries = []
+def _inspect_pass(o: Ops, limit: int, where: DlqFilter) -> tuple[list[DlqEntry], int]:
+    """The matching entries, and how many messages it read."""
+    raws = o.queue.peek(FILTERED_SCAN_LIMIT if where.narrows else limit, queue=QUEUE_DLQ)
+    entries: list[DlqEntry] = []
     try:
         for raw in raws:
+            if len(entries) >= limit:
+                break
             try:
                 message = parse(raw)
             except MalformedMessage as exc:
-                entries.append(DlqEntry("?", "?", "MALFORMED", 0, str(exc), raw["MessageId"]))
-                continue
-            task = o.store.get(message.task_id)
-            entries.append(
-                DlqEntry(
+                entry = DlqEntry("?", "?", "MALFORMED", 0, str(exc), raw["MessageId"])
+            else:
+                task = o.store.get(message.task_id)
+                entry = DlqEntry(
                     message.task_id,
                     message.task_type,
                     task.state.value if task else "MISSING",
                     task.attempts if task else 0,
-                    (task.last_error if task else "") or message.error,
+                    _last_error(task, message.error),
                     message.message_id,
                 )
-            )
+            if where.matches(entry.task_type, entry.last_error):
+                entries.append(entry)
     finally:
         o.queue.unhide(raws, queue=QUEUE_DLQ)
-    return entries
+    return entries, len(raws)
+
+
+def _last_error(task: Task | None, message_error: str) -> str:
+    """The task's own last error; the DLQ message's when the task has none (or is gone)."""
+    return (task.last_error if task else "") or message_error
 
 
 # A redrive holds the DLQ messages it looks at for 30 s plus 2 s per task it means to redrive
@@ -153,6 +174,7 @@ def dlq_redrive(
     limit: int,
     hold_seconds: int | None = None,
     held_wait_seconds: float = HELD_WAIT_SECONDS,
+    where: DlqFilter = ANY,
 ) -> list[RedriveResult]:
     """Give DEAD tasks another run (Lifecycle.redrive: PENDING with attempts reset, enqueued,
     then their DLQ message goes).
@@ -166,16 +188,17 @@ def dlq_redrive(
     A named task whose message it does not see while the DLQ has hidden messages may be
     among them (the relay's DLQ scan, or an inspect or redrive that died, holds them): it
     looks again for up to `held_wait_seconds`, then reports the task `held`, not
-    `not-found`."""
+    `not-found`. Only tasks that `where` matches are redriven; named ones it does not match
+    are reported `skipped`."""
     if hold_seconds is None:
         hold_seconds = redrive_hold_seconds(limit if task_ids is None else len(task_ids))
     if task_ids is None:
-        return _redrive_pass(o, None, limit, hold_seconds)
+        return _redrive_pass(o, None, limit, hold_seconds, where)
     missing = set(task_ids)
     results: list[RedriveResult] = []
 
     def look() -> None:
-        results.extend(_redrive_pass(o, missing, limit, hold_seconds))
+        results.extend(_redrive_pass(o, missing, limit, hold_seconds, where))
         missing.difference_update(r.task_id for r in results)
 
     held = _while_held(o, look, lambda _depth: not missing, held_wait_seconds)
@@ -189,13 +212,14 @@ def dlq_redrive(
 
 
 def _redrive_pass(
-    o: Ops, wanted: set[str] | None, limit: int, hold_seconds: int
+    o: Ops, wanted: set[str] | None, limit: int, hold_seconds: int, where: DlqFilter
 ) -> list[RedriveResult]:
     """One look at the DLQ: redrive what it finds of `wanted` (or up to `limit` of any)."""
     tasks = Lifecycle(o.store, o.queue)
     started = time.monotonic()
+    scan_all = wanted is not None or where.narrows
     raws = o.queue.peek(
-        limit if wanted is None else 10_000, queue=QUEUE_DLQ, hold_seconds=hold_seconds
+        FILTERED_SCAN_LIMIT if scan_all else limit, queue=QUEUE_DLQ, hold_seconds=hold_seconds
     )
     stop_at = started + hold_seconds * (1 - HOLD_MARGIN_FRACTION)
     results: list[RedriveResult] = []
@@ -209,6 +233,11 @@ def _redrive_pass(
             if wanted is not None and message.task_id not in wanted:
                 continue
             if wanted is None and len(results) >= limit:
+                continue
+            if where.narrows and not _matches(o, where, message):
+                if wanted is not None:
+                    detail = "does not match the --type/--error filter"
+                    results.append(RedriveResult(message.task_id, "skipped", detail))
                 continue
             if time.monotonic() >= stop_at:
                 results.append(
@@ -225,6 +254,11 @@ def _redrive_pass(
     finally:
         _unhide_each(o, give_back)
     return results
+
+
+def _matches(o: Ops, where: DlqFilter, message: Message) -> bool:
+    task = o.store.get(message.task_id) if where.error is not None else None
+    return where.matches(message.task_type, _last_error(task, message.error))
 
 
 def _unhide_each(o: Ops, raws: list[dict[str, Any]]) -> None:

@@ -4,6 +4,7 @@ outbox status."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import pytest
@@ -297,3 +298,50 @@ def test_a_redrive_stops_before_its_hold_on_the_dlq_runs_out(ops, queue, raw):
     skipped = [r for r in results if r.outcome == "skipped"]
     assert all("hold" in r.detail for r in skipped)
     assert raw.depth(raw.res.dlq_url) == (len(skipped), 0)  # given back at once
+
+
+def _dead_letters(ops, queue) -> dict[str, object]:
+    """Three dead letters: two poison tasks with different errors, one of another type."""
+    made = {
+        "poison-a": dead(
+            ops.store, submit(ops.store, task_type="demo.poison"), error="RuntimeError: poison"
+        ),
+        "poison-b": dead(
+            ops.store, submit(ops.store, task_type="demo.poison"), error="TimeoutError: slow"
+        ),
+        "mail": dead(
+            ops.store, submit(ops.store, task_type="email.send"), error="smtp 550 refused"
+        ),
+    }
+    for task in made.values():
+        _to_dlq(queue, task)
+    return made
+
+
+def test_inspect_filters_by_type_and_by_a_search_in_the_last_error(ops, queue):
+    made = _dead_letters(ops, queue)
+
+    def listed(where: ops_mod.DlqFilter) -> set[str]:
+        return {e.task_id for e in ops_mod.dlq_inspect(ops, 10, where=where).entries}
+
+    by_type = ops_mod.DlqFilter(task_type="demo.poison")
+    assert listed(by_type) == {made["poison-a"].task_id, made["poison-b"].task_id}
+    by_error = ops_mod.DlqFilter(error=re.compile("poison|550"))
+    assert listed(by_error) == {made["poison-a"].task_id, made["mail"].task_id}
+    both = ops_mod.DlqFilter("demo.poison", re.compile("slow"))
+    assert listed(both) == {made["poison-b"].task_id}
+    # The limit counts matches, not messages read: the one match is found whatever its place.
+    assert len(ops_mod.dlq_inspect(ops, 1, where=both).entries) == 1
+
+
+def test_redrive_by_type_and_error_takes_only_the_matching_tasks(ops, queue, raw):
+    made = _dead_letters(ops, queue)
+    where = ops_mod.DlqFilter("demo.poison", re.compile("RuntimeError"))
+
+    results = ops_mod.dlq_redrive(ops, None, limit=10, where=where)
+
+    assert [(r.task_id, r.outcome) for r in results] == [(made["poison-a"].task_id, "redriven")]
+    assert raw.depth(raw.res.dlq_url) == (2, 0)  # the other two stay, visible
+    named = ops_mod.dlq_redrive(ops, [made["mail"].task_id], limit=10, where=where)
+    assert [r.outcome for r in named] == ["skipped"]
+    assert ops.store.get(made["mail"].task_id).state == S.DEAD

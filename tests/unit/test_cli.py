@@ -6,7 +6,9 @@ types, so these tests pin the CLI's side of that contract without AWS.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +17,7 @@ import conveyor
 import pytest
 from botocore.exceptions import EndpointConnectionError
 from conveyor import cli, ops
+from conveyor.dlq_filter import ANY, DlqFilter
 from typer.testing import CliRunner
 
 TASK_ID = "0123456789abcdef0123456789abcdef"
@@ -106,6 +109,14 @@ def test_missing_ops_config_lists_the_variables(runner):
     assert "AWS_REGION" in result.stderr and "CONVEYOR_TABLE_NAME" in result.stderr
 
 
+OTHER_ID = "fedcba9876543210fedcba9876543210"
+DEAD_LETTERS = [
+    ops.DlqEntry(TASK_ID, "email.send", "DEAD", 5, "smtp [550] refused", "m-1"),
+    ops.DlqEntry(OTHER_ID, "email.send", "DEAD", 5, "smtp [550] refused", "m-2"),
+    ops.DlqEntry("ab" * 16, "demo.poison", "DEAD", 1, "RuntimeError: poison", "m-3"),
+]
+
+
 class FakeOps(types.SimpleNamespace):
     """Records calls; returns fixed values of the real ops types."""
 
@@ -115,16 +126,15 @@ def fake_ops(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOps]:
     calls: list[tuple[str, Any]] = []
     handle = object()
 
-    def dlq_redrive(o, task_ids, limit):
+    def dlq_redrive(o, task_ids, limit, where=ANY):
         assert o is handle
-        calls.append(("dlq_redrive", (task_ids, limit)))
+        calls.append(("dlq_redrive", (task_ids, limit) if where == ANY else (task_ids, where)))
         return [ops.RedriveResult(TASK_ID, "redriven", "PENDING -> QUEUED with attempts reset")]
 
-    def dlq_inspect(o, limit):
+    def dlq_inspect(o, limit, where=ANY):
         assert o is handle
-        calls.append(("dlq_inspect", limit))
-        entry = ops.DlqEntry(TASK_ID, "email.send", "DEAD", 5, "smtp [550] refused", "m-1")
-        return ops.DlqListing([entry], held_elsewhere=0)
+        calls.append(("dlq_inspect", limit if where == ANY else (limit, where)))
+        return ops.DlqListing(DEAD_LETTERS[:limit], held_elsewhere=0)
 
     fake = FakeOps(
         calls=calls,
@@ -150,8 +160,63 @@ def test_dlq_inspect_shows_entries_verbatim(runner, fake_ops):
     assert "smtp [550] refused" in result.stdout  # brackets are data, not markup
 
 
+def test_dlq_inspect_never_cuts_an_id_on_a_narrow_terminal(runner, fake_ops):
+    result = runner.invoke(cli.app, ["dlq", "inspect"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    for entry in DEAD_LETTERS:
+        assert entry.task_id in result.stdout
+
+
+def test_dlq_inspect_json_carries_whole_entries(runner, fake_ops):
+    result = runner.invoke(cli.app, ["dlq", "inspect", "--json", "--limit", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == [
+        {
+            "task_id": TASK_ID,
+            "task_type": "email.send",
+            "state": "DEAD",
+            "attempts": 5,
+            "last_error": "smtp [550] refused",
+            "message_id": "m-1",
+        }
+    ]
+
+
+def test_dlq_inspect_groups_by_error_largest_first(runner, fake_ops):
+    result = runner.invoke(cli.app, ["dlq", "inspect", "--group-by", "error", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == [
+        {"error": "smtp [550] refused", "count": 2, "task_ids": [TASK_ID, OTHER_ID]},
+        {"error": "RuntimeError: poison", "count": 1, "task_ids": ["ab" * 16]},
+    ]
+    table = runner.invoke(cli.app, ["dlq", "inspect", "--group-by", "type"], env=WIDE)
+    assert [row[:2] for row in _rows(table.stdout) if row[0]] == [
+        ["2", "email.send"],
+        ["1", "demo.poison"],
+    ]
+
+
+def test_dlq_filters_reach_ops_as_a_filter(runner, fake_ops):
+    where = ["--type", "email.send", "--error", "smtp.*refused"]
+    runner.invoke(cli.app, ["dlq", "inspect", *where])
+    runner.invoke(cli.app, ["dlq", "redrive", *where, "--yes"])
+    expected = DlqFilter("email.send", re.compile("smtp.*refused"))
+    assert fake_ops.calls == [("dlq_inspect", (10, expected)), ("dlq_redrive", (None, expected))]
+
+
+@pytest.mark.parametrize(
+    ("args", "param"), [(["--error", "smtp("], "--error"), (["--type", "Bad Type"], "--type")]
+)
+def test_bad_dlq_filters_are_usage_errors(runner, fake_ops, args, param):
+    for command in (["inspect"], ["redrive", "--yes"]):
+        result = runner.invoke(cli.app, ["dlq", *command, *args], env=WIDE)
+        assert result.exit_code == 2, result.output
+        assert param in result.output
+    assert fake_ops.calls == []
+
+
 def test_dlq_inspect_warns_of_messages_it_could_not_list(runner, fake_ops, monkeypatch):
-    monkeypatch.setattr(fake_ops, "dlq_inspect", lambda o, limit: ops.DlqListing([], 4))
+    monkeypatch.setattr(fake_ops, "dlq_inspect", lambda o, limit, where: ops.DlqListing([], 4))
     result = runner.invoke(cli.app, ["dlq", "inspect"], env=WIDE)
     assert result.exit_code == 0, result.output
     assert "4 DLQ message(s) are held by another reader" in result.stderr
