@@ -268,6 +268,7 @@ def list_tasks(
         state=out.proto_state(state.value) if state else pb.TASK_STATE_UNSPECIFIED,
         task_type=task_type or "",
         limit=limit,
+        include_payload=as_json,
     )
     with _reported_errors(), _task_service() as stub:
         tasks = list(stub.ListTasks(request, timeout=timeout))

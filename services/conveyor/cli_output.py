@@ -79,6 +79,7 @@ def task_dict(task: pb.Task) -> dict[str, Any]:
         "result": _bytes_json(task.result),
         "version": task.version,
         "idempotency_key": task.idempotency_key,
+        "trace_id": task.trace_id,
         "created_at": _iso(task.created_at),
         "updated_at": _iso(task.updated_at),
     }
@@ -135,6 +136,7 @@ def task_table(task: pb.Task, *, title: str = "Task") -> Table:
         ("payload", _bytes_text(task.payload)),
         ("result", _bytes_text(task.result)),
         ("idempotency key", Text(task.idempotency_key)),
+        ("trace id", Text(task.trace_id)),
         ("created", Text(_when(task.created_at))),
         ("updated", Text(_when(task.updated_at))),
         ("version", Text(str(task.version))),

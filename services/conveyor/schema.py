@@ -40,6 +40,9 @@ GSI_BY_TENANT_SK = "gsi1sk"
 GSI_BY_TENANT_PROJECTED = codec.attributes(codec.BY_TENANT)
 # What a listing reads of each task item: its summary, not its history.
 LISTING_ATTRIBUTES = codec.attributes(codec.LISTING)
+# What a listing that asks for payloads reads besides: the result, and the PAYLOAD item.
+LISTING_WITH_RESULT_ATTRIBUTES = (*LISTING_ATTRIBUTES, codec.attr("result"))
+PAYLOAD_ATTRIBUTES = codec.attributes(codec.PAYLOAD)
 
 GSI_OUTBOX = "outbox"
 GSI_OUTBOX_PK = "outbox_pk"

@@ -233,15 +233,19 @@ class TaskStore:
         page_size: int = 25,
         remaining: float | None = None,
         keep_going: Callable[[], bool] = lambda: True,
+        with_payload: bool = False,
     ) -> Iterator[Task]:
         """The tenant's tasks newest first, fetched a page at a time as the caller iterates.
 
         Each page is a Query of the by_tenant index (which filters by task type) and a strongly
         consistent BatchGetItem of the page's task items (which the state filter is applied
         to), so a listing shows each task's current state. A filter that matches nothing pages
-        through the tenant's whole index without yielding: before each page the deadline
-        (`remaining` seconds from now; DeadlineTooShort once it cannot cover a call) and
-        `keep_going` (e.g. the RPC is still active; False ends the listing) are checked."""
+        through the tenant's whole index without yielding. `with_payload` reads the tasks'
+        results and the page's PAYLOAD items too (payload, trace context: one more
+        BatchGetItem). Before each
+        page the deadline (`remaining` seconds from now; DeadlineTooShort once it cannot cover
+        a call) and `keep_going` (e.g. the RPC is still active; False ends the listing) are
+        checked."""
         deadline = None if remaining is None else time.monotonic() + remaining
         names = {"#g": schema.GSI_BY_TENANT_PK}
         values: dict[str, Any] = {":g": schema.tenant_pk(tenant)}
@@ -266,25 +270,37 @@ class TaskStore:
             resp = self._call("query", left, **kwargs)
             ids = [schema.task_id_of(_plain(raw)[schema.PK]) for raw in resp.get("Items", [])]
             left = None if deadline is None else deadline - time.monotonic()
-            items = self._task_items(ids, left)
+            attributes = (
+                schema.LISTING_WITH_RESULT_ATTRIBUTES if with_payload else schema.LISTING_ATTRIBUTES
+            )
+            items = self._batch_items(ids, schema.TASK_SK, attributes, left)
+            payloads: dict[str, Any] = {}
+            if with_payload:
+                left = None if deadline is None else deadline - time.monotonic()
+                payloads = self._batch_items(
+                    ids, schema.PAYLOAD_SK, schema.PAYLOAD_ATTRIBUTES, left
+                )
             for task_id in ids:
                 if task_id in items:  # (tasks are never deleted; this is just not a KeyError)
-                    task = task_from_item(items[task_id])
+                    task = task_from_item(items[task_id], payloads.get(task_id))
                     if state is None or task.state == state:
                         yield task
             if "LastEvaluatedKey" not in resp:
                 return
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
-    def _task_items(self, task_ids: list[str], remaining: float | None) -> dict[str, Any]:
-        """The task items of `task_ids` (at most 100), by id: one BatchGetItem, plus one more
-        for any keys DynamoDB left unprocessed (it does under throttling), each after a
-        back-off, until the deadline. Strongly consistent: a listing shows current states."""
+    def _batch_items(
+        self, task_ids: list[str], sk: str, attributes: tuple[str, ...], remaining: float | None
+    ) -> dict[str, Any]:
+        """The `sk` items of `task_ids` (at most 100), by id, with `attributes`: one
+        BatchGetItem, plus one more for any keys DynamoDB left unprocessed (it does under
+        throttling), each after a back-off, until the deadline. Strongly consistent: a listing
+        shows current states."""
         deadline = None if remaining is None else time.monotonic() + remaining
-        names = {f"#a{i}": a for i, a in enumerate(schema.LISTING_ATTRIBUTES)}
+        names = {f"#a{i}": a for i, a in enumerate((schema.PK, *attributes))}
         request: dict[str, Any] = {
             self.table: {
-                "Keys": [_task_key(t) for t in task_ids],
+                "Keys": [_item({schema.PK: schema.task_pk(t), schema.SK: sk}) for t in task_ids],
                 "ConsistentRead": True,
                 "ProjectionExpression": ", ".join(names),
                 "ExpressionAttributeNames": names,
@@ -297,7 +313,7 @@ class TaskStore:
             left = None if deadline is None else deadline - time.monotonic()
             resp = self._call("batch_get_item", left, RequestItems=request)
             for raw in resp.get("Responses", {}).get(self.table, []):
-                found[raw[codec.attr("task_id")]["S"]] = raw
+                found[schema.task_id_of(raw[schema.PK]["S"])] = raw
             unprocessed = resp.get("UnprocessedKeys", {}).get(self.table)
             if not unprocessed:
                 break

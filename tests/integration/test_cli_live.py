@@ -27,9 +27,14 @@ def test_submit_wait_get_and_list(system):
     for state in ("PENDING", "QUEUED", "RUNNING", "SUCCEEDED"):
         assert state in shown.stdout
 
+    assert re.fullmatch(r"[0-9a-f]{32}", task["trace_id"])
+    assert task["trace_id"] in shown.stdout  # from the alert's trace to the task and back
+
     listed = cli(system, "acme", "list", "--type", "demo.sleep", "--limit", "50", "--json")
     assert listed.returncode == 0, listed.stderr
-    assert task["task_id"] in listed.stdout
+    [same] = [t for t in json.loads(listed.stdout) if t["task_id"] == task["task_id"]]
+    assert same["payload"] == {"json": {"seconds": 0.05}}  # as get --json shows it
+    assert same == task
 
     other = cli(system, "globex", "get", task["task_id"])
     assert other.returncode == 1

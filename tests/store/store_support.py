@@ -128,6 +128,7 @@ def submit(
     key: str | None = None,
     request_hash: str = "h1",
     max_attempts: int = 3,
+    traceparent: str = "",
 ) -> Task:
     result = store.submit(
         tenant=tenant,
@@ -136,6 +137,7 @@ def submit(
         idempotency_key=key or uuid.uuid4().hex,
         request_hash=request_hash,
         max_attempts=max_attempts,
+        traceparent=traceparent,
     )
     assert result.created
     return result.task

@@ -11,7 +11,7 @@ from conveyor.aws import DeadlineTooShort
 from conveyor.domain import Task, TaskState
 from conveyor.store import TaskStore
 from conveyor_dev.inject import faults
-from store_support import LEASE, claim, ddb_calls, next_ms, submit
+from store_support import LEASE, claim, ddb_calls, next_ms, submit, succeeded
 
 S = TaskState
 
@@ -57,6 +57,18 @@ def test_listed_tasks_carry_the_summary_but_not_the_payload(store):
     assert listed.payload == b""  # not projected into the index: GetTask has it
     expected = {**task.__dict__, "payload": b"", "traceparent": "", "event_seq": 0, "events": ()}
     assert listed.__dict__ == expected
+
+
+def test_a_listing_with_payloads_carries_payload_result_and_trace_context(store):
+    tasks = [
+        submit(store, payload=f'{{"n": {n}}}'.encode(), traceparent=f"00-{n:032x}-{n:016x}-01")
+        for n in range(1, 4)
+    ]
+    tasks[0] = succeeded(store, tasks[0])
+    listed = list(store.list_for_tenant("acme", with_payload=True, page_size=2))
+    assert [(t.payload, t.result, t.traceparent) for t in listed] == [
+        (t.payload, t.result, t.traceparent) for t in reversed(tasks)
+    ]
 
 
 def test_filters_by_state_type_or_both(store):

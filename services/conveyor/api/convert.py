@@ -34,7 +34,14 @@ def task(t: Task) -> pb.Task:
         created_at=_ts(t.created_at_ms),
         updated_at=_ts(t.updated_at_ms),
         idempotency_key=t.idempotency_key,
+        trace_id=trace_id(t.traceparent),
     )
+
+
+def trace_id(traceparent: str) -> str:
+    """The trace id of a W3C `traceparent` (version-traceid-spanid-flags); empty if none."""
+    parts = traceparent.split("-")
+    return parts[1] if len(parts) == 4 else ""
 
 
 def event(e: TaskEvent) -> pb.TaskEvent:

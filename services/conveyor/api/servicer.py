@@ -258,6 +258,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
                 page_size=page_size,
                 remaining=self._remaining(context),
                 keep_going=context.is_active,
+                with_payload=request.include_payload,
             )
             for sent, task in enumerate(tasks, start=1):
                 if not context.is_active():

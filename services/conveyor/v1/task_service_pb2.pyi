@@ -27,7 +27,7 @@ TASK_STATE_DEAD: TaskState
 TASK_STATE_CANCELLED: TaskState
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "task_type", "payload", "state", "attempts", "max_attempts", "last_error", "result", "version", "created_at", "updated_at", "idempotency_key")
+    __slots__ = ("task_id", "task_type", "payload", "state", "attempts", "max_attempts", "last_error", "result", "version", "created_at", "updated_at", "idempotency_key", "trace_id")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,7 @@ class Task(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     task_type: str
     payload: bytes
@@ -52,7 +53,8 @@ class Task(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
     idempotency_key: str
-    def __init__(self, task_id: _Optional[str] = ..., task_type: _Optional[str] = ..., payload: _Optional[bytes] = ..., state: _Optional[_Union[TaskState, str]] = ..., attempts: _Optional[int] = ..., max_attempts: _Optional[int] = ..., last_error: _Optional[str] = ..., result: _Optional[bytes] = ..., version: _Optional[int] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    trace_id: str
+    def __init__(self, task_id: _Optional[str] = ..., task_type: _Optional[str] = ..., payload: _Optional[bytes] = ..., state: _Optional[_Union[TaskState, str]] = ..., attempts: _Optional[int] = ..., max_attempts: _Optional[int] = ..., last_error: _Optional[str] = ..., result: _Optional[bytes] = ..., version: _Optional[int] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., trace_id: _Optional[str] = ...) -> None: ...
 
 class TaskEvent(_message.Message):
     __slots__ = ("seq", "from_state", "to_state", "at", "attempt", "detail")
@@ -105,16 +107,18 @@ class GetTaskResponse(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ...) -> None: ...
 
 class ListTasksRequest(_message.Message):
-    __slots__ = ("state", "task_type", "limit", "page_size")
+    __slots__ = ("state", "task_type", "limit", "page_size", "include_payload")
     STATE_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     state: TaskState
     task_type: str
     limit: int
     page_size: int
-    def __init__(self, state: _Optional[_Union[TaskState, str]] = ..., task_type: _Optional[str] = ..., limit: _Optional[int] = ..., page_size: _Optional[int] = ...) -> None: ...
+    include_payload: bool
+    def __init__(self, state: _Optional[_Union[TaskState, str]] = ..., task_type: _Optional[str] = ..., limit: _Optional[int] = ..., page_size: _Optional[int] = ..., include_payload: bool = ...) -> None: ...
 
 class CancelTaskRequest(_message.Message):
     __slots__ = ("task_id", "reason")
