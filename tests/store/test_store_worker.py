@@ -813,3 +813,63 @@ def test_a_queued_payload_that_no_longer_fits_its_model_fails_permanently(
     failed = wait_for(in_state(store, task.task_id, S.FAILED), 20, "FAILED")
     assert failed.attempts == 1
     assert failed.last_error.startswith("payload does not fit Sleep: 1 validation error")
+
+
+# Heartbeats every 2 s: a prefetched message may wait up to 1 s at the slots' pace.
+PREFETCHING = {
+    "heartbeat_interval_seconds": 2,
+    "lease_seconds": 6,
+    "visibility_timeout_seconds": 30,
+}
+
+
+def _receives() -> float:
+    return metric(
+        "conveyor_aws_requests_total", service="sqs", operation="ReceiveMessage", outcome="success"
+    )
+
+
+def _send_in_groups(queue, tasks: list[Task]) -> None:
+    for n, task in enumerate(tasks):  # a group each: FIFO may hand out all of them at once
+        queue.send(task.task_id, task.task_type, group_id=f"{task.task_type}#{n}")
+
+
+def test_a_worker_behind_on_its_queue_receives_full_batches(store, queue, start_worker):
+    """2 slots: asking only for the free slots took 2 messages a receive (40 tasks: 20 or
+    more receives); the prefetch asks for 10 once the slots' pace is known."""
+    start_worker(worker_concurrency=2, **PREFETCHING)
+    first = submit(store, task_type="demo.noop")
+    _send_in_groups(queue, [first])
+    wait_for(in_state(store, first.task_id, S.SUCCEEDED), 20, "the first task")  # pace known
+    before = _receives()
+    tasks = [submit(store, task_type="demo.noop") for _ in range(40)]
+    _send_in_groups(queue, tasks)
+    for task in tasks:
+        wait_for(in_state(store, task.task_id, S.SUCCEEDED), 60, "SUCCEEDED")
+    assert _receives() - before <= 40 / 4
+
+
+def test_shutdown_gives_back_the_prefetched_messages(store, queue, raw, start_worker):
+    """One slot busy, three messages waiting for it: a shutdown hands back the running task
+    and releases the waiting ones unclaimed, all visible at once (not after 30 s)."""
+    worker = start_worker(worker_concurrency=1, shutdown_grace_seconds=0.5, **PREFETCHING)
+    first = submit(store, task_type="demo.noop")
+    _send_in_groups(queue, [first])
+    wait_for(in_state(store, first.task_id, S.SUCCEEDED), 20, "the first task")  # pace known
+    wait_for(lambda: raw.depth(raw.res.queue_url) == (0, 0), 20, "its message deleted")
+    tasks = [submit(store, payload=b'{"seconds": 60}') for _ in range(4)]
+    _send_in_groups(queue, tasks)
+    wait_for(lambda: raw.depth(raw.res.queue_url) == (0, 4), 20, "all four received")
+
+    def running() -> int:
+        return sum(store.get(t.task_id).state == S.RUNNING for t in tasks)
+
+    wait_for(lambda: running() == 1, 20, "one task RUNNING")
+    assert running() == 1  # the other three wait in the prefetch, unclaimed
+
+    worker.shutdown()
+
+    assert raw.depth(raw.res.queue_url) == (4, 0)
+    for task in tasks:
+        back = store.get(task.task_id)
+        assert back.attempts == 0 and back.lease_owner == ""

@@ -1,11 +1,14 @@
 """The worker loop: receive, claim under a lease, heartbeat, run the handler, settle.
 
-Concurrency is bounded by a semaphore: the poller asks SQS for at most as many messages as
-there are free slots, so nothing waits in memory holding an invisible message; after a receive
-it lingers (up to CONVEYOR_RECEIVE_LINGER_SECONDS, see `linger_seconds`) so that receives come
-in batches, and settled messages are deleted in batches too (DeleteBatcher). Each message
-runs on its own daemon thread with a heartbeat thread beside it that extends both the SQS
-visibility timeout and the DynamoDB lease, and notices cancellation.
+Concurrency is bounded by a semaphore. The poller receives in batches of up to 10 into a
+bounded prefetch (conveyor.worker.prefetch) and a dispatcher starts each waiting message when a
+slot frees; a message that waited longer than a heartbeat interval is released, not started, so
+every run keeps the visibility margin the heartbeat rules assume (its visibility heartbeat
+counts from the receive). After a receive the poller lingers (up to
+CONVEYOR_RECEIVE_LINGER_SECONDS, see `linger_seconds`) so that receives come in batches, and
+settled messages are deleted in batches too (DeleteBatcher). Each message runs on its own
+daemon thread with a heartbeat thread beside it that extends both the SQS visibility timeout
+and the DynamoDB lease, and notices cancellation.
 
 Per task type (conveyor.tasks.registry): its backoff and permanent errors decide a failure; a
 handler past its `timeout` is no longer waited for (its slot is free again) and its attempt
@@ -14,10 +17,10 @@ fails as retryable, which drops the run's lease, so whatever the abandoned run s
 most that many tasks in flight here: a message beyond it goes back to the queue for a moment,
 unclaimed (it costs a receive, not an attempt).
 
-Shutdown (SIGTERM): stop polling; messages a poll returns after that are released at once
-(visibility 0); in-flight tasks keep heartbeating until they finish or the grace period ends,
-after which their lease is handed back (task to QUEUED, message visible) so another worker
-takes over without waiting for the lease to expire.
+Shutdown (SIGTERM): stop polling; messages a poll returns after that, and those still waiting
+in the prefetch, are released at once (visibility 0); in-flight tasks keep heartbeating until
+they finish or the grace period ends, after which their lease is handed back (task to QUEUED,
+message visible) so another worker takes over without waiting for the lease to expire.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from conveyor.tasks.lifecycle import Lifecycle, Run
 from conveyor.tasks.registry import TaskType
 from conveyor.telemetry import metrics
 from conveyor.worker.handlers import PermanentError, TaskCancelled, TaskContext
+from conveyor.worker.prefetch import Prefetch
 
 log = logging.getLogger("conveyor.worker")
 tracer = trace.get_tracer("conveyor.worker")
@@ -151,17 +155,28 @@ class Worker:
         self._active = 0
         self._idle = threading.Condition(self._lock)
         self._deleter = DeleteBatcher(queue, settings.delete_linger_seconds)
+        # Waits are kept to half a heartbeat interval at the slots' pace; a whole one is the limit.
+        self._prefetch = Prefetch(
+            settings.worker_concurrency, settings.heartbeat_interval_seconds / 2
+        )
         metrics.worker_concurrency_limit.set(settings.worker_concurrency)
 
     # ---- the loop ----
     def run(self, stop: threading.Event) -> None:
         """Poll until `stop` is set, then drain. Returns when every task has settled."""
-        poller = threading.Thread(target=self._poll, args=(stop,), name="poller", daemon=True)
-        poller.start()
+        loops = [
+            threading.Thread(target=loop, args=(stop,), name=loop.__name__[1:], daemon=True)
+            for loop in (self._poll, self._dispatch)
+        ]
+        for loop in loops:
+            loop.start()
         stop.wait()
         log.info("worker stopping: draining in-flight tasks", extra={"inflight": self.inflight})
         deadline = time.monotonic() + self.settings.shutdown_grace_seconds
-        poller.join(max(0.0, deadline - time.monotonic()))
+        for loop in loops:
+            loop.join(max(0.0, deadline - time.monotonic()))
+        for raw in self._prefetch.close():
+            self._release(raw)
         with self._idle:
             self._idle.wait_for(
                 lambda: self._active == 0, timeout=max(0.0, deadline - time.monotonic())
@@ -198,33 +213,44 @@ class Worker:
             return list(self._inflight.values())
 
     def _poll(self, stop: threading.Event) -> None:
+        """Receive into the prefetch whenever a batch fits."""
         while not stop.is_set():
-            if not self._slots.acquire(timeout=0.5):
+            asked = self._prefetch.room(timeout=0.5)
+            if not asked:
                 continue
-            free = 1
-            while free < 10 and self._slots.acquire(blocking=False):
-                free += 1
-            asked = free
             try:
                 raw = self.queue.receive(
-                    free, self.settings.poll_wait_seconds, self.settings.visibility_timeout_seconds
+                    asked, self.settings.poll_wait_seconds, self.settings.visibility_timeout_seconds
                 )
             except Exception:
                 log.exception("receive failed; retrying")
                 raw = []
                 stop.wait(1.0)
-            for message in raw:
-                if stop.is_set():
-                    self._release(message)
-                    continue
-                free -= 1
-                self._start(message)
-            for _ in range(free):
-                self._slots.release()
-            batch = min(10, self.settings.worker_concurrency)
-            wait = linger_seconds(raw, asked, now_ms(), self.settings.receive_linger_seconds, batch)
+            refused = raw if stop.is_set() else self._prefetch.put(raw, time.monotonic())
+            for message in refused:
+                self._release(message)
+            wait = linger_seconds(raw, asked, now_ms(), self.settings.receive_linger_seconds, asked)
             if wait:
                 stop.wait(wait)
+
+    def _dispatch(self, stop: threading.Event) -> None:
+        """Start each waiting message on a free slot, oldest first."""
+        limit = self.settings.heartbeat_interval_seconds
+        while not stop.is_set():
+            if not self._slots.acquire(timeout=0.5):
+                continue
+            waiting = self._prefetch.take(timeout=0.5)
+            if waiting is None:
+                self._slots.release()
+                continue
+            if stop.is_set() or time.monotonic() - waiting.received_at > limit:
+                # Stopping, or it waited so long that a run would start with less visibility
+                # than its heartbeats need: give it back unclaimed.
+                self._slots.release()
+                self._prefetch.finished(None)
+                self._release(waiting.raw)
+                continue
+            self._start(waiting.raw, waiting.received_at)
 
     def _release(self, raw: dict[str, Any]) -> None:
         try:
@@ -238,24 +264,26 @@ class Worker:
         except Exception:
             log.exception("could not release message; it returns after its visibility timeout")
 
-    def _start(self, raw: dict[str, Any]) -> None:
+    def _start(self, raw: dict[str, Any], received_at: float) -> None:
         try:
             message = parse(raw)
         except MalformedMessage as exc:
             # Not ours to interpret; leave it for the redrive policy to move to the DLQ.
             log.error("malformed message left for the DLQ", extra={"error": str(exc)})
             self._slots.release()
+            self._prefetch.finished(None)
             return
         with self._lock:
             self._active += 1
         threading.Thread(
             target=self._run_message,
-            args=(message, time.monotonic()),
+            args=(message, received_at),
             name=f"task-{message.task_id}",
             daemon=True,
         ).start()
 
     def _run_message(self, message: Message, received_at: float) -> None:
+        started = time.monotonic()
         parent = propagate.extract(message.attributes)
         try:
             with tracer.start_as_current_span(
@@ -275,6 +303,7 @@ class Worker:
             log.exception("task processing failed; the message will be redelivered")
         finally:
             self._slots.release()
+            self._prefetch.finished(time.monotonic() - started)
             with self._idle:
                 self._active -= 1
                 self._idle.notify_all()
@@ -309,9 +338,16 @@ class Worker:
         with self._lock:
             self._inflight[task.task_id] = item
         metrics.worker_inflight_tasks.inc()
+        interval = self.settings.heartbeat_interval_seconds
+        # The lease runs from the claim; the message's visibility from its receive, which
+        # was earlier if the message waited in the prefetch.
+        received_at = item.held_until - self.settings.visibility_timeout_seconds
         hearts = [
-            threading.Thread(target=self._beat, args=(item, extend), daemon=True)
-            for extend in (self._extend_lease, self._extend_visibility)
+            threading.Thread(target=self._beat, args=(item, extend, first), daemon=True)
+            for extend, first in (
+                (self._extend_lease, time.monotonic() + interval),
+                (self._extend_visibility, received_at + interval),
+            )
         ]
         for heart in hearts:
             heart.start()
@@ -426,8 +462,11 @@ class Worker:
             ) from None
 
     # ---- heartbeats ----
-    def _beat(self, item: _InFlight, extend: Callable[[_InFlight, float], bool]) -> None:
-        """Call `extend(item, budget)` once per heartbeat interval, at a fixed rate, until the
+    def _beat(
+        self, item: _InFlight, extend: Callable[[_InFlight, float], bool], next_beat: float
+    ) -> None:
+        """Call `extend(item, budget)` from `next_beat` on (a monotonic time), once per
+        heartbeat interval, at a fixed rate, until the
         task is done or `extend` returns False. The lease and the message each have a loop of
         their own, and every call's AWS timeouts and retries fit in one interval (`budget`),
         so a slow DynamoDB cannot hold back the visibility extension, nor SQS the lease, and
@@ -435,7 +474,6 @@ class Worker:
         interval of its beat; with one beat allowed to fail, three intervals must fit into
         the visibility timeout and the lease (WorkerSettings checks it)."""
         interval = self.settings.heartbeat_interval_seconds
-        next_beat = time.monotonic() + interval
         while not item.done.wait(max(0.0, next_beat - time.monotonic())):
             next_beat = max(next_beat + interval, time.monotonic())
             if not extend(item, interval):
