@@ -11,7 +11,10 @@ from conveyor_observability.paths import RUNBOOKS_DIR
 
 REQUIRED_SECTIONS = ("Meaning", "Impact", "Diagnosis", "Mitigation", "Verify", "Escalation")
 INDEX = "README.md"  # conventions shared by all runbooks; not a runbook itself
-_FENCE_RE = re.compile(r"^\s*```\s*([A-Za-z0-9_-]*)\s*$")  # may be indented in a list item
+# ```bash, or ```bash aws / ```bash local for a block that runs in one shell only (an AWS-only
+# block is followed by its local twin); the fence may be indented in a list item.
+_FENCE_RE = re.compile(r"^\s*```\s*([A-Za-z0-9_-]*)(?:\s+(aws|local))?\s*$")
+SHELLS = ("aws", "local")
 _SECTION_RE = re.compile(r"^##\s+(.+?)\s*$")
 
 
@@ -20,6 +23,10 @@ class CodeBlock:
     language: str
     text: str
     line: int  # 1-based line of the opening fence
+    shell: str = ""  # "aws" or "local" when the block runs in that shell only; "": in both
+
+    def runs_in(self, shell: str) -> bool:
+        return self.shell in ("", shell)
 
 
 @dataclass(frozen=True)
@@ -51,21 +58,22 @@ class Runbook:
 def parse_runbook(path: Path) -> Runbook:
     sections: list[str] = []
     blocks: list[CodeBlock] = []
-    fence: tuple[str, int, list[str]] | None = None
+    fence: tuple[str, str, int, list[str]] | None = None
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         fence_match = _FENCE_RE.match(line)
         if fence is not None:
             if line.strip() == "```":
-                blocks.append(CodeBlock(fence[0], dedent("\n".join(fence[2])).strip(), fence[1]))
+                text = dedent("\n".join(fence[3])).strip()
+                blocks.append(CodeBlock(fence[0], text, fence[2], fence[1]))
                 fence = None
             else:
-                fence[2].append(line)
+                fence[3].append(line)
         elif fence_match:
-            fence = (fence_match.group(1), number, [])
+            fence = (fence_match.group(1), fence_match.group(2) or "", number, [])
         elif section := _SECTION_RE.match(line):
             sections.append(section.group(1))
     if fence is not None:
-        raise ValueError(f"{path}: code block opened at line {fence[1]} is never closed")
+        raise ValueError(f"{path}: code block opened at line {fence[2]} is never closed")
     return Runbook(path=path, sections=tuple(sections), blocks=tuple(blocks))
 
 

@@ -88,3 +88,21 @@ def test_cli_surface_accepts_the_documented_commands(line: str) -> None:
 def test_cli_surface_rejects_anything_else(line: str) -> None:
     with pytest.raises(CliUsageError):
         check_conveyor_command(line)
+
+
+@pytest.mark.parametrize("runbook", RUNBOOKS.values(), ids=RUNBOOKS.keys())
+def test_every_aws_only_block_has_a_local_twin_and_the_rest_need_no_pulumi(runbook: Runbook):
+    """Blocks run in both shells unless marked (```bash aws / ```bash local); an AWS-only block
+    is followed by its local twin, and an unmarked one names the endpoint it calls."""
+    shell_blocks = runbook.code("bash")
+    for block, after in zip(shell_blocks, [*shell_blocks[1:], None], strict=True):
+        if block.shell == "aws":
+            assert after is not None and after.shell == "local", (
+                f"line {block.line}: an AWS-only block without a ```bash local twin after it"
+            )
+        if block.shell == "":
+            assert "pulumi" not in block.text, f"line {block.line}: pulumi in a block for both"
+            for line in block.text.splitlines():
+                if line.lstrip().startswith("aws "):
+                    assert "--endpoint-url" in line, f"line {block.line}: {line}"
+    assert shell_blocks[0].text.startswith("source runbooks/env.sh"), "first block: the env"

@@ -41,6 +41,7 @@ class Supervisor:
 
     def start(self) -> None:
         self.pid_dir.mkdir(exist_ok=True)
+        self._log.touch()
         for proc in self.system.procs.values():
             self._record(proc)
         self._thread.start()
