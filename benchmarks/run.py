@@ -119,6 +119,17 @@ def aws_requests(system: LocalSystem) -> dict[str, dict[str, float]]:
     return out
 
 
+def cpu_seconds(system: LocalSystem) -> dict[str, float]:
+    """User plus system CPU time of each of the system's processes, from /proc/<pid>/stat."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for name, proc in system.procs.items():
+        # The fields after the command name (which may hold spaces) start at the state, #3.
+        fields = Path(f"/proc/{proc.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        out[name] = (int(fields[11]) + int(fields[12])) / tick  # utime #14, stime #15
+    return out
+
+
 def delta(
     after: dict[str, dict[str, float]], before: dict[str, dict[str, float]]
 ) -> dict[str, dict[str, float]]:
@@ -219,18 +230,26 @@ def _floor_on(
 def phase_throughput(workers: int, tasks: int, payload: bytes) -> dict[str, Any]:
     with start_backend() as backend, system_on(backend, workers) as system:
         console.print(f"[bold]throughput:[/] {workers} worker process(es), {tasks} tasks")
-        before = aws_requests(system)
+        before, cpu_before = aws_requests(system), cpu_seconds(system)
         started = time.perf_counter()
         submit_all(system, tasks, CLIENTS, payload)
         wait_completed(system, tasks, timeout=300)
         elapsed = time.perf_counter() - started
-        used = delta(aws_requests(system), before)
+        used, cpu = delta(aws_requests(system), before), cpu_seconds(system)
+    cpu_ms = {name: (cpu[name] - cpu_before[name]) * 1000 / tasks for name in sorted(cpu)}
+    by_op: dict[str, float] = defaultdict(float)
+    for ops in used.values():
+        for op, n in ops.items():
+            by_op[op] += n / tasks
     return {
         "workers": workers,
         "tasks": tasks,
         "seconds": elapsed,
         "tasks_per_second": tasks / elapsed,
-        "requests_per_task": sum(sum(ops.values()) for ops in used.values()) / tasks,
+        "requests_per_task": sum(by_op.values()),
+        "requests_per_task_by_operation": dict(sorted(by_op.items())),
+        "cpu_ms_per_task_by_process": cpu_ms,
+        "cpu_ms_per_task": sum(cpu_ms.values()),
     }
 
 
@@ -458,6 +477,16 @@ def report_table(report: dict[str, Any]) -> Table:
         table.add_row(
             f"tasks/s, {workers} worker process(es)", f"{result['tasks_per_second']:.1f}", ""
         )
+    table.add_row(
+        "  2 workers: requests per task at saturation", f"{two['requests_per_task']:.2f}", ""
+    )
+    for op, n in two["requests_per_task_by_operation"].items():
+        table.add_row(f"    {op}", f"{n:.2f}", "")
+    table.add_row(
+        "  2 workers: CPU ms per task, all processes", f"{two['cpu_ms_per_task']:.1f}", ""
+    )
+    for proc, ms in two["cpu_ms_per_task_by_process"].items():
+        table.add_row(f"    process {proc}", f"{ms:.1f}", "")
     table.add_row("scaling 4 workers / 1", f"{report['scaling_4_vs_1']:.2f}", "")
     table.add_row(
         f"AWS requests per task at {steady['rate']:g}/s (all processes)",
