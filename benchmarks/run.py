@@ -11,6 +11,7 @@ Every phase gets a fresh emulator with the stack's resources (as `make local` cr
 4. billing: the same system behind `conveyor_dev.local.meter`'s metering proxy, for 1 KB and 64 KB
    payloads, and the floor behind it too: DynamoDB units and SQS billed requests per task;
 5. fairness: tenant B's first task behind tenant A's --backlog (benchmarks/fairness.py).
+6. delayed: --delayed-tasks delayed tasks due at one moment: due time to QUEUED p50/p99.
 
 Figures from one machine are only comparable within a run (the machine is shared and noisy),
 hence the ratios. Printed as a table and written to benchmarks/results/bench-<time>.json.
@@ -38,12 +39,13 @@ from typing import Any
 from conveyor.aws import AwsClients, make_breaker
 from conveyor.queue import TaskQueue
 from conveyor.settings import WorkerSettings
-from conveyor.store import TaskStore
+from conveyor.store import MAX_BATCH_TASKS, TaskStore
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor_dev.emulators.backend import Backend, start_backend
 from conveyor_dev.local.meter import PRICE_RRU, PRICE_SQS_FIFO_REQUEST, PRICE_WRU, MeteringProxy
 from conveyor_dev.local.scrape import samples
 from conveyor_dev.local.system import LocalSystem
+from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 from rich.table import Table
 
@@ -56,7 +58,7 @@ TASK_TYPE = "demo.noop"
 CLIENTS = 8
 SLOTS = 4  # CONVEYOR_WORKER_CONCURRENCY of the local tuning
 STEADY_SLOTS = 10
-PHASES = ("floor", "throughput", "steady", "billing", "fairness")
+PHASES = ("floor", "throughput", "steady", "billing", "fairness", "delayed")
 # Polling and relay cadence as deployed (the settings' defaults), not the local run's faster
 # ones: idle polling and relay sweeps are part of the cost per task being measured.
 BENCH_TUNING = {
@@ -265,6 +267,47 @@ def _latencies(system: LocalSystem, ids: list[str]) -> dict[str, dict[str, float
             to_start.append(at[pb.TASK_STATE_RUNNING] - created)
             end_to_end.append(at[pb.TASK_STATE_SUCCEEDED] - created)
     return {"enqueue_to_start": p50_p99(to_start), "end_to_end": p50_p99(end_to_end)}
+
+
+def phase_delayed(tasks: int) -> dict[str, Any]:
+    """`tasks` delayed tasks all due at one moment, submitted in batches (SubmitTasks) more than
+    a relay interval before it: the lag from their due time to QUEUED in each one's history
+    (recorded by the relay after its send, or by the claim if that came first: an upper bound
+    on reaching the queue)."""
+    with start_backend() as backend, system_on(backend, 2) as system:
+        console.print(f"[bold]delayed:[/] {tasks} tasks due at once, 2 worker processes")
+        interval = float(BENCH_TUNING["CONVEYOR_RELAY_INTERVAL_SECONDS"])
+        with system.channel(TENANT) as channel:
+            stub = system.stub(channel)
+            due = time.time_ns() // 1_000_000 + int((2 * interval + 5) * 1000)
+            not_before = Timestamp()
+            not_before.FromMilliseconds(due)
+            ids: list[str] = []
+            for start in range(0, tasks, MAX_BATCH_TASKS):
+                batch = [
+                    pb.SubmitTaskRequest(
+                        task_type=TASK_TYPE,
+                        payload=b"{}",
+                        idempotency_key=uuid.uuid4().hex,
+                        not_before=not_before,
+                    )
+                    for _ in range(min(MAX_BATCH_TASKS, tasks - start))
+                ]
+                answer = stub.SubmitTasks(pb.SubmitTasksRequest(tasks=batch), timeout=30)
+                ids += [r.task.task_id for r in answer.results]
+            submitted_before_due_s = (due - time.time_ns() // 1_000_000) / 1000
+            wait_completed(system, tasks, timeout=300)
+            lags = []
+            for task_id in ids:
+                got = stub.GetTask(pb.GetTaskRequest(task_id=task_id), timeout=10)
+                queued = next(e for e in got.events if e.to_state == pb.TASK_STATE_QUEUED)
+                lags.append(queued.at.ToMilliseconds() - due)
+    return {
+        "tasks": tasks,
+        "submitted_before_due_seconds": submitted_before_due_s,
+        "due_to_queued": p50_p99(lags),
+        "early": sum(1 for lag in lags if lag < 0),
+    }
 
 
 OVERHEAD = "conveyor_api_overhead_seconds"
@@ -549,6 +592,13 @@ def report_table(report: dict[str, Any]) -> Table:
         "",
     )
     table.add_row("idle $ per worker-hour", f"${report['idle_dollars_per_worker_hour']:.5f}", "")
+    delayed = report["delayed"]
+    lag = delayed["due_to_queued"]
+    table.add_row(
+        f"due time -> QUEUED p50 / p99, {delayed['tasks']} delayed tasks due at once",
+        f"{lag['p50_ms']:.0f} / {lag['p99_ms']:.0f} ms",
+        "p99 <= 2000 ms",
+    )
     return table
 
 
@@ -572,6 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-seconds", type=float, default=15.0)
     parser.add_argument("--billing-tasks", type=int, default=100, help="per payload size")
     parser.add_argument("--backlog", type=int, default=2000, help="tenant A's, in fairness")
+    parser.add_argument("--delayed-tasks", type=int, default=1000, help="all due at once")
     parser.add_argument(
         "--phases", default=",".join(PHASES), help=f"a subset of {','.join(PHASES)}"
     )
@@ -601,6 +652,7 @@ def main(argv: list[str] | None = None) -> int:
         "steady": lambda: phase_steady(args.rate, args.steady_seconds, args.idle_seconds, small),
         "billing": lambda: phase_billing(args.billing_tasks, args.rate),
         "fairness": lambda: _fairness(args.backlog),
+        "delayed": lambda: phase_delayed(args.delayed_tasks),
     }
     for name in PHASES:
         if name in wanted:

@@ -10,18 +10,14 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
+from conveyor.api.convert import TERMINAL_STATES
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
 from conveyor_dev.emulators.backend import Backend
 from conveyor_dev.local.system import LocalSystem
 
 T = TypeVar("T")
-TERMINAL = {
-    pb.TASK_STATE_SUCCEEDED,
-    pb.TASK_STATE_FAILED,
-    pb.TASK_STATE_DEAD,
-    pb.TASK_STATE_CANCELLED,
-}
+TERMINAL = TERMINAL_STATES
 TENANTS = ("acme", "globex")
 # Short leases and timeouts so crash recovery happens within seconds, not the 30 s defaults.
 FAST_RECOVERY = {

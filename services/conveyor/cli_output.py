@@ -17,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from rich.table import Table
 from rich.text import Text
 
+from conveyor.api.convert import TERMINAL_STATES
 from conveyor.v1 import task_service_pb2 as pb
 
 _STATE_PREFIX = "TASK_STATE_"
@@ -25,6 +26,7 @@ _STATE_STYLE = {
     "FAILED": "red",
     "DEAD": "bold red",
     "CANCELLED": "yellow",
+    "EXPIRED": "yellow",
     "RUNNING": "cyan",
 }
 _CELL_LIMIT = 80
@@ -43,12 +45,7 @@ def proto_state(name: str) -> str:
 
 
 def is_terminal(task: pb.Task) -> bool:
-    return task.state in (
-        pb.TASK_STATE_SUCCEEDED,
-        pb.TASK_STATE_FAILED,
-        pb.TASK_STATE_DEAD,
-        pb.TASK_STATE_CANCELLED,
-    )
+    return task.state in TERMINAL_STATES
 
 
 def _iso(ts: Timestamp) -> str | None:

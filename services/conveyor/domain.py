@@ -19,13 +19,23 @@ class TaskState(StrEnum):
     FAILED = "FAILED"
     DEAD = "DEAD"
     CANCELLED = "CANCELLED"
+    # Not started by its start_by: it never ran and never will (a freshness failure).
+    EXPIRED = "EXPIRED"
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL
 
 
-TERMINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.DEAD, TaskState.CANCELLED})
+TERMINAL = frozenset(
+    {
+        TaskState.SUCCEEDED,
+        TaskState.FAILED,
+        TaskState.DEAD,
+        TaskState.CANCELLED,
+        TaskState.EXPIRED,
+    }
+)
 NON_TERMINAL = frozenset(TaskState) - TERMINAL
 
 # to_state -> the states it may be reached from.
@@ -44,6 +54,9 @@ ALLOWED: dict[TaskState, frozenset[TaskState]] = {
     # from any non-terminal state.
     TaskState.DEAD: NON_TERMINAL,
     TaskState.CANCELLED: NON_TERMINAL,
+    # Only a task never started expires: the relay meets it due (PENDING) or a worker receives
+    # it (QUEUED, attempts 0) after its start_by. A claim starts it; from then on it may retry.
+    TaskState.EXPIRED: frozenset({TaskState.PENDING, TaskState.QUEUED}),
 }
 
 
@@ -84,6 +97,9 @@ MAX_EVENT_DETAIL_CHARS = 512
 HEARTBEATS_PER_TIMEOUT = 3
 EFFECT_NAME_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}$")
 MAX_PAGE_SIZE = 100
+# How far ahead a submit's not_before (and start_by) may lie: a year and a day, so "same date
+# next year" always fits.
+MAX_DELAY_SECONDS = 366 * 24 * 3600
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
@@ -126,4 +142,16 @@ class Task:
     event_seq: int = 0
     traceparent: str = ""  # the submitter's W3C trace context, so a relayed send keeps the trace
     effects_applied: int = 0  # effects its handler recorded (TaskContext.apply_once)
+    not_before_ms: int = 0  # a delayed task's due time: PENDING until then, 0 = at once
+    start_by_ms: int = 0  # its deadline to start: EXPIRED if not claimed by then, 0 = none
     events: tuple[TaskEvent, ...] = field(default=())
+
+    def expired_at(self, now_ms: int) -> bool:
+        """Whether the task, never started (no attempt counted, no effect recorded), is past
+        its start_by at `now_ms`."""
+        return (
+            bool(self.start_by_ms)
+            and now_ms > self.start_by_ms
+            and self.attempts == 0
+            and not self.effects_applied
+        )

@@ -15,6 +15,14 @@ matters once it is older than the outbox age, so the outbox is queried when the 
 the last query saw turns stale, or an outbox age after that query (no mark set since can be
 stale before then): at a sweep no later than one interval after a mark turns stale, as
 before, at about one query per outbox age instead of one per sweep.
+
+Delayed tasks: a task submitted with a not_before ahead has a due mark dated then (conveyor.
+schema: the DUE# partitions of the outbox index) and no message. Each sweep queries the due
+marks earliest first (one query per outbox shard), sends those due, and sleeps no later than
+the next one's due time. So a delayed task reaches the queue at its due time plus the send's
+own time when it was submitted at least one CONVEYOR_RELAY_INTERVAL_SECONDS before it, and
+within one interval of it otherwise (the relay learns of it at its next sweep). Of a task past
+its start_by the relay records EXPIRED instead of sending it.
 """
 
 from __future__ import annotations
@@ -46,12 +54,20 @@ class Relay:
         self._next_outbox_query_ms = 0  # wall clock, as the marks' times are
         self._next_dlq_scan = 0.0  # monotonic
         self._dlq_depth = 0  # visible DLQ messages at the last depth export
+        self._next_due_ms: int | None = None  # the next delayed task's due time, if known
 
     def run(self, stop: threading.Event) -> None:
         while True:
             self.sweep()
-            if stop.wait(self.settings.relay_interval_seconds):
+            if stop.wait(self._pause()):
                 return
+
+    def _pause(self) -> float:
+        """Seconds to the next sweep: one interval, or less when a delayed task comes due."""
+        pause = self.settings.relay_interval_seconds
+        if self._next_due_ms is not None:
+            pause = min(pause, max(0.0, (self._next_due_ms - now_ms()) / 1000))
+        return pause
 
     def sweep(self) -> int:
         """One pass: relay stale marks, refresh gauges, compensate DLQ. Returns tasks relayed.
@@ -61,6 +77,7 @@ class Relay:
         relayed = 0
         if now_ms() >= self._next_outbox_query_ms:
             relayed = self._part("relaying stale outbox marks", self.relay_stale_marks) or 0
+        relayed += self._part("relaying due delayed tasks", self.relay_due_marks) or 0
         self._part("exporting queue depths", self.export_queue_depths)
         if time.monotonic() >= self._next_dlq_scan:
             # A scan costs about 1.1 SQS requests per DLQ message (receives of 10, then one
@@ -98,6 +115,28 @@ class Relay:
             log.info("relayed outbox mark", extra={"task_id": mark.task_id})
         # Set only once every stale mark went out: a failed send leaves the next sweep to query.
         self._next_outbox_query_ms = self._next_query_ms(marks, now, age_ms, limit)
+        return relayed
+
+    def relay_due_marks(self) -> int:
+        """Send every delayed task that is due (its start_by passed: EXPIRED instead), and note
+        when the next one is: at once if the query hit its limit (more may be due behind)."""
+        self._next_due_ms = None
+        limit = self.settings.relay_batch_size
+        marks = self.store.due_marks(limit)
+        now = now_ms()
+        relayed = 0
+        for mark in marks:
+            if mark.marked_at_ms > now:
+                self._next_due_ms = mark.marked_at_ms
+                break
+            if self.tasks.enqueue(mark.task_id, "sent by the relay: due"):
+                metrics.delayed_task_lag_seconds.observe(
+                    max(0, now_ms() - mark.marked_at_ms) / 1000
+                )
+                relayed += 1
+        else:
+            if len(marks) >= limit:
+                self._next_due_ms = 0
         return relayed
 
     @staticmethod

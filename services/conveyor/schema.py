@@ -9,6 +9,7 @@ Access patterns first (DESIGN.md §1):
 | tenant's tasks, newest first           | GSI by_tenant: gsi1pk=TENANT#<tenant>, gsi1sk=<created> |
 | (then a page's task items)             | BatchGetItem of their pk=TASK#<id>, sk=TASK |
 | outbox marks older than N seconds      | sparse GSI outbox: outbox_pk=OUTBOX#<shard>, outbox_at |
+| delayed tasks due by now, and the next | same GSI: outbox_pk=DUE#<shard>, outbox_at=<due time> |
 | handler effect ledger (exactly-once)   | pk=EFFECT#<task id>, sk=<effect name> |
 
 The attributes of the task and PAYLOAD items (and what a listing, the indexes and the SQS
@@ -22,6 +23,9 @@ context live in the PAYLOAD item, written once at submit and never again.
 Only task items carry the GSI attributes, and `outbox_pk`/`outbox_at` exist only while a task's
 message is not yet known to be on the queue, so the outbox index holds just the pending marks.
 The outbox partition is sharded so that a burst of submits does not heat one GSI partition.
+A delayed task's mark is dated at its due time, in the DUE# partitions of the same index: the
+relay sends a DUE# mark once its time has come (no outbox age), an OUTBOX# mark once it is
+older than the outbox age (the API's send has surely failed by then).
 """
 
 from __future__ import annotations
@@ -88,6 +92,10 @@ def tenant_pk(tenant: str) -> str:
 
 def outbox_pk(shard: int) -> str:
     return f"OUTBOX#{shard}"
+
+
+def due_pk(shard: int) -> str:
+    return f"DUE#{shard}"
 
 
 def effect_pk(task_id: str) -> str:

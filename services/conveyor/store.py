@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -101,6 +101,29 @@ class SubmitResult:
 
 
 @dataclass(frozen=True)
+class NewTask:
+    """A task to commit, as a submit asks for it."""
+
+    tenant: str
+    task_type: str
+    payload: bytes
+    idempotency_key: str
+    request_hash: str
+    max_attempts: int
+    traceparent: str = ""
+    not_before_ms: int = 0
+    start_by_ms: int = 0
+
+
+# A submit writes ITEMS_PER_TASK items in its transaction (the task item, its idempotency record
+# at _IDEM_ITEM, its PAYLOAD item). TransactWriteItems takes at most 100 items, so one batch
+# submit commits at most 100 // 3 = 33 tasks.
+ITEMS_PER_TASK, _IDEM_ITEM = 3, 1
+MAX_TRANSACTION_ITEMS = 100
+MAX_BATCH_TASKS = MAX_TRANSACTION_ITEMS // ITEMS_PER_TASK
+
+
+@dataclass(frozen=True)
 class OutboxMark:
     task_id: str
     task_type: str
@@ -121,6 +144,14 @@ def _cancelled_item(exc: BaseException | None, index: int) -> dict[str, Any] | N
         return None
     item = reasons[index].get("Item")
     return dict(item) if item else None
+
+
+def _cancel_code(exc: BaseException | None, index: int) -> str | None:
+    """The cancellation reason code of a cancelled transaction's `index`-th action."""
+    if exc is None or not cancellation_reasons(exc):
+        return None
+    reasons = exc.response.get("CancellationReasons", [])  # type: ignore[attr-defined]
+    return str(reasons[index].get("Code")) if index < len(reasons) else None
 
 
 def _kept_history(task: Task, events: tuple[TaskEvent, ...]) -> tuple[TaskEvent, ...] | None:
@@ -198,6 +229,13 @@ class TaskStore:
         return {
             schema.GSI_OUTBOX_PK: schema.outbox_pk(self.outbox_shard(task_id)),
             schema.GSI_OUTBOX_SK: at_ms,
+        }
+
+    def due_mark(self, task_id: str, due_ms: int) -> dict[str, Any]:
+        """The attributes of a delayed task's mark: the outbox index, dated at its due time."""
+        return {
+            schema.GSI_OUTBOX_PK: schema.due_pk(self.outbox_shard(task_id)),
+            schema.GSI_OUTBOX_SK: due_ms,
         }
 
     # ---- reads ----
@@ -342,49 +380,121 @@ class TaskStore:
         request_hash: str,
         max_attempts: int,
         traceparent: str = "",
+        not_before_ms: int = 0,
+        start_by_ms: int = 0,
         remaining: float | None = None,
     ) -> SubmitResult:
         """Commit the task item (with its first event and outbox mark), its PAYLOAD item and the
-        idempotency record in one transaction.
-
-        No read first: the idempotency record's Put is conditional (absent or expired), so the
-        key is checked by DynamoDB before anything is written, and two concurrent submits with
-        one key commit exactly one task. When the key is taken, the cancelled transaction hands
-        back the record (ReturnValuesOnConditionCheckFailure), which decides replay or mismatch.
+        idempotency record in one transaction (submit_many of one; IdempotencyMismatch raised).
         """
-        task_id = uuid.uuid4().hex
+        new = NewTask(
+            tenant=tenant,
+            task_type=task_type,
+            payload=payload,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            max_attempts=max_attempts,
+            traceparent=traceparent,
+            not_before_ms=not_before_ms,
+            start_by_ms=start_by_ms,
+        )
+        [result] = self.submit_many([new], remaining=remaining)
+        if isinstance(result, IdempotencyMismatch):
+            raise result
+        return result
+
+    def submit_many(
+        self, new: Sequence[NewTask], *, remaining: float | None = None
+    ) -> list[SubmitResult | IdempotencyMismatch]:
+        """Commit every task of `new` whose idempotency key is free, in one transaction of
+        ITEMS_PER_TASK items each (so at most MAX_BATCH_TASKS), and answer each: created,
+        replayed (its key made a task from the same request), or IdempotencyMismatch.
+
+        No read first: each idempotency record's Put is conditional (absent or expired), so the
+        keys are checked by DynamoDB before anything is written, and two concurrent submits with
+        one key commit exactly one task. When keys are taken, the cancelled transaction names
+        them (a reason per item) and hands back their records
+        (ReturnValuesOnConditionCheckFailure), which decide replay or mismatch; the rest are
+        committed again without them. A transaction cancelled for another reason (a concurrent
+        commit of the same key) raises Conflict, nothing committed: the whole call is safe to
+        retry. A task whose `not_before_ms` lies ahead gets a due mark dated then instead of an
+        outbox mark (`due_mark`), which the relay sends when it comes.
+        """
         at = now_ms()
+        built = [self._new_items(n, at) for n in new]
+        results: dict[int, SubmitResult | IdempotencyMismatch] = {}
+        while len(results) < len(new):
+            left = [i for i in range(len(new)) if i not in results]
+            items = [item for i in left for item in built[i][1]]
+            try:
+                self._transact(items, remaining, token=uuid.uuid4().hex)
+            except Conflict as exc:
+                taken = [
+                    (i, _cancelled_item(exc.__cause__, pos * ITEMS_PER_TASK + _IDEM_ITEM))
+                    for pos, i in enumerate(left)
+                    if _cancel_code(exc.__cause__, pos * ITEMS_PER_TASK + _IDEM_ITEM)
+                    == "ConditionalCheckFailed"
+                ]
+                if not taken:
+                    raise
+                for i, record in taken:
+                    n = new[i]
+                    try:
+                        replay = self._replay(
+                            n.tenant, n.idempotency_key, n.request_hash, record, remaining
+                        )
+                    except IdempotencyMismatch as mismatch:
+                        results[i] = mismatch
+                        continue
+                    if replay is not None:
+                        results[i] = SubmitResult(replay, created=False)
+                    # else: the record expired meanwhile: the next round commits it
+                continue
+            results.update({i: SubmitResult(built[i][0], created=True) for i in left})
+        return [results[i] for i in range(len(new))]
+
+    def _new_items(self, n: NewTask, at: int) -> tuple[Task, list[dict[str, Any]]]:
+        """A new task of `n` and its transaction items: task item, idempotency record, PAYLOAD
+        item (ITEMS_PER_TASK, the record at _IDEM_ITEM)."""
+        task_id = uuid.uuid4().hex
         submitted = TaskEvent(
             seq=1,
             from_state=None,
             to_state=TaskState.PENDING,
             at_ms=at,
             attempt=0,
-            detail="submitted",
+            detail="submitted" if n.not_before_ms <= at else "submitted, delayed",
         )
         task = Task(
             task_id=task_id,
-            tenant=tenant,
-            task_type=task_type,
-            payload=payload,
+            tenant=n.tenant,
+            task_type=n.task_type,
+            payload=n.payload,
             state=TaskState.PENDING,
             version=1,
             attempts=0,
-            max_attempts=max_attempts,
+            max_attempts=n.max_attempts,
             created_at_ms=at,
             updated_at_ms=at,
-            idempotency_key=idempotency_key,
+            idempotency_key=n.idempotency_key,
             event_seq=1,
-            traceparent=traceparent,
+            traceparent=n.traceparent,
+            not_before_ms=n.not_before_ms,
+            start_by_ms=n.start_by_ms,
             events=(submitted,),
+        )
+        mark = (
+            self.due_mark(task_id, n.not_before_ms)
+            if n.not_before_ms > at
+            else self.outbox_mark(task_id, at)
         )
         task_values = {
             schema.PK: schema.task_pk(task_id),
             schema.SK: schema.TASK_SK,
             **codec.item_values(task, codec.TASK),
-            schema.GSI_BY_TENANT_PK: schema.tenant_pk(tenant),
+            schema.GSI_BY_TENANT_PK: schema.tenant_pk(n.tenant),
             schema.GSI_BY_TENANT_SK: f"{at:013d}#{task_id}",
-            **self.outbox_mark(task_id, at),
+            **mark,
         }
         payload_values = {
             schema.PK: schema.task_pk(task_id),
@@ -392,10 +502,10 @@ class TaskStore:
             **codec.item_values(task, codec.PAYLOAD),
         }
         idem_values = {
-            schema.PK: schema.idempotency_pk(tenant, idempotency_key),
+            schema.PK: schema.idempotency_pk(n.tenant, n.idempotency_key),
             schema.SK: schema.IDEM_SK,
             schema.IDEM_TASK_ID: task_id,
-            schema.IDEM_REQUEST_HASH: request_hash,
+            schema.IDEM_REQUEST_HASH: n.request_hash,
             schema.TTL_ATTRIBUTE: at // 1000 + self._settings.idempotency_ttl_seconds,
         }
         items = [
@@ -421,16 +531,7 @@ class TaskStore:
             # A fresh task id: the task item's condition already guards the pair.
             {"Put": {"TableName": self.table, "Item": _item(payload_values)}},
         ]
-        try:
-            self._transact(items, remaining, token=task_id)
-        except Conflict as exc:
-            # The key is taken (or another submit with it is committing right now).
-            record = _cancelled_item(exc.__cause__, 1)
-            replay = self._replay(tenant, idempotency_key, request_hash, record, remaining)
-            if replay is None:
-                raise
-            return SubmitResult(replay, created=False)
-        return SubmitResult(task, created=True)
+        return task, items
 
     def _replay(
         self,
@@ -622,19 +723,31 @@ class TaskStore:
     # ---- outbox ----
     def outbox_marks(self, older_than_ms: int, limit: int) -> list[OutboxMark]:
         """Pending outbox marks set before `older_than_ms`, oldest first, across all shards."""
+        return self._marks(schema.outbox_pk, limit, older_than_ms)
+
+    def due_marks(self, limit: int) -> list[OutboxMark]:
+        """Delayed tasks' marks, earliest due first, across all shards: those due by now, and
+        after them the next ones to come (so the relay knows when to look again)."""
+        return self._marks(schema.due_pk, limit)
+
+    def _marks(
+        self, partition: Callable[[int], str], limit: int, before_ms: int | None = None
+    ) -> list[OutboxMark]:
         marks: list[OutboxMark] = []
         for shard in range(self._settings.outbox_shards):
+            condition = "#p = :p"
+            names = {"#p": schema.GSI_OUTBOX_PK}
+            values: dict[str, Any] = {":p": partition(shard)}
+            if before_ms is not None:
+                condition += " AND #at < :before"
+                names["#at"] = schema.GSI_OUTBOX_SK
+                values[":before"] = before_ms
             kwargs: dict[str, Any] = {
                 "TableName": self.table,
                 "IndexName": schema.GSI_OUTBOX,
-                "KeyConditionExpression": "#p = :p AND #at < :before",
-                "ExpressionAttributeNames": {
-                    "#p": schema.GSI_OUTBOX_PK,
-                    "#at": schema.GSI_OUTBOX_SK,
-                },
-                "ExpressionAttributeValues": _item(
-                    {":p": schema.outbox_pk(shard), ":before": older_than_ms}
-                ),
+                "KeyConditionExpression": condition,
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": _item(values),
                 "Limit": limit,
             }
             resp = self._call("query", **kwargs)

@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from conveyor.queue import dead_letter_group
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor_dev.local import oracle
 from conveyor_dev.local.system import LocalSystem
+from google.protobuf.timestamp_pb2 import Timestamp
 from support import get, path_of, submit, wait_for, wait_terminal
 
 pytestmark = pytest.mark.chaos
@@ -39,6 +41,11 @@ class Case:
     payload: dict = field(default_factory=lambda: {"seconds": 0.2})
     max_attempts: int = 0
     role: str = ""  # the process killed there: the failpoint's prefix, unless it runs in two
+    delay_seconds: float = 0  # a delayed task (not_before this far ahead), sent by the relay
+
+    @property
+    def id(self) -> str:
+        return f"{self.process}:{self.point}" + (":delayed" if self.delay_seconds else "")
 
     @property
     def process(self) -> str:
@@ -56,6 +63,7 @@ CASES = [
     Case("worker.after_complete", "SUCCEEDED", 1, 1, OK),
     Case("dead_letter.after_dead", "DEAD", 1, 1, DEAD, {"fail_executions": 1}, 1, "worker"),
     Case("enqueue.after_send", "SUCCEEDED", 1, 1, OK, role="relay"),
+    Case("enqueue.after_send", "SUCCEEDED", 1, 1, OK, role="relay", delay_seconds=1),
     Case("dead_letter.after_dead", "DEAD", 0, 0, ["PENDING", "QUEUED", "DEAD"], role="relay"),
     Case("redrive.after_pending", "SUCCEEDED", 1, 2, REDRIVEN, {"fail_executions": 1}, 1),
     Case("redrive.after_send", "SUCCEEDED", 1, 2, REDRIVEN, {"fail_executions": 1}, 1),
@@ -117,7 +125,7 @@ def dlq_groups(system: LocalSystem) -> list[str] | None:
     return groups if len(groups) == int(counts["ApproximateNumberOfMessages"]) else None
 
 
-@pytest.mark.parametrize("case", CASES, ids=[f"{c.process}:{c.point}" for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_killed_at_a_failpoint_the_restarted_system_finishes_the_task(
     with_oracle: Oracle, case: Case, report: Callable[[str], None]
 ):
@@ -177,6 +185,19 @@ def _drive_worker(system: LocalSystem, stub, case: Case, key: str) -> str:
 
 
 def _drive_relay(system: LocalSystem, stub, case: Case, key: str) -> str:
+    if case.point == "enqueue.after_send" and case.delay_seconds:
+        # A delayed task gets no send at submit: the relay sends it when due, and dies there.
+        not_before = Timestamp()
+        not_before.FromMilliseconds(time.time_ns() // 1_000_000 + int(case.delay_seconds * 1000))
+        request = pb.SubmitTaskRequest(
+            task_type=oracle.TASK_TYPE,
+            payload=json.dumps(case.payload).encode(),
+            idempotency_key=key,
+            not_before=not_before,
+        )
+        task_id = stub.SubmitTask(request, timeout=10).task.task_id
+        died_at_failpoint(system, "relay")
+        return task_id
     if case.point == "enqueue.after_send":
         task_id = submit(stub, oracle.TASK_TYPE, case.payload, key=key).task.task_id
         died_at_failpoint(system, "relay")

@@ -326,3 +326,56 @@ def test_query_pages_in_sort_key_order_both_ways(dynamodb):
             if not start:
                 break
         assert seen == (keys if forward else keys[::-1])
+
+
+def test_a_sparse_gsi_queries_a_partition_by_a_numeric_sort_key_earliest_first(dynamodb):
+    """AWS: a Query of a GSI partition returns its items in numeric sort-key order (100 before
+    20, unlike strings), Limit keeps the earliest, a `<` key condition bounds them, and an item
+    leaves the index when an update removes its key attributes. The relay relies on all four:
+    due marks earliest first, and the next one to come after those due.
+    Doc: DynamoDB Developer Guide, "Query" (key condition expressions, sort order) and "Take
+    advantage of sparse indexes"."""
+    table = new_table(
+        dynamodb,
+        extra_attributes=[
+            {"AttributeName": "due_pk", "AttributeType": "S"},
+            {"AttributeName": "due_at", "AttributeType": "N"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "due",
+                "KeySchema": [
+                    {"AttributeName": "due_pk", "KeyType": "HASH"},
+                    {"AttributeName": "due_at", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }
+        ],
+    )
+    for key, at in (("c", 100), ("a", 20), ("b", 3), ("x", 1)):
+        part = "DUE#0" if key != "x" else "DUE#1"
+        dynamodb.put_item(TableName=table, Item={"pk": s(key), "due_pk": s(part), "due_at": n(at)})
+
+    def query(limit: int, before: int | None = None) -> list[str]:
+        condition, values = "due_pk = :p", {":p": s("DUE#0")}
+        if before is not None:
+            condition += " AND due_at < :before"
+            values[":before"] = n(before)
+        items = dynamodb.query(
+            TableName=table,
+            IndexName="due",
+            KeyConditionExpression=condition,
+            ExpressionAttributeValues=values,
+            Limit=limit,
+        )["Items"]
+        return [i["pk"]["S"] for i in items]
+
+    assert query(10) == ["b", "a", "c"]
+    assert query(2) == ["b", "a"]
+    assert query(10, before=100) == ["b", "a"]
+    dynamodb.update_item(
+        TableName=table,
+        Key={"pk": s("b")},
+        UpdateExpression="REMOVE due_pk, due_at",
+    )
+    assert query(10) == ["a", "c"]

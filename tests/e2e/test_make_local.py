@@ -33,10 +33,14 @@ def test_local_run_settles_every_task_and_exits_zero(tmp_path):
     submitted = int(re.search(r"submitted\s*│\s*(\d+)", out).group(1))
     settled = sum(
         int(re.search(rf"{state}\s*│\s*(\d+)", out).group(1))
-        for state in ("succeeded", "failed", "dead", "cancelled")
+        for state in ("succeeded", "failed", "dead", "cancelled", "expired")
     )
     assert submitted > 50
     assert settled == submitted
     assert re.search(r"lost or not terminal\s*│\s*0\b", out)
+    # The timed tasks (demo.TIMED): three delayed ones ran, the one due to expire did not.
+    assert re.search(r"delayed tasks succeeded \(submitted\)\s*│\s*3 \(3\)", out)
+    assert re.search(r"expired\s*│\s*1\b", out)
+    assert re.search(r"tasks with a start_by deadline\s*│\s*3\b", out)
     assert "api=0, relay=0, worker-1=0, worker-2=0" in out
     assert (tmp_path / "conveyor.env").read_text().count("export CONVEYOR_") >= 5

@@ -139,7 +139,7 @@ def test_a_submitted_task_is_written_as_before():
 def test_the_listing_and_the_indexes_project_what_they_did():
     assert set(schema.LISTING_ATTRIBUTES) == {
         *("task_id", "tenant", "task_type", "state", "version", "attempts", "max_attempts"),
-        *("created_at", "updated_at", "last_error", "idempotency_key"),
+        *("created_at", "updated_at", "last_error", "idempotency_key", "not_before", "start_by"),
     }
     assert schema.GSI_BY_TENANT_PROJECTED == ("task_type",)
     assert schema.GSI_OUTBOX_PROJECTED == ("task_id", "task_type")

@@ -32,6 +32,7 @@ EXPECTED_EDGES = {
     (S.DEAD, S.PENDING),  # operator redrive from the DLQ, through the outbox
     *((s, S.CANCELLED) for s in (S.PENDING, S.QUEUED, S.RUNNING)),
     *((s, S.DEAD) for s in (S.PENDING, S.QUEUED, S.RUNNING)),
+    *((s, S.EXPIRED) for s in (S.PENDING, S.QUEUED)),  # never started by its start_by
 }
 
 
@@ -57,7 +58,9 @@ def _reachable(start: TaskState) -> set[TaskState]:
 def test_terminal_and_non_terminal_partition_the_states():
     assert set(STATES) == TERMINAL | NON_TERMINAL
     assert not TERMINAL & NON_TERMINAL
-    assert {s for s in STATES if s.terminal} == {S.SUCCEEDED, S.FAILED, S.DEAD, S.CANCELLED}
+    assert {s for s in STATES if s.terminal} == {
+        *(S.SUCCEEDED, S.FAILED, S.DEAD, S.CANCELLED, S.EXPIRED)
+    }
 
 
 def test_every_pair_is_legal_exactly_when_the_design_says_so():
@@ -115,7 +118,7 @@ def test_any_sequence_of_attempts_moves_only_along_allowed_edges(targets: list[T
             path.append(state)
     for a, b in itertools.pairwise(path):
         assert (a, b) in EXPECTED_EDGES
-    # Once SUCCEEDED, FAILED or CANCELLED, the walk is over for good.
+    # Once SUCCEEDED, FAILED, CANCELLED or EXPIRED, the walk is over for good.
     for i, s in enumerate(path):
         if s in TERMINAL - {S.DEAD}:
             assert path[i:] == [s]
@@ -141,7 +144,7 @@ class TaskLifecycle(RuleBasedStateMachine):
         else:
             with pytest.raises(IllegalTransition):
                 check_transition("t", self.state, to)
-        if self.state in (S.SUCCEEDED, S.FAILED, S.CANCELLED):
+        if self.state in (S.SUCCEEDED, S.FAILED, S.CANCELLED, S.EXPIRED):
             self.finished = self.finished or self.state
 
     @invariant()

@@ -6,21 +6,19 @@ import json
 import random
 import statistics
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
+from conveyor.api.convert import TERMINAL_STATES
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
-TERMINAL = {
-    pb.TASK_STATE_SUCCEEDED,
-    pb.TASK_STATE_FAILED,
-    pb.TASK_STATE_DEAD,
-    pb.TASK_STATE_CANCELLED,
-}
+TERMINAL = TERMINAL_STATES
 
 # (weight, task type, payload maker, max_attempts, cancel after submit)
 PayloadMaker = Callable[[random.Random], dict[str, float]]
@@ -38,6 +36,25 @@ class Submitted:
     task_id: str
     task_type: str
     expect_cancel: bool
+    timing: str = ""  # "delayed", "deadline" or "expiring" for the timed tasks
+
+
+# The timed tasks the demo submits first, in seconds from their submit: (kind, how many,
+# not_before, start_by). The expiring one's start_by is a millisecond after its due time,
+# which the relay's send cannot meet: it ends EXPIRED, never run.
+TIMED: tuple[tuple[str, int, float, float], ...] = (
+    ("delayed", 3, 3.0, 0.0),
+    ("deadline", 2, 0.0, 120.0),
+    ("expiring", 1, 2.0, 2.001),
+)
+
+
+def _at(seconds_from_now: float) -> Timestamp | None:
+    if not seconds_from_now:
+        return None
+    ts = Timestamp()
+    ts.FromMilliseconds(time.time_ns() // 1_000_000 + int(seconds_from_now * 1000))
+    return ts
 
 
 @dataclass
@@ -79,6 +96,23 @@ class DemoLoad:
             )
         return item
 
+    def submit_timed(self) -> None:
+        """Submit the TIMED tasks: delayed ones, ones with a deadline met, one that expires."""
+        for kind, count, not_before, start_by in TIMED:
+            for _ in range(count):
+                request = pb.SubmitTaskRequest(
+                    task_type="demo.sleep",
+                    payload=b'{"seconds": 0.05}',
+                    idempotency_key=uuid.uuid4().hex,
+                    not_before=_at(not_before),
+                    start_by=_at(start_by),
+                )
+                response = self.stub.SubmitTask(request, timeout=5)
+                with self._lock:
+                    self.submitted.append(
+                        Submitted(response.task.task_id, "demo.sleep", False, kind)
+                    )
+
     def states(self) -> dict[str, pb.Task]:
         """Current state of every submitted task (strongly consistent reads)."""
         out = {}
@@ -101,6 +135,9 @@ class Summary:
     p99_seconds: float
     aws_requests_per_task: float
     dollars_per_million_tasks: float
+    delayed: int = 0  # tasks submitted with a not_before
+    delayed_succeeded: int = 0
+    with_deadline: int = 0  # tasks submitted with a start_by (EXPIRED ones are in by_state)
 
 
 def summarize(
@@ -111,6 +148,7 @@ def summarize(
         pb.TaskState.Name(t.state).removeprefix("TASK_STATE_") for t in tasks.values()
     )
     done = [t for t in tasks.values() if t.state in TERMINAL]
+    delayed = [t for t in tasks.values() if t.HasField("not_before")]
     latencies = sorted(
         (t.updated_at.ToMilliseconds() - t.created_at.ToMilliseconds()) / 1000
         for t in done
@@ -133,4 +171,7 @@ def summarize(
         p99_seconds=pct(99),
         aws_requests_per_task=aws_requests / len(tasks) if tasks else 0.0,
         dollars_per_million_tasks=dollars / len(tasks) * 1e6 if tasks else 0.0,
+        delayed=len(delayed),
+        delayed_succeeded=sum(1 for t in delayed if t.state == pb.TASK_STATE_SUCCEEDED),
+        with_deadline=sum(1 for t in tasks.values() if t.HasField("start_by")),
     )

@@ -229,8 +229,12 @@ def show_summary(
     table.add_row("submits/s reached (asked)", "{:.1f} ({:.1f})".format(*submit_rate))
     table.add_row("submitted", str(summary.submitted))
     table.add_row("refused at submit (never acknowledged)", str(refused))
-    for state in ("SUCCEEDED", "FAILED", "DEAD", "CANCELLED"):
+    for state in ("SUCCEEDED", "FAILED", "DEAD", "CANCELLED", "EXPIRED"):
         table.add_row(state.lower(), str(summary.by_state.get(state, 0)))
+    table.add_row(
+        "delayed tasks succeeded (submitted)", f"{summary.delayed_succeeded} ({summary.delayed})"
+    )
+    table.add_row("tasks with a start_by deadline", str(summary.with_deadline))
     style = "red" if summary.lost else "green"
     table.add_row("lost or not terminal", f"[{style}]{summary.lost}")
     table.add_row("tasks/s (settled)", f"{summary.tasks_per_second:.1f}")
@@ -276,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             load = DemoLoad(system.stub(channel))
             submit_rate = 0.0
             try:
+                load.submit_timed()
                 submit_rate = drive(console, load, args)
                 if args.duration is None:
                     console.print("demo load submitted; the system keeps running. Ctrl-C stops it.")

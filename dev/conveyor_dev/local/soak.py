@@ -34,6 +34,7 @@ from pathlib import Path
 import grpc
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -94,6 +95,7 @@ class Submission:
     max_attempts: int
     first_sent_at: float = 0.0
     task_id: str = ""  # empty until the API acknowledged it
+    delay_seconds: float = 0.0  # a delayed task: not_before this long after its first send
 
 
 @dataclass
@@ -114,6 +116,7 @@ class Report:
     longest_end_to_end_seconds: float
     seconds: float
     exit_codes: dict[str, int | None] = field(default_factory=dict)
+    delayed: int = 0
 
     @property
     def failed(self) -> bool:
@@ -127,6 +130,11 @@ class Report:
         )
 
 
+# The share of tasks submitted delayed (not_before 1-6 s ahead): sent by the relay, which the
+# chaos kills too.
+DELAYED_SHARE = 0.15
+
+
 def make_submissions(count: int, rng: random.Random) -> list[Submission]:
     """Mostly short tasks; some apply their effect first, some fail once and are retried."""
     out = []
@@ -136,7 +144,8 @@ def make_submissions(count: int, rng: random.Random) -> list[Submission]:
             payload["effect_first"] = 1
         if rng.random() < 0.1:
             payload["fail_executions"] = 1
-        out.append(Submission(uuid.uuid4().hex, payload, 5))
+        delay = round(rng.uniform(1, 6), 1) if rng.random() < DELAYED_SHARE else 0.0
+        out.append(Submission(uuid.uuid4().hex, payload, 5, delay_seconds=delay))
     return out
 
 
@@ -222,13 +231,18 @@ def submit_until_acknowledged(
     stub: pb_grpc.TaskServiceStub, item: Submission, deadline: float
 ) -> None:
     """As a careful client does: retry with the same key until the API answers."""
+    item.first_sent_at = time.time()
+    not_before = None
+    if item.delay_seconds:  # one absolute time for every retry: the same request
+        not_before = Timestamp()
+        not_before.FromMilliseconds(int((item.first_sent_at + item.delay_seconds) * 1000))
     request = pb.SubmitTaskRequest(
         task_type=oracle.TASK_TYPE,
         payload=json.dumps(item.payload).encode(),
         idempotency_key=item.key,
         max_attempts=item.max_attempts,
+        not_before=not_before,
     )
-    item.first_sent_at = time.time()
     delay = 0.2
     while time.monotonic() < deadline:
         try:
@@ -397,6 +411,7 @@ def verdict(
         most_executions=max(executions, default=0),
         longest_end_to_end_seconds=round(max(end_to_end, default=0.0), 2),
         seconds=0.0,
+        delayed=sum(1 for s in submissions if s.delay_seconds),
     )
 
 
@@ -409,6 +424,7 @@ def show(console: Console, report: Report) -> None:
         return f"[{'red' if items else 'green'}]{len(items)}"
 
     table.add_row("tasks submitted / acknowledged", f"{report.tasks} / {report.acknowledged}")
+    table.add_row("of them delayed (sent by the relay when due)", str(report.delayed))
     table.add_row(
         "ended", ", ".join(f"{k.lower()} {v}" for k, v in sorted(report.by_state.items()))
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from conveyor.domain import Task, TaskEvent, TaskState
+from conveyor.domain import TERMINAL, Task, TaskEvent, TaskState
 from conveyor.v1 import task_service_pb2 as pb
 
 
@@ -18,6 +18,9 @@ def state(value: TaskState | None) -> int:
     if value is None:
         return pb.TASK_STATE_UNSPECIFIED
     return int(pb.TaskState.Value(f"TASK_STATE_{value.value}"))
+
+
+TERMINAL_STATES = frozenset(state(s) for s in TERMINAL)
 
 
 def task(t: Task) -> pb.Task:
@@ -34,6 +37,8 @@ def task(t: Task) -> pb.Task:
         created_at=_ts(t.created_at_ms),
         updated_at=_ts(t.updated_at_ms),
         idempotency_key=t.idempotency_key,
+        not_before=_ts(t.not_before_ms) if t.not_before_ms else None,
+        start_by=_ts(t.start_by_ms) if t.start_by_ms else None,
         trace_id=trace_id(t.traceparent),
     )
 

@@ -34,7 +34,17 @@ from conveyor.aws import (
 from conveyor.domain import IllegalTransition, Task, TaskState
 from conveyor.queue import TaskQueue
 from conveyor.settings import ApiSettings
-from conveyor.store import Conflict, EffectsApplied, IdempotencyMismatch, TaskStore
+from conveyor.store import (
+    ITEMS_PER_TASK,
+    MAX_BATCH_TASKS,
+    MAX_TRANSACTION_ITEMS,
+    Conflict,
+    EffectsApplied,
+    IdempotencyMismatch,
+    NewTask,
+    TaskStore,
+    now_ms,
+)
 from conveyor.tasks.lifecycle import Lifecycle
 from conveyor.tasks.registry import TaskType
 from conveyor.telemetry import metrics
@@ -124,15 +134,23 @@ def stream_rpc(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def request_hash(task_type: str, payload: bytes, max_attempts: int) -> str:
+def request_hash(
+    task_type: str, payload: bytes, max_attempts: int, not_before_ms: int = 0, start_by_ms: int = 0
+) -> str:
     """What the client sent (max_attempts 0 when it asked for none), not what was derived
     from it: a default changed between a submit and its retry must not turn the retry into
-    ALREADY_EXISTS."""
+    ALREADY_EXISTS. The times join the hash only when set, so hashes of untimed requests stay
+    what they were."""
     digest = hashlib.sha256()
-    for part in (task_type.encode(), payload, str(max_attempts).encode()):
+    timing = [f"{not_before_ms}/{start_by_ms}".encode()] if not_before_ms or start_by_ms else []
+    for part in (task_type.encode(), payload, str(max_attempts).encode(), *timing):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()
+
+
+def _refused(code: int, message: str) -> pb.SubmitTaskResult:
+    return pb.SubmitTaskResult(outcome=pb.SUBMIT_OUTCOME_REFUSED, code=code, message=message)
 
 
 class TaskServicer(pb_grpc.TaskServiceServicer):
@@ -211,20 +229,23 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         tenant = tenant_of(context)
         self._submit_rate.take(tenant)
         max_attempts = validation.submit(request, self.types, self.settings.default_max_attempts)
-
-        def send_budget() -> float:
-            left = context.time_remaining()
-            return min(self.settings.send_timeout_seconds, left if left else NO_DEADLINE)
-
+        not_before_ms, start_by_ms = validation.timing(request, now_ms())
         result = self.tasks.submit(
             tenant=tenant,
             task_type=request.task_type,
             payload=request.payload,
             idempotency_key=request.idempotency_key,
-            request_hash=request_hash(request.task_type, request.payload, request.max_attempts),
+            request_hash=request_hash(
+                request.task_type,
+                request.payload,
+                request.max_attempts,
+                *validation.sent_times(request),
+            ),
             max_attempts=max_attempts,
             remaining=self._remaining(context),
-            send_budget=send_budget,
+            send_budget=self._send_budget(context),
+            not_before_ms=not_before_ms,
+            start_by_ms=start_by_ms,
         )
         task = result.task
         log.info(
@@ -234,6 +255,84 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         if result.created:
             metrics.tasks_submitted_total.labels(task.task_type).inc()
         return pb.SubmitTaskResponse(task=convert.task(task), created=result.created)
+
+    @unary_rpc
+    def SubmitTasks(
+        self, request: pb.SubmitTasksRequest, context: grpc.ServicerContext
+    ) -> pb.SubmitTasksResponse:
+        """Each task validated on its own (a bad one is refused, the others go on), the valid
+        ones committed in one transaction (TaskStore.submit_many)."""
+        tenant = tenant_of(context)
+        count = len(request.tasks)
+        if not 1 <= count <= MAX_BATCH_TASKS:
+            raise validation.InvalidArgument(
+                "tasks",
+                f"has {count}; 1 to {MAX_BATCH_TASKS} per request (a task is {ITEMS_PER_TASK} "
+                f"items of one DynamoDB transaction of at most {MAX_TRANSACTION_ITEMS})",
+            )
+        results: dict[int, pb.SubmitTaskResult] = {}
+        accepted: list[tuple[int, NewTask]] = []
+        keys: dict[str, int] = {}
+        now = now_ms()
+        for i, task_request in enumerate(request.tasks):
+            try:
+                max_attempts = validation.submit(
+                    task_request, self.types, self.settings.default_max_attempts
+                )
+                not_before_ms, start_by_ms = validation.timing(task_request, now)
+                validation.key_not_repeated(task_request, keys)
+            except validation.InvalidArgument as exc:
+                results[i] = _refused(code_pb2.INVALID_ARGUMENT, f"tasks[{i}].{exc}")
+                continue
+            keys[task_request.idempotency_key] = i
+            accepted.append(
+                (
+                    i,
+                    NewTask(
+                        tenant=tenant,
+                        task_type=task_request.task_type,
+                        payload=task_request.payload,
+                        idempotency_key=task_request.idempotency_key,
+                        request_hash=request_hash(
+                            task_request.task_type,
+                            task_request.payload,
+                            task_request.max_attempts,
+                            *validation.sent_times(task_request),
+                        ),
+                        max_attempts=max_attempts,
+                        not_before_ms=not_before_ms,
+                        start_by_ms=start_by_ms,
+                    ),
+                )
+            )
+        if accepted:
+            committed = self.tasks.submit_many(
+                [new for _, new in accepted],
+                remaining=self._remaining(context),
+                send_budget=self._send_budget(context),
+            )
+            for (i, _), result in zip(accepted, committed, strict=True):
+                if isinstance(result, IdempotencyMismatch):
+                    results[i] = _refused(code_pb2.ALREADY_EXISTS, f"tasks[{i}]: {result}")
+                    continue
+                if result.created:
+                    metrics.tasks_submitted_total.labels(result.task.task_type).inc()
+                outcome = (
+                    pb.SUBMIT_OUTCOME_CREATED if result.created else pb.SUBMIT_OUTCOME_REPLAYED
+                )
+                results[i] = pb.SubmitTaskResult(outcome=outcome, task=convert.task(result.task))
+        log.info(
+            "task batch submitted",
+            extra={"tenant": tenant, "tasks": count, "refused": count - len(accepted)},
+        )
+        return pb.SubmitTasksResponse(results=[results[i] for i in range(count)])
+
+    def _send_budget(self, context: grpc.ServicerContext) -> Callable[[], float]:
+        def send_budget() -> float:
+            left = context.time_remaining()
+            return min(self.settings.send_timeout_seconds, left if left else NO_DEADLINE)
+
+        return send_budget
 
     @unary_rpc
     def GetTask(

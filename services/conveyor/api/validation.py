@@ -87,6 +87,38 @@ def submit(
     return req.max_attempts or declared.max_attempts or default_max_attempts
 
 
+def key_not_repeated(req: pb.SubmitTaskRequest, seen: Mapping[str, int]) -> None:
+    """A batch's task whose key an earlier task of it has (`seen`: key -> its index)."""
+    if req.idempotency_key in seen:
+        raise InvalidArgument("idempotency_key", f"repeats tasks[{seen[req.idempotency_key]}]'s")
+
+
+def sent_times(req: pb.SubmitTaskRequest) -> tuple[int, int]:
+    """(not_before, start_by) as the client sent them, in ms, 0 when unset."""
+    not_before = req.not_before.ToMilliseconds() if req.HasField("not_before") else 0
+    start_by = req.start_by.ToMilliseconds() if req.HasField("start_by") else 0
+    return not_before, start_by
+
+
+def timing(req: pb.SubmitTaskRequest, now_ms: int) -> tuple[int, int]:
+    """(not_before, start_by) of a submit in ms, 0 when unset. A not_before in the past means
+    at once; a start_by must lie ahead and after not_before; both within MAX_DELAY_SECONDS."""
+    horizon = now_ms + domain.MAX_DELAY_SECONDS * 1000
+    not_before, start_by = sent_times(req)
+    if not_before > horizon:
+        raise InvalidArgument(
+            "not_before", f"is more than {domain.MAX_DELAY_SECONDS // 86400} days ahead"
+        )
+    if start_by:
+        if start_by <= max(now_ms, not_before):
+            raise InvalidArgument("start_by", "must lie ahead, and after not_before")
+        if start_by > horizon:
+            raise InvalidArgument(
+                "start_by", f"is more than {domain.MAX_DELAY_SECONDS // 86400} days ahead"
+            )
+    return max(0, not_before), start_by
+
+
 def state_filter(value: int) -> TaskState | None:
     if value == pb.TASK_STATE_UNSPECIFIED:
         return None

@@ -133,6 +133,9 @@ class Field:
     reps: Rep  # the representations that carry it
     default: Any = REQUIRED  # its value when the attribute is absent, or removed
     always: bool = False  # written at submit even when it is at its default
+    # Left out of a snapshot while at its default, and read as the default when absent: a
+    # field added after snapshots were first sent (their messages still claim without a read).
+    sparse: bool = False
 
 
 # fmt: off
@@ -156,6 +159,8 @@ FIELDS: tuple[Field, ...] = (
     Field("event_seq",           "event_seq",        INT,     TASK | SNAPSHOT, 0),
     Field("traceparent",         "traceparent",      STR,     PAYLOAD | SNAPSHOT, ""),
     Field("effects_applied",     "effects_applied",  INT,     TASK, 0),
+    Field("not_before_ms",       "not_before",       INT,     SUMMARY, 0, sparse=True),
+    Field("start_by_ms",         "start_by",         INT,     SUMMARY, 0, sparse=True),
     Field("events",              "history",          HISTORY, TASK, ()),
 )
 # fmt: on
@@ -230,12 +235,23 @@ def changes(values: Mapping[str, Any], removed: Iterable[str]) -> dict[str, Any]
 # ---- the SQS snapshot ----
 def snapshot(task: Task) -> dict[str, Any]:
     """`task` as a message body carries it (JSON: bytes as base64, states by name)."""
-    return {f.name: f.kind.to_json(getattr(task, f.name)) for f in on(SNAPSHOT)}
+    return {
+        f.name: f.kind.to_json(getattr(task, f.name))
+        for f in on(SNAPSHOT)
+        if not (f.sparse and getattr(task, f.name) == f.default)
+    }
 
 
 def task_from_snapshot(value: Any) -> Task:
     """The task a snapshot carries; KeyError, TypeError or ValueError if it is not one. The
     fields it does not carry are at their defaults (a fresh task's)."""
     fields = {f.name: f.default for f in FIELDS if SNAPSHOT not in f.reps}
-    fields.update({f.name: f.kind.from_json(value[f.name]) for f in on(SNAPSHOT)})
+    fields.update(
+        {
+            f.name: f.kind.from_json(value[f.name])
+            if f.name in value or not f.sparse
+            else f.default
+            for f in on(SNAPSHOT)
+        }
+    )
     return Task(**fields)

@@ -13,10 +13,16 @@ submit       [api.before_commit] 1 commit the task PENDING with its outbox mark,
              mark and no message: the relay enqueues it once the mark is stale. After 2: the
              claim records QUEUED on its way and clears the mark (the relay may re-send,
              deduplicated by SQS, and record QUEUED first).
-enqueue      (the relay's, for a stale mark; a redrive's) 1 send, with the submit's dedup id
-             [enqueue.after_send] 2 QUEUED, clearing the mark.
+             A delayed task (not_before ahead) is committed with a due mark dated then and
+             no send: the relay enqueues it when it is due, as below.
+enqueue      (the relay's, for a stale or due mark; a redrive's) 1 send, with the submit's
+             dedup id [enqueue.after_send] 2 QUEUED, clearing the mark.
              After 1: the mark stays: the relay sends again (deduplicated) and records
              QUEUED, or the claim clears it.
+expire       (the relay's, for a mark past its task's start_by; the worker's, for a message
+             whose task was never started and is past it) 1 EXPIRED, clearing the mark, if its
+             handler recorded no effect 2 (worker) delete the message.
+             After 1: the message returns, finds the task terminal, and goes.
 claim        [worker.after_receive] 1 RUNNING under a new lease, attempts + 1
              [worker.after_claim].
              After 1: the lease lapses and the message returns at its visibility timeout:
@@ -58,8 +64,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pybreaker
@@ -70,7 +76,15 @@ from conveyor import failpoints
 from conveyor.aws import is_dependency_fault
 from conveyor.domain import MAX_RECEIVE_COUNT, Task, TaskState
 from conveyor.queue import QUEUE_DLQ, QUEUE_MAIN, Message, TaskQueue, enqueue_dedup_id
-from conveyor.store import LEASE_ATTRIBUTES, Conflict, SubmitResult, TaskStore, now_ms
+from conveyor.store import (
+    LEASE_ATTRIBUTES,
+    Conflict,
+    IdempotencyMismatch,
+    NewTask,
+    SubmitResult,
+    TaskStore,
+    now_ms,
+)
 from conveyor.tasks import codec
 from conveyor.telemetry import metrics
 
@@ -114,6 +128,10 @@ def _receives_cover(message: Message, attempts_left: int) -> bool:
     return message.receive_count + attempts_left < MAX_RECEIVE_COUNT
 
 
+def _delayed(task: Task) -> bool:
+    return task.not_before_ms > task.created_at_ms
+
+
 def _via(task: Task) -> TaskState | None:
     """A task still PENDING had its message on the queue: the history records QUEUED too."""
     return S.QUEUED if task.state == S.PENDING else None
@@ -145,54 +163,99 @@ class Lifecycle:
         max_attempts: int,
         remaining: float | None,
         send_budget: Callable[[], float],
+        not_before_ms: int = 0,
+        start_by_ms: int = 0,
     ) -> SubmitResult:
-        """Commit the task (PENDING, with its outbox mark), then send its message carrying the
-        committed task. The send is best effort: on any failure the mark stays and the relay
-        sends it. No write follows the send: the claim clears the mark and records QUEUED on
-        its way to RUNNING, which saves a write per task; the price is that the relay re-sends
-        (deduplicated) a task still waiting after CONVEYOR_OUTBOX_AGE_SECONDS, and marks it
-        QUEUED. `send_budget()`: seconds the send may take, asked once the commit is done.
-        The task keeps the current trace context, so a relayed send continues the trace."""
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
-        failpoints.hit("api.before_commit")
-        result = self.store.submit(
+        """submit_many of one task; IdempotencyMismatch raised."""
+        new = NewTask(
             tenant=tenant,
             task_type=task_type,
             payload=payload,
             idempotency_key=idempotency_key,
             request_hash=request_hash,
             max_attempts=max_attempts,
-            traceparent=carrier.get("traceparent", ""),
-            remaining=remaining,
+            not_before_ms=not_before_ms,
+            start_by_ms=start_by_ms,
         )
-        if not result.created:
-            return result
-        task = result.task
-        failpoints.hit("api.after_commit")
-        try:
-            self.queue.send(
-                task.task_id,
-                task.task_type,
-                tenant=task.tenant,
-                dedup_id=enqueue_dedup_id(task),
-                snapshot=task,
-                remaining=send_budget(),
-            )
-            failpoints.hit("api.after_send")
-        except Exception:
-            log.warning("send after commit failed; the outbox relay will send it", exc_info=True)
+        [result] = self.submit_many([new], remaining=remaining, send_budget=send_budget)
+        if isinstance(result, IdempotencyMismatch):
+            raise result
         return result
 
-    def enqueue(self, task_id: str) -> bool:
-        """The relay's half of submit, for a task whose outbox mark is stale: send its message
-        (the submit's dedup id: a send that did land collapses) and record QUEUED. False if the
-        task is gone or no longer PENDING (its mark went with its claim or cancel)."""
+    def submit_many(
+        self,
+        new: Sequence[NewTask],
+        *,
+        remaining: float | None,
+        send_budget: Callable[[], float],
+    ) -> list[SubmitResult | IdempotencyMismatch]:
+        """Commit the tasks (PENDING, with their outbox marks; TaskStore.submit_many), then send
+        the message of each created one, carrying the committed task. A send is best effort:
+        on any failure the mark stays and the relay sends it. No write follows the send: the
+        claim clears the mark and records QUEUED on its way to RUNNING, which saves a write per
+        task; the price is that the relay re-sends (deduplicated) a task still waiting after
+        CONVEYOR_OUTBOX_AGE_SECONDS, and marks it QUEUED. A delayed task gets no send: the
+        relay sends it when it is due. `send_budget()`: seconds a send may take, asked once the
+        commit is done. The tasks keep the current trace context, so a relayed send continues
+        the trace."""
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        traced = [replace(n, traceparent=carrier.get("traceparent", "")) for n in new]
+        failpoints.hit("api.before_commit")
+        results = self.store.submit_many(traced, remaining=remaining)
+        created = [
+            r.task
+            for r in results
+            if isinstance(r, SubmitResult) and r.created and not _delayed(r.task)
+        ]
+        if created:
+            failpoints.hit("api.after_commit")
+        for task in created:
+            try:
+                self.queue.send(
+                    task.task_id,
+                    task.task_type,
+                    tenant=task.tenant,
+                    dedup_id=enqueue_dedup_id(task),
+                    snapshot=task,
+                    remaining=send_budget(),
+                )
+                failpoints.hit("api.after_send")
+            except Exception:
+                log.warning(
+                    "send after commit failed; the outbox relay will send it",
+                    exc_info=True,
+                    extra={"task_id": task.task_id},
+                )
+        return results
+
+    def enqueue(self, task_id: str, detail: str = "sent by the outbox relay") -> bool:
+        """The relay's half of submit, for a task whose outbox mark is stale or due: send its
+        message (the submit's dedup id: a send that did land collapses) and record QUEUED.
+        False if the task is gone or no longer PENDING (its mark went with its claim or
+        cancel), or past its start_by (then it expires instead)."""
         task = self.store.get(task_id)
         if task is None or task.state != S.PENDING:
             return False
-        self._send_and_queue(task, "sent by the outbox relay", task.traceparent)
+        if task.expired_at(now_ms()):
+            with contextlib.suppress(Conflict):
+                self.expire(task)
+            return False
+        self._send_and_queue(task, detail, task.traceparent)
         return True
+
+    def expire(self, task: Task) -> Task:
+        """EXPIRED: never started, and past its start_by. Conditional on no effect recorded (as
+        a cancel is); Conflict if it changed since it was read."""
+        expired = self.store.transition(
+            task,
+            S.EXPIRED,
+            detail="not started by its start_by",
+            remove=LEASE_ATTRIBUTES,
+            no_effects=True,
+        )
+        metrics.tasks_completed_total.labels(task.task_type, "expired").inc()
+        return expired
 
     def _send_and_queue(self, pending: Task, detail: str, traceparent: str = "") -> None:
         self.queue.send(
@@ -233,6 +296,12 @@ class Lifecycle:
                 self.finished_with(message, task)  # a duplicate, or cancelled meanwhile
                 return None
             now = now_ms()
+            if task.expired_at(now) and task.state in (S.PENDING, S.QUEUED):
+                try:
+                    self.finished_with(message, self.expire(task))
+                except Conflict:
+                    continue
+                return None
             if task.state == S.RUNNING and task.lease_expires_at_ms > now:
                 # Another run holds a live lease. Deleting would strand the task if its worker
                 # then died, so come back when the lease would have run out.

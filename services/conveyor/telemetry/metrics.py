@@ -64,7 +64,7 @@ tasks_submitted_total = Counter(
     "Tasks committed by the API (replays excluded).",
     ("task_type",),
 )
-# outcome: succeeded | failed | dead | cancelled
+# outcome: succeeded | failed | dead | cancelled | expired
 tasks_completed_total = Counter(
     "conveyor_tasks_completed_total",
     "Tasks that reached a terminal state.",
@@ -82,7 +82,7 @@ task_processing_seconds = Histogram(
 )
 task_queue_delay_seconds = Histogram(
     "conveyor_task_queue_delay_seconds",
-    "Time from submit to the start of the first attempt.",
+    "Time from submit (a delayed task: from its not_before) to the start of the first attempt.",
     ("task_type",),
     buckets=QUEUE_DELAY_BUCKETS,
 )
@@ -105,6 +105,11 @@ outbox_oldest_age_seconds = Gauge(
 )
 outbox_relayed_total = Counter(
     "conveyor_outbox_relayed_total", "Messages the relay (re-)sent for stale outbox marks."
+)
+delayed_task_lag_seconds = Histogram(
+    "conveyor_delayed_task_lag_seconds",
+    "Time from a delayed task's not_before to the relay's send of its message.",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
 )
 # queue: main | dlq ; state: visible | inflight | delayed
 queue_messages = Gauge(

@@ -25,35 +25,43 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63onveyor/v1/task_service.proto\x12\x0b\x63onveyor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xca\x02\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12%\n\x05state\x18\x04 \x01(\x0e\x32\x16.conveyor.v1.TaskState\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\r\x12\x14\n\x0cmax_attempts\x18\x06 \x01(\r\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x0e\n\x06result\x18\x08 \x01(\x0c\x12\x0f\n\x07version\x18\t \x01(\x04\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\x12\x10\n\x08trace_id\x18\x10 \x01(\t\"\xb7\x01\n\tTaskEvent\x12\x0b\n\x03seq\x18\x01 \x01(\r\x12*\n\nfrom_state\x18\x02 \x01(\x0e\x32\x16.conveyor.v1.TaskState\x12(\n\x08to_state\x18\x03 \x01(\x0e\x32\x16.conveyor.v1.TaskState\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\"f\n\x11SubmitTaskRequest\x12\x11\n\ttask_type\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x14\n\x0cmax_attempts\x18\x04 \x01(\r\"F\n\x12SubmitTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.Task\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"Z\n\x0fGetTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.Task\x12&\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.conveyor.v1.TaskEvent\"\x87\x01\n\x10ListTasksRequest\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.conveyor.v1.TaskState\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x17\n\x0finclude_payload\x18\x05 \x01(\x08\"4\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"5\n\x12\x43\x61ncelTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.Task\"#\n\x10WatchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t*\xce\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_STATE_PENDING\x10\x01\x12\x15\n\x11TASK_STATE_QUEUED\x10\x02\x12\x16\n\x12TASK_STATE_RUNNING\x10\x03\x12\x18\n\x14TASK_STATE_SUCCEEDED\x10\x04\x12\x15\n\x11TASK_STATE_FAILED\x10\x05\x12\x13\n\x0fTASK_STATE_DEAD\x10\x06\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x07\x32\xf3\x02\n\x0bTaskService\x12M\n\nSubmitTask\x12\x1e.conveyor.v1.SubmitTaskRequest\x1a\x1f.conveyor.v1.SubmitTaskResponse\x12\x44\n\x07GetTask\x12\x1b.conveyor.v1.GetTaskRequest\x1a\x1c.conveyor.v1.GetTaskResponse\x12?\n\tListTasks\x12\x1d.conveyor.v1.ListTasksRequest\x1a\x11.conveyor.v1.Task0\x01\x12M\n\nCancelTask\x12\x1e.conveyor.v1.CancelTaskRequest\x1a\x1f.conveyor.v1.CancelTaskResponse\x12?\n\tWatchTask\x12\x1d.conveyor.v1.WatchTaskRequest\x1a\x11.conveyor.v1.Task0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63onveyor/v1/task_service.proto\x12\x0b\x63onveyor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x03\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12%\n\x05state\x18\x04 \x01(\x0e\x32\x16.conveyor.v1.TaskState\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\r\x12\x14\n\x0cmax_attempts\x18\x06 \x01(\r\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x0e\n\x06result\x18\x08 \x01(\x0c\x12\x0f\n\x07version\x18\t \x01(\x04\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\x12.\n\nnot_before\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08start_by\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08trace_id\x18\x10 \x01(\t\"\xb7\x01\n\tTaskEvent\x12\x0b\n\x03seq\x18\x01 \x01(\r\x12*\n\nfrom_state\x18\x02 \x01(\x0e\x32\x16.conveyor.v1.TaskState\x12(\n\x08to_state\x18\x03 \x01(\x0e\x32\x16.conveyor.v1.TaskState\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\"\xc4\x01\n\x11SubmitTaskRequest\x12\x11\n\ttask_type\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x14\n\x0cmax_attempts\x18\x04 \x01(\r\x12.\n\nnot_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08start_by\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"F\n\x12SubmitTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.Task\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"C\n\x12SubmitTasksRequest\x12-\n\x05tasks\x18\x01 \x03(\x0b\x32\x1e.conveyor.v1.SubmitTaskRequest\"\x7f\n\x10SubmitTaskResult\x12+\n\x07outcome\x18\x01 \x01(\x0e\x32\x1a.conveyor.v1.SubmitOutcome\x12\x1f\n\x04task\x18\x02 \x01(\x0b\x32\x11.conveyor.v1.Task\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\"E\n\x13SubmitTasksResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.conveyor.v1.SubmitTaskResult\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"Z\n\x0fGetTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.Task\x12&\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.conveyor.v1.TaskEvent\"\x87\x01\n\x10ListTasksRequest\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.conveyor.v1.TaskState\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x17\n\x0finclude_payload\x18\x05 \x01(\x08\"4\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"5\n\x12\x43\x61ncelTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.Task\"#\n\x10WatchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t*\xe6\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_STATE_PENDING\x10\x01\x12\x15\n\x11TASK_STATE_QUEUED\x10\x02\x12\x16\n\x12TASK_STATE_RUNNING\x10\x03\x12\x18\n\x14TASK_STATE_SUCCEEDED\x10\x04\x12\x15\n\x11TASK_STATE_FAILED\x10\x05\x12\x13\n\x0fTASK_STATE_DEAD\x10\x06\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x07\x12\x16\n\x12TASK_STATE_EXPIRED\x10\x08*\x84\x01\n\rSubmitOutcome\x12\x1e\n\x1aSUBMIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16SUBMIT_OUTCOME_CREATED\x10\x01\x12\x1b\n\x17SUBMIT_OUTCOME_REPLAYED\x10\x02\x12\x1a\n\x16SUBMIT_OUTCOME_REFUSED\x10\x03\x32\xc5\x03\n\x0bTaskService\x12M\n\nSubmitTask\x12\x1e.conveyor.v1.SubmitTaskRequest\x1a\x1f.conveyor.v1.SubmitTaskResponse\x12P\n\x0bSubmitTasks\x12\x1f.conveyor.v1.SubmitTasksRequest\x1a .conveyor.v1.SubmitTasksResponse\x12\x44\n\x07GetTask\x12\x1b.conveyor.v1.GetTaskRequest\x1a\x1c.conveyor.v1.GetTaskResponse\x12?\n\tListTasks\x12\x1d.conveyor.v1.ListTasksRequest\x1a\x11.conveyor.v1.Task0\x01\x12M\n\nCancelTask\x12\x1e.conveyor.v1.CancelTaskRequest\x1a\x1f.conveyor.v1.CancelTaskResponse\x12?\n\tWatchTask\x12\x1d.conveyor.v1.WatchTaskRequest\x1a\x11.conveyor.v1.Task0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'conveyor.v1.task_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASKSTATE']._serialized_start=1187
-  _globals['_TASKSTATE']._serialized_end=1393
+  _globals['_TASKSTATE']._serialized_start=1645
+  _globals['_TASKSTATE']._serialized_end=1875
+  _globals['_SUBMITOUTCOME']._serialized_start=1878
+  _globals['_SUBMITOUTCOME']._serialized_end=2010
   _globals['_TASK']._serialized_start=81
-  _globals['_TASK']._serialized_end=411
-  _globals['_TASKEVENT']._serialized_start=414
-  _globals['_TASKEVENT']._serialized_end=597
-  _globals['_SUBMITTASKREQUEST']._serialized_start=599
-  _globals['_SUBMITTASKREQUEST']._serialized_end=701
-  _globals['_SUBMITTASKRESPONSE']._serialized_start=703
-  _globals['_SUBMITTASKRESPONSE']._serialized_end=773
-  _globals['_GETTASKREQUEST']._serialized_start=775
-  _globals['_GETTASKREQUEST']._serialized_end=808
-  _globals['_GETTASKRESPONSE']._serialized_start=810
-  _globals['_GETTASKRESPONSE']._serialized_end=900
-  _globals['_LISTTASKSREQUEST']._serialized_start=903
-  _globals['_LISTTASKSREQUEST']._serialized_end=1038
-  _globals['_CANCELTASKREQUEST']._serialized_start=1040
-  _globals['_CANCELTASKREQUEST']._serialized_end=1092
-  _globals['_CANCELTASKRESPONSE']._serialized_start=1094
-  _globals['_CANCELTASKRESPONSE']._serialized_end=1147
-  _globals['_WATCHTASKREQUEST']._serialized_start=1149
-  _globals['_WATCHTASKREQUEST']._serialized_end=1184
-  _globals['_TASKSERVICE']._serialized_start=1396
-  _globals['_TASKSERVICE']._serialized_end=1767
+  _globals['_TASK']._serialized_end=505
+  _globals['_TASKEVENT']._serialized_start=508
+  _globals['_TASKEVENT']._serialized_end=691
+  _globals['_SUBMITTASKREQUEST']._serialized_start=694
+  _globals['_SUBMITTASKREQUEST']._serialized_end=890
+  _globals['_SUBMITTASKRESPONSE']._serialized_start=892
+  _globals['_SUBMITTASKRESPONSE']._serialized_end=962
+  _globals['_SUBMITTASKSREQUEST']._serialized_start=964
+  _globals['_SUBMITTASKSREQUEST']._serialized_end=1031
+  _globals['_SUBMITTASKRESULT']._serialized_start=1033
+  _globals['_SUBMITTASKRESULT']._serialized_end=1160
+  _globals['_SUBMITTASKSRESPONSE']._serialized_start=1162
+  _globals['_SUBMITTASKSRESPONSE']._serialized_end=1231
+  _globals['_GETTASKREQUEST']._serialized_start=1233
+  _globals['_GETTASKREQUEST']._serialized_end=1266
+  _globals['_GETTASKRESPONSE']._serialized_start=1268
+  _globals['_GETTASKRESPONSE']._serialized_end=1358
+  _globals['_LISTTASKSREQUEST']._serialized_start=1361
+  _globals['_LISTTASKSREQUEST']._serialized_end=1496
+  _globals['_CANCELTASKREQUEST']._serialized_start=1498
+  _globals['_CANCELTASKREQUEST']._serialized_end=1550
+  _globals['_CANCELTASKRESPONSE']._serialized_start=1552
+  _globals['_CANCELTASKRESPONSE']._serialized_end=1605
+  _globals['_WATCHTASKREQUEST']._serialized_start=1607
+  _globals['_WATCHTASKREQUEST']._serialized_end=1642
+  _globals['_TASKSERVICE']._serialized_start=2013
+  _globals['_TASKSERVICE']._serialized_end=2466
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,11 @@ class TaskServiceStub(object):
                 request_serializer=conveyor_dot_v1_dot_task__service__pb2.SubmitTaskRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_task__service__pb2.SubmitTaskResponse.FromString,
                 _registered_method=True)
+        self.SubmitTasks = channel.unary_unary(
+                '/conveyor.v1.TaskService/SubmitTasks',
+                request_serializer=conveyor_dot_v1_dot_task__service__pb2.SubmitTasksRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_task__service__pb2.SubmitTasksResponse.FromString,
+                _registered_method=True)
         self.GetTask = channel.unary_unary(
                 '/conveyor.v1.TaskService/GetTask',
                 request_serializer=conveyor_dot_v1_dot_task__service__pb2.GetTaskRequest.SerializeToString,
@@ -66,6 +71,15 @@ class TaskServiceServicer(object):
 
     def SubmitTask(self, request, context):
         """Commits a task (idempotent per tenant and idempotency_key) and enqueues it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitTasks(self, request, context):
+        """Submits up to 33 tasks in one DynamoDB transaction, each idempotent on its own key, and
+        answers each: created, replayed, or refused (with its own status). The tasks created
+        are committed together; retrying the whole request is safe (they replay).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -106,6 +120,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.SubmitTask,
                     request_deserializer=conveyor_dot_v1_dot_task__service__pb2.SubmitTaskRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_task__service__pb2.SubmitTaskResponse.SerializeToString,
+            ),
+            'SubmitTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitTasks,
+                    request_deserializer=conveyor_dot_v1_dot_task__service__pb2.SubmitTasksRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_task__service__pb2.SubmitTasksResponse.SerializeToString,
             ),
             'GetTask': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTask,
@@ -155,6 +174,33 @@ class TaskService(object):
             '/conveyor.v1.TaskService/SubmitTask',
             conveyor_dot_v1_dot_task__service__pb2.SubmitTaskRequest.SerializeToString,
             conveyor_dot_v1_dot_task__service__pb2.SubmitTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.TaskService/SubmitTasks',
+            conveyor_dot_v1_dot_task__service__pb2.SubmitTasksRequest.SerializeToString,
+            conveyor_dot_v1_dot_task__service__pb2.SubmitTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -328,7 +328,8 @@ class Worker:
             return
         if run.task.attempts == 1:
             metrics.task_queue_delay_seconds.labels(run.task.task_type).observe(
-                max(0.0, (now_ms() - run.task.created_at_ms) / 1000)
+                # from when it was due: a delayed task waits on purpose until then
+                max(0.0, (now_ms() - max(run.task.created_at_ms, run.task.not_before_ms)) / 1000)
             )
         held_until = received_at + self.settings.visibility_timeout_seconds
         self._run_claimed(_InFlight(run, held_until))
