@@ -17,6 +17,19 @@ def test_a_tenant_gets_its_burst_then_is_told_when_the_next_token_is_due():
     rate.take("globex")  # another tenant's bucket is its own
 
 
+def test_a_batch_costs_a_token_a_task_and_a_refused_one_costs_nothing():
+    rate = SubmitRate(rate=0.25, burst=10)
+    rate.take("acme", 7)
+    with pytest.raises(QuotaExceeded) as refused:
+        rate.take("acme", 5)  # 3 left: 2 more are due in 8 s
+    assert refused.value.retry_after == 8
+    rate.take("acme", 3)  # the refused batch spent none
+    fresh = SubmitRate(rate=0.25, burst=10)
+    fresh.take("globex", 33)  # larger than the burst: costs the burst, else never admitted
+    with pytest.raises(QuotaExceeded):
+        fresh.take("globex")
+
+
 def test_retry_after_is_at_least_a_second():
     rate = SubmitRate(rate=1000.0, burst=1)
     rate.take("acme")

@@ -38,22 +38,25 @@ class SubmitRate:
         self._buckets: dict[str, tuple[float, float]] = {}  # tenant -> (tokens, at)
         self._lock = threading.Lock()
 
-    def take(self, tenant: str) -> None:
-        """Spend one of `tenant`'s tokens, or raise QuotaExceeded saying when one is due."""
+    def take(self, tenant: str, count: int = 1) -> None:
+        """Spend `count` of `tenant`'s tokens (a batch submit: one a task), or raise
+        QuotaExceeded saying when they are due, spending none. A batch larger than the
+        burst costs the whole burst: it could never be admitted otherwise."""
+        count = min(count, int(self._burst))
         now = time.monotonic()
         with self._lock:
             tokens, at = self._buckets.get(tenant, (self._burst, now))
             tokens = min(self._burst, tokens + (now - at) * self._rate)
-            if tokens < 1:
+            if tokens < count:
                 self._buckets[tenant] = (tokens, now)
-                wait = math.ceil((1 - tokens) / self._rate)
+                wait = math.ceil((count - tokens) / self._rate)
                 raise QuotaExceeded(
                     tenant,
                     "submit_rate",
                     f"tenant {tenant} is over its submit rate ({self._rate:g}/s); retry later",
                     wait,
                 )
-            self._buckets[tenant] = (tokens - 1, now)
+            self._buckets[tenant] = (tokens - count, now)
 
 
 class Streams:

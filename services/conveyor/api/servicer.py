@@ -270,6 +270,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
                 f"has {count}; 1 to {MAX_BATCH_TASKS} per request (a task is {ITEMS_PER_TASK} "
                 f"items of one DynamoDB transaction of at most {MAX_TRANSACTION_ITEMS})",
             )
+        self._submit_rate.take(tenant, count)
         results: dict[int, pb.SubmitTaskResult] = {}
         accepted: list[tuple[int, NewTask]] = []
         keys: dict[str, int] = {}
