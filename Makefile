@@ -11,6 +11,10 @@ DYNAMODB_LOCAL_STAMP := $(EMULATORS)/dynamodb-local/.installed
 DURATION ?=
 TASKS ?=
 RATE ?=
+# pyproject's source roots and their packages: a new package under a root (a fork's, under
+# handlers/) changes its root's mtime, so `make setup` reinstalls, and `make lint` checks it.
+SOURCE_ROOTS := $(shell $(PYTHON) dev/conveyor_dev/source_tree.py roots)
+PACKAGES := $(shell $(PYTHON) dev/conveyor_dev/source_tree.py packages)
 PROTO_SRC := services/proto
 PROTO_OUT := services
 PROTO_FILES := $(PROTO_SRC)/conveyor/v1/task_service.proto
@@ -21,7 +25,7 @@ PROTO_FILES := $(PROTO_SRC)/conveyor/v1/task_service.proto
 
 setup: $(STAMP) $(MINISTACK_STAMP) $(DYNAMODB_LOCAL_STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt $(SOURCE_ROOTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip==25.3"
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[infra,local,observability,dev]"
@@ -81,7 +85,7 @@ test-second-backend: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy services/conveyor infra/conveyor_infra observability/conveyor_observability dev/conveyor_dev
+	$(BIN)/mypy $(PACKAGES)
 
 format: setup
 	$(BIN)/ruff check --fix .

@@ -7,15 +7,18 @@ one pass instead of one `pulumi preview` per typo.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import json
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import pulumi
 from conveyor.runtime import TaskRuntime
 from conveyor.tasks.registry import MODULE_RE
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -57,6 +60,50 @@ COLLECTOR_IMAGE = (
 # A tenant name becomes a certificate CN and part of a secret name.
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
+# A variable of a fork's handlers. The program sets CONVEYOR_* and AWS_* itself.
+HANDLER_VARIABLE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+RESERVED_VARIABLE_PREFIXES = ("CONVEYOR_", "AWS_")
+# A Secrets Manager secret as ECS's `valueFrom` takes it: the secret's ARN (optionally with
+# `:json-key:version-stage:version-id`), or its name when it lives in the stack's account and
+# region. Secrets Manager ends every secret ARN with `-` and six random characters.
+SECRET_ARN = re.compile(
+    r"^(?P<secret>arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[\w/+=.@-]+-[A-Za-z0-9]{6})"
+    r"(?::[^:]*:[^:]*:[^:]*)?$"
+)
+SECRET_NAME = re.compile(r"^[\w/+=.@-]{1,512}$")
+
+
+def _handler_variable(name: str) -> str:
+    if not HANDLER_VARIABLE.match(name):
+        raise ValueError(f"{name!r} is not an environment variable name (A-Z, 0-9, _)")
+    if name.startswith(RESERVED_VARIABLE_PREFIXES):
+        raise ValueError(
+            "the variables "
+            + ", ".join(f"{p}*" for p in RESERVED_VARIABLE_PREFIXES)
+            + " are Conveyor's own"
+        )
+    return name
+
+
+def _secret_reference(value: str) -> str:
+    pattern = SECRET_ARN if value.startswith("arn:") else SECRET_NAME
+    if not pattern.match(value):
+        raise ValueError(f"{value!r} is neither a Secrets Manager secret ARN nor a secret name")
+    return value
+
+
+HandlerVariable = Annotated[str, AfterValidator(_handler_variable)]
+SecretReference = Annotated[str, AfterValidator(_secret_reference)]
+
+
+def secret_resource(reference: str, region: str, account_id: str) -> str:
+    """The IAM resource of a `worker.secrets` value: the secret's ARN without a JSON key, or,
+    for a name, its ARN with the six characters Secrets Manager appends matched by `?`."""
+    match = SECRET_ARN.match(reference)
+    if match:
+        return match["secret"]
+    return f"arn:aws:secretsmanager:{region}:{account_id}:secret:{reference}-??????"
+
 
 class ConfigError(pulumi.RunError):
     """The stack configuration is incomplete or invalid; the message lists every bad key."""
@@ -83,11 +130,16 @@ class TaskSize(_Model):
     cpu: int = 256
     memory: int = 512
 
+    @field_validator("cpu")
+    @classmethod
+    def _fargate_cpu(cls, value: int) -> int:
+        if value not in FARGATE_MEMORY:
+            raise ValueError(f"must be one of {sorted(FARGATE_MEMORY)}")
+        return value
+
     @model_validator(mode="after")
     def _fargate_combination(self) -> TaskSize:
-        allowed = FARGATE_MEMORY.get(self.cpu)
-        if allowed is None:
-            raise ValueError(f"cpu must be one of {sorted(FARGATE_MEMORY)}")
+        allowed = FARGATE_MEMORY[self.cpu]
         if self.memory not in allowed:
             raise ValueError(
                 f"memory {self.memory} is not valid with cpu {self.cpu}: use one of "
@@ -114,11 +166,18 @@ class WorkerServiceConfig(TaskSize):
     max_count: int = Field(default=4, ge=1)
     concurrency: int = Field(default=4, ge=1, le=256)
     backlog_per_task: float = Field(default=20.0, gt=0)
+    # What the fork's handlers read: plain values, and variables ECS fills from Secrets Manager
+    # (only the worker's execution role may read those secrets).
+    env: dict[HandlerVariable, str] = Field(default_factory=dict)
+    secrets: dict[HandlerVariable, SecretReference] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _bounds(self) -> WorkerServiceConfig:
         if self.max_count < self.min_count:
             raise ValueError("maxCount must be >= minCount")
+        both = sorted(self.env.keys() & self.secrets.keys())
+        if both:
+            raise ValueError(f"{', '.join(both)} set in both env and secrets")
         return self
 
 
@@ -279,7 +338,13 @@ def _raw_values(config: pulumi.Config, region: str | None) -> dict[str, Any]:
     return values
 
 
+def _without_key_marker(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """Pydantic ends the location of a bad mapping key with "[key]"; the key is the place."""
+    return loc[:-1] if loc[-1:] == ("[key]",) else loc
+
+
 def _key(loc: tuple[int | str, ...]) -> str:
+    loc = _without_key_marker(loc)
     if not loc:
         return "(stack configuration)"
     head = str(loc[0])
@@ -290,16 +355,62 @@ def _key(loc: tuple[int | str, ...]) -> str:
     return f"{PROJECT_NAMESPACE}:{alias}{rest}"
 
 
+# Valid values for the keys without a default, so that when one of them is invalid the next pass
+# still checks the other keys' rules (which never read these).
+STAND_INS: dict[str, Any] = {"region": "stand-in", "tenants": ["stand-in"]}
+
+
+def _drop(values: dict[str, Any], loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """Remove what `loc` points at (a list as a whole), so the next pass uses the default."""
+    loc = _without_key_marker(loc)
+    path = loc[: next((i for i, part in enumerate(loc) if isinstance(part, int)), len(loc))]
+    container: Any = values
+    for part in path[:-1]:
+        container = container.get(part) if isinstance(container, dict) else None
+    if path and isinstance(container, dict):
+        container.pop(path[-1], None)
+    if len(path) == 1 and path[0] in STAND_INS:
+        values[str(path[0])] = STAND_INS[str(path[0])]
+    return path
+
+
+def config_problems(values: Mapping[str, Any]) -> list[str]:
+    """Every invalid key and broken rule, as `key: message` lines; empty if the config is valid.
+
+    Pydantic skips a model's cross-field rules while one of its fields is invalid, so one pass
+    would report in rounds (a bad minCount hides the cpu rule, any bad key hides the stack's
+    rules). Each pass drops what it found invalid, and the next checks the rest on defaults.
+    """
+    remaining = copy.deepcopy(dict(values))
+    dropped: set[tuple[int | str, ...]] = set()
+    lines: list[str] = []
+    while True:
+        try:
+            StackConfig.model_validate(remaining)
+            return lines
+        except ValidationError as exc:
+            errors = [
+                e for e in exc.errors() if not (e["type"] == "missing" and e["loc"] in dropped)
+            ]
+        if not errors:
+            return lines
+        for error in errors:
+            line = f"{_key(error['loc'])}: {re.sub(r'^Value error, ', '', error['msg'])}"
+            lines += [line] if line not in lines else []
+        progress = {_drop(remaining, e["loc"]) for e in errors} - dropped
+        if not progress - {()}:
+            return lines
+        dropped |= progress
+
+
 def load() -> StackConfig:
     """Read and validate the stack configuration, or raise ConfigError listing every bad key."""
     region = pulumi.Config("aws").get("region")
-    try:
-        return StackConfig.model_validate(_raw_values(pulumi.Config(PROJECT_NAMESPACE), region))
-    except ValidationError as exc:
-        lines = [
-            f"  {_key(err['loc'])}: {re.sub(r'^Value error, ', '', err['msg'])}"
-            for err in exc.errors()
-        ]
+    values = _raw_values(pulumi.Config(PROJECT_NAMESPACE), region)
+    problems = config_problems(values)
+    if problems:
         raise ConfigError(
-            f"invalid configuration for stack {pulumi.get_stack()}:\n" + "\n".join(lines)
-        ) from None
+            f"invalid configuration for stack {pulumi.get_stack()}:\n"
+            + "\n".join(f"  {line}" for line in problems)
+        )
+    return StackConfig.model_validate(values)

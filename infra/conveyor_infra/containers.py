@@ -80,6 +80,7 @@ def service_environment(service: str, config: StackConfig, refs: DataPlaneRefs) 
         }
     if service == "worker":
         environment["CONVEYOR_WORKER_CONCURRENCY"] = str(config.worker.concurrency)
+        environment |= config.worker.env  # the handlers' own (config.py keeps them apart)
     if service in ("api", "worker") and config.task_modules:
         environment[env_name("task_modules")] = ",".join(config.task_modules)
     for field in KNOBS.get(service, Knobs).model_fields:

@@ -31,7 +31,8 @@ class EcsServicesArgs:
     security_group_ids: Mapping[str, pulumi.Input[str]]
     api_target_group_arn: pulumi.Input[str]
     api_listener: aws.lb.Listener
-    api_secrets: Mapping[str, pulumi.Input[str]]
+    # Per service: container variable -> valueFrom (the API's TLS material, the handlers' own).
+    secrets: Mapping[str, Mapping[str, pulumi.Input[str]]]
     # Per service: what its tasks need to start (role policies, routes, endpoints, logs, secrets).
     start_dependencies: Mapping[str, Sequence[pulumi.Resource]]
 
@@ -106,7 +107,7 @@ class EcsServices(pulumi.ComponentResource):
                 log_group_name=args.log_group_names[service],
                 remote_write_url=args.remote_write_url,
                 trace_gateway_endpoint=args.trace_gateway_endpoint,
-                secrets=args.api_secrets if service == "api" else {},
+                secrets=args.secrets.get(service, {}),
             )
             task_definition = fargate_task_definition(
                 f"{name}-{service}-task",

@@ -142,6 +142,7 @@ def execution_role_statements(
     statements.append(_allow("Logs", sorted(LOG_STREAM_ACTIONS), log_streams))
     if secret_arns:
         statements.append(_allow("Secrets", ["secretsmanager:GetSecretValue"], secret_arns))
+    if secret_arns and secrets_key_arn is not None:
         # The key only decrypts on Secrets Manager's behalf, not for direct kms:Decrypt calls.
         key = _allow("SecretsKey", ["kms:Decrypt"], [secrets_key_arn])
         key["Condition"] = {

@@ -8,6 +8,7 @@ so a LocalStack stack and the local emulator get the same data plane as a real s
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pulumi
@@ -16,7 +17,7 @@ from conveyor import schema
 
 from conveyor_infra.alerting import Alerting, AlertingArgs
 from conveyor_infra.autoscaling import Autoscaling, AutoscalingArgs
-from conveyor_infra.config import StackConfig
+from conveyor_infra.config import StackConfig, secret_resource
 from conveyor_infra.containers import TLS_SECRET_VARIABLES, DataPlaneRefs, read_collector_config
 from conveyor_infra.ecs import EcsServices, EcsServicesArgs
 from conveyor_infra.iam import ServiceIam, ServiceIamArgs
@@ -158,6 +159,15 @@ def _compute_plane(
         prometheus_workspace=monitoring.workspace.arn,
     )
     assert config.image is not None  # guaranteed by StackConfig when deploy_compute is set
+    # ECS reads a container's `secrets` with the task's EXECUTION role, before the code runs,
+    # so that role (and no task role) may read them: the API's TLS secret, the worker's own.
+    secret_arns = {
+        "api": [tls.server.secret.arn],
+        "worker": [
+            account_id.apply(partial(secret_resource, reference, config.region))
+            for reference in config.worker.secrets.values()
+        ],
+    }
     identities_statements = {
         service: (
             task_role_statements(service, arns),
@@ -169,8 +179,9 @@ def _compute_plane(
                     else [config.image, config.collector_image]
                 ),
                 log_group_arn=monitoring.log_groups[service].arn,
-                secret_arns=[tls.server.secret.arn] if service == "api" else [],
-                secrets_key_arn=tls.kms_key.arn,
+                secret_arns=secret_arns.get(service, []),
+                # The handlers' secrets use their owners' keys: granting ours would not help.
+                secrets_key_arn=tls.kms_key.arn if service == "api" else None,
             ),
         )
         for service in (*SERVICES, TRACE_GATEWAY)
@@ -232,9 +243,12 @@ def _compute_plane(
             api_target_group_arn=front.target_group.arn,
             api_listener=front.listener,
             start_dependencies=start_dependencies,
-            api_secrets={
-                variable: tls.server.value_from(json_key)
-                for variable, json_key in TLS_SECRET_VARIABLES.items()
+            secrets={
+                "api": {
+                    variable: tls.server.value_from(json_key)
+                    for variable, json_key in TLS_SECRET_VARIABLES.items()
+                },
+                "worker": config.worker.secrets,
             },
         ),
     )

@@ -7,10 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-import yaml
 from conveyor_dev.emulators.declared import Declaration, declare
-from conveyor_infra.paths import REPO_ROOT
-from stack_support import STACKS
+from stack_support import STACKS, stack_file
 
 
 @pytest.fixture(scope="session")
@@ -22,10 +20,7 @@ def declarations() -> dict[str, Declaration]:
 @pytest.fixture(scope="session")
 def stack_files() -> dict[str, dict[str, Any]]:
     """Each stack's `config:` block as written in Pulumi.<stack>.yaml."""
-    return {
-        stack: yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
-        for stack in STACKS
-    }
+    return {stack: stack_file(stack) for stack in STACKS}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

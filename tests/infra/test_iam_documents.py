@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from conveyor import schema
 from conveyor_dev.emulators.declared import Declaration
+from conveyor_infra.config import secret_resource
 from conveyor_infra.permissions import STAR_ONLY_ACTIONS, ecr_repository_arn
 from conveyor_infra.topology import TRACE_GATEWAY
-from stack_support import COMPUTE_STACKS, SERVICES
+from stack_support import COMPUTE_STACKS, SERVICES, stack_config, stack_file
 
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 
@@ -68,8 +69,18 @@ def _grants(document: dict[str, Any]) -> set[tuple[str, str]]:
     }
 
 
-def _own_arns(declaration: Declaration, image: str) -> dict[str, str]:
+def _worker_secrets(stack: str, account: str) -> dict[str, str]:
+    """The IAM resource of each secret the stack file gives the worker -> `secret:<variable>`."""
+    config = stack_config(stack)
+    return {
+        secret_resource(reference, config.region, account): f"secret:{variable}"
+        for variable, reference in config.worker.secrets.items()
+    }
+
+
+def _own_arns(declaration: Declaration, stack: str) -> dict[str, str]:
     """ARN -> symbolic name, for every ARN this stack owns or may legitimately name."""
+    image = stack_file(stack)["conveyor:image"]
     table = declaration.named("store-table").outputs["arn"]
     arns = {
         table: "table",
@@ -86,7 +97,7 @@ def _own_arns(declaration: Declaration, image: str) -> dict[str, str]:
     for service in IDENTITIES:
         log_group = declaration.named(f"monitoring-{service}-logs").outputs["arn"]
         arns[f"{log_group}:log-stream:*"] = f"logs/{service}"
-    return arns
+    return arns | _worker_secrets(stack, stack_file(stack)["aws:allowedAccountIds"][0])
 
 
 @pytest.mark.parametrize("stack", COMPUTE_STACKS)
@@ -94,7 +105,7 @@ def test_role_policies_name_only_this_stacks_arns(
     declarations: dict[str, Declaration], stack_files: dict[str, Any], stack: str
 ) -> None:
     declaration = declarations[stack]
-    own = _own_arns(declaration, stack_files[stack]["conveyor:image"])
+    own = _own_arns(declaration, stack)
     account = stack_files[stack]["aws:allowedAccountIds"][0]
     policies = declaration.of_type(ROLE_POLICY)
     assert len(policies) == 2 * len(IDENTITIES)
@@ -113,7 +124,7 @@ def test_each_task_role_gets_exactly_the_calls_its_service_makes(
     declarations: dict[str, Declaration], stack_files: dict[str, Any], stack: str, service: str
 ) -> None:
     declaration = declarations[stack]
-    own = _own_arns(declaration, stack_files[stack]["conveyor:image"])
+    own = _own_arns(declaration, stack)
     grants = _grants(_document(declaration, f"{service}-iam-task-policy"))
     assert {(action, own[resource]) for action, resource in grants} == TASK_ROLE_GRANTS[service]
 
@@ -124,7 +135,7 @@ def test_execution_roles_pull_the_image_ship_logs_and_only_the_api_reads_tls(
     declarations: dict[str, Declaration], stack_files: dict[str, Any], stack: str, service: str
 ) -> None:
     declaration = declarations[stack]
-    own = _own_arns(declaration, stack_files[stack]["conveyor:image"])
+    own = _own_arns(declaration, stack)
     document = _document(declaration, f"{service}-iam-execution-policy")
     grants = {(action, own[resource]) for action, resource in _grants(document)}
     expected = {
@@ -137,6 +148,12 @@ def test_execution_roles_pull_the_image_ship_logs_and_only_the_api_reads_tls(
             ("ecr:BatchCheckLayerAvailability", "repository"),
             ("ecr:GetDownloadUrlForLayer", "repository"),
             ("ecr:BatchGetImage", "repository"),
+        }
+    if service == "worker":  # ECS injects the handlers' secrets with the execution role
+        account = stack_files[stack]["aws:allowedAccountIds"][0]
+        expected |= {
+            ("secretsmanager:GetSecretValue", symbol)
+            for symbol in _worker_secrets(stack, account).values()
         }
     if service == "api":
         expected |= {

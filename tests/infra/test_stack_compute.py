@@ -15,17 +15,12 @@ from conveyor_infra.config import stack_key
 from conveyor_infra.containers import COLLECTOR, COLLECTOR_CONFIG_VARIABLE, TLS_SECRET_VARIABLES
 from conveyor_infra.paths import REPO_ROOT
 from conveyor_infra.topology import OTLP_GRPC_PORT, TRACE_GATEWAY
-from stack_support import COMPUTE_STACKS, SERVICES, STACKS, container, pairs
+from stack_support import COMPUTE_STACKS, SERVICES, STACKS, container, pairs, stack_config
 
 SETTINGS_MODELS: dict[str, type[settings.BaseSettings]] = {
     "api": settings.ApiSettings,
     "relay": settings.RelaySettings,
     "worker": settings.WorkerSettings,
-}
-EXPECTED = {
-    "dev": {"zones": 2, "nats": 1, "log_days": 7, "sizes": {"api": (256, 512)}},
-    "staging": {"zones": 2, "nats": 2, "log_days": 30, "sizes": {"api": (512, 1024)}},
-    "prod": {"zones": 3, "nats": 3, "log_days": 90, "sizes": {"api": (1024, 2048)}},
 }
 
 
@@ -63,12 +58,13 @@ def test_network_has_private_subnets_nat_per_stack_and_the_vpc_endpoints(
     declarations: dict[str, Declaration], stack: str
 ) -> None:
     declaration = declarations[stack]
-    expected = EXPECTED[stack]
+    zones = stack_config(stack).availability_zones
+    nats = 1 if stack_config(stack).nat_gateways == "single" else zones
     subnets = declaration.of_type("aws:ec2/subnet:Subnet")
     private = [s for s in subnets if "-private-" in s.name]
-    assert len(private) == len(subnets) - len(private) == expected["zones"]
-    assert len({s.inputs["availabilityZone"] for s in private}) == expected["zones"]
-    assert len(declaration.of_type("aws:ec2/natGateway:NatGateway")) == expected["nats"]
+    assert len(private) == len(subnets) - len(private) == zones
+    assert len({s.inputs["availabilityZone"] for s in private}) == zones
+    assert len(declaration.of_type("aws:ec2/natGateway:NatGateway")) == nats
 
     endpoints = {
         e.inputs["serviceName"].rsplit(".", 1)[-1]
@@ -99,7 +95,7 @@ def test_task_definitions_run_the_service_commands_read_only_and_non_root(
     declaration = declarations[stack]
     task_definition = declaration.named("ecs-api-task")
     assert (int(task_definition.inputs["cpu"]), int(task_definition.inputs["memory"])) == (
-        EXPECTED[stack]["sizes"]["api"]
+        (stack_config(stack).api.cpu, stack_config(stack).api.memory)
     )
     for service in SERVICES:
         inputs = declaration.named(f"ecs-{service}-task").inputs
@@ -364,7 +360,7 @@ def test_monitoring_has_log_retention_amp_rules_from_every_rule_file_and_alertma
     }
     assert set(log_groups) == {f"/ecs/conveyor-{stack}/{s}" for s in (*SERVICES, TRACE_GATEWAY)}
     assert {g.inputs["retentionInDays"] for g in log_groups.values()} == {
-        EXPECTED[stack]["log_days"]
+        stack_config(stack).log_retention_days
     }
     (workspace,) = declaration.of_type("aws:amp/workspace:Workspace")
     rule_files = sorted((REPO_ROOT / "observability/rules").glob("*.yaml"))
@@ -436,7 +432,7 @@ def test_each_service_waits_for_what_its_first_tasks_need_and_rolls_back(
         if r.type.startswith("aws:ec2/routeTable") and "-private-" in r.name
     }
     endpoints = {r.urn for r in declaration.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")}
-    assert len(endpoints) == 7 and len(routes) == 2 * EXPECTED[stack]["zones"]
+    assert len(endpoints) == 7 and len(routes) == 2 * stack_config(stack).availability_zones
     for service, ecs_name in {
         **{s: f"ecs-{s}" for s in SERVICES},
         TRACE_GATEWAY: "traces-service",

@@ -75,7 +75,7 @@ def test_every_bad_key_is_listed_in_one_error_by_its_pulumi_name() -> None:
     for key in (
         "aws:region:",
         "conveyor:tenants[0]:",
-        "conveyor:api:",
+        "conveyor:api.cpu:",
         "conveyor:logRetentionDays:",
         "conveyor:natGateways:",
         "conveyor:maxAttempts:",

@@ -11,19 +11,11 @@ from conveyor import schema
 from conveyor.domain import MAX_ATTEMPTS_LIMIT, REDRIVE_MARGIN
 from conveyor_dev.emulators.declared import Declaration, DeclaredResource, declare
 from conveyor_dev.emulators.provision import DATA_PLANE_ONLY
-from stack_support import STACKS
+from stack_support import STACKS, stack_config
 
 QUEUE = "aws:sqs/queue:Queue"
 TABLE = "aws:dynamodb/table:Table"
 SECRET = "aws:secretsmanager/secret:Secret"
-
-# What differs between stacks on purpose.
-EXPECTED = {
-    "dev": {"protected": False, "pitr_days": 7, "high_throughput": False, "emails": 0},
-    "staging": {"protected": True, "pitr_days": 14, "high_throughput": False, "emails": 1},
-    "prod": {"protected": True, "pitr_days": 35, "high_throughput": True, "emails": 1},
-    "localstack": {"protected": False, "pitr_days": 1, "high_throughput": False, "emails": 0},
-}
 
 
 def _queues(declaration: Declaration) -> tuple[DeclaredResource, DeclaredResource]:
@@ -54,7 +46,7 @@ def test_task_queue_is_fifo_with_a_fifo_dlq_behind_a_redrive_safety_net(
     assert "redrivePolicy" not in dlq.inputs
     assert dlq.inputs["messageRetentionSeconds"] > queue.inputs["messageRetentionSeconds"]
 
-    high_throughput = EXPECTED[stack]["high_throughput"]
+    high_throughput = stack_config(stack).high_throughput_fifo
     assert queue.inputs["deduplicationScope"] == ("messageGroup" if high_throughput else "queue")
     assert queue.inputs["fifoThroughputLimit"] == (
         "perMessageGroupId" if high_throughput else "perQueue"
@@ -88,10 +80,10 @@ def test_task_table_is_exactly_the_schema_module_on_demand_with_pitr_and_ttl(
     assert inputs["ttl"] == {"attributeName": schema.TTL_ATTRIBUTE, "enabled": True}
     assert inputs["pointInTimeRecovery"] == {
         "enabled": True,
-        "recoveryPeriodInDays": EXPECTED[stack]["pitr_days"],
+        "recoveryPeriodInDays": stack_config(stack).pitr_recovery_days,
     }
     assert inputs["serverSideEncryption"] == {"enabled": True}
-    assert inputs["deletionProtectionEnabled"] is EXPECTED[stack]["protected"]
+    assert inputs["deletionProtectionEnabled"] is stack_config(stack).table_deletion_protection
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -139,7 +131,7 @@ def test_dlq_depth_above_zero_alarms_to_the_stacks_sns_targets(
     assert alarm.inputs["alarmActions"] == [topic.outputs["arn"]]
 
     subscriptions = declaration.of_type("aws:sns/topicSubscription:TopicSubscription")
-    assert len(subscriptions) == EXPECTED[stack]["emails"]
+    assert len(subscriptions) == len(stack_config(stack).alarm_emails)
     assert sorted(s.inputs["endpoint"] for s in subscriptions) == sorted(
         stack_files[stack].get("conveyor:alarmEmails", [])
     )
