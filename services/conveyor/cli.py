@@ -1,6 +1,7 @@
 """`conveyor`: the command line for people and runbooks.
 
-Task commands talk to the API over mTLS; operator commands (dlq, outbox, queue) talk to AWS
+Task commands talk to the API through conveyor.client (mTLS, retries within each call's
+deadline); operator commands (dlq, outbox, queue) talk to AWS
 directly through `conveyor.ops`. The command surface is a contract: runbooks call it.
 
 Exit codes: 0 success; 1 the API or AWS returned an error (one line: code and details);
@@ -14,19 +15,18 @@ import json
 import re
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from typing import Annotated, NoReturn
 
-import grpc
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import Field
 from rich.console import Console
 
 from conveyor import cli_output as out
-from conveyor.api.auth import secure_channel
+from conveyor.client import Client, ConveyorError
+from conveyor.client.sync import DEFAULT_IDLE_SECONDS, DEFAULT_TIMEOUT_SECONDS
 from conveyor.dlq_filter import DlqFilter
 from conveyor.domain import (
     IDEMPOTENCY_KEY_RE,
@@ -37,28 +37,12 @@ from conveyor.domain import (
     TASK_TYPE_RE,
     TaskState,
 )
-from conveyor.settings import ConfigError, TlsSettings, load
+from conveyor.settings import ConfigError
 from conveyor.v1 import task_service_pb2 as pb
-from conveyor.v1 import task_service_pb2_grpc as pb_grpc
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_TASK_UNSUCCESSFUL = 3
-DEFAULT_TIMEOUT_SECONDS = 5.0
-
-API_VARIABLES_HINT = (
-    "the task commands need CONVEYOR_API_ADDRESS (host:port) and the client's TLS material: "
-    "CONVEYOR_TLS_CA_FILE, CONVEYOR_TLS_CERT_FILE and CONVEYOR_TLS_KEY_FILE (or the matching "
-    "*_PEM variables); CONVEYOR_TLS_SERVER_NAME is optional"
-)
-
-
-class ClientSettings(TlsSettings):
-    """Where the API is and who we are (the tenant is our client certificate's identity)."""
-
-    api_address: str = Field(pattern=r"^[^:\[\]]+:\d{1,5}$|^\[[0-9A-Fa-f:.]+\]:\d{1,5}$")
-    tls_server_name: str | None = None
-
 
 app = typer.Typer(
     help="Submit, follow and cancel tasks; inspect and repair the queues.",
@@ -76,7 +60,20 @@ app.add_typer(queue_app, name="queue")
 
 Timeout = Annotated[
     float,
-    typer.Option("--timeout", min=0.001, help="Deadline for each API call, in seconds."),
+    typer.Option(
+        "--timeout",
+        min=0.001,
+        help="Give up after this many seconds (retries of UNAVAILABLE included).",
+    ),
+]
+IdleTimeout = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        min=0.001,
+        help="Give up when the server sends nothing for this many seconds (a listing has no "
+        "total deadline: its length is the data's).",
+    ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 TaskId = Annotated[str, typer.Argument(metavar="TASK_ID", help="32 lowercase hex digits.")]
@@ -102,27 +99,18 @@ def _reported_errors() -> Iterator[None]:
         yield
     except ConfigError as exc:
         _fail(str(exc), EXIT_USAGE)
-    except grpc.RpcError as exc:
-        # Every RpcError the grpc library raises is also a grpc.Call.
-        if isinstance(exc, grpc.Call):
-            _fail(f"error: {exc.code().name}: {exc.details()}", EXIT_ERROR)
-        _fail(f"error: {exc}", EXIT_ERROR)
+    except ConveyorError as exc:
+        lines = [f"error: {exc.code.name}: {exc.details}"]
+        lines += [f"  {v.field}: {v.description}" for v in exc.violations]
+        _fail("\n".join(lines), EXIT_ERROR)
     except (BotoCoreError, ClientError) as exc:
         _fail(f"AWS error: {exc}", EXIT_ERROR)
 
 
-def _client_settings() -> ClientSettings:
-    try:
-        return load(ClientSettings)
-    except ConfigError as exc:
-        raise ConfigError(f"{exc}\n{API_VARIABLES_HINT}") from None
-
-
-@contextmanager
-def _task_service() -> Iterator[pb_grpc.TaskServiceStub]:
-    config = _client_settings()
-    with secure_channel(config.api_address, config, config.tls_server_name) as channel:
-        yield pb_grpc.TaskServiceStub(channel)
+def _client(timeout: float = DEFAULT_TIMEOUT_SECONDS) -> Client:
+    """A client from the environment; `timeout` is its unary calls' budget, or its streams'
+    idle timeout."""
+    return Client.from_env(timeout=timeout, idle_timeout=timeout)
 
 
 def _interactive() -> bool:
@@ -151,23 +139,6 @@ def _payload_bytes(text: str | None) -> bytes:
             f"{len(body)} bytes; the limit is {MAX_PAYLOAD_BYTES}", param_hint="'--payload'"
         )
     return body
-
-
-def _follow(
-    stub: pb_grpc.TaskServiceStub,
-    task_id: str,
-    timeout: float | None,
-    on_change: Callable[[pb.Task], None] | None,
-) -> pb.Task:
-    """Stream the task's states until the server ends the watch after a terminal state."""
-    last: pb.Task | None = None
-    for task in stub.WatchTask(pb.WatchTaskRequest(task_id=task_id), timeout=timeout):
-        if on_change is not None:
-            on_change(task)
-        last = task
-    if last is None or not out.is_terminal(last):
-        _fail(f"error: the watch of task {task_id} ended before a terminal state", EXIT_ERROR)
-    return last
 
 
 def _exit_for(task: pb.Task) -> None:
@@ -207,19 +178,16 @@ def submit(
         _stderr().print(f"idempotency key: {key} (retry safely with --key {key})", markup=False)
     else:
         _require(IDEMPOTENCY_KEY_RE, key, "'--key'")
-    request = pb.SubmitTaskRequest(
-        task_type=task_type, payload=body, idempotency_key=key, max_attempts=max_attempts or 0
-    )
     console = _stdout()
-    with _reported_errors(), _task_service() as stub:
-        response = stub.SubmitTask(request, timeout=timeout)
+    with _reported_errors(), _client(timeout) as client:
+        response = client.submit(task_type, body, idempotency_key=key, max_attempts=max_attempts)
         task = response.task
         if not as_json:
             title = "Submitted" if response.created else "Already submitted with this key"
             console.print(out.task_table(task, title=title))
         if wait:
             show = None if as_json else lambda t: console.print(out.state_change(t))
-            task = _follow(stub, task.task_id, wait_timeout, show)
+            task = client.wait(task.task_id, timeout=wait_timeout, on_change=show)
     if as_json:
         typer.echo(out.to_json({"created": response.created, "task": out.task_dict(task)}))
     if wait:
@@ -232,21 +200,18 @@ def get(
 ) -> None:
     """Show a task and its event history."""
     _require(TASK_ID_RE, task_id, "'TASK_ID'")
-    with _reported_errors(), _task_service() as stub:
-        response = stub.GetTask(pb.GetTaskRequest(task_id=task_id), timeout=timeout)
+    with _reported_errors(), _client(timeout) as client:
+        task, events = client.get(task_id)
     if as_json:
         typer.echo(
             out.to_json(
-                {
-                    "task": out.task_dict(response.task),
-                    "events": [out.event_dict(e) for e in response.events],
-                }
+                {"task": out.task_dict(task), "events": [out.event_dict(e) for e in events]}
             )
         )
         return
     console = _stdout()
-    console.print(out.task_table(response.task))
-    console.print(out.events_table(response.events))
+    console.print(out.task_table(task))
+    console.print(out.events_table(events))
 
 
 @app.command("list")
@@ -258,20 +223,23 @@ def list_tasks(
         str | None, typer.Option("--type", help="Only tasks of this type.")
     ] = None,
     limit: Annotated[int, typer.Option(min=0, help="At most this many; 0 = all.")] = 50,
-    timeout: Timeout = DEFAULT_TIMEOUT_SECONDS,
+    timeout: IdleTimeout = DEFAULT_IDLE_SECONDS,
     as_json: AsJson = False,
 ) -> None:
-    """List your tasks, newest first."""
+    """List your tasks, newest first (with --json: with payloads and results, as get)."""
     if task_type is not None:
         _require(TASK_TYPE_RE, task_type, "'--type'")
-    request = pb.ListTasksRequest(
-        state=out.proto_state(state.value) if state else pb.TASK_STATE_UNSPECIFIED,
-        task_type=task_type or "",
-        limit=limit,
-        include_payload=as_json,
-    )
-    with _reported_errors(), _task_service() as stub:
-        tasks = list(stub.ListTasks(request, timeout=timeout))
+    with _reported_errors(), _client(timeout) as client:
+        tasks = list(
+            client.list(
+                state=pb.TaskState.Value(out.proto_state(state.value))
+                if state
+                else pb.TASK_STATE_UNSPECIFIED,
+                task_type=task_type,
+                limit=limit,
+                include_payload=as_json,
+            )
+        )
     if as_json:
         typer.echo(out.to_json([out.task_dict(t) for t in tasks]))
     else:
@@ -290,11 +258,9 @@ def cancel(
         raise typer.BadParameter(
             f"{len(reason)} characters; the limit is {MAX_REASON_CHARS}", param_hint="'--reason'"
         )
-    with _reported_errors(), _task_service() as stub:
-        response = stub.CancelTask(
-            pb.CancelTaskRequest(task_id=task_id, reason=reason), timeout=timeout
-        )
-    _stdout().print(out.task_table(response.task))
+    with _reported_errors(), _client(timeout) as client:
+        task = client.cancel(task_id, reason)
+    _stdout().print(out.task_table(task))
 
 
 @app.command()
@@ -308,8 +274,10 @@ def watch(
     """Print each state change of a task until it finishes."""
     _require(TASK_ID_RE, task_id, "'TASK_ID'")
     console = _stdout()
-    with _reported_errors(), _task_service() as stub:
-        task = _follow(stub, task_id, timeout, lambda t: console.print(out.state_change(t)))
+    with _reported_errors(), _client() as client:
+        task = client.wait(
+            task_id, timeout=timeout, on_change=lambda t: console.print(out.state_change(t))
+        )
     _exit_for(task)
 
 

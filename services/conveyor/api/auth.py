@@ -51,10 +51,16 @@ def secure_channel(
     from the host in `address`, e.g. when connecting through a tunnel or by an IP address the
     certificate does not list.
     """
-    options = []
+    return grpc.secure_channel(
+        address, channel_credentials(tls), options=channel_options(server_name_override)
+    )
+
+
+def channel_options(server_name_override: str | None) -> list[tuple[str, str]]:
+    """The channel options of `secure_channel` (for a grpc.aio channel too)."""
     if server_name_override:
-        options.append(("grpc.ssl_target_name_override", server_name_override))
-    return grpc.secure_channel(address, channel_credentials(tls), options=options)
+        return [("grpc.ssl_target_name_override", server_name_override)]
+    return []
 
 
 def tenant_of(context: grpc.ServicerContext) -> str:
