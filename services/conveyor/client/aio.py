@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -15,7 +15,15 @@ from pydantic import BaseModel
 from conveyor.api.auth import channel_credentials, channel_options
 from conveyor.client import settings as client_settings
 from conveyor.client.errors import ConveyorError
-from conveyor.client.requests import Payload, Submitted, is_terminal, submit_request
+from conveyor.client.requests import (
+    Item,
+    Payload,
+    Submitted,
+    batch_results,
+    batches,
+    is_terminal,
+    submit_request,
+)
 from conveyor.client.retry import DEFAULT_RETRY, RetryPolicy
 from conveyor.client.sync import DEFAULT_IDLE_SECONDS, DEFAULT_TIMEOUT_SECONDS
 from conveyor.settings import TlsSettings
@@ -76,19 +84,17 @@ class AsyncClient:
         return Submitted(response.task, response.created)
 
     async def submit_many(
-        self, tasks: Iterable[tuple[str, Payload] | BaseModel], *, timeout: float | None = None
-    ) -> list[Submitted]:
-        """Submit each, concurrently, one call each (each with a fresh key)."""
-        return list(
-            await asyncio.gather(
-                *(
-                    self.submit(t, timeout=timeout)
-                    if isinstance(t, BaseModel)
-                    else self.submit(*t, timeout=timeout)
-                    for t in tasks
-                )
-            )
-        )
+        self,
+        tasks: Iterable[Item],
+        *,
+        idempotency_keys: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> list[Submitted | ConveyorError]:
+        """As Client.submit_many."""
+        results: list[Submitted | ConveyorError] = []
+        for request in batches(tasks, idempotency_keys):
+            results += batch_results(await self._unary(self._stub.SubmitTasks, request, timeout))
+        return results
 
     async def get(
         self, task_id: str, *, timeout: float | None = None

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 from pydantic import BaseModel
 
+from conveyor.client.errors import ConveyorError
+from conveyor.store import MAX_BATCH_TASKS
 from conveyor.v1 import task_service_pb2 as pb
 
 Payload = bytes | dict[str, Any] | list[Any] | BaseModel | None
+Item = BaseModel | tuple[str, Payload]  # a payload model, or a type name and its payload
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 @dataclass(frozen=True)
@@ -64,3 +70,29 @@ def is_terminal(task: pb.Task) -> bool:
         pb.TASK_STATE_DEAD,
         pb.TASK_STATE_CANCELLED,
     )
+
+
+def batches(items: Iterable[Item], keys: Sequence[str] | None) -> Iterator[pb.SubmitTasksRequest]:
+    """SubmitTasks requests of at most MAX_BATCH_TASKS, keys made once (so retries replay)."""
+    items = list(items)
+    if keys is not None and len(keys) != len(items):
+        raise ValueError(f"{len(keys)} idempotency keys for {len(items)} tasks")
+    given: Sequence[str | None] = keys if keys is not None else [None] * len(items)
+    requests = [
+        submit_request(item, None, key, None)
+        if isinstance(item, BaseModel)
+        else submit_request(item[0], item[1], key, None)
+        for item, key in zip(items, given, strict=True)
+    ]
+    for start in range(0, len(requests), MAX_BATCH_TASKS):
+        yield pb.SubmitTasksRequest(tasks=requests[start : start + MAX_BATCH_TASKS])
+
+
+def batch_results(response: pb.SubmitTasksResponse) -> list[Submitted | ConveyorError]:
+    """Each task's outcome, in request order: Submitted, or the error that refused it."""
+    return [
+        ConveyorError(_CODES.get(r.code, grpc.StatusCode.UNKNOWN), r.message)
+        if r.outcome == pb.SUBMIT_OUTCOME_REFUSED
+        else Submitted(r.task, r.outcome == pb.SUBMIT_OUTCOME_CREATED)
+        for r in response.results
+    ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -14,7 +14,15 @@ from pydantic import BaseModel
 from conveyor.api.auth import secure_channel
 from conveyor.client import settings as client_settings
 from conveyor.client.errors import ConveyorError, from_sync
-from conveyor.client.requests import Payload, Submitted, is_terminal, submit_request
+from conveyor.client.requests import (
+    Item,
+    Payload,
+    Submitted,
+    batch_results,
+    batches,
+    is_terminal,
+    submit_request,
+)
 from conveyor.client.retry import DEFAULT_RETRY, RetryPolicy
 from conveyor.settings import TlsSettings
 from conveyor.v1 import task_service_pb2 as pb
@@ -80,15 +88,19 @@ class Client:
         return Submitted(response.task, response.created)
 
     def submit_many(
-        self, tasks: Iterable[tuple[str, Payload] | BaseModel], *, timeout: float | None = None
-    ) -> list[Submitted]:
-        """Submit each, in order, one call each (each with a fresh key and its own budget)."""
-        return [
-            self.submit(t, timeout=timeout)
-            if isinstance(t, BaseModel)
-            else self.submit(*t, timeout=timeout)
-            for t in tasks
-        ]
+        self,
+        tasks: Iterable[Item],
+        *,
+        idempotency_keys: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> list[Submitted | ConveyorError]:
+        """Submit many tasks with SubmitTasks, up to MAX_BATCH_TASKS a call (each call its own
+        `timeout` budget). Each task's outcome in order: Submitted, or the ConveyorError that
+        refused it alone (the others are stored)."""
+        results: list[Submitted | ConveyorError] = []
+        for request in batches(tasks, idempotency_keys):
+            results += batch_results(self._unary(self._stub.SubmitTasks, request, timeout))
+        return results
 
     def get(
         self, task_id: str, *, timeout: float | None = None
