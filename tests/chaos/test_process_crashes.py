@@ -101,3 +101,51 @@ def test_grace_period_over_hands_the_task_back(with_oracle: Oracle):
         task = wait_terminal(stub, task_id, timeout=30)
         assert task.state == pb.TASK_STATE_SUCCEEDED
         assert task.attempts == 1  # the interrupted attempt was handed back, not counted
+
+
+def test_a_sigkilled_worker_loses_none_of_the_messages_waiting_in_its_prefetch(
+    with_oracle: Oracle, report: Callable[[str], None]
+):
+    """Messages the worker received ahead of a free slot are unclaimed: killed with them, it
+    leaves them to turn visible at their timeout, and the next worker runs each task once."""
+    system = with_oracle.system
+    system.start(workers=1)
+    worker = system.procs["worker-1"]
+    sqs = system.backend.client("sqs")
+
+    def depth() -> tuple[int, int]:
+        """(visible, in flight) on the main queue."""
+        got = sqs.get_queue_attributes(
+            QueueUrl=system.queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(got["ApproximateNumberOfMessages"]), int(
+            got["ApproximateNumberOfMessagesNotVisible"]
+        )
+
+    with system.channel("acme") as channel:
+        stub = system.stub(channel)
+        first = submit(stub, TASK_TYPE, {"seconds": 0}).task.task_id  # the slots' pace
+        wait_terminal(stub, first, timeout=30)
+        slots = int(system.env()["CONVEYOR_WORKER_CONCURRENCY"])
+        ids = [
+            submit(stub, TASK_TYPE, {"seconds": 5, "effect_first": True}).task.task_id
+            for _ in range(2 * slots)
+        ]
+        # Every slot busy, and more received than the slots run: some wait in the prefetch.
+        wait_for(lambda: len(with_oracle.observed().keys) >= 1 + slots, 30, "slots busy")
+        # The slots run `slots` of them: the rest were received into the prefetch.
+        wait_for(lambda: depth() == (0, 2 * slots), 30, "all received, half of them waiting")
+        system.signal("worker-1", signal.SIGKILL)
+        worker.popen.wait(10)
+
+        system.spawn("worker-2", "worker")
+        tasks = [wait_terminal(stub, i, timeout=90) for i in ids]
+
+    assert [t.state for t in tasks] == [pb.TASK_STATE_SUCCEEDED] * len(ids)
+    seen = with_oracle.observed()
+    report(seen.summary(ids))
+    assert {i: seen.applied(i) for i in ids} == dict.fromkeys(ids, 1)
+    assert seen.duplicate_effects() == {}
+    never_claimed = [t for t in tasks if t.attempts == 1 and seen.executions[t.task_id] == 1]
+    assert never_claimed, "no task waited in the prefetch when the worker was killed"
