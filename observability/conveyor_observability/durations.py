@@ -22,3 +22,11 @@ def minutes(duration: str) -> int:
     if total % 60:
         raise ValueError(f"{duration!r} is not a whole number of minutes")
     return total // 60
+
+
+def text(total_seconds: int) -> str:
+    """`total_seconds` in its largest whole unit: 79200 -> "22h", 90 -> "90s"."""
+    for unit, size in UNIT_SECONDS.items():
+        if total_seconds % size == 0:
+            return f"{total_seconds // size}{unit}"
+    raise ValueError(f"{total_seconds!r} is not a whole number of seconds")

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.metrics import MetricWrapperBase
 
 from conveyor_observability.paths import DASHBOARDS_DIR, REPO_ROOT, RULES_DIR
 from conveyor_observability.promql import grafana_to_promql, metric_names
@@ -106,10 +107,12 @@ def referenced_metric_names() -> dict[str, list[str]]:
 
 def exported_metric_names(registry: CollectorRegistry = REGISTRY) -> set[str]:
     """Series names the services' metrics contract exposes: the contract module's metrics (and
-    the client's default process/platform collectors) as a scrape would show them."""
-    importlib.import_module(METRICS_MODULE)
+    the client's default process/platform collectors) as a scrape would show them. Metrics one
+    process owns are registered only there (metrics.export), so the module's own are read too."""
+    module = importlib.import_module(METRICS_MODULE)
+    owned = [m for m in vars(module).values() if isinstance(m, MetricWrapperBase)]
     names: set[str] = set()
-    for family in registry.collect():
+    for family in [*registry.collect(), *(f for m in owned for f in m.collect())]:
         names.update(family.name + suffix for suffix in _SAMPLE_SUFFIXES.get(family.type, ("",)))
     return names
 

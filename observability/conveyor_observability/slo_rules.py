@@ -26,6 +26,8 @@ PERIOD_BURN_RATE = "slo:period_burn_rate:ratio"
 PERIOD_BUDGET_REMAINING = "slo:period_error_budget_remaining:ratio"
 SLO_LABELS = ("sloth_id", "sloth_service", "sloth_slo")
 _SPEED = {"page": "fast", "ticket": "steadily"}
+# Severities whose pairs wait for data as old as their long window (see _burn_condition).
+COVERED_SEVERITIES = frozenset({"ticket"})
 
 
 def error_ratio_record(window: str) -> str:
@@ -128,7 +130,10 @@ def _burn_alert(spec: Spec, slo: Slo, severity: str, pairs: tuple[BurnWindow, ..
     name = burn_alert_name(spec, slo, severity)
     return AlertingRule(
         alert=name,
-        expr="\nor\n".join(_block(_burn_condition(spec, slo, pair)) for pair in pairs),
+        expr="\nor\n".join(
+            _block(_burn_condition(spec, slo, pair, covered=severity in COVERED_SEVERITIES))
+            for pair in pairs
+        ),
         labels={"severity": severity},
         annotations={
             "summary": f"The {slo.name} SLO is burning its {spec.period} error budget "
@@ -139,9 +144,13 @@ def _burn_alert(spec: Spec, slo: Slo, severity: str, pairs: tuple[BurnWindow, ..
     )
 
 
-def _burn_condition(spec: Spec, slo: Slo, pair: BurnWindow) -> str:
+def _burn_condition(spec: Spec, slo: Slo, pair: BurnWindow, *, covered: bool) -> str:
     """Both windows above the burn threshold, and enough traffic in the long window to trust
-    the ratio. `max without (sloth_window)` lets the differently labelled windows meet."""
+    the ratio. `max without (sloth_window)` lets the differently labelled windows meet.
+
+    `covered`: the long window must also hold data from its start (events recorded a long
+    window ago), so a ticket, the slower signal, stays silent on a Prometheus younger than its
+    window instead of firing beside the page on minutes of data (issue 17)."""
     selector = _selector(spec, slo)
     threshold = f"({number(pair.burn_rate)} * {number(slo.error_budget)})"
     per_hour = 3600
@@ -151,6 +160,12 @@ def _burn_condition(spec: Spec, slo: Slo, pair: BurnWindow) -> str:
         f"avg_over_time({EVENTS_RATE}{selector}[{pair.long_window}]) * {per_hour}"
         f" >= {number(slo.min_events_per_hour)}",
     ]
+    if covered:
+        since = durations.seconds(pair.long_window) - durations.seconds(pair.short_window)
+        terms.append(
+            f"present_over_time({EVENTS_RATE}{selector}[{pair.short_window}]"
+            f" offset {durations.text(since)})"
+        )
     return "\nand\n".join(f"max without (sloth_window) ({term})" for term in terms)
 
 

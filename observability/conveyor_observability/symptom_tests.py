@@ -93,33 +93,74 @@ def _outbox_scenarios() -> list[Scenario]:
 
 
 def _not_consumed_scenarios() -> list[Scenario]:
-    visible = _queue(RELAY_A, "main", "visible")
-    received = f'conveyor_sqs_messages_received_total{{{WORKER_A},queue="main"}}'
+    age = f'conveyor_queue_oldest_age_seconds{{{RELAY_A},queue="main"}}'
     return [
         Scenario(
-            name="visible messages while workers receive nothing for 10 + 5 minutes page",
-            # Workers stop receiving at minute 20; the 10-minute increase is 0 from minute 30.
-            series={visible: "0x20 5x30", received: "0+10x20 200x30"},
+            name="the oldest queued task waiting over a minute for 2 minutes pages while the "
+            "workers are stalled; consuming again resolves it",
+            # Workers stall at minute 10: the head's age grows 60 s a minute, passes 60 s at
+            # minute 12 and pages at 14; they come back at minute 20.
+            series={age: "0x10 0+60x10 0x10"},
             checks=[
-                AlertCheck(28, NOT_CONSUMED),
-                AlertCheck(33, NOT_CONSUMED),
-                AlertCheck(37, NOT_CONSUMED, [NO_LABELS]),
+                AlertCheck(12, NOT_CONSUMED),
+                AlertCheck(15, NOT_CONSUMED, [NO_LABELS]),
+                AlertCheck(19, NOT_CONSUMED, [NO_LABELS]),
+                AlertCheck(22, NOT_CONSUMED),
             ],
         ),
         Scenario(
-            name="visible messages with no worker exporting at all page",
-            series={visible: "5x20"},
-            checks=[AlertCheck(10, NOT_CONSUMED, [NO_LABELS])],
+            name="a backlog that keeps shrinking (a head a few seconds old) is silent",
+            series={age: "3 0 5 2 8 0 1 4 0 6 2 0 3 9 1 0 2 5 0 1 0"},
+            checks=[AlertCheck(10, NOT_CONSUMED), AlertCheck(20, NOT_CONSUMED)],
+        ),
+    ]
+
+
+def _component_absent_scenarios() -> list[Scenario]:
+    """Each component's own gauges vanish with it (metrics.export): the alerts reading them go
+    silent, and ConveyorComponentDown pages for the component instead, whatever its gauges read
+    last. Up series as Prometheus writes them for a dead target (0) or a gone task (absent)."""
+    relay_gauges = {
+        _queue(RELAY_A, "dlq", "visible"): "4x5",
+        f"conveyor_outbox_oldest_age_seconds{{{RELAY_A}}}": "400x5",
+        f'conveyor_queue_oldest_age_seconds{{{RELAY_A},queue="main"}}': "0+60x5",
+    }
+    others = {_up(API_A): "1x20", _up(WORKER_A): "1x20"}
+    relay_alerts = (DLQ, OUTBOX, NOT_CONSUMED)
+    return [
+        Scenario(
+            name="relay absent: its queue, DLQ and outbox gauges stop, ComponentDown pages for "
+            "the relay",
+            series={**relay_gauges, _up(RELAY_A): "1x5 0x15", **others},
+            checks=[
+                AlertCheck(14, COMPONENT_DOWN, [{"job": "conveyor-relay"}]),
+                *(AlertCheck(14, alert) for alert in relay_alerts),
+            ],
         ),
         Scenario(
-            name="visible messages while workers keep receiving are silent",
-            series={visible: "5x30", received: "0+10x30"},
-            checks=[AlertCheck(20, NOT_CONSUMED), AlertCheck(30, NOT_CONSUMED)],
+            name="relay task gone with its collector (no up at all): ComponentDown pages",
+            # Its last up goes stale 5 minutes after minute 5; absent for 5 more, it pages.
+            series={**relay_gauges, _up(RELAY_A): "1x5", **others},
+            checks=[AlertCheck(18, COMPONENT_DOWN, [{"job": "conveyor-relay"}])],
         ),
         Scenario(
-            name="an empty queue with idle workers is silent",
-            series={visible: "0x30", received: "100x30"},
-            checks=[AlertCheck(20, NOT_CONSUMED), AlertCheck(30, NOT_CONSUMED)],
+            name="all workers absent: ComponentDown pages for the workers; the queue's head "
+            "ages and TasksNotConsumed pages too",
+            series={
+                _up(WORKER_A): "1x5 0x15",
+                _up(API_A): "1x20",
+                _up(RELAY_A): "1x20",
+                f'conveyor_queue_oldest_age_seconds{{{RELAY_A},queue="main"}}': "0x5 0+60x15",
+            },
+            checks=[
+                AlertCheck(14, COMPONENT_DOWN, [{"job": "conveyor-worker"}]),
+                AlertCheck(14, NOT_CONSUMED, [NO_LABELS]),
+            ],
+        ),
+        Scenario(
+            name="API absent: ComponentDown pages for the api",
+            series={_up(API_A): "1x5 0x15", _up(RELAY_A): "1x20", _up(WORKER_A): "1x20"},
+            checks=[AlertCheck(14, COMPONENT_DOWN, [{"job": "conveyor-api"}])],
         ),
     ]
 
@@ -230,6 +271,7 @@ def symptom_scenarios() -> list[Scenario]:
         *_dlq_scenarios(),
         *_outbox_scenarios(),
         *_not_consumed_scenarios(),
+        *_component_absent_scenarios(),
         *_breaker_scenarios(),
         *_target_scenarios(),
         *_quota_scenarios(),

@@ -5,10 +5,10 @@ between, or SQS refuses the send, the mark stays. Each sweep the relay sends the
 every mark older than CONVEYOR_OUTBOX_AGE_SECONDS (same MessageDeduplicationId as the API
 used, so a send that did land is collapsed by SQS) and moves the task to QUEUED.
 
-The relay also exports the queue-depth gauges the alerts use, and runs the DLQ compensator:
-a message the queue's redrive policy moved to the DLQ (a worker that crashed on it too often)
-belongs to a task that is not yet terminal; the compensator marks it DEAD so that the API never
-reports it RUNNING forever.
+The relay also exports the queue-depth and queue-age gauges the alerts use (conveyor.queue_age),
+and runs the DLQ compensator: a message the queue's redrive policy moved to the DLQ (a worker
+that crashed on it too often) belongs to a task that is not yet terminal; the compensator marks
+it DEAD so that the API never reports it RUNNING forever.
 
 The outbox is queried only when it can hold a stale mark (issue 9: every request counts). A mark
 matters once it is older than the outbox age, so the outbox is queried when the oldest mark
@@ -36,6 +36,7 @@ from typing import TypeVar
 
 from conveyor.process import serve
 from conveyor.queue import QUEUE_DLQ, MalformedMessage, TaskQueue, dead_letter_group, parse
+from conveyor.queue_age import BacklogClock
 from conveyor.settings import RelaySettings
 from conveyor.store import OutboxMark, TaskStore, now_ms
 from conveyor.tasks.lifecycle import Lifecycle
@@ -55,6 +56,8 @@ class Relay:
         self._next_dlq_scan = 0.0  # monotonic
         self._dlq_depth = 0  # visible DLQ messages at the last depth export
         self._next_due_ms: int | None = None  # the next delayed task's due time, if known
+        self._backlog = {name: BacklogClock() for name in queue.urls}
+        metrics.export(*metrics.RELAY_METRICS)
 
     def run(self, stop: threading.Event) -> None:
         while True:
@@ -153,6 +156,8 @@ class Relay:
         for queue, states in self.queue.depths().items():
             for state, count in states.items():
                 metrics.queue_messages.labels(queue, state).set(count)
+            age = self._backlog[queue].observe(states.get("visible", 0), time.monotonic())
+            metrics.queue_oldest_age_seconds.labels(queue).set(age)
             if queue == QUEUE_DLQ:
                 self._dlq_depth = states.get("visible", 0)
 

@@ -141,12 +141,21 @@ MUTATIONS = {
         "symptoms.test.yaml",
         "DLQ",
     ),
-    "missing workers hide the not-consumed alert": Mutation(
+    "stalled workers do not page until the queue's head is ten minutes old": Mutation(
         "conveyor-symptoms.rules.yaml",
-        "[10m])) or vector(0)) == 0",
-        "[10m]))) == 0",
+        'conveyor_queue_oldest_age_seconds{queue="main"}) > 60',
+        'conveyor_queue_oldest_age_seconds{queue="main"}) > 600',
         "symptoms.test.yaml",
-        "no worker exporting",
+        "workers are stalled",
+    ),
+    "a ticket fires on a Prometheus younger than its windows": Mutation(
+        "conveyor-task-success.slo.rules.yaml",
+        "        and\n"
+        "        max without (sloth_window) (present_over_time("
+        'slo:sli_events:rate5m{sloth_id="conveyor-task-success"}[6h] offset 66h))\n',
+        "",
+        "slo-task-success.test.yaml",
+        "pages alone",
     ),
 }
 

@@ -9,7 +9,10 @@ Rules, dashboards and runbooks may only use names defined here; a test scrapes a
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import threading
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 QUEUE_DELAY_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
@@ -87,24 +90,52 @@ task_queue_delay_seconds = Histogram(
     buckets=QUEUE_DELAY_BUCKETS,
 )
 
+# ---- metrics one kind of process owns ----
+# Created unregistered: the owning process registers them (`export`) when it builds its relay or
+# worker. Registered in every process, an unlabelled gauge reads 0 from each process that never
+# sets it, so after a relay died max(conveyor_outbox_oldest_age_seconds) read the API's and the
+# workers' zeros, a false all-clear (issue 17). An owned metric vanishes with its owner instead,
+# which the absence alerts see.
+_exported: set[int] = set()
+_export_lock = threading.Lock()
+
+
+def export(*owned: MetricWrapperBase) -> None:
+    """Register `owned` with this process's /metrics (again is a no-op)."""
+    with _export_lock:
+        for metric in owned:
+            if id(metric) not in _exported:
+                REGISTRY.register(metric)
+                _exported.add(id(metric))
+
+
 # ---- worker ----
-worker_inflight_tasks = Gauge("conveyor_worker_inflight_tasks", "Tasks a worker is running now.")
-worker_concurrency_limit = Gauge(
-    "conveyor_worker_concurrency_limit", "Most tasks a worker runs at once (saturation divisor)."
+worker_inflight_tasks = Gauge(
+    "conveyor_worker_inflight_tasks", "Tasks a worker is running now.", registry=None
 )
+worker_concurrency_limit = Gauge(
+    "conveyor_worker_concurrency_limit",
+    "Most tasks a worker runs at once (saturation divisor).",
+    registry=None,
+)
+WORKER_METRICS = (worker_inflight_tasks, worker_concurrency_limit)
 sqs_messages_received_total = Counter(
     "conveyor_sqs_messages_received_total", "Messages received from SQS.", ("queue",)
 )
 
 # ---- outbox relay ----
 outbox_pending_tasks = Gauge(
-    "conveyor_outbox_pending_tasks", "Tasks committed whose message is not yet known to be sent."
+    "conveyor_outbox_pending_tasks",
+    "Tasks committed whose message is not yet known to be sent.",
+    registry=None,
 )
 outbox_oldest_age_seconds = Gauge(
-    "conveyor_outbox_oldest_age_seconds", "Age of the oldest outbox mark."
+    "conveyor_outbox_oldest_age_seconds", "Age of the oldest outbox mark.", registry=None
 )
 outbox_relayed_total = Counter(
-    "conveyor_outbox_relayed_total", "Messages the relay (re-)sent for stale outbox marks."
+    "conveyor_outbox_relayed_total",
+    "Messages the relay (re-)sent for stale outbox marks.",
+    registry=None,
 )
 delayed_task_lag_seconds = Histogram(
     "conveyor_delayed_task_lag_seconds",
@@ -113,11 +144,30 @@ delayed_task_lag_seconds = Histogram(
 )
 # queue: main | dlq ; state: visible | inflight | delayed
 queue_messages = Gauge(
-    "conveyor_queue_messages", "Approximate messages in a queue, by state.", ("queue", "state")
+    "conveyor_queue_messages",
+    "Approximate messages in a queue, by state.",
+    ("queue", "state"),
+    registry=None,
+)
+# queue: main | dlq (conveyor.queue_age: how it is measured)
+queue_oldest_age_seconds = Gauge(
+    "conveyor_queue_oldest_age_seconds",
+    "How long the oldest visible message of a queue has waited, as the relay measures it.",
+    ("queue",),
+    registry=None,
 )
 dlq_compensated_total = Counter(
     "conveyor_dlq_compensated_total",
     "Tasks found in the DLQ while not terminal and marked DEAD by the compensator.",
+    registry=None,
+)
+RELAY_METRICS = (
+    outbox_pending_tasks,
+    outbox_oldest_age_seconds,
+    outbox_relayed_total,
+    queue_messages,
+    queue_oldest_age_seconds,
+    dlq_compensated_total,
 )
 
 # ---- AWS and resilience ----

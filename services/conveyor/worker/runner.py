@@ -159,6 +159,7 @@ class Worker:
         self._prefetch = Prefetch(
             settings.worker_concurrency, settings.heartbeat_interval_seconds / 2
         )
+        metrics.export(*metrics.WORKER_METRICS)
         metrics.worker_concurrency_limit.set(settings.worker_concurrency)
 
     # ---- the loop ----

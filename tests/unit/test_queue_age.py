@@ -1,0 +1,18 @@
+"""The relay's inference of the queue head's age from the visible counts it reads."""
+
+from __future__ import annotations
+
+from conveyor.queue_age import BacklogClock
+
+
+def test_a_backlog_that_never_shrinks_ages_from_its_first_message():
+    clock = BacklogClock()
+    ages = [clock.observe(visible, now) for now, visible in enumerate([0, 0, 3, 3, 5, 5, 9])]
+    assert ages == [0, 0, 0, 1, 2, 3, 4]
+
+
+def test_a_shrinking_or_drained_backlog_restarts_the_clock():
+    clock = BacklogClock()
+    seen = [(0, 4), (10, 6), (20, 5), (30, 7), (40, 0), (50, 2), (60, 2)]
+    ages = [clock.observe(visible, now) for now, visible in seen]
+    assert ages == [0, 10, 0, 10, 0, 0, 10]
