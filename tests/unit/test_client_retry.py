@@ -62,6 +62,10 @@ class ScriptedService(pb_grpc.TaskServiceServicer):
         self._fail_if_scripted("ListTasks", context)
         for n in range(3):
             yield pb.Task(task_id=f"{n:032x}")
+        if request.task_type == "stalls":  # then says nothing until the client gives up
+            gone = threading.Event()
+            context.add_callback(gone.set)
+            gone.wait(60)
 
 
 @pytest.fixture
@@ -148,3 +152,13 @@ def test_the_async_client_retries_the_same_way(certs, service):
     asyncio.run(run())
     assert scripted.keys == ["k-2"] * 3
     assert scripted.calls["ListTasks"] == 1
+
+
+def test_a_silent_listing_fails_after_its_idle_timeout_keeping_what_came(client):
+    received = []
+    with pytest.raises(ConveyorError) as caught:
+        for task in client.list(task_type="stalls", idle_timeout=0.5):
+            received.append(task.task_id)
+    assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "sent nothing for 0.5 s" in caught.value.details
+    assert len(received) == 3  # no total deadline cut the listing short
