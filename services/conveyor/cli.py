@@ -11,6 +11,7 @@ than SUCCEEDED.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import sys
@@ -146,6 +147,20 @@ def _exit_for(task: pb.Task) -> None:
         raise typer.Exit(EXIT_TASK_UNSUCCESSFUL)
 
 
+def _moment(value: str | None, option: str) -> dt.datetime | None:
+    """An absolute, zone-aware time from ISO 8601 (a retry with the same --key must send the
+    same time, so no relative delays)."""
+    if value is None:
+        return None
+    try:
+        at = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an ISO 8601 time", param_hint=option) from None
+    if at.tzinfo is None:
+        raise typer.BadParameter(f"{value!r} needs a zone (Z or +01:00)", param_hint=option)
+    return at
+
+
 @app.command()
 def submit(
     task_type: Annotated[str, typer.Argument(metavar="TYPE", help="Task type, e.g. email.send.")],
@@ -160,6 +175,16 @@ def submit(
         int | None,
         typer.Option(min=1, max=MAX_ATTEMPTS_LIMIT, help="Default: the server's."),
     ] = None,
+    not_before: Annotated[
+        str | None,
+        typer.Option(
+            help="Delay it until this time, ISO 8601 with a zone (2026-12-24T09:00:00+01:00)."
+        ),
+    ] = None,
+    start_by: Annotated[
+        str | None,
+        typer.Option(help="Its deadline to start, ISO 8601 with a zone; else it ends EXPIRED."),
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="Follow the task until it finishes.")
     ] = False,
@@ -172,6 +197,7 @@ def submit(
 ) -> None:
     """Submit a task. Submitting again with the same --key returns the original task."""
     _require(TASK_TYPE_RE, task_type, "'TYPE'")
+    due, deadline = _moment(not_before, "'--not-before'"), _moment(start_by, "'--start-by'")
     body = _payload_bytes(payload)
     if key is None:
         key = str(uuid.uuid4())
@@ -180,7 +206,14 @@ def submit(
         _require(IDEMPOTENCY_KEY_RE, key, "'--key'")
     console = _stdout()
     with _reported_errors(), _client(timeout) as client:
-        response = client.submit(task_type, body, idempotency_key=key, max_attempts=max_attempts)
+        response = client.submit(
+            task_type,
+            body,
+            idempotency_key=key,
+            max_attempts=max_attempts,
+            not_before=due,
+            start_by=deadline,
+        )
         task = response.task
         if not as_json:
             title = "Submitted" if response.created else "Already submitted with this key"

@@ -79,6 +79,8 @@ def task_dict(task: pb.Task) -> dict[str, Any]:
         "trace_id": task.trace_id,
         "created_at": _iso(task.created_at),
         "updated_at": _iso(task.updated_at),
+        "not_before": _iso(task.not_before),
+        "start_by": _iso(task.start_by),
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 
@@ -47,6 +48,25 @@ def test_submit_with_a_key_is_idempotent_from_the_cli(system):
     second = json.loads(cli(system, "acme", *args).stdout)
     assert first["created"] is True and second["created"] is False
     assert first["task"]["task_id"] == second["task"]["task_id"]
+
+
+def test_submit_a_delayed_task_with_a_deadline_from_the_cli(system):
+    now = dt.datetime.now(dt.UTC)
+    due = (now + dt.timedelta(seconds=2)).isoformat()
+    deadline = (now + dt.timedelta(hours=1)).isoformat()
+    args = ("submit", "demo.sleep", "--payload", "{}", "--not-before", due, "--start-by", deadline)
+    done = cli(system, "acme", *args, "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    task = json.loads(done.stdout)["task"]
+    assert task["state"] == "SUCCEEDED"
+    assert task["not_before"] == dt.datetime.fromisoformat(due).isoformat(
+        timespec="milliseconds"
+    ).replace("+00:00", "Z")
+    assert task["start_by"] is not None
+
+    zoneless = cli(system, "acme", "submit", "demo.sleep", "--not-before", "2030-01-01T09:00")
+    assert zoneless.returncode == 2
+    assert "zone" in zoneless.stderr + zoneless.stdout
 
 
 def test_bad_payload_is_refused_before_any_call(system):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -77,9 +78,11 @@ class AsyncClient:
         *,
         idempotency_key: str | None = None,
         max_attempts: int | None = None,
+        not_before: datetime | None = None,
+        start_by: datetime | None = None,
         timeout: float | None = None,
     ) -> Submitted:
-        request = submit_request(task, payload, idempotency_key, max_attempts)
+        request = submit_request(task, payload, idempotency_key, max_attempts, not_before, start_by)
         response = await self._unary(self._stub.SubmitTask, request, timeout)
         return Submitted(response.task, response.created)
 

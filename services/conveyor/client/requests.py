@@ -6,11 +6,14 @@ import json
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel
 
+from conveyor.api.convert import TERMINAL_STATES
 from conveyor.client.errors import ConveyorError
 from conveyor.store import MAX_BATCH_TASKS
 from conveyor.v1 import task_service_pb2 as pb
@@ -38,15 +41,28 @@ def payload_bytes(payload: Payload) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _timestamp(at: datetime | None) -> Timestamp | None:
+    if at is None:
+        return None
+    if at.tzinfo is None:
+        raise ValueError(f"{at!r} has no time zone: say which (e.g. datetime.now(UTC))")
+    ts = Timestamp()
+    ts.FromDatetime(at)
+    return ts
+
+
 def submit_request(
     task: str | BaseModel,
     payload: Payload,
     idempotency_key: str | None,
     max_attempts: int | None,
+    not_before: datetime | None = None,
+    start_by: datetime | None = None,
 ) -> pb.SubmitTaskRequest:
     """`task` is a type name (with `payload`) or a payload model instance whose declared type
     (conveyor.tasks.registry) names it. Without a key, a fresh one: made once per submit, so
-    every retry of it carries the same."""
+    every retry of it carries the same. `not_before` delays the task until then; `start_by`
+    is its deadline to start (else it ends EXPIRED): absolute, zone-aware times."""
     if isinstance(task, BaseModel):
         if payload is not None:
             raise TypeError("submit(model) takes no separate payload")
@@ -60,16 +76,13 @@ def submit_request(
         payload=payload_bytes(payload),
         idempotency_key=idempotency_key or str(uuid.uuid4()),
         max_attempts=max_attempts or 0,
+        not_before=_timestamp(not_before),
+        start_by=_timestamp(start_by),
     )
 
 
 def is_terminal(task: pb.Task) -> bool:
-    return task.state in (
-        pb.TASK_STATE_SUCCEEDED,
-        pb.TASK_STATE_FAILED,
-        pb.TASK_STATE_DEAD,
-        pb.TASK_STATE_CANCELLED,
-    )
+    return task.state in TERMINAL_STATES
 
 
 def batches(items: Iterable[Item], keys: Sequence[str] | None) -> Iterator[pb.SubmitTasksRequest]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -79,11 +80,13 @@ class Client:
         *,
         idempotency_key: str | None = None,
         max_attempts: int | None = None,
+        not_before: datetime | None = None,
+        start_by: datetime | None = None,
         timeout: float | None = None,
     ) -> Submitted:
         """Submit `task` (a payload model of a declared type, or a type name and its payload).
         Submitting again with the same key returns the original task (`created` False)."""
-        request = submit_request(task, payload, idempotency_key, max_attempts)
+        request = submit_request(task, payload, idempotency_key, max_attempts, not_before, start_by)
         response = self._unary(self._stub.SubmitTask, request, timeout)
         return Submitted(response.task, response.created)
 
