@@ -7,13 +7,19 @@ An SLO with a latency threshold states it once, as `threshold_seconds`; its quer
 and description say `{{.threshold}}`, replaced here: in a query or series by the histogram's
 `le` label value as the exporter spells it (2 -> "2.0"), in the description by a readable
 duration (0.5 -> "500 ms").
+
+A task SLO measured per task type says `{{.task_types}}` inside its selectors. A
+`task_type_slos` entry (`{task_type, slo, objective}`) makes an SLO of its own for one type from
+it (`<slo>-<type>`, its selectors matching only that type, its test series relabelled), and the
+global SLO's `{{.task_types}}` becomes a matcher EXCLUDING every type with its own: an outage of
+that type pages once, on its own SLO.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,6 +32,9 @@ from conveyor_observability.paths import SPEC_PATH
 
 WINDOW_PLACEHOLDER = "{{.window}}"
 THRESHOLD_PLACEHOLDER = "{{.threshold}}"
+TASK_TYPES_PLACEHOLDER = "{{.task_types}}"
+_TASK_TYPE_LABEL = re.compile(r'task_type="[^"]*"')
+_TASK_TYPE_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")  # conveyor.domain.TASK_TYPE_RE
 BASE_WINDOW = "5m"
 BURN_SEVERITIES = ("page", "ticket")
 SEVERITIES = ("page", "ticket", "warning")
@@ -78,6 +87,8 @@ class Slo:
     # The latency a good event stays within, a bucket boundary of the SLI's histogram; None for
     # SLOs that are not about latency.
     threshold_seconds: Decimal | None = None
+    # The one task type a per-type SLO measures; None for the others.
+    task_type: str | None = None
 
     @property
     def objective_ratio(self) -> Decimal:
@@ -152,7 +163,7 @@ def parse_spec(raw: Any) -> Spec:
         doc,
         "spec",
         {"version", "service", "runbook_base_url", "period", "burn_rate_alerts", "slos"},
-        {"symptom_alerts"},
+        {"symptom_alerts", "task_type_slos"},
         problems,
     )
     if doc.get("version") != 1:
@@ -182,6 +193,9 @@ def parse_spec(raw: Any) -> Spec:
             problems.append(f"spec: duplicate {kind} names: {', '.join(duplicates)}")
     if not slos:
         problems.append("spec: slos must list at least one SLO")
+    slos = _with_task_type_slos(
+        slos, _list(doc.get("task_type_slos", []), "task_type_slos", problems), problems
+    )
     if problems:
         raise SpecError("invalid SLO spec:\n  " + "\n  ".join(problems))
     return Spec(
@@ -192,6 +206,62 @@ def parse_spec(raw: Any) -> Spec:
         slos=slos,
         symptom_alerts=symptoms,
     )
+
+
+def _matcher(slo: Slo, value: str) -> Slo:
+    sli = Sli(
+        errors=slo.sli.errors.replace(TASK_TYPES_PLACEHOLDER, value),
+        total=slo.sli.total.replace(TASK_TYPES_PLACEHOLDER, value),
+    )
+    return replace(slo, sli=sli)
+
+
+def _for_type(slo: Slo, task_type: str, objective: Decimal) -> Slo:
+    def relabel(series: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_TASK_TYPE_LABEL.sub(f'task_type="{task_type}"', s) for s in series)
+
+    typed = _matcher(slo, f'task_type="{task_type}"')
+    return replace(
+        typed,
+        name=f"{slo.name}-{re.sub(r'[._]', '-', task_type)}",
+        objective=objective,
+        description=f"{task_type}: {slo.description}",
+        test_series=TestSeries(*(relabel(s) for s in astuple(slo.test_series))),
+        task_type=task_type,
+    )
+
+
+def _with_task_type_slos(
+    slos: tuple[Slo, ...], entries: list[Any], problems: list[str]
+) -> tuple[Slo, ...]:
+    """The spec's SLOs with one per `task_type_slos` entry; each global one excludes the types
+    that have their own of its kind."""
+    per_type = {slo.name for slo in slos if TASK_TYPES_PLACEHOLDER in slo.sli.errors}
+    typed: dict[str, list[Slo]] = {name: [] for name in per_type}
+    for i, item in enumerate(entries):
+        where = f"task_type_slos[{i}]"
+        entry = _mapping(item, where, problems)
+        _keys(entry, where, {"task_type", "slo", "objective"}, set(), problems)
+        task_type, base = str(entry.get("task_type", "")), str(entry.get("slo", ""))
+        if not _TASK_TYPE_RE.match(task_type):
+            problems.append(f"{where}.task_type: {task_type!r} is not a task type name")
+        if base not in per_type:
+            problems.append(f"{where}.slo: {base!r} is not one of {sorted(per_type)}")
+            continue
+        objective = _positive(entry.get("objective"), f"{where}.objective", problems)
+        typed[base].append(_for_type(next(s for s in slos if s.name == base), task_type, objective))
+    result = []
+    for slo in slos:
+        if slo.name not in per_type:
+            result.append(slo)
+            continue
+        own = sorted(t.task_type for t in typed[slo.name] if t.task_type)
+        if len(set(own)) != len(own):
+            problems.append(f"task_type_slos: a type has two {slo.name} SLOs")
+        excluded = "|".join(re.escape(t).replace("\\", "\\\\") for t in own)
+        result.append(_matcher(slo, f'task_type!~"{excluded}"' if own else 'task_type=~".*"'))
+        result += sorted(typed[slo.name], key=lambda t: t.name)
+    return tuple(result)
 
 
 def _burn_policies(raw: Any, problems: list[str]) -> dict[str, tuple[BurnWindow, ...]]:
