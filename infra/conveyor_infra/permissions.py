@@ -49,6 +49,7 @@ class DataPlaneArns:
     table: Any
     by_tenant_index: Any
     outbox_index: Any
+    queued_index: Any
     queue: Any
     dlq: Any
     prometheus_workspace: Any
@@ -75,6 +76,8 @@ def task_role_statements(service: str, arns: DataPlaneArns) -> list[dict[str, An
                 [arns.table],
             ),
             _allow("ListByTenant", ["dynamodb:Query"], [arns.by_tenant_index]),
+            # Admission reads a tenant's backlog: its oldest unfinished task and their count.
+            _allow("TenantBacklog", ["dynamodb:Query"], [arns.queued_index]),
             _allow("Enqueue", ["sqs:SendMessage"], [arns.queue]),
         ],
         "relay": [

@@ -154,6 +154,7 @@ def _compute_plane(
         table=store.table.arn,
         by_tenant_index=store.index_arn(schema.GSI_BY_TENANT),
         outbox_index=store.index_arn(schema.GSI_OUTBOX),
+        queued_index=store.index_arn(schema.GSI_QUEUED),
         queue=tasks.queue.arn,
         dlq=tasks.dlq.arn,
         prometheus_workspace=monitoring.workspace.arn,

@@ -91,6 +91,22 @@ class TenantQuotaKnobs(Knobs):
     tenant_submit_burst: int = Field(
         default=200, ge=1, description="submits a tenant may make at once before its rate applies"
     )
+    tenant_max_queued_tasks: int = Field(
+        default=10_000,
+        ge=1,
+        description=(
+            "tasks waiting to start a tenant may have, over every API replica; beyond, its "
+            "submits get RESOURCE_EXHAUSTED with a retry-after"
+        ),
+    )
+    tenant_max_queue_age_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "how long a tenant's oldest task waiting to start may have waited (the "
+            "task-freshness SLO's threshold) before its submits are refused until it drains"
+        ),
+    )
     tenant_max_streams: int = Field(
         default=4,
         ge=1,

@@ -11,6 +11,7 @@ Access patterns first (DESIGN.md §1):
 | outbox marks older than N seconds      | sparse GSI outbox: outbox_pk=OUTBOX#<shard>, outbox_at |
 | delayed tasks due by now, and the next | same GSI: outbox_pk=DUE#<shard>, outbox_at=<due time> |
 | handler effect ledger (exactly-once)   | pk=EFFECT#<task id>, sk=<effect name> |
+| a tenant's tasks not yet started      | sparse GSI queued: queued_pk=TENANT#<tenant>, queued_at |
 
 The attributes of the task and PAYLOAD items (and what a listing, the indexes and the SQS
 snapshot carry of them) are defined once, field by field, in conveyor.tasks.codec.
@@ -53,6 +54,16 @@ GSI_OUTBOX_PK = "outbox_pk"
 GSI_OUTBOX_SK = "outbox_at"
 GSI_OUTBOX_PROJECTED = codec.attributes(codec.OUTBOX)
 
+# Set on a task item from its submit (or redrive) until its first start or its end: the tenant's
+# queued count (a COUNT query, as many keys read as tasks counted) and its oldest waiting task
+# (one key read) for the quotas and admission (conveyor.api.admission). A retry waiting for its
+# backoff is not in it: freshness is about the first start. Each task costs two extra index
+# writes (in, out); no other transition writes the index (the projected type never changes).
+GSI_QUEUED = "queued"
+GSI_QUEUED_PK = "queued_pk"
+GSI_QUEUED_SK = "queued_at"
+GSI_QUEUED_PROJECTED = (codec.attr("task_type"),)
+
 # Attribute definitions: every key attribute of the table and its indexes, with its type.
 KEY_ATTRIBUTES: dict[str, str] = {
     PK: "S",
@@ -61,12 +72,15 @@ KEY_ATTRIBUTES: dict[str, str] = {
     GSI_BY_TENANT_SK: "S",
     GSI_OUTBOX_PK: "S",
     GSI_OUTBOX_SK: "N",
+    GSI_QUEUED_PK: "S",
+    GSI_QUEUED_SK: "N",
 }
 
 # (name, hash key, range key, projected non-key attributes)
 GLOBAL_SECONDARY_INDEXES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     (GSI_BY_TENANT, GSI_BY_TENANT_PK, GSI_BY_TENANT_SK, GSI_BY_TENANT_PROJECTED),
     (GSI_OUTBOX, GSI_OUTBOX_PK, GSI_OUTBOX_SK, GSI_OUTBOX_PROJECTED),
+    (GSI_QUEUED, GSI_QUEUED_PK, GSI_QUEUED_SK, GSI_QUEUED_PROJECTED),
 )
 
 

@@ -40,6 +40,8 @@ from conveyor.tasks.codec import typed as _item
 
 # Attributes present only while a task's message is not yet known to be on the queue.
 OUTBOX_ATTRIBUTES = (schema.GSI_OUTBOX_PK, schema.GSI_OUTBOX_SK)
+# Attributes present only while a task waits for its first start (the tenant's queued index).
+QUEUED_ATTRIBUTES = (schema.GSI_QUEUED_PK, schema.GSI_QUEUED_SK)
 
 # The task item attributes the store's own conditions and writes name.
 _STATE, _VERSION, _SEQ, _UPDATED, _ATTEMPTS, _EFFECTS = (
@@ -239,6 +241,11 @@ class TaskStore:
         }
 
     # ---- reads ----
+    @staticmethod
+    def queued_mark(tenant: str, at_ms: int) -> dict[str, Any]:
+        """The attributes that put a task in its tenant's queued index (set while live)."""
+        return {schema.GSI_QUEUED_PK: schema.tenant_pk(tenant), schema.GSI_QUEUED_SK: at_ms}
+
     def get(self, task_id: str, *, remaining: float | None = None) -> Task | None:
         """The task with its history and payload: one strongly consistent Query of its two
         items (billed as one read of both; a GetItem of the task item alone would cost the same
@@ -495,6 +502,8 @@ class TaskStore:
             schema.GSI_BY_TENANT_PK: schema.tenant_pk(n.tenant),
             schema.GSI_BY_TENANT_SK: f"{at:013d}#{task_id}",
             **mark,
+            # A delayed task waits to start from its due time.
+            **self.queued_mark(n.tenant, max(at, n.not_before_ms)),
         }
         payload_values = {
             schema.PK: schema.task_pk(task_id),
@@ -620,6 +629,10 @@ class TaskStore:
         to_remove = list(remove)
         if task.state == TaskState.PENDING:
             to_remove.extend(OUTBOX_ATTRIBUTES)
+        if to.terminal or to == TaskState.RUNNING:
+            to_remove.extend(QUEUED_ATTRIBUTES)  # started (a retry waiting does not count)
+        elif task.state.terminal:  # a redrive: waiting again, since now
+            values.update(self.queued_mark(task.tenant, at))
         names = {f"#s{i}": k for i, k in enumerate(values)}
         expr_values: dict[str, Any] = {f":s{i}": v for i, v in enumerate(values.values())}
         sets = [f"#s{i} = :s{i}" for i in range(len(values))]
@@ -762,6 +775,48 @@ class TaskStore:
                 )
         marks.sort(key=lambda m: m.marked_at_ms)
         return marks[:limit]
+
+    # ---- a tenant's tasks waiting to start ----
+    def oldest_queued_ms(self, tenant: str, remaining: float | None = None) -> int | None:
+        """When the tenant's oldest task still waiting to start was submitted (or redriven);
+        None if it has none. One key read of the queued index."""
+        resp = self._call(
+            "query",
+            remaining,
+            TableName=self.table,
+            IndexName=schema.GSI_QUEUED,
+            KeyConditionExpression="#p = :p",
+            ExpressionAttributeNames={"#p": schema.GSI_QUEUED_PK},
+            ExpressionAttributeValues=_item({":p": schema.tenant_pk(tenant)}),
+            ProjectionExpression=schema.GSI_QUEUED_SK,
+            Limit=1,
+        )
+        items = resp.get("Items", [])
+        return int(_plain(items[0])[schema.GSI_QUEUED_SK]) if items else None
+
+    def queued_count(self, tenant: str, limit: int, remaining: float | None = None) -> int:
+        """How many of the tenant's tasks wait to start, counted up to `limit` (reads as many
+        index keys as it counts, about 0.5 RCU per 80 keys, and no more than `limit`)."""
+        counted = 0
+        start: dict[str, Any] | None = None
+        while counted < limit:
+            kwargs: dict[str, Any] = {
+                "TableName": self.table,
+                "IndexName": schema.GSI_QUEUED,
+                "KeyConditionExpression": "#p = :p",
+                "ExpressionAttributeNames": {"#p": schema.GSI_QUEUED_PK},
+                "ExpressionAttributeValues": _item({":p": schema.tenant_pk(tenant)}),
+                "Select": "COUNT",
+                "Limit": limit - counted,
+            }
+            if start:
+                kwargs["ExclusiveStartKey"] = start
+            resp = self._call("query", remaining, **kwargs)
+            counted += int(resp.get("Count", 0))
+            start = resp.get("LastEvaluatedKey")
+            if not start:
+                break
+        return counted
 
     # ---- handler effect ledger ----
     def record_effect(self, task_id: str, effect: str, owner: str) -> bool:

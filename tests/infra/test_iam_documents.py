@@ -23,6 +23,7 @@ TASK_ROLE_GRANTS = {
     | {
         ("dynamodb:Query", "table"),  # a task and its payload
         ("dynamodb:Query", "index/by_tenant"),
+        ("dynamodb:Query", "index/queued"),  # admission: a tenant's backlog
         ("dynamodb:BatchGetItem", "table"),  # the task items of a listed page
         ("sqs:SendMessage", "queue"),
         ("aps:RemoteWrite", "workspace"),

@@ -237,6 +237,8 @@ KNOB_VALUES = {
     "tenant_submits_per_second": "12.5",
     "tenant_submit_burst": "30",
     "tenant_max_streams": "3",
+    "tenant_max_queued_tasks": "500",
+    "tenant_max_queue_age_seconds": "45",
 }
 
 

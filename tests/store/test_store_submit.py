@@ -45,6 +45,7 @@ def test_submit_commits_task_payload_idempotency_and_outbox_mark_together(store,
     assert item["gsi1sk"] == f"{int(item['created_at']):013d}#{task.task_id}"
     assert item["outbox_pk"] == f"OUTBOX#{int(task.task_id[:8], 16) % settings.outbox_shards}"
     assert item["outbox_at"] == item["created_at"]
+    assert (item["queued_pk"], item["queued_at"]) == (f"TENANT#{TENANT}", item["created_at"])
 
     assert idem["task_id"] == task.task_id
     assert idem["request_hash"] == "h1"
@@ -58,7 +59,7 @@ def test_submit_commits_task_payload_idempotency_and_outbox_mark_together(store,
     assert set(item) == {
         *("pk", "sk", "task_id", "tenant", "task_type", "state", "version", "event_seq"),
         *("attempts", "max_attempts", "created_at", "updated_at", "idempotency_key", "history"),
-        *("gsi1pk", "gsi1sk", "outbox_pk", "outbox_at"),
+        *("gsi1pk", "gsi1sk", "outbox_pk", "outbox_at", "queued_pk", "queued_at"),
     }
     assert set(request) == {"pk", "sk", "payload"}  # no trace context was given
 

@@ -23,6 +23,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from conveyor.api import convert, validation
+from conveyor.api.admission import Admission
 from conveyor.api.auth import tenant_of
 from conveyor.api.quotas import RETRY_AFTER, QuotaExceeded, Streams, SubmitRate
 from conveyor.aws import (
@@ -172,6 +173,9 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             settings.tenant_submits_per_second, settings.tenant_submit_burst
         )
         self._streams = Streams(settings.tenant_max_streams)
+        self._admission = Admission(
+            store, settings.tenant_max_queued_tasks, settings.tenant_max_queue_age_seconds
+        )
 
     def _remaining(self, context: grpc.ServicerContext) -> float | None:
         left = context.time_remaining()
@@ -230,6 +234,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self._submit_rate.take(tenant)
         max_attempts = validation.submit(request, self.types, self.settings.default_max_attempts)
         not_before_ms, start_by_ms = validation.timing(request, now_ms())
+        self._admission.check(tenant, self._remaining(context))
         result = self.tasks.submit(
             tenant=tenant,
             task_type=request.task_type,
@@ -271,6 +276,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
                 f"items of one DynamoDB transaction of at most {MAX_TRANSACTION_ITEMS})",
             )
         self._submit_rate.take(tenant, count)
+        self._admission.check(tenant, self._remaining(context))
         results: dict[int, pb.SubmitTaskResult] = {}
         accepted: list[tuple[int, NewTask]] = []
         keys: dict[str, int] = {}

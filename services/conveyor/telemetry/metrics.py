@@ -53,8 +53,8 @@ api_overhead_cpu_seconds = Histogram(
     buckets=OVERHEAD_BUCKETS,
 )
 
-# quota: submit_rate | streams (conveyor.api.quotas). Tenants are provisioned identities (one
-# client certificate each), so the label stays bounded.
+# quota: submit_rate | streams (conveyor.api.quotas), queued | freshness (conveyor.api.admission).
+# Tenants are provisioned identities (one client certificate each), so the label stays bounded.
 quota_refusals_total = Counter(
     "conveyor_quota_refusals_total",
     "Requests refused because the tenant was over a quota (RESOURCE_EXHAUSTED, retry-after).",
