@@ -11,13 +11,13 @@ from support import get, submit, wait_terminal
 
 pytestmark = pytest.mark.integration
 
-BACKLOG = 120
+BACKLOG = 200
 # Where tenant B's task must start, at the latest, in tenant A's backlog. With the local
-# system's 4 groups per tenant and type and 2 workers of 4 slots, it starts about when A's
-# 4 groups each have a task in flight: after some 10 of A's tasks. Sharing A's groups (the old
-# `<type>#<shard>`), it started after all of them, as both emulators deliver the oldest group
-# head first.
-STARTS_BEFORE = BACKLOG // 3
+# system's 4 groups per tenant and type, B's group is delivered once each of A's groups has a
+# message in flight: after about a receive (up to 10 messages, one group's) from each, some 40
+# of A's tasks. Sharing A's groups (the old `<type>#<shard>`), it started after all of them,
+# as both emulators deliver the oldest group head first.
+STARTS_BEFORE = BACKLOG // 2
 
 
 def _started_at_ms(stub, task_id: str) -> int | None:
