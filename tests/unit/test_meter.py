@@ -56,21 +56,25 @@ def _post(proxy: MeteringProxy, body: bytes, headers: dict[str, str]) -> bytes:
 def test_the_proxy_answers_with_nagle_off(proxy: MeteringProxy) -> None:
     """Its response goes out as headers then body: with Nagle's algorithm on, the body waits
     for the client's delayed ACK (~40 ms per request), so the accepted socket has it off."""
-    accepted: list[socket.socket] = []
+    # The option is read as the server lets go of the socket (after its handler set it up and
+    # answered): read later, from the test, the socket may already be closed.
+    nodelay: list[int] = []
+    released = threading.Event()
     server: Any = proxy._server
-    get_request = server.get_request
+    shutdown_request = server.shutdown_request
 
-    def recording() -> tuple[socket.socket, Any]:
-        sock, address = get_request()
-        accepted.append(sock)
-        return sock, address
+    def recording(request: socket.socket) -> None:
+        nodelay.append(request.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        released.set()
+        shutdown_request(request)
 
-    server.get_request = recording
+    server.shutdown_request = recording
     assert _post(proxy, b"{}", {"X-Amz-Target": "AmazonSQS.ReceiveMessage"}) == (
         b'{"Messages": []}'
     )
-    assert len(accepted) == 1
-    assert accepted[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    assert released.wait(10), "the proxy never released the accepted socket"
+    assert len(nodelay) == 1
+    assert nodelay[0]
 
 
 def test_every_request_is_counted_by_operation_whatever_its_protocol(

@@ -35,6 +35,12 @@ GO_CODE_NAMES = {
 }
 
 
+# A client whose deadline passes cancels the call (RST_STREAM) by its own clock; the server's
+# deadline, set from the grpc-timeout header when it arrived, ends a little later. A cancel that
+# arrives this close to the server's deadline is that deadline, seen first by the client.
+DEADLINE_SKEW_SECONDS = 0.5
+
+
 def _split(method: str) -> tuple[str, str]:
     service, _, name = method.lstrip("/").partition("/")
     return service, name
@@ -76,7 +82,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
             # The RPC ended before the handler did: the client cancelled or its deadline passed
             # (WatchTask's poll loop notices only then; a stream parked at a yield is closed).
             left = context.time_remaining()
-            expired = left is not None and left <= 0
+            expired = left is not None and left <= DEADLINE_SKEW_SECONDS
             code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
         code = code or fallback
         metrics.grpc_server_handled_total.labels(*labels, GO_CODE_NAMES[code]).inc()
