@@ -43,5 +43,8 @@ def test_local_run_settles_every_task_and_exits_zero(tmp_path):
     assert re.search(r"delayed tasks succeeded \(submitted\)\s*│\s*3 \(4\)", out)
     assert re.search(r"expired\s*│\s*1\b", out)
     assert re.search(r"tasks with a start_by deadline\s*│\s*3\b", out)
+    # Two tenants share the load (conveyor_dev.local.demo.SECOND_TENANT_SHARE).
+    tenants = re.search(r"submitted by tenant\s*│\s*demo=(\d+), demo-b=(\d+)", out)
+    assert tenants and int(tenants.group(1)) > 0 and int(tenants.group(2)) > 0
     assert "api=0, relay=0, worker-1=0, worker-2=0" in out
     assert (tmp_path / "conveyor.env").read_text().count("export CONVEYOR_") >= 5

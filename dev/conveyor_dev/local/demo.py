@@ -37,6 +37,7 @@ class Submitted:
     task_type: str
     expect_cancel: bool
     timing: str = ""  # "delayed", "deadline" or "expiring" for the timed tasks
+    tenant: str = ""  # the second tenant's name for its tasks, "" for the first's
 
 
 # The timed tasks the demo submits first, in seconds from their submit: (kind, how many,
@@ -57,12 +58,19 @@ def _at(seconds_from_now: float) -> Timestamp | None:
     return ts
 
 
+# The share of the mix the second tenant submits: a tenant of its own, with its own message
+# groups and quotas, beside the first one's load.
+SECOND_TENANT_SHARE = 0.3
+
+
 @dataclass
 class DemoLoad:
     stub: pb_grpc.TaskServiceStub
     seed: int = 7
     submitted: list[Submitted] = field(default_factory=list)
     rejected: int = 0
+    # A second tenant's (name, stub): it submits SECOND_TENANT_SHARE of the mix.
+    second: tuple[str, pb_grpc.TaskServiceStub] | None = None
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
@@ -75,6 +83,8 @@ class DemoLoad:
                 MIX, [m[0] for m in MIX]
             )[0]
             payload = json.dumps(make(self._random)).encode()
+            theirs = self.second is not None and self._random.random() < SECOND_TENANT_SHARE
+        tenant, stub = self.second if theirs and self.second else ("", self.stub)
         request = pb.SubmitTaskRequest(
             task_type=task_type,
             payload=payload,
@@ -82,16 +92,16 @@ class DemoLoad:
             max_attempts=max_attempts,
         )
         try:
-            response = self.stub.SubmitTask(request, timeout=5)
+            response = stub.SubmitTask(request, timeout=5)
         except grpc.RpcError:
             with self._lock:
                 self.rejected += 1
             return None
-        item = Submitted(response.task.task_id, task_type, cancel)
+        item = Submitted(response.task.task_id, task_type, cancel, tenant=tenant)
         with self._lock:
             self.submitted.append(item)
         if cancel:
-            self.stub.CancelTask(
+            stub.CancelTask(
                 pb.CancelTaskRequest(task_id=item.task_id, reason="demo cancel"), timeout=5
             )
         return item
@@ -113,13 +123,19 @@ class DemoLoad:
                         Submitted(response.task.task_id, "demo.sleep", False, kind)
                     )
 
+    def by_tenant(self, first: str) -> dict[str, int]:
+        """Tasks submitted by each tenant (`first` names the first one's)."""
+        with self._lock:
+            return dict(Counter(item.tenant or first for item in self.submitted))
+
     def states(self) -> dict[str, pb.Task]:
         """Current state of every submitted task (strongly consistent reads)."""
         out = {}
         with self._lock:
             submitted = list(self.submitted)
         for item in submitted:
-            out[item.task_id] = self.stub.GetTask(
+            stub = self.second[1] if item.tenant and self.second else self.stub
+            out[item.task_id] = stub.GetTask(
                 pb.GetTaskRequest(task_id=item.task_id), timeout=5
             ).task
         return out
@@ -138,6 +154,7 @@ class Summary:
     delayed: int = 0  # tasks submitted with a not_before
     delayed_succeeded: int = 0
     with_deadline: int = 0  # tasks submitted with a start_by (EXPIRED ones are in by_state)
+    by_tenant: dict[str, int] = field(default_factory=dict)  # tasks submitted, by tenant
 
 
 def summarize(

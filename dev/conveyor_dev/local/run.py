@@ -35,6 +35,7 @@ from conveyor_dev.local.supervise import Supervisor, supervision_enabled
 from conveyor_dev.local.system import LocalSystem
 
 TENANT = "demo"
+SECOND_TENANT = "demo-b"  # submits a share of the demo load (conveyor_dev.local.demo)
 # Waiting for submitted tasks ends when all are terminal, or when none has finished for this long.
 DRAIN_STALL_SECONDS = 60.0
 
@@ -235,6 +236,9 @@ def show_summary(
         "delayed tasks succeeded (submitted)", f"{summary.delayed_succeeded} ({summary.delayed})"
     )
     table.add_row("tasks with a start_by deadline", str(summary.with_deadline))
+    table.add_row(
+        "submitted by tenant", ", ".join(f"{t}={n}" for t, n in sorted(summary.by_tenant.items()))
+    )
     style = "red" if summary.lost else "green"
     table.add_row("lost or not terminal", f"[{style}]{summary.lost}")
     table.add_row("tasks/s (settled)", f"{summary.tasks_per_second:.1f}")
@@ -259,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     with start_backend() as backend:
         console.print(f"[bold]AWS backend:[/] {backend.kind} ({backend.endpoint_url})")
         console.print(f"creating the [bold]{args.stack}[/] stack's queues, table and secrets")
-        system = LocalSystem.provision(workdir, backend, (TENANT,), stack=args.stack)
+        system = LocalSystem.provision(workdir, backend, (TENANT, SECOND_TENANT), stack=args.stack)
         # The services reach the emulator through the metering proxy, which bills by AWS's rules.
         meter = MeteringProxy(backend.endpoint_url, backend.endpoint_for("dynamodb"))
         system.backend = dataclasses.replace(backend, endpoint_url=meter.url, service_endpoints={})
@@ -277,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
             write_env_file(system, env_file)
             show_endpoints(console, system, env_file, prometheus, backend.endpoint_url)
             channel = system.channel(TENANT)
-            load = DemoLoad(system.stub(channel))
+            second = system.channel(SECOND_TENANT)
+            load = DemoLoad(system.stub(channel), second=(SECOND_TENANT, system.stub(second)))
             submit_rate = 0.0
             try:
                 load.submit_timed()
@@ -294,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
             updated = [t.updated_at.ToMilliseconds() for t in states.values()]
             span = (max(updated) - min(created)) / 1000 if states else 0.0
             summary = summarize(states, span, aws_requests, meter.billing.dollars(_polling))
+            summary = dataclasses.replace(summary, by_tenant=load.by_tenant(TENANT))
             channel.close()
+            second.close()
         finally:
             if supervisor is not None:
                 supervisor.stop()
