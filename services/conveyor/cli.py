@@ -435,6 +435,11 @@ def queue_stats() -> None:
 
 
 def main() -> None:
+    from conveyor.telemetry.logs import configure_logging
+
+    # JSON lines on stderr, as the services log: what an operator command did (a redrive's
+    # "task redriven from the DLQ", with the task's trace id) is on record.
+    configure_logging("conveyor-cli")
     app()
 
 

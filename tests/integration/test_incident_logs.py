@@ -15,7 +15,7 @@ from conveyor.telemetry.logs import TraceContextFilter
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor_dev.emulators.backend import start_backend
 from conveyor_dev.local.system import LocalSystem
-from support import FAST_RECOVERY, TENANTS, get, submit, wait_for, wait_state
+from support import FAST_RECOVERY, TENANTS, cli, get, submit, wait_for, wait_state
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +118,17 @@ def test_a_redrive_logs_what_it_did_and_keeps_the_task_on_its_trace(
         return dead if len(dead) == 2 else []
 
     assert {line["trace_id"] for line in wait_for(died_twice, 60, "the second death")} == {trace_id}
+
+
+def test_the_cli_logs_each_redrive_on_stderr(system: LocalSystem):
+    with system.channel("acme") as channel:
+        stub = system.stub(channel)
+        task_id = submit(stub, "demo.poison", max_attempts=1).task.task_id
+        wait_state(stub, task_id, {pb.TASK_STATE_DEAD})
+    done = cli(system, "acme", "dlq", "redrive", "--task-id", task_id, "--yes")
+    assert done.returncode == 0, done.stderr
+    logged = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    [line] = [line for line in logged if line.get("task_id") == task_id]
+    assert line["message"].startswith("task redriven from the DLQ")
+    assert (line["service"], line["level"]) == ("conveyor-cli", "INFO")
+    assert len(line["trace_id"]) == 32
