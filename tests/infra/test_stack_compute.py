@@ -214,7 +214,10 @@ def test_container_settings_are_exactly_what_conveyor_settings_loads(
         else settings.PREFIX + field.upper()
         for field, info in model.model_fields.items()
     }
-    assert set(environment) | set(secrets) <= known
+    # The handlers' own variables (worker.env / worker.secrets) are theirs, not Conveyor's.
+    handlers = stack_config(stack).worker
+    own = set(handlers.env) | set(handlers.secrets) if service == "worker" else set()
+    assert (set(environment) | set(secrets)) - own <= known
     assert loaded.table_name == f"conveyor-{stack}-tasks"  # type: ignore[attr-defined]
     if service == "worker":
         assert environment["CONVEYOR_VISIBILITY_TIMEOUT_SECONDS"] == "30"
@@ -314,21 +317,21 @@ def test_workers_scale_on_backlog_per_task_and_the_api_on_cpu(
     declarations: dict[str, Declaration], stack_files: dict[str, Any], stack: str
 ) -> None:
     declaration = declarations[stack]
-    worker_config = stack_files[stack]["conveyor:worker"]
+    worker = stack_config(stack).worker  # the stack file's values, defaults filled in
     targets = {
         t.inputs["resourceId"]: t for t in declaration.of_type("aws:appautoscaling/target:Target")
     }
     worker_target = targets[f"service/conveyor-{stack}/conveyor-{stack}-worker"]
     assert (worker_target.inputs["minCapacity"], worker_target.inputs["maxCapacity"]) == (
-        worker_config["minCount"],
-        worker_config["maxCount"],
+        worker.min_count,
+        worker.max_count,
     )
     assert f"service/conveyor-{stack}/conveyor-{stack}-api" in targets
 
     worker_policy = declaration.named("autoscaling-worker-backlog").inputs
     tracking = worker_policy["targetTrackingScalingPolicyConfiguration"]
     assert worker_policy["resourceId"] == worker_target.inputs["resourceId"]
-    assert tracking["targetValue"] == worker_config["backlogPerTask"]
+    assert tracking["targetValue"] == worker.backlog_per_task
     metrics = {m["id"]: m for m in tracking["customizedMetricSpecification"]["metrics"]}
     visible = metrics["visible"]["metricStat"]["metric"]
     running = metrics["running"]["metricStat"]["metric"]

@@ -91,7 +91,7 @@ def test_mtls_has_a_ca_a_server_cert_and_one_client_cert_per_tenant_named_by_cn(
     declarations: dict[str, Declaration], stack_files: dict[str, Any], stack: str
 ) -> None:
     declaration = declarations[stack]
-    tenants = stack_files[stack]["conveyor:tenants"]
+    tenants = stack_config(stack).tenants
 
     (ca,) = declaration.of_type("tls:index/selfSignedCert:SelfSignedCert")
     assert ca.inputs["isCaCertificate"] is True
