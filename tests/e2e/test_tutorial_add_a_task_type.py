@@ -69,6 +69,10 @@ def test_the_add_a_task_type_tutorial_passes_its_checks(tmp_path: Path) -> None:
     _run(repo, str(BIN / "ruff"), "format", "--check", "handlers/invoices")
     _run(repo, str(BIN / "mypy"), "handlers/invoices")
     _run(repo, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "handlers")
+    _run(repo, sys.executable, "-m", "conveyor_dev.schema_gate", "--refresh")
+    assert (repo / "handlers/invoices/schemas/invoice.render.json").is_file()
+    _run(repo, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "tests/unit/test_schema_gate.py")  # fmt: skip
     _run(repo, sys.executable, "-m", "conveyor_observability.generate")
     _run(repo, sys.executable, "-m", "conveyor_observability.generate", "--check")
     assert (
