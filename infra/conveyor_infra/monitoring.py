@@ -1,5 +1,6 @@
 """Where telemetry lands: a log group per service, and an Amazon Managed Prometheus workspace
-with the generated recording/alerting rules and an Alertmanager that pages through SNS."""
+with the generated recording/alerting rules and an Alertmanager that pages through SNS
+(routing: conveyor_infra.alert_routing)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
+
+from conveyor_infra.alert_routing import amp_definition
 
 # AMP rule group namespace names: 1-64 characters, letters, digits, '-', '.', '_'.
 NAMESPACE_NAME = re.compile(r"^[0-9A-Za-z][-.0-9A-Z_a-z]{0,63}$")
@@ -25,24 +28,6 @@ def rule_files(directory: Path) -> list[Path]:
             "(1-64 of A-Z a-z 0-9 - . _)"
         )
     return files
-
-
-def alertmanager_definition(topic_arn: str, region: str) -> str:
-    """Every alert goes to the alarm topic; severity travels as an SNS message attribute."""
-    return (
-        "alertmanager_config: |\n"
-        "  route:\n"
-        "    receiver: sns\n"
-        "    group_by: [alertname, severity]\n"
-        "  receivers:\n"
-        "    - name: sns\n"
-        "      sns_configs:\n"
-        f"        - topic_arn: {topic_arn}\n"
-        "          sigv4:\n"
-        f"            region: {region}\n"
-        "          attributes:\n"
-        "            severity: '{{ .CommonLabels.severity }}'\n"
-    )
 
 
 @dataclass(frozen=True)
@@ -86,7 +71,7 @@ class Monitoring(pulumi.ComponentResource):
             f"{name}-alertmanager",
             workspace_id=self.workspace.id,
             definition=pulumi.Output.from_input(args.alarm_topic_arn).apply(
-                lambda arn: alertmanager_definition(arn, args.region)
+                lambda arn: amp_definition(arn, args.region)
             ),
             opts=child,
         )
