@@ -2,17 +2,20 @@
 
 python -m conveyor_observability.generate            # rewrite rules, tests, dashboards
 python -m conveyor_observability.generate --check    # exit 1 naming each stale file
+python -m conveyor_observability.generate --time-scale 60 --out DIR   # rules 60x faster (drill)
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from conveyor_observability.artefacts import generated_files, stale_files
 from conveyor_observability.paths import REPO_ROOT
 from conveyor_observability.slo_tests import ScenarioError
 from conveyor_observability.spec import SpecError, load_spec
+from conveyor_observability.time_scale import scaled_rule_files
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +23,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="change nothing; exit 1 if any file is stale"
     )
+    parser.add_argument(
+        "--time-scale",
+        type=int,
+        metavar="N",
+        help="write only the rules, every duration divided by N, to --out (time_scale.py)",
+    )
+    parser.add_argument("--out", type=Path, help="directory for --time-scale's rules")
     args = parser.parse_args(argv)
+    if args.time_scale:
+        if args.out is None:
+            parser.error("--time-scale needs --out")
+        args.out.mkdir(parents=True, exist_ok=True)
+        for path, text in scaled_rule_files(load_spec(), args.time_scale, args.out).items():
+            path.write_text(text)
+            print(f"wrote {path}")
+        return 0
     try:
         expected = generated_files(load_spec())
     except (SpecError, ScenarioError) as exc:
