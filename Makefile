@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 EMULATORS := $(VENV)/emulators
 MINISTACK_STAMP := $(EMULATORS)/ministack/.installed
 DYNAMODB_LOCAL_STAMP := $(EMULATORS)/dynamodb-local/.installed
+# make bench's SQS peers (dramatiq_sqs, Celery): their own venv, never imported by ours.
+PEERS_VENV := $(VENV)/peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
 DURATION ?=
 TASKS ?=
 RATE ?=
@@ -115,7 +118,12 @@ generate-check: setup
 schemas: setup
 	$(BIN)/python -m conveyor_dev.schema_gate --refresh
 
-bench: setup
+$(PEERS_STAMP): benchmarks/peers/requirements.txt | $(STAMP)
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet -r benchmarks/peers/requirements.txt
+	touch $@
+
+bench: setup $(PEERS_STAMP)
 	$(BIN)/python -m benchmarks.run
 
 clean:

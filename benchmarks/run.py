@@ -12,6 +12,10 @@ Every phase gets a fresh emulator with the stack's resources (as `make local` cr
    payloads, and the floor behind it too: DynamoDB units and SQS billed requests per task;
 5. fairness: tenant B's first task behind tenant A's --backlog (benchmarks/fairness.py).
 6. delayed: --delayed-tasks delayed tasks due at one moment: due time to QUEUED p50/p99.
+7. peers: three sequences, each on one emulator behind one metering proxy: Conveyor (2 workers
+   x 4 slots), the floor, dramatiq + dramatiq_sqs and Celery on SQS
+   (benchmarks/peer_systems.py), the same tasks, clients and slots: tasks/s, ratio to the
+   floor, requests per task by operation, CPU per task, end-to-end p50/p99.
 
 Figures from one machine are only comparable within a run (the machine is shared and noisy),
 hence the ratios. Printed as a table and written to benchmarks/results/bench-<time>.json.
@@ -52,6 +56,7 @@ from rich.table import Table
 
 from benchmarks.fairness import phase_fairness
 from benchmarks.floor import FloorResult, run_floor
+from benchmarks.peer_systems import PEERS, Run, by_operation, run_peer, summarize
 
 RESULTS = Path(__file__).with_name("results")
 TENANT = "bench"
@@ -59,7 +64,8 @@ TASK_TYPE = "demo.noop"
 CLIENTS = 8
 SLOTS = 4  # CONVEYOR_WORKER_CONCURRENCY of the local tuning
 STEADY_SLOTS = 10
-PHASES = ("floor", "throughput", "steady", "billing", "fairness", "delayed")
+PHASES = ("floor", "throughput", "steady", "billing", "fairness", "delayed", "peers")
+SEQUENCES = 3  # of the peer phase
 # Polling and relay cadence as deployed (the settings' defaults), not the local run's faster
 # ones: idle polling and relay sweeps are part of the cost per task being measured.
 BENCH_TUNING = {
@@ -257,7 +263,12 @@ def phase_throughput(workers: int, tasks: int, payload: bytes) -> dict[str, Any]
 
 
 def _latencies(system: LocalSystem, ids: list[str]) -> dict[str, dict[str, float]]:
-    """Submit -> first RUNNING and submit -> SUCCEEDED, from each task's history."""
+    to_start, end_to_end = _task_latencies(system, ids)
+    return {"enqueue_to_start": p50_p99(to_start), "end_to_end": p50_p99(end_to_end)}
+
+
+def _task_latencies(system: LocalSystem, ids: list[str]) -> tuple[list[float], list[float]]:
+    """Submit -> first RUNNING and submit -> SUCCEEDED in ms, from each task's history."""
     to_start, end_to_end = [], []
     with system.channel(TENANT) as channel:
         stub = system.stub(channel)
@@ -267,7 +278,7 @@ def _latencies(system: LocalSystem, ids: list[str]) -> dict[str, dict[str, float
             at = {e.to_state: e.at.ToMilliseconds() for e in reversed(got.events)}
             to_start.append(at[pb.TASK_STATE_RUNNING] - created)
             end_to_end.append(at[pb.TASK_STATE_SUCCEEDED] - created)
-    return {"enqueue_to_start": p50_p99(to_start), "end_to_end": p50_p99(end_to_end)}
+    return to_start, end_to_end
 
 
 def _submit_batch(stub: Any, request: pb.SubmitTasksRequest) -> pb.SubmitTasksResponse:
@@ -514,6 +525,79 @@ def phase_billing(tasks: int, rate: float) -> dict[str, Any]:
     return out
 
 
+def _peer_sequence(tasks: int, payload: bytes, logs: Path) -> dict[str, Run]:
+    """Conveyor, the floor and the peers one after the other on one emulator, behind one
+    metering proxy that counts every system's requests by operation."""
+    runs: dict[str, Run] = {}
+    with start_backend() as backend:
+        proxy = MeteringProxy(backend.endpoint_url, backend.endpoint_for("dynamodb"))
+        try:
+            with system_on(backend, 2, endpoint=proxy.url) as system:
+                before, cpu_before = proxy.billing.snapshot()["requests"], cpu_seconds(system)
+                started = time.perf_counter()
+                ids, _ = submit_all(system, tasks, CLIENTS, payload)
+                wait_completed(system, tasks, timeout=300)
+                elapsed = time.perf_counter() - started
+                requests = by_operation(proxy.billing.snapshot()["requests"], before)
+                cpu = sum(cpu_seconds(system).values()) - sum(cpu_before.values())
+                _, end_to_end = _task_latencies(system, ids)
+            runs["conveyor"] = Run(tasks, elapsed, requests, cpu, end_to_end)
+            # The floor on the same (now stopped) system's table and queue. It runs inside
+            # this process, with the proxy: its CPU is not separable.
+            before = proxy.billing.snapshot()["requests"]
+            floor = _floor_on(system, proxy.url, proxy.url, tasks, payload)
+            requests = by_operation(proxy.billing.snapshot()["requests"], before)
+            runs["floor"] = Run(floor.tasks, floor.seconds, requests, None, [])
+            for peer in PEERS:
+                console.print(f"  {peer}")
+                runs[peer] = run_peer(peer, proxy, backend.region, tasks, CLIENTS, logs)
+        finally:
+            proxy.close()
+    return runs
+
+
+def phase_peers(tasks: int, payload: bytes) -> dict[str, Any]:
+    logs = RESULTS / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-peers-{uuid.uuid4().hex[:4]}"
+    runs: dict[str, list[Run]] = defaultdict(list)
+    for n in range(SEQUENCES):
+        console.print(f"[bold]peers:[/] sequence {n + 1} of {SEQUENCES}, {tasks} tasks each")
+        for system, run in _peer_sequence(tasks, payload, logs / str(n)).items():
+            runs[system].append(run)
+    return {"tasks": tasks, "sequences": SEQUENCES, "systems": summarize(dict(runs))}
+
+
+def peer_table(peers: dict[str, Any]) -> Table:
+    table = Table(
+        title=f"Conveyor, the floor and the SQS peers: {peers['tasks']} no-op tasks x "
+        f"{peers['sequences']} sequences, {CLIENTS} clients, 2 x {SLOTS} slots, one proxy"
+    )
+    for column in (
+        "system",
+        "tasks/s min / median / max",
+        "ratio to the floor",
+        "requests/task",
+        "CPU ms/task",
+        "end-to-end p50 / p99 ms",
+    ):
+        table.add_column(column, justify="left" if column == "system" else "right")
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.0f}"
+
+    for system, s in peers["systems"].items():
+        tps, e2e, cpu = s["tasks_per_second"], s["end_to_end_ms"], s["cpu_ms_per_task"]
+        ops = ", ".join(f"{op} {n:.2f}" for op, n in s["requests_per_task_by_operation"].items())
+        table.add_row(
+            system,
+            f"{tps['min']:.1f} / {tps['median']:.1f} / {tps['max']:.1f}",
+            " ".join(f"{r:.2f}" for r in s["ratio_to_floor"]),
+            f"{s['requests_per_task']:.2f} ({ops})",
+            "-" if cpu is None else f"{cpu:.1f}",
+            f"{ms(e2e['p50'])} / {ms(e2e['p99'])}",
+        )
+    return table
+
+
 # ---- report ----
 def report_table(report: dict[str, Any]) -> Table:
     table = Table(title="Conveyor vs the raw-call floor (one run, one machine)")
@@ -667,10 +751,13 @@ def main(argv: list[str] | None = None) -> int:
         "billing": lambda: phase_billing(args.billing_tasks, args.rate),
         "fairness": lambda: _fairness(args.backlog),
         "delayed": lambda: phase_delayed(args.delayed_tasks),
+        "peers": lambda: phase_peers(args.tasks, small),
     }
     for name in PHASES:
         if name in wanted:
             phase(name, runs[name])
+    if "peers" in report:
+        console.print(peer_table(report["peers"]))
     if wanted != set(PHASES):
         console.print(f"partial run ({args.phases}) written to {out}")
         return 0
