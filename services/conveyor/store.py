@@ -448,7 +448,7 @@ class TaskStore:
                     n = new[i]
                     try:
                         replay = self._replay(
-                            n.tenant, n.idempotency_key, n.request_hash, record, remaining
+                            n.tenant, n.idempotency_key, n.request_hash, record, at, remaining
                         )
                     except IdempotencyMismatch as mismatch:
                         results[i] = mismatch
@@ -548,12 +548,15 @@ class TaskStore:
         key: str,
         request_hash: str,
         record_item: Mapping[str, Any] | None,
+        at_ms: int,
         remaining: float | None,
     ) -> Task | None:
         """The task a live record for (tenant, key) points at; IdempotencyMismatch if it was
         made by another request; None if there is no live record. `record_item` is the record
         as the failed condition returned it; without one (a TransactionConflict, or a backend
-        that does not return it) it is read, strongly consistent."""
+        that does not return it) it is read, strongly consistent. Live means as the submit's
+        condition judged it, at `at_ms`: judged by a later clock, a record expiring meanwhile
+        would be neither replayed nor ever replaced by the same, unchanged, condition."""
         if record_item is None:
             resp = self._call(
                 "get_item",
@@ -568,7 +571,7 @@ class TaskStore:
         if record_item is None:
             return None
         record = _plain(record_item)
-        if int(record[schema.TTL_ATTRIBUTE]) < now_ms() // 1000:
+        if int(record[schema.TTL_ATTRIBUTE]) < at_ms // 1000:
             return None
         if record[schema.IDEM_REQUEST_HASH] != request_hash:
             raise IdempotencyMismatch(key, record[schema.IDEM_TASK_ID])

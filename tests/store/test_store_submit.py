@@ -6,6 +6,7 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import conveyor.store as store_module
 import pytest
 from conveyor import schema
 from conveyor.domain import TaskState
@@ -236,3 +237,66 @@ def test_get_of_an_unknown_task_is_none(store):
     unknown = uuid.uuid4().hex
     assert store.get(unknown) is None
     assert store.get(unknown) is None
+
+
+def test_a_key_whose_record_expires_during_the_submit_is_answered_not_looped(
+    store, raw, monkeypatch
+):
+    """The idempotency record's condition compares its expiry with the submit's own clock
+    reading; the cancelled transaction's record must be judged by that same reading. A record
+    live for the condition but expired by a later reading would otherwise be committed again,
+    unchanged, forever (the condition's time is fixed in the built items). Here the clock's
+    first reading (the submit's) is in the record's last second and every later one after it,
+    as happens when a submit straddles that second's end."""
+    old = submit(store, key="straddle")
+    expires = now_ms() // 1000 - 5
+    raw.update(
+        f"IDEM#{TENANT}#straddle",
+        "IDEM",
+        "SET expires_at = :e",
+        {":e": {"N": str(expires)}},
+    )
+    real = store_module.now_ms
+    reads = iter([expires * 1000 + 999])
+    stop = threading.Event()
+
+    def clock() -> int:
+        if stop.is_set():
+            raise RuntimeError("test over")  # ends a looping submit
+        return next(reads, None) or real()
+
+    monkeypatch.setattr(store_module, "now_ms", clock)
+    transactions = ddb_calls("TransactWriteItems", "error") + ddb_calls("TransactWriteItems")
+    outcome: list[object] = []
+
+    def call() -> None:
+        try:
+            outcome.append(
+                store.submit(
+                    tenant=TENANT,
+                    task_type="demo.sleep",
+                    payload=b"{}",
+                    idempotency_key="straddle",
+                    request_hash="h1",
+                    max_attempts=3,
+                )
+            )
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    # Done, or looping: more transactions than a submit ever needs (one, and one again).
+    while thread.is_alive():
+        sent = ddb_calls("TransactWriteItems", "error") + ddb_calls("TransactWriteItems")
+        if sent - transactions > 5:
+            break
+        thread.join(0.05)
+    stop.set()
+    thread.join()
+    sent = ddb_calls("TransactWriteItems", "error") + ddb_calls("TransactWriteItems")
+    assert sent - transactions <= 2, f"{sent - transactions:g} transactions for one submit"
+    # Live when the submit's condition was checked: the key answers with its task.
+    (result,) = outcome
+    assert isinstance(result, SubmitResult), result
+    assert (result.created, result.task.task_id) == (False, old.task_id)
