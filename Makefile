@@ -24,7 +24,7 @@ PROTO_FILES := $(PROTO_SRC)/conveyor/v1/task_service.proto
 
 .PHONY: setup local test lint format proto proto-check test-unit test-infra test-observability \
         test-integration test-chaos test-e2e test-soak soak test-conformance \
-        test-second-backend generate generate-check schemas bench clean
+        test-second-backend generate generate-check schemas bench clean drill test-drill
 
 setup: $(STAMP) $(MINISTACK_STAMP) $(DYNAMODB_LOCAL_STAMP)
 
@@ -73,6 +73,11 @@ test-e2e: setup
 	$(BIN)/pytest tests/e2e
 test-soak: setup
 	$(BIN)/pytest tests/soak
+## Real faults against the running system; alerts (rules time-scaled 60x by the generator)
+## through a real Prometheus and Alertmanager with the deployed routing (tests/drill).
+drill: setup
+	$(BIN)/pytest -s -q tests/drill
+test-drill: drill
 
 ## TASKS tasks (default 1000) while processes are SIGKILLed and AWS faults come and go.
 soak: setup

@@ -30,13 +30,25 @@ def prometheus_binary() -> str | None:
     return shutil.which("prometheus")
 
 
-def scrape_config(system: LocalSystem, interval_seconds: int, rule_files: Sequence[Path]) -> dict:
-    """One job per service kind, named as in ECS (`conveyor-api`, ...): the rules select on it."""
+def scrape_config(
+    system: LocalSystem,
+    interval_seconds: int,
+    rule_files: Sequence[Path],
+    alertmanager: str | None = None,
+) -> dict:
+    """One job per service kind, named as in ECS (`conveyor-api`, ...): the rules select on it.
+    Alerts go to `alertmanager` (host:port) when given."""
     jobs: dict[str, list[str]] = {}
     for proc in system.procs.values():
         kind = proc.name.split("-")[0]
         jobs.setdefault(f"conveyor-{kind}", []).append(f"127.0.0.1:{proc.metrics_port}")
+    alerting = (
+        {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+        if alertmanager
+        else {}
+    )
     return {
+        **({"alerting": alerting} if alerting else {}),
         "global": {
             "scrape_interval": f"{interval_seconds}s",
             "evaluation_interval": f"{interval_seconds}s",
@@ -81,6 +93,7 @@ def start_prometheus(
     *,
     interval_seconds: int = 5,
     rule_files: Sequence[Path] | None = None,
+    alertmanager: str | None = None,
     timeout: float = 30.0,
 ) -> Prometheus:
     binary = prometheus_binary()
@@ -90,7 +103,7 @@ def start_prometheus(
     home = system.workdir / "prometheus"
     home.mkdir(exist_ok=True)
     config = home / "prometheus.yml"
-    config.write_text(yaml.safe_dump(scrape_config(system, interval_seconds, rules)))
+    config.write_text(yaml.safe_dump(scrape_config(system, interval_seconds, rules, alertmanager)))
     port = free_port()
     with open(home / "prometheus.log", "ab") as log:
         process = popen_with_parent(

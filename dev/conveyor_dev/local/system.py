@@ -128,8 +128,14 @@ class LocalSystem:
         )
         return env
 
-    def spawn(self, name: str, kind: str, extra: Mapping[str, str] | None = None) -> Proc:
-        metrics_port = free_port()
+    def spawn(
+        self,
+        name: str,
+        kind: str,
+        extra: Mapping[str, str] | None = None,
+        metrics_port: int | None = None,
+    ) -> Proc:
+        metrics_port = metrics_port or free_port()
         own = {
             "CONVEYOR_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
             "CONVEYOR_SERVICE_NAME": f"conveyor-{kind}",
@@ -167,7 +173,9 @@ class LocalSystem:
         old = self.procs[name]
         if old.popen.poll() is None:
             raise RuntimeError(f"{name} is still running (pid {old.popen.pid})")
-        return self.spawn(name, old.kind, old.extra if extra is None else extra)
+        # Same /metrics address, so a Prometheus scraping it sees the replacement come back.
+        extra = old.extra if extra is None else extra
+        return self.spawn(name, old.kind, extra, metrics_port=old.metrics_port)
 
     def start(self, workers: int = 2, extra: Mapping[str, str] | None = None) -> None:
         self.spawn("api", "api", extra)
