@@ -8,6 +8,7 @@ one pass instead of one `pulumi preview` per typo.
 from __future__ import annotations
 
 import copy
+import difflib
 import ipaddress
 import json
 import re
@@ -338,6 +339,31 @@ def _raw_values(config: pulumi.Config, region: str | None) -> dict[str, Any]:
     return values
 
 
+def _set_keys() -> set[str]:
+    """Every `conveyor:*` key the stack file sets. `pulumi.Config` reads one named key at a time,
+    so the set ones come from the runtime's config map (and PULUMI_CONFIG, how a CLI may pass
+    it)."""
+    from pulumi.runtime import config as runtime_config
+
+    keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+    prefix = f"{PROJECT_NAMESPACE}:"
+    return {key.removeprefix(prefix) for key in keys if key.startswith(prefix)}
+
+
+def unknown_key_problems(keys: set[str]) -> list[str]:
+    """A line for each key no field reads (a misspelt key would otherwise be ignored, its
+    intended setting silently left at its default), with the nearest known key."""
+    known = [
+        f.alias for name, f in StackConfig.model_fields.items() if name != "region" and f.alias
+    ]
+    lines = []
+    for key in sorted(keys - set(known)):
+        near = difflib.get_close_matches(key, known, n=1)
+        hint = f"; did you mean {PROJECT_NAMESPACE}:{near[0]}?" if near else ""
+        lines.append(f"{PROJECT_NAMESPACE}:{key}: not a Conveyor stack key{hint}")
+    return lines
+
+
 def _without_key_marker(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     """Pydantic ends the location of a bad mapping key with "[key]"; the key is the place."""
     return loc[:-1] if loc[-1:] == ("[key]",) else loc
@@ -407,7 +433,7 @@ def load() -> StackConfig:
     """Read and validate the stack configuration, or raise ConfigError listing every bad key."""
     region = pulumi.Config("aws").get("region")
     values = _raw_values(pulumi.Config(PROJECT_NAMESPACE), region)
-    problems = config_problems(values)
+    problems = unknown_key_problems(_set_keys()) + config_problems(values)
     if problems:
         raise ConfigError(
             f"invalid configuration for stack {pulumi.get_stack()}:\n"

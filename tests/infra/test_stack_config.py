@@ -84,6 +84,23 @@ def test_every_bad_key_is_listed_in_one_error_by_its_pulumi_name() -> None:
     assert "Traceback" not in message
 
 
+def test_an_unknown_key_is_reported_with_the_others_and_the_nearest_known_key() -> None:
+    """A misspelt key would otherwise be ignored and its setting left at the default."""
+    with pytest.raises(DeclarationError) as failure:
+        declare(
+            "dev",
+            {
+                "conveyor:wrker": '{"minCount": 3}',
+                "conveyor:zzz": "1",
+                "conveyor:natGateways": "two",
+            },
+        )
+    message = str(failure.value)
+    assert "conveyor:wrker: not a Conveyor stack key; did you mean conveyor:worker?" in message
+    assert "conveyor:zzz: not a Conveyor stack key\n" in message + "\n"
+    assert "conveyor:natGateways:" in message
+
+
 def _worker_refusal(monkeypatch: pytest.MonkeyPatch, **knobs: str) -> str:
     """What a worker started with these knobs says, its variables named as stack keys."""
     for name in list(os.environ):
