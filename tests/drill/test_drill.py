@@ -17,7 +17,7 @@ from conveyor_dev.local.system import LocalSystem
 from conveyor_observability import durations
 from conveyor_observability.spec import load_spec
 from conveyor_observability.time_scale import scaled_rule_files, scaled_spec
-from support import start_system, wait_for
+from support import start_system, submit, wait_for, wait_terminal
 
 # One factor for every wait in the rules: 5 minutes become 5 seconds.
 TIME_SCALE = 60
@@ -112,3 +112,44 @@ def test_a_killed_relay_pages_for_the_relay_and_resolves_when_it_is_back(drill) 
         for a in n.alerts
     }
     assert pages == {"ConveyorComponentDown"}
+
+
+def test_all_workers_killed_page_for_the_workers_and_the_waiting_tasks(drill) -> None:
+    system, manager = drill
+    killed_at = time.monotonic()
+    system.signal("worker-1", signal.SIGKILL)
+    system.procs["worker-1"].popen.wait()
+    with system.channel("acme") as channel:
+        stub = system.stub(channel)
+        ids = [submit(stub, "demo.sleep", {"seconds": 0}).task.task_id for _ in range(3)]
+    expected = {"ConveyorComponentDown", "ConveyorTasksNotConsumed"}
+
+    def paged() -> set[str] | None:
+        names = {
+            a["labels"]["alertname"]
+            for n in manager.webhook.seen()
+            if n.at > killed_at and n.status == "firing" and n.receiver == "page"
+            for a in n.alerts
+        }
+        return names if names >= expected else None
+
+    assert wait_for(paged, 180, "the worker pages") == expected
+    print(f"workers SIGKILLed: {sorted(expected)} paged after {time.monotonic() - killed_at:.1f} s")
+
+    back_at = time.monotonic()
+    system.respawn("worker-1")
+    with system.channel("acme") as channel:
+        for task_id in ids:
+            wait_terminal(system.stub(channel), task_id)
+
+    def resolved() -> bool:
+        done = {
+            a["labels"]["alertname"]
+            for n in manager.webhook.seen()
+            if n.at > back_at and n.status == "resolved"
+            for a in n.alerts
+            if a["status"] == "resolved"
+        }
+        return done >= expected
+
+    wait_for(resolved, 180, "the worker pages resolved")
