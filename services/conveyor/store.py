@@ -542,6 +542,16 @@ class TaskStore:
         ]
         return task, items
 
+    def replayed(
+        self, tenant: str, key: str, request_hash: str, remaining: float | None = None
+    ) -> Task | None:
+        """The task a live record for (tenant, key) made from the same request, read now;
+        None if there is none (or it came from another request)."""
+        try:
+            return self._replay(tenant, key, request_hash, None, now_ms(), remaining)
+        except IdempotencyMismatch:
+            return None
+
     def _replay(
         self,
         tenant: str,

@@ -96,3 +96,38 @@ def test_a_delay_of_a_year_is_accepted(acme):
     assert acme.CancelTask(
         pb.CancelTaskRequest(task_id=response.task.task_id), timeout=10
     ).task.state == (pb.TASK_STATE_CANCELLED)
+
+
+def test_a_retry_after_the_start_by_passed_replays_the_task_it_made(acme):
+    """A client whose answer was lost retries the same request with the same key: it must learn
+    of the task it made, even once that task's start_by has passed, not be told its request
+    is invalid (it would think nothing was submitted)."""
+    key = uuid.uuid4().hex
+    start_by = _now_ms() + 1000
+    first = acme.SubmitTask(_request(key, start_by=start_by), timeout=10)
+    while _now_ms() <= start_by + 50:
+        time.sleep(0.05)
+
+    again = acme.SubmitTask(_request(key, start_by=start_by), timeout=10)
+
+    assert not again.created
+    assert again.task.task_id == first.task.task_id
+
+
+def test_a_batch_retried_after_a_start_by_passed_replays_its_task(acme):
+    key, bad = uuid.uuid4().hex, uuid.uuid4().hex
+    start_by = _now_ms() + 1000
+    batch = pb.SubmitTasksRequest(tasks=[_request(key, start_by=start_by)])
+    first = acme.SubmitTasks(batch, timeout=10)
+    while _now_ms() <= start_by + 50:
+        time.sleep(0.05)
+
+    # The same task again, and a new one with that (now past) start_by: only the new one is bad.
+    batch.tasks.append(_request(bad, start_by=start_by))
+    again = acme.SubmitTasks(batch, timeout=10)
+
+    replayed, refused = again.results
+    assert replayed.outcome == pb.SUBMIT_OUTCOME_REPLAYED
+    assert replayed.task.task_id == first.results[0].task.task_id
+    assert refused.outcome == pb.SUBMIT_OUTCOME_REFUSED
+    assert "start_by" in refused.message

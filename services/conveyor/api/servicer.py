@@ -233,19 +233,22 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         tenant = tenant_of(context)
         self._submit_rate.take(tenant)
         max_attempts = validation.submit(request, self.types, self.settings.default_max_attempts)
-        not_before_ms, start_by_ms = validation.timing(request, now_ms())
+        sent = validation.sent_times(request)
+        sent_hash = request_hash(request.task_type, request.payload, request.max_attempts, *sent)
+        try:
+            not_before_ms, start_by_ms = validation.timing(request, now_ms())
+        except validation.InvalidArgument:
+            replayed = self._replayed(tenant, request.idempotency_key, sent_hash, context)
+            if replayed is None:
+                raise
+            return pb.SubmitTaskResponse(task=convert.task(replayed), created=False)
         self._admission.check(tenant, self._remaining(context))
         result = self.tasks.submit(
             tenant=tenant,
             task_type=request.task_type,
             payload=request.payload,
             idempotency_key=request.idempotency_key,
-            request_hash=request_hash(
-                request.task_type,
-                request.payload,
-                request.max_attempts,
-                *validation.sent_times(request),
-            ),
+            request_hash=sent_hash,
             max_attempts=max_attempts,
             remaining=self._remaining(context),
             send_budget=self._send_budget(context),
@@ -282,12 +285,29 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         keys: dict[str, int] = {}
         now = now_ms()
         for i, task_request in enumerate(request.tasks):
+            sent_hash = request_hash(
+                task_request.task_type,
+                task_request.payload,
+                task_request.max_attempts,
+                *validation.sent_times(task_request),
+            )
             try:
                 max_attempts = validation.submit(
                     task_request, self.types, self.settings.default_max_attempts
                 )
-                not_before_ms, start_by_ms = validation.timing(task_request, now)
                 validation.key_not_repeated(task_request, keys)
+                try:
+                    not_before_ms, start_by_ms = validation.timing(task_request, now)
+                except validation.InvalidArgument:
+                    key = task_request.idempotency_key
+                    replayed = self._replayed(tenant, key, sent_hash, context)
+                    if replayed is None:
+                        raise
+                    keys[key] = i
+                    results[i] = pb.SubmitTaskResult(
+                        outcome=pb.SUBMIT_OUTCOME_REPLAYED, task=convert.task(replayed)
+                    )
+                    continue
             except validation.InvalidArgument as exc:
                 results[i] = _refused(code_pb2.INVALID_ARGUMENT, f"tasks[{i}].{exc}")
                 continue
@@ -300,12 +320,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
                         task_type=task_request.task_type,
                         payload=task_request.payload,
                         idempotency_key=task_request.idempotency_key,
-                        request_hash=request_hash(
-                            task_request.task_type,
-                            task_request.payload,
-                            task_request.max_attempts,
-                            *validation.sent_times(task_request),
-                        ),
+                        request_hash=sent_hash,
                         max_attempts=max_attempts,
                         not_before_ms=not_before_ms,
                         start_by_ms=start_by_ms,
@@ -333,6 +348,14 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             extra={"tenant": tenant, "tasks": count, "refused": count - len(accepted)},
         )
         return pb.SubmitTasksResponse(results=[results[i] for i in range(count)])
+
+    def _replayed(
+        self, tenant: str, key: str, sent_hash: str, context: grpc.ServicerContext
+    ) -> Task | None:
+        """The task this very request made earlier, for a request whose times no longer pass
+        (a start_by now behind): a retry whose first answer was lost must still learn of its
+        task. Read only on that refusal, so a submit stays free of reads."""
+        return self.store.replayed(tenant, key, sent_hash, self._remaining(context))
 
     def _send_budget(self, context: grpc.ServicerContext) -> Callable[[], float]:
         def send_budget() -> float:
