@@ -70,9 +70,10 @@ def task_role_statements(service: str, arns: DataPlaneArns) -> list[dict[str, An
     own: dict[str, list[dict[str, Any]]] = {
         "api": [
             # BatchGetItem: a listing reads the task items of each page of the by_tenant index.
+            # DeleteItem: DeleteSchedule (no task item is ever deleted).
             _allow(
                 "TaskTable",
-                [*ITEM_ACTIONS, "dynamodb:Query", "dynamodb:BatchGetItem"],
+                [*ITEM_ACTIONS, "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:DeleteItem"],
                 [arns.table],
             ),
             _allow("ListByTenant", ["dynamodb:Query"], [arns.by_tenant_index]),
@@ -81,8 +82,9 @@ def task_role_statements(service: str, arns: DataPlaneArns) -> list[dict[str, An
             _allow("Enqueue", ["sqs:SendMessage"], [arns.queue]),
         ],
         "relay": [
-            # It reads a task (one Query of its items) and moves it on; it never creates items.
-            _allow("TaskItems", ["dynamodb:Query", "dynamodb:UpdateItem"], [arns.table]),
+            # It reads a task (one Query of its items) and moves it on; it creates items only to
+            # fire a schedule's slot (a submit's transaction), after reading the schedule.
+            _allow("TaskItems", [*ITEM_ACTIONS, "dynamodb:Query"], [arns.table]),
             _allow("OutboxMarks", ["dynamodb:Query"], [arns.outbox_index]),
             _allow("Enqueue", ["sqs:SendMessage"], [arns.queue]),
             _allow("QueueDepths", ["sqs:GetQueueAttributes"], [arns.queue, arns.dlq]),

@@ -16,13 +16,14 @@ import json
 import re
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
 from typing import Annotated, NoReturn
 
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
+from google.protobuf import json_format
 from rich.console import Console
 
 from conveyor import cli_output as out
@@ -55,9 +56,11 @@ app = typer.Typer(
 dlq_app = typer.Typer(help="Inspect and redrive the dead-letter queue.", no_args_is_help=True)
 outbox_app = typer.Typer(help="The transactional outbox.", no_args_is_help=True)
 queue_app = typer.Typer(help="The SQS queues.", no_args_is_help=True)
+schedule_app = typer.Typer(help="Recurring schedules (cron).", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(queue_app, name="queue")
+app.add_typer(schedule_app, name="schedule")
 
 Timeout = Annotated[
     float,
@@ -432,6 +435,70 @@ def queue_stats() -> None:
     with _reported_errors():
         stats = ops.queue_stats(ops.from_env())
     _stdout().print(out.queue_table(stats))
+
+
+ScheduleName = Annotated[str, typer.Argument(metavar="NAME", help="The schedule's name.")]
+
+
+def _print_schedules(schedules: Sequence[pb.Schedule], as_json: bool) -> None:
+    if as_json:
+        rows = [json_format.MessageToDict(s, preserving_proto_field_name=True) for s in schedules]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    _stdout().print(out.schedule_table(schedules))
+
+
+@schedule_app.command("create")
+def schedule_create(
+    name: ScheduleName,
+    cron: Annotated[str, typer.Option(help="Five fields: minute hour day month weekday.")],
+    task_type: Annotated[str, typer.Option("--type", help="A declared task type.")],
+    time_zone: Annotated[str, typer.Option("--tz", help="IANA time zone of the spec.")] = "UTC",
+    payload: Annotated[str | None, typer.Option(help="The tasks' payload, JSON.")] = None,
+    max_attempts: Annotated[int, typer.Option(min=0, max=MAX_ATTEMPTS_LIMIT)] = 0,
+    as_json: AsJson = False,
+    timeout: Timeout = DEFAULT_TIMEOUT_SECONDS,
+) -> None:
+    """Submit a task of TYPE at each slot of CRON in the time zone. Creating the same
+    definition again changes nothing; another under the same name is refused."""
+    _require(TASK_TYPE_RE, task_type, "'--type'")
+    with _reported_errors(), _client(timeout) as client:
+        schedule, _ = client.create_schedule(
+            name, cron, time_zone, task_type, _payload_bytes(payload), max_attempts=max_attempts
+        )
+    _print_schedules([schedule], as_json)
+
+
+@schedule_app.command("list")
+def schedule_list(as_json: AsJson = False, timeout: Timeout = DEFAULT_TIMEOUT_SECONDS) -> None:
+    """Your schedules, by name, with their next slot."""
+    with _reported_errors(), _client(timeout) as client:
+        schedules = client.list_schedules()
+    _print_schedules(schedules, as_json)
+
+
+@schedule_app.command("pause")
+def schedule_pause(name: ScheduleName, timeout: Timeout = DEFAULT_TIMEOUT_SECONDS) -> None:
+    """Stop firing until resumed (the slots meanwhile are skipped)."""
+    with _reported_errors(), _client(timeout) as client:
+        schedule = client.pause_schedule(name, True)
+    _print_schedules([schedule], False)
+
+
+@schedule_app.command("resume")
+def schedule_resume(name: ScheduleName, timeout: Timeout = DEFAULT_TIMEOUT_SECONDS) -> None:
+    """Fire again, from the next slot after now."""
+    with _reported_errors(), _client(timeout) as client:
+        schedule = client.pause_schedule(name, False)
+    _print_schedules([schedule], False)
+
+
+@schedule_app.command("delete")
+def schedule_delete(name: ScheduleName, timeout: Timeout = DEFAULT_TIMEOUT_SECONDS) -> None:
+    """Delete the schedule (its tasks already submitted stay). A missing one is no error."""
+    with _reported_errors(), _client(timeout) as client:
+        deleted = client.delete_schedule(name)
+    typer.echo(f"schedule {name} {'deleted' if deleted else 'was not there'}")
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ import base64
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -297,5 +297,21 @@ def queue_table(stats: Mapping[str, Mapping[str, int]]) -> Table:
     for queue, counts in stats.items():
         table.add_row(
             Text(queue), *(str(counts.get(c, 0)) for c in ("visible", "inflight", "delayed"))
+        )
+    return table
+
+
+def schedule_table(schedules: Sequence[pb.Schedule]) -> Table:
+    table = Table(title="Schedules", title_justify="left")
+    for column in ("name", "cron", "time zone", "type", "state", "next slot (UTC)"):
+        table.add_column(column, overflow="fold")
+    for s in schedules:
+        table.add_row(
+            s.name,
+            s.cron,
+            s.time_zone,
+            s.task_type,
+            "paused" if s.paused else "active",
+            "-" if s.paused else s.next_slot.ToDatetime().isoformat(),
         )
     return table

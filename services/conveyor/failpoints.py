@@ -21,6 +21,8 @@ and who finishes it.
 |                        |             |              | mark, not the API)                       |
 | enqueue.after_send     | enqueue     | relay, cli   | after sending a PENDING task's message,  |
 |                        |             |              | before recording QUEUED (its mark stays) |
+| schedule.after_submit  | (schedule   | relay        | after a slot's task is submitted, before |
+|                        | firing)     |              | the schedule's next slot is advanced     |
 | worker.after_receive   | claim       | worker       | with a message received, before a claim  |
 | worker.after_claim     | claim       | worker       | after the claim (RUNNING, lease), before |
 |                        |             |              | the handler                              |
@@ -55,6 +57,7 @@ POINTS = frozenset(
         "enqueue.after_send",
         "redrive.after_pending",
         "redrive.after_send",
+        "schedule.after_submit",
     }
 )
 

@@ -23,6 +23,9 @@ the next one's due time. So a delayed task reaches the queue at its due time plu
 own time when it was submitted at least one CONVEYOR_RELAY_INTERVAL_SECONDS before it, and
 within one interval of it otherwise (the relay learns of it at its next sweep). Of a task past
 its start_by the relay records EXPIRED instead of sending it.
+
+Recurring schedules: each sweep also fires the schedules whose next slot has come
+(conveyor.scheduler), and sleeps no later than the next slot it saw.
 """
 
 from __future__ import annotations
@@ -32,11 +35,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from conveyor.process import serve
 from conveyor.queue import QUEUE_DLQ, MalformedMessage, TaskQueue, dead_letter_group, parse
 from conveyor.queue_age import BacklogClock
+from conveyor.schedule_store import ScheduleStore
+from conveyor.scheduler import Scheduler
 from conveyor.settings import RelaySettings
 from conveyor.store import OutboxMark, TaskStore, now_ms
 from conveyor.tasks.lifecycle import Lifecycle
@@ -56,6 +62,10 @@ class Relay:
         self._next_dlq_scan = 0.0  # monotonic
         self._dlq_depth = 0  # visible DLQ messages at the last depth export
         self._next_due_ms: int | None = None  # the next delayed task's due time, if known
+        self.scheduler = Scheduler(
+            ScheduleStore(store), self.tasks, settings.relay_interval_seconds
+        )
+        self._next_slot_ms: int | None = None  # the next schedule slot, if known
         self._backlog = {name: BacklogClock() for name in queue.urls}
         metrics.export(*metrics.RELAY_METRICS)
 
@@ -68,8 +78,9 @@ class Relay:
     def _pause(self) -> float:
         """Seconds to the next sweep: one interval, or less when a delayed task comes due."""
         pause = self.settings.relay_interval_seconds
-        if self._next_due_ms is not None:
-            pause = min(pause, max(0.0, (self._next_due_ms - now_ms()) / 1000))
+        for next_ms in (self._next_due_ms, self._next_slot_ms):
+            if next_ms is not None:
+                pause = min(pause, max(0.0, (next_ms - now_ms()) / 1000))
         return pause
 
     def sweep(self) -> int:
@@ -81,6 +92,7 @@ class Relay:
         if now_ms() >= self._next_outbox_query_ms:
             relayed = self._part("relaying stale outbox marks", self.relay_stale_marks) or 0
         relayed += self._part("relaying due delayed tasks", self.relay_due_marks) or 0
+        self._part("firing due schedules", self.fire_schedules)
         self._part("exporting queue depths", self.export_queue_depths)
         if time.monotonic() >= self._next_dlq_scan:
             # A scan costs about 1.1 SQS requests per DLQ message (receives of 10, then one
@@ -141,6 +153,16 @@ class Relay:
             if len(marks) >= limit:
                 self._next_due_ms = 0
         return relayed
+
+    def fire_schedules(self) -> int:
+        """Fire the due schedules; note the next slot (at once if the query hit its limit)."""
+        self._next_slot_ms = None
+        fired, upcoming = self.scheduler.fire_due(
+            datetime.fromtimestamp(now_ms() / 1000, UTC), self.settings.relay_batch_size
+        )
+        if upcoming is not None:
+            self._next_slot_ms = int(upcoming.timestamp() * 1000)
+        return fired
 
     @staticmethod
     def _next_query_ms(marks: list[OutboxMark], now: int, age_ms: int, limit: int) -> int:

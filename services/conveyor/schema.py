@@ -11,6 +11,8 @@ Access patterns first (DESIGN.md §1):
 | outbox marks older than N seconds      | sparse GSI outbox: outbox_pk=OUTBOX#<shard>, outbox_at |
 | delayed tasks due by now, and the next | same GSI: outbox_pk=DUE#<shard>, outbox_at=<due time> |
 | handler effect ledger (exactly-once)   | pk=EFFECT#<task id>, sk=<effect name> |
+| a tenant's schedules (conveyor.schedule_store) | pk=SCHEDULES#<tenant>, sk=<name> |
+| active schedules by next slot          | outbox GSI: outbox_pk=SCHEDULES, outbox_at=<next slot> |
 | a tenant's tasks not yet started      | sparse GSI queued: queued_pk=TENANT#<tenant>, queued_at |
 
 The attributes of the task and PAYLOAD items (and what a listing, the indexes and the SQS
@@ -110,6 +112,21 @@ def outbox_pk(shard: int) -> str:
 
 def due_pk(shard: int) -> str:
     return f"DUE#{shard}"
+
+
+_SCHEDULES_PREFIX = "SCHEDULES#"
+# The outbox index's partition of active schedules, dated at their next slot. One partition:
+# schedules are few, and only the relay reads it.
+SCHEDULES_DUE_PK = "SCHEDULES"
+
+
+def schedules_pk(tenant: str) -> str:
+    return f"{_SCHEDULES_PREFIX}{tenant}"
+
+
+def schedule_tenant_of(pk: str) -> str:
+    """The tenant of a schedule's partition key (`schedules_pk`)."""
+    return pk.removeprefix(_SCHEDULES_PREFIX)
 
 
 def effect_pk(task_id: str) -> str:

@@ -25,12 +25,13 @@ TASK_ROLE_GRANTS = {
         ("dynamodb:Query", "index/by_tenant"),
         ("dynamodb:Query", "index/queued"),  # admission: a tenant's backlog
         ("dynamodb:BatchGetItem", "table"),  # the task items of a listed page
+        ("dynamodb:DeleteItem", "table"),  # DeleteSchedule
         ("sqs:SendMessage", "queue"),
         ("aps:RemoteWrite", "workspace"),
     },
-    "relay": {
+    "relay": TABLE  # UpdateItem: transitions; GetItem, PutItem: firing a schedule's slot
+    | {
         ("dynamodb:Query", "table"),  # a task and its payload
-        ("dynamodb:UpdateItem", "table"),
         ("dynamodb:Query", "index/outbox"),
         ("sqs:SendMessage", "queue"),
         ("sqs:GetQueueAttributes", "queue"),

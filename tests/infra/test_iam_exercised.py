@@ -35,6 +35,11 @@ UNEXERCISED = {
         "reads the idempotency record only when a submit's cancelled transaction did not hand "
         "it back (a TransactionConflict): tests/store/test_store_submit.py"
     ),
+    ("relay", "dynamodb:GetItem", "table"): (
+        "reads a schedule, and commits its slot's task, only at a slot (up to a minute away): "
+        "tests/store/test_schedule_firing.py"
+    ),
+    ("relay", "dynamodb:PutItem", "table"): "see the relay's GetItem",
     ("worker", "dynamodb:GetItem", "table"): (
         "reads an effect's ledger item only when recording it met an earlier record: "
         "tests/store/test_store_effects.py"
@@ -135,6 +140,16 @@ def _relay_sqs_calls(system: LocalSystem, operation: str) -> float:
     return total([url], "conveyor_aws_requests_total", service="sqs", operation=operation)
 
 
+def _schedule_round_trip(stub: Any) -> None:
+    """The API's schedule writes: create (PutItem), pause (UpdateItem), delete (DeleteItem)."""
+    schedule = pb.Schedule(
+        name="iam-check", cron="0 3 * * *", time_zone="UTC", task_type="demo.sleep", payload=b"{}"
+    )
+    stub.CreateSchedule(pb.CreateScheduleRequest(schedule=schedule), timeout=10)
+    stub.PauseSchedule(pb.PauseScheduleRequest(name="iam-check", paused=True), timeout=10)
+    assert stub.DeleteSchedule(pb.DeleteScheduleRequest(name="iam-check"), timeout=10).deleted
+
+
 def _workload(system: LocalSystem) -> None:
     """Every path of the task roles' grants: submit, get, list, cancel; the relay re-sending a
     mark the API left (killed between commit and send), compensating a task SQS moved to the
@@ -168,6 +183,7 @@ def _workload(system: LocalSystem) -> None:
         for task_id in (done, poison, cancelled):
             wait_terminal(stub, task_id)
         assert list(stub.ListTasks(pb.ListTasksRequest(), timeout=10))
+        _schedule_round_trip(stub)
         # The poison task's dead letter stays in the DLQ; the relay's next sweeps peek and
         # unhide it.
         unhidden = _relay_sqs_calls(system, "ChangeMessageVisibility")

@@ -26,6 +26,7 @@ from conveyor.api import convert, validation
 from conveyor.api.admission import Admission
 from conveyor.api.auth import tenant_of
 from conveyor.api.quotas import RETRY_AFTER, QuotaExceeded, Streams, SubmitRate
+from conveyor.api.schedule_rpcs import ScheduleExists, ScheduleRpcs, schedule_name, to_pb
 from conveyor.aws import (
     DeadlineTooShort,
     aws_cpu_seconds_on_this_thread,
@@ -34,6 +35,7 @@ from conveyor.aws import (
 )
 from conveyor.domain import IllegalTransition, Task, TaskState
 from conveyor.queue import TaskQueue
+from conveyor.schedule_store import ScheduleStore
 from conveyor.settings import ApiSettings
 from conveyor.store import (
     ITEMS_PER_TASK,
@@ -176,6 +178,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self._admission = Admission(
             store, settings.tenant_max_queued_tasks, settings.tenant_max_queue_age_seconds
         )
+        self._schedules = ScheduleRpcs(ScheduleStore(store), types, settings.default_max_attempts)
 
     def _remaining(self, context: grpc.ServicerContext) -> float | None:
         left = context.time_remaining()
@@ -440,3 +443,45 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
                     time.sleep(self.settings.watch_poll_seconds)
             finally:
                 self._watch_slots.release()
+
+    # ---- recurring schedules (conveyor.schedules; fired by the relay) ----
+    @unary_rpc
+    def CreateSchedule(
+        self, request: pb.CreateScheduleRequest, context: grpc.ServicerContext
+    ) -> pb.CreateScheduleResponse:
+        tenant = tenant_of(context)
+        try:
+            schedule, created = self._schedules.create(tenant, request, self._remaining(context))
+        except ScheduleExists as exc:
+            _abort(context, grpc.StatusCode.ALREADY_EXISTS, str(exc))
+        log.info(
+            "schedule created" if created else "schedule create replayed",
+            extra={"tenant": tenant, "schedule": schedule.name},
+        )
+        return pb.CreateScheduleResponse(schedule=to_pb(schedule), created=created)
+
+    @unary_rpc
+    def ListSchedules(
+        self, request: pb.ListSchedulesRequest, context: grpc.ServicerContext
+    ) -> pb.ListSchedulesResponse:
+        found = self._schedules.store.list_for_tenant(tenant_of(context), self._remaining(context))
+        return pb.ListSchedulesResponse(schedules=[to_pb(s) for s in found])
+
+    @unary_rpc
+    def PauseSchedule(
+        self, request: pb.PauseScheduleRequest, context: grpc.ServicerContext
+    ) -> pb.PauseScheduleResponse:
+        schedule = self._schedules.pause(tenant_of(context), request, self._remaining(context))
+        if schedule is None:
+            _abort(context, grpc.StatusCode.NOT_FOUND, f"schedule {request.name!r} not found")
+        return pb.PauseScheduleResponse(schedule=to_pb(schedule))
+
+    @unary_rpc
+    def DeleteSchedule(
+        self, request: pb.DeleteScheduleRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteScheduleResponse:
+        name = schedule_name(request.name)
+        tenant = tenant_of(context)
+        deleted = self._schedules.store.delete(tenant, name, self._remaining(context))
+        log.info("schedule deleted", extra={"tenant": tenant, "schedule": name, "was": deleted})
+        return pb.DeleteScheduleResponse(deleted=deleted)

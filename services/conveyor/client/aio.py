@@ -23,6 +23,7 @@ from conveyor.client.requests import (
     batch_results,
     batches,
     is_terminal,
+    schedule_request,
     submit_request,
 )
 from conveyor.client.retry import DEFAULT_RETRY, RetryPolicy
@@ -150,6 +151,39 @@ class AsyncClient:
                 f"the watch of task {task_id} ended before a terminal state",
             )
         return last
+
+    # ---- recurring schedules ----
+    async def create_schedule(
+        self,
+        name: str,
+        cron: str,
+        time_zone: str,
+        task: str | BaseModel,
+        payload: Payload = None,
+        *,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+    ) -> tuple[pb.Schedule, bool]:
+        """(the schedule, created): creating the same definition again answers it, unchanged."""
+        request = schedule_request(name, cron, time_zone, task, payload, max_attempts)
+        response = await self._unary(self._stub.CreateSchedule, request, timeout)
+        return response.schedule, response.created
+
+    async def list_schedules(self, *, timeout: float | None = None) -> tuple[pb.Schedule, ...]:
+        request = pb.ListSchedulesRequest()
+        return tuple((await self._unary(self._stub.ListSchedules, request, timeout)).schedules)
+
+    async def pause_schedule(
+        self, name: str, paused: bool = True, *, timeout: float | None = None
+    ) -> pb.Schedule:
+        """Pause, or resume with `paused=False` (from the next slot after now)."""
+        request = pb.PauseScheduleRequest(name=name, paused=paused)
+        return (await self._unary(self._stub.PauseSchedule, request, timeout)).schedule
+
+    async def delete_schedule(self, name: str, *, timeout: float | None = None) -> bool:
+        """True if it existed."""
+        request = pb.DeleteScheduleRequest(name=name)
+        return bool((await self._unary(self._stub.DeleteSchedule, request, timeout)).deleted)
 
     async def _unary(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)

@@ -81,6 +81,29 @@ def submit_request(
     )
 
 
+def schedule_request(
+    name: str,
+    cron: str,
+    time_zone: str,
+    task: str | BaseModel,
+    payload: Payload = None,
+    max_attempts: int | None = None,
+) -> pb.CreateScheduleRequest:
+    """A schedule submitting `task` (as submit_request takes it) at each slot of `cron`, a
+    five-field spec read in the IANA `time_zone`."""
+    submit = submit_request(task, payload, "unused", max_attempts)
+    return pb.CreateScheduleRequest(
+        schedule=pb.Schedule(
+            name=name,
+            cron=cron,
+            time_zone=time_zone,
+            task_type=submit.task_type,
+            payload=submit.payload,
+            max_attempts=submit.max_attempts,
+        )
+    )
+
+
 def is_terminal(task: pb.Task) -> bool:
     return task.state in TERMINAL_STATES
 

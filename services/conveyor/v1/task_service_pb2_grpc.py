@@ -64,6 +64,26 @@ class TaskServiceStub(object):
                 request_serializer=conveyor_dot_v1_dot_task__service__pb2.WatchTaskRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_task__service__pb2.Task.FromString,
                 _registered_method=True)
+        self.CreateSchedule = channel.unary_unary(
+                '/conveyor.v1.TaskService/CreateSchedule',
+                request_serializer=conveyor_dot_v1_dot_task__service__pb2.CreateScheduleRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_task__service__pb2.CreateScheduleResponse.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/conveyor.v1.TaskService/ListSchedules',
+                request_serializer=conveyor_dot_v1_dot_task__service__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_task__service__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.PauseSchedule = channel.unary_unary(
+                '/conveyor.v1.TaskService/PauseSchedule',
+                request_serializer=conveyor_dot_v1_dot_task__service__pb2.PauseScheduleRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_task__service__pb2.PauseScheduleResponse.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/conveyor.v1.TaskService/DeleteSchedule',
+                request_serializer=conveyor_dot_v1_dot_task__service__pb2.DeleteScheduleRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_task__service__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer(object):
@@ -113,6 +133,36 @@ class TaskServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSchedule(self, request, context):
+        """Recurring schedules: each slot of the cron spec (in its IANA time zone) submits one task,
+        with idempotency key schedule:<name>:<slot, UTC ISO 8601>. After an outage the latest
+        missed slot fires once and older ones are skipped. Creating an existing name with the same
+        definition answers it (created false); with another, ALREADY_EXISTS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSchedule(self, request, context):
+        """Pauses (no slot fires) or resumes (from the next slot after now; paused slots are skipped).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Deletes a schedule; its tasks already submitted stay. Deleting a missing one is a no-op.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +195,26 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.WatchTask,
                     request_deserializer=conveyor_dot_v1_dot_task__service__pb2.WatchTaskRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_task__service__pb2.Task.SerializeToString,
+            ),
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=conveyor_dot_v1_dot_task__service__pb2.CreateScheduleRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_task__service__pb2.CreateScheduleResponse.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=conveyor_dot_v1_dot_task__service__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_task__service__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=conveyor_dot_v1_dot_task__service__pb2.PauseScheduleRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_task__service__pb2.PauseScheduleResponse.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=conveyor_dot_v1_dot_task__service__pb2.DeleteScheduleRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_task__service__pb2.DeleteScheduleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -309,6 +379,114 @@ class TaskService(object):
             '/conveyor.v1.TaskService/WatchTask',
             conveyor_dot_v1_dot_task__service__pb2.WatchTaskRequest.SerializeToString,
             conveyor_dot_v1_dot_task__service__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.TaskService/CreateSchedule',
+            conveyor_dot_v1_dot_task__service__pb2.CreateScheduleRequest.SerializeToString,
+            conveyor_dot_v1_dot_task__service__pb2.CreateScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.TaskService/ListSchedules',
+            conveyor_dot_v1_dot_task__service__pb2.ListSchedulesRequest.SerializeToString,
+            conveyor_dot_v1_dot_task__service__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.TaskService/PauseSchedule',
+            conveyor_dot_v1_dot_task__service__pb2.PauseScheduleRequest.SerializeToString,
+            conveyor_dot_v1_dot_task__service__pb2.PauseScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.TaskService/DeleteSchedule',
+            conveyor_dot_v1_dot_task__service__pb2.DeleteScheduleRequest.SerializeToString,
+            conveyor_dot_v1_dot_task__service__pb2.DeleteScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,88 @@
+"""Recurring schedules: when a cron spec's slots fall, in its IANA time zone.
+
+A slot is an instant. croniter iterates the spec in the zone (zoneinfo), so daylight saving
+time does what a user of cron expects, once:
+- a wall time the spring-forward gap skips (02:30 in New York on 2026-03-08) fires once, at the
+  end of the gap (03:00 EDT);
+- a wall time the fall-back hour repeats (01:30 on 2026-11-01) fires once, at its first
+  occurrence: croniter yields both, and the second (fold=1) is skipped here.
+
+Catch-up: a schedule whose slots passed while no relay ran (or while its relay was behind)
+fires ONCE, for the latest slot that passed, and skips the older ones; a paused schedule
+resumes at its next slot after the resume. A slot's task carries `slot_key` as its idempotency
+key, so whichever relay fires it, and however often, it makes one task.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_CATCH_UP_WINDOW = timedelta(days=1)  # see latest_slot
+
+
+class BadSpec(ValueError):
+    """A cron spec or time zone that cannot be used; `field` names which."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise BadSpec("time_zone", f"{name!r} is not an IANA time zone") from None
+
+
+def check(cron: str, time_zone: str) -> None:
+    """Raises BadSpec unless `cron` is a five-field cron spec and `time_zone` an IANA zone."""
+    zone(time_zone)
+    if len(cron.split()) != 5 or not croniter.is_valid(cron):
+        raise BadSpec("cron", f"{cron!r} is not a five-field cron spec (minute hour day month dow)")
+
+
+def _repeated(local: datetime) -> bool:
+    """The second occurrence of a wall time the fall-back hour repeats."""
+    return local.utcoffset() != local.replace(fold=0).utcoffset()
+
+
+def next_slot(cron: str, time_zone: str, after: datetime) -> datetime:
+    """The first slot strictly after `after` (zone-aware), in UTC."""
+    slots = croniter(cron, after.astimezone(zone(time_zone)))
+    while True:
+        local = slots.get_next(datetime)
+        if not _repeated(local):
+            return local.astimezone(UTC)
+
+
+def _last_slot(cron: str, time_zone: str, after: datetime, now: datetime) -> datetime | None:
+    """The latest slot in (after, now], None if there is none."""
+    slot = None
+    candidate = next_slot(cron, time_zone, after)
+    while candidate <= now:
+        slot = candidate
+        candidate = next_slot(cron, time_zone, slot)
+    return slot
+
+
+def latest_slot(cron: str, time_zone: str, due: datetime, now: datetime) -> datetime | None:
+    """The slot to fire at `now` for a schedule whose next slot is `due`: the latest slot in
+    [due, now] (the older ones are skipped), None if `due` has not come. It looks in the last
+    day first, so a long outage of a frequent schedule costs no more than a day of slots."""
+    if due > now:
+        return None
+    recent = now - _CATCH_UP_WINDOW
+    slot = _last_slot(cron, time_zone, recent, now) if recent > due else None
+    return slot or _last_slot(cron, time_zone, due - timedelta(microseconds=1), now)
+
+
+def slot_key(name: str, slot: datetime) -> str:
+    """The idempotency key of a slot's task: the fence against firing a slot twice."""
+    return f"schedule:{name}:{slot.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
