@@ -5,6 +5,7 @@ ever leaves PENDING and nothing but a submit changes the table)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -112,4 +113,37 @@ def test_a_tenant_over_its_streams_is_refused_and_another_tenant_is_served(quota
             assert answered == 20
         finally:
             for stream in held:
+                stream.cancel()
+
+
+def _admitted(stub: object, task_id: str) -> object:
+    """A watch of `task_id` with its first message read, once the tenant's quota admits it: a
+    place given back by a cancel is freed at the server's next poll of that watch."""
+    for _ in range(400):
+        stream = stub.WatchTask(pb.WatchTaskRequest(task_id=task_id), timeout=60)  # type: ignore[attr-defined]
+        try:
+            next(stream)
+            return stream
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise
+            time.sleep(0.05)
+    pytest.fail("a stream's place was never given back")
+
+
+def test_streams_ended_by_the_client_give_their_places_back(quota_system, pending):
+    """Streams the client cancels and one that ends by an error count no more: the tenant
+    opens its STREAMS again after them, round after round."""
+    mine = pending["acme"]
+    with quota_system.channel("acme") as channel:
+        acme = quota_system.stub(channel)
+        for _ in range(3):
+            watching = _admitted(acme, mine)
+            # A watch of no task ends NOT_FOUND: an exception inside the stream.
+            with pytest.raises(grpc.RpcError) as missing:
+                _admitted(acme, "0" * 32)
+            assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+            watching.cancel()
+            opened = [_admitted(acme, mine) for _ in range(STREAMS)]
+            for stream in opened:
                 stream.cancel()
