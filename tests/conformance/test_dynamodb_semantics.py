@@ -54,6 +54,19 @@ def test_conditional_put_update_and_delete_fail_without_effect(dynamodb, table):
     assert item["v"] == n(1)
 
 
+def test_a_delete_with_return_values_all_old_says_whether_the_item_was_there(dynamodb, table):
+    """AWS: DeleteItem with ReturnValues=ALL_OLD returns the deleted item as Attributes, and no
+    Attributes when there was no item (deleting a missing item is no error). DeleteSchedule
+    answers `deleted` from it.
+    Doc: DynamoDB API Reference, DeleteItem, "ReturnValues" and "Attributes"."""
+    key = {"pk": s("gone")}
+    dynamodb.put_item(TableName=table, Item={**key, "v": n(1)})
+    first = dynamodb.delete_item(TableName=table, Key=key, ReturnValues="ALL_OLD")
+    again = dynamodb.delete_item(TableName=table, Key=key, ReturnValues="ALL_OLD")
+    assert first["Attributes"] == {**key, "v": n(1)}
+    assert "Attributes" not in again
+
+
 def test_return_values_on_condition_check_failure_returns_the_item(dynamodb, table):
     """AWS: with ReturnValuesOnConditionCheckFailure=ALL_OLD a failed conditional write returns
     the item as it is, in the error, so the caller needs no extra read.

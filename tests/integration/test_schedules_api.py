@@ -4,7 +4,12 @@ only its own; a bad definition refused INVALID_ARGUMENT naming the field, with n
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import grpc
 import pytest
@@ -117,3 +122,22 @@ def test_the_cli_creates_lists_pauses_resumes_and_deletes(system):
     bad = cli(system, "acme", "schedule", "create", "x", "--cron", "* *", "--type", "demo.sleep")
     assert bad.returncode == 1
     assert "INVALID_ARGUMENT" in bad.stderr and "schedule.cron" in bad.stderr
+
+
+def test_the_readme_example_runs_as_written(system):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    match = re.search(r"<!-- schedule-example -->\n```sh\n(.*?)```", readme, re.S)
+    assert match, "README lost its schedule example"
+    env = system.cli_env("acme")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update({"COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb"})
+    ran = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", match.group(1)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "nightly-report" in ran.stdout and "schedule nightly-report deleted" in ran.stdout
