@@ -147,11 +147,13 @@ class Task:
     events: tuple[TaskEvent, ...] = field(default=())
 
     def expired_at(self, now_ms: int) -> bool:
-        """Whether the task, never started (no attempt counted, no effect recorded), is past
-        its start_by at `now_ms`."""
+        """Whether the task, never started (no attempt counted, no effect recorded, never
+        RUNNING: a hand-back or give-back refunds the attempt of a run that did start, and a
+        redrive resets them), is past its start_by at `now_ms`."""
         return (
             bool(self.start_by_ms)
             and now_ms > self.start_by_ms
             and self.attempts == 0
             and not self.effects_applied
+            and not any(e.to_state == TaskState.RUNNING for e in self.events)
         )

@@ -873,3 +873,37 @@ def test_shutdown_gives_back_the_prefetched_messages(store, queue, raw, start_wo
     for task in tasks:
         back = store.get(task.task_id)
         assert back.attempts == 0 and back.lease_owner == ""
+
+
+def test_a_task_started_in_time_and_handed_back_after_its_start_by_runs_again(
+    store, queue, start_worker
+):
+    """start_by bounds a task's start. One that started in time and was handed back by a
+    shutdown (its attempt refunded) is not a task that never started: the next worker runs it
+    instead of recording EXPIRED over the work begun."""
+    start_by = now_ms() + 3000
+    task = store.submit(
+        tenant="acme",
+        task_type="demo.sleep",
+        payload=json.dumps({"seconds": 60}).encode(),
+        idempotency_key=uuid.uuid4().hex,
+        request_hash="h",
+        max_attempts=3,
+        start_by_ms=start_by,
+    ).task
+    queue.send(task.task_id, task.task_type, tenant=task.tenant)
+    worker = start_worker(shutdown_grace_seconds=1.5)
+    running = wait_for(in_state(store, task.task_id, S.RUNNING), 15, "RUNNING")
+    assert running.events[-1].at_ms < start_by  # started in time
+    wait_for(lambda: now_ms() > start_by, 10, "the start_by to pass", every=0.05)
+    worker.shutdown()
+    assert store.get(task.task_id).state == S.QUEUED  # handed back
+
+    start_worker()
+    again = wait_for(
+        lambda: (t := store.get(task.task_id)) is not None and t.state != S.QUEUED and t,
+        15,
+        "the next worker to take it",
+    )
+
+    assert again.state == S.RUNNING, again.events[-1]
