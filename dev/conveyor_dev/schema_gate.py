@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from conveyor.settings import env_name
 from conveyor.tasks.registry import Registry, TaskType, load, parse_modules
+from conveyor_infra import stacks
 
 from conveyor_dev.local import oracle
 from conveyor_dev.local.system import LOCAL_TUNING
@@ -56,11 +56,8 @@ _HANDLED = frozenset(
 def declared_modules(repo: Path = REPO_ROOT) -> tuple[str, ...]:
     """Every task module this repository deploys: the local system's and the oracle's (the
     demo), and each stack's `conveyor:taskModules`."""
-    modules = [*parse_modules(LOCAL_TUNING[env_name("task_modules")]), oracle.__name__]
-    for stack_file in sorted(repo.glob("Pulumi.*.yaml")):
-        config = (yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}
-        modules += config.get("conveyor:taskModules") or []
-    return tuple(dict.fromkeys(modules))
+    local = [*parse_modules(LOCAL_TUNING[env_name("task_modules")]), oracle.__name__]
+    return tuple(dict.fromkeys([*local, *stacks.task_modules(repo)]))
 
 
 def snapshot_path(declared: TaskType) -> Path:

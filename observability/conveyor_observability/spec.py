@@ -8,23 +8,27 @@ and description say `{{.threshold}}`, replaced here: in a query or series by the
 `le` label value as the exporter spells it (2 -> "2.0"), in the description by a readable
 duration (0.5 -> "500 ms").
 
-A task SLO measured per task type says `{{.task_types}}` inside its selectors. A
-`task_type_slos` entry (`{task_type, slo, objective}`) makes an SLO of its own for one type from
-it (`<slo>-<type>`, its selectors matching only that type, its test series relabelled), and the
-global SLO's `{{.task_types}}` becomes a matcher EXCLUDING every type with its own: an outage of
-that type pages once, on its own SLO.
+A task SLO measured per task type says `{{.task_types}}` inside its selectors. A task type
+declared with `slo=TaskSlo(success=..., freshness=...)` (conveyor.tasks.registry) gets an SLO
+of its own from each (`task-success` -> `task-success-<type>`, its selectors matching only that
+type, its test series relabelled), and the global SLO's `{{.task_types}}` becomes a matcher
+EXCLUDING every type with its own: an outage of that type pages once, on its own SLO. The
+types are those the stacks deploy (each Pulumi.<stack>.yaml's task modules), so a fork declares
+a type's SLO in its own package and edits no file of Conveyor's.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import astuple, dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import astuple, dataclass, fields, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import yaml
+from conveyor.tasks.registry import TaskSlo, TaskType, load
+from conveyor_infra import stacks
 from prometheus_client.utils import floatToGoString
 
 from conveyor_observability import durations
@@ -34,7 +38,7 @@ WINDOW_PLACEHOLDER = "{{.window}}"
 THRESHOLD_PLACEHOLDER = "{{.threshold}}"
 TASK_TYPES_PLACEHOLDER = "{{.task_types}}"
 _TASK_TYPE_LABEL = re.compile(r'task_type="[^"]*"')
-_TASK_TYPE_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")  # conveyor.domain.TASK_TYPE_RE
+TASK_SLO_PREFIX = "task-"  # TaskSlo's `success` objective is of the spec's `task-success`
 BASE_WINDOW = "5m"
 BURN_SEVERITIES = ("page", "ticket")
 SEVERITIES = ("page", "ticket", "warning")
@@ -149,21 +153,30 @@ def camel_case(name: str) -> str:
     return "".join(part.capitalize() for part in re.split(r"[-_.]", name))
 
 
-def load_spec(path: Path = SPEC_PATH) -> Spec:
+def load_spec(path: Path = SPEC_PATH, task_types: Iterable[TaskType] | None = None) -> Spec:
+    """The spec at `path`, with the SLOs of `task_types` (default: the types the stacks
+    deploy)."""
     with path.open() as fh:
         raw = yaml.safe_load(fh)
-    return parse_spec(raw)
+    return parse_spec(raw, deployed_task_types() if task_types is None else task_types)
 
 
-def parse_spec(raw: Any) -> Spec:
-    """Build a Spec from the YAML document, or raise SpecError listing every problem."""
+def deployed_task_types() -> tuple[TaskType, ...]:
+    """The task types of every module a stack deploys (importing them)."""
+    modules = stacks.task_modules()
+    return tuple(load(modules).values()) if modules else ()
+
+
+def parse_spec(raw: Any, task_types: Iterable[TaskType] = ()) -> Spec:
+    """Build a Spec from the YAML document and the task types' own SLOs, or raise SpecError
+    listing every problem."""
     problems: list[str] = []
     doc = _mapping(raw, "spec", problems)
     _keys(
         doc,
         "spec",
         {"version", "service", "runbook_base_url", "period", "burn_rate_alerts", "slos"},
-        {"symptom_alerts", "task_type_slos"},
+        {"symptom_alerts"},
         problems,
     )
     if doc.get("version") != 1:
@@ -193,9 +206,7 @@ def parse_spec(raw: Any) -> Spec:
             problems.append(f"spec: duplicate {kind} names: {', '.join(duplicates)}")
     if not slos:
         problems.append("spec: slos must list at least one SLO")
-    slos = _with_task_type_slos(
-        slos, _list(doc.get("task_type_slos", []), "task_type_slos", problems), problems
-    )
+    slos = _with_task_type_slos(slos, task_types, problems)
     if problems:
         raise SpecError("invalid SLO spec:\n  " + "\n  ".join(problems))
     return Spec(
@@ -232,32 +243,32 @@ def _for_type(slo: Slo, task_type: str, objective: Decimal) -> Slo:
 
 
 def _with_task_type_slos(
-    slos: tuple[Slo, ...], entries: list[Any], problems: list[str]
+    slos: tuple[Slo, ...], task_types: Iterable[TaskType], problems: list[str]
 ) -> tuple[Slo, ...]:
-    """The spec's SLOs with one per `task_type_slos` entry; each global one excludes the types
-    that have their own of its kind."""
+    """The spec's SLOs with one per objective of a type's `slo`; each global one excludes the
+    types that have their own of its kind."""
     per_type = {slo.name for slo in slos if TASK_TYPES_PLACEHOLDER in slo.sli.errors}
     typed: dict[str, list[Slo]] = {name: [] for name in per_type}
-    for i, item in enumerate(entries):
-        where = f"task_type_slos[{i}]"
-        entry = _mapping(item, where, problems)
-        _keys(entry, where, {"task_type", "slo", "objective"}, set(), problems)
-        task_type, base = str(entry.get("task_type", "")), str(entry.get("slo", ""))
-        if not _TASK_TYPE_RE.match(task_type):
-            problems.append(f"{where}.task_type: {task_type!r} is not a task type name")
-        if base not in per_type:
-            problems.append(f"{where}.slo: {base!r} is not one of {sorted(per_type)}")
-            continue
-        objective = _positive(entry.get("objective"), f"{where}.objective", problems)
-        typed[base].append(_for_type(next(s for s in slos if s.name == base), task_type, objective))
+    for declared in task_types:
+        for measure in fields(TaskSlo):
+            objective = getattr(declared.slo, measure.name, None)
+            if objective is None:
+                continue
+            base = f"{TASK_SLO_PREFIX}{measure.name}"
+            if base not in per_type:
+                problems.append(
+                    f"task type {declared.type_name}: slo {measure.name} needs an SLO {base!r} "
+                    f"measured per task type (one of {sorted(per_type)})"
+                )
+                continue
+            base_slo = next(s for s in slos if s.name == base)
+            typed[base].append(_for_type(base_slo, declared.type_name, Decimal(str(objective))))
     result = []
     for slo in slos:
         if slo.name not in per_type:
             result.append(slo)
             continue
         own = sorted(t.task_type for t in typed[slo.name] if t.task_type)
-        if len(set(own)) != len(own):
-            problems.append(f"task_type_slos: a type has two {slo.name} SLOs")
         excluded = "|".join(re.escape(t).replace("\\", "\\\\") for t in own)
         result.append(_matcher(slo, f'task_type!~"{excluded}"' if own else 'task_type=~".*"'))
         result += sorted(typed[slo.name], key=lambda t: t.name)

@@ -48,21 +48,21 @@ def _apply_tutorial(repo: Path) -> list[str]:
     return written
 
 
-def _run(repo: Path, *command: str) -> None:
+def _run(repo: Path, *command: str) -> str:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(str(repo / r) for r in source_tree.source_roots(repo))
     done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, f"{' '.join(command)}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
 
 
 def test_the_add_a_task_type_tutorial_passes_its_checks(tmp_path: Path) -> None:
     repo = tmp_path / "fork"
     _scratch_copy(repo)
     written = _apply_tutorial(repo)
-    assert written == [
+    assert written == [  # the fork's own files; none of Conveyor's
         "handlers/invoices/__init__.py",
         "handlers/invoices/test_invoices.py",
-        "observability/slos.yaml",
         "Pulumi.qa.yaml",
     ]
     _run(repo, str(BIN / "ruff"), "check", "handlers/invoices")
@@ -78,6 +78,11 @@ def test_the_add_a_task_type_tutorial_passes_its_checks(tmp_path: Path) -> None:
     assert (
         repo / "observability/rules/conveyor-task-success-invoice-render.slo.rules.yaml"
     ).is_file()
+    outage = _run(
+        repo, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        "tests/observability/test_task_type_slos.py", "-k", "deployed_typed",
+    )  # fmt: skip
+    assert "1 passed" in outage  # invoice.render's outage burns its own SLO, not the global one
     _run(
         repo, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
         "tests/observability/test_slo_spec.py",

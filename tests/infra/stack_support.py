@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 from conveyor_dev.emulators.declared import Declaration
+from conveyor_infra import stacks
 from conveyor_infra.config import PROJECT_NAMESPACE, StackConfig
 from conveyor_infra.paths import REPO_ROOT
 
@@ -32,7 +33,7 @@ def stack_config(stack: str) -> StackConfig:
 
 
 # Every stack the repository has: a new Pulumi.<stack>.yaml is tested without a test edit.
-STACKS = tuple(sorted(p.name.split(".")[1] for p in REPO_ROOT.glob("Pulumi.*.yaml")))
+STACKS = tuple(stacks.stack_files())
 COMPUTE_STACKS = tuple(s for s in STACKS if stack_config(s).deploy_compute)
 SERVICES = ("api", "relay", "worker")
 

@@ -36,7 +36,7 @@ def raw_spec() -> dict[str, Any]:
 
 
 def test_the_spec_defines_the_four_slos_with_their_objectives(spec: Spec) -> None:
-    # Conveyor's own; a fork's per-type SLOs (task_type_slos) come on top without a test edit.
+    # Conveyor's own; a fork's per-type SLOs (@task slo=) come on top without a test edit.
     assert {slo.name: slo.objective for slo in spec.slos if slo.task_type is None} == {
         "api-availability": Decimal("99.9"),
         "api-latency": Decimal("99"),

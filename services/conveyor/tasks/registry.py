@@ -1,14 +1,16 @@
 """Task types, each declared once with `@task` in the package that handles it.
 
     @task("invoice.render", payload=InvoiceRender, max_attempts=8, timeout="30s",
-          backoff=Backoff(base="1s", cap="5m"), permanent=(ValidationError,))
+          backoff=Backoff(base="1s", cap="5m"), permanent=(ValidationError,),
+          slo=TaskSlo(success=99.9))
     def render(ctx: TaskContext, invoice: InvoiceRender) -> RenderResult: ...
 
 The declaration is the one registry every part reads: the API serves only declared types and
 checks each payload against its model at submit, the worker runs the handler under the type's
 policy, the client maps a payload model to its type, the schema gate compares each model with
-its committed snapshot. A deployment names the modules that declare its types
-(CONVEYOR_TASK_MODULES, the stack's `worker.taskModules`); `load` imports them. Importing a
+its committed snapshot, the SLO rules give a type with an `slo` SLOs of its own. A deployment
+names the modules that declare its types (CONVEYOR_TASK_MODULES, the stack's
+`worker.taskModules`); `load` imports them. Importing a
 task module must only declare (no connections, no threads): the API imports it too.
 
 A payload is a pydantic model, sent as its JSON; a handler may return a pydantic model (stored
@@ -81,6 +83,22 @@ class Backoff:
 
 
 @dataclass(frozen=True)
+class TaskSlo:
+    """Objectives (percent) of a type's own SLOs: `success`, of its runs ending succeeded;
+    `freshness`, of its tasks started soon enough after submit (observability/slos.yaml defines
+    both measures, as `task-success` and `task-freshness`). Each one makes the global task SLO
+    of its kind stop counting the type, so an outage of it pages once, on its own SLO."""
+
+    success: float | None = None
+    freshness: float | None = None
+
+    def __post_init__(self) -> None:
+        for name, objective in vars(self).items():
+            if objective is not None and not 0 < objective < 100:
+                raise ValueError(f"SLO {name}: objective {objective} must be a percent in (0, 100)")
+
+
+@dataclass(frozen=True)
 class TaskType:
     """One declared task type and its policy (None: the worker's or API's default)."""
 
@@ -94,6 +112,7 @@ class TaskType:
     backoff: Backoff | None = None
     permanent: tuple[type[BaseException], ...] = ()
     concurrency: int | None = None  # at most this many in flight per worker process
+    slo: TaskSlo | None = None  # the type's own SLOs; None: the global task SLOs count it
     module: str = field(default="", compare=False)
 
     @property
@@ -150,6 +169,7 @@ def task(
     backoff: Backoff | None = None,
     permanent: tuple[type[BaseException], ...] = (),
     concurrency: int | None = None,
+    slo: TaskSlo | None = None,
 ) -> Callable[[H], H]:
     """Declare the task type `name` handled by the decorated function (returned unchanged)."""
 
@@ -164,6 +184,7 @@ def task(
             backoff=backoff,
             permanent=permanent,
             concurrency=concurrency,
+            slo=slo,
         )
         existing = _DECLARED.get(declared.type_name)
         if existing is not None and _qualname(existing.handler) != _qualname(handler):
@@ -188,6 +209,7 @@ def declare(
     backoff: Backoff | None = None,
     permanent: tuple[type[BaseException], ...] = (),
     concurrency: int | None = None,
+    slo: TaskSlo | None = None,
 ) -> TaskType:
     """A checked TaskType, not registered (`task` registers it; tests build ad-hoc types)."""
     if not (isinstance(payload, type) and issubclass(payload, BaseModel)):
@@ -205,6 +227,7 @@ def declare(
         backoff=backoff,
         permanent=tuple(permanent),
         concurrency=concurrency,
+        slo=slo,
         module=getattr(handler, "__module__", ""),
     )
     if not TASK_TYPE_RE.fullmatch(declared.type_name):
