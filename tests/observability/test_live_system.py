@@ -107,3 +107,29 @@ def test_prometheus_evaluates_the_slo_rules_on_live_metrics(live: LocalSystem):
         assert float(freshness[0]["value"][1]) == 0.0
     finally:
         prometheus.stop()
+
+
+@pytest.mark.skipif(prometheus_binary() is None, reason="needs Debian's 'prometheus' server")
+def test_the_first_task_of_a_type_to_die_is_an_increase_prometheus_sees(live: LocalSystem):
+    """Every declared type's completion series is exported at 0 from the start: a series born
+    at 1 shows no increase, and the first DEAD of a type in a worker would burn no budget."""
+    prometheus = start_prometheus(live, interval_seconds=1)
+    dead = (
+        'conveyor_tasks_completed_total{job="conveyor-worker",task_type="demo.flaky",'
+        'outcome="dead"}'
+    )
+    try:
+        # No demo.flaky task has died in this worker: the series is there at 0 all the same.
+        wait_for(lambda: prometheus.query(dead), 30, "the worker's demo.flaky DEAD series")
+        with live.channel("acme") as channel:
+            stub = live.stub(channel)
+            task_id = submit(stub, "demo.flaky", {"fail_times": 5}, max_attempts=1).task.task_id
+            assert wait_terminal(stub, task_id).state == pb.TASK_STATE_DEAD
+
+        def seen() -> float | None:
+            result = prometheus.query(f"sum(increase({dead}[1m]))")
+            return float(result[0]["value"][1]) if result and float(result[0]["value"][1]) else None
+
+        assert wait_for(seen, 30, "the first DEAD of demo.flaky as an increase") > 0
+    finally:
+        prometheus.stop()

@@ -18,6 +18,7 @@ from conveyor.queue import TaskQueue
 from conveyor.settings import ApiSettings
 from conveyor.store import TaskStore
 from conveyor.tasks.registry import TaskType
+from conveyor.telemetry import metrics
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
 
@@ -32,6 +33,7 @@ class ApiServer:
         queue: TaskQueue,
         types: Mapping[str, TaskType],
     ) -> None:
+        metrics.start_task_series(types)  # the API records cancels
         pool = futures.ThreadPoolExecutor(settings.api_max_workers, thread_name_prefix="rpc")
         self.server = grpc.server(
             pool,

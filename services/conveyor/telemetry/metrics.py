@@ -10,9 +10,12 @@ Rules, dashboards and runbooks may only use names defined here; a test scrapes a
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
+
+from conveyor.domain import TERMINAL
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 QUEUE_DELAY_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
@@ -67,12 +70,25 @@ tasks_submitted_total = Counter(
     "Tasks committed by the API (replays excluded).",
     ("task_type",),
 )
-# outcome: succeeded | failed | dead | cancelled | expired
+# outcome: a terminal state, lower case
 tasks_completed_total = Counter(
     "conveyor_tasks_completed_total",
     "Tasks that reached a terminal state.",
     ("task_type", "outcome"),
 )
+TASK_OUTCOMES = tuple(sorted(state.value.lower() for state in TERMINAL))
+
+
+def start_task_series(task_types: Iterable[str]) -> None:
+    """Export each declared type's completions at 0 for every outcome. A labelled series is
+    otherwise born at its first increment, at 1, and rate() sees no increase in it: the first
+    task of a type to end DEAD in a process would count toward no SLO or alert until a second
+    one did."""
+    for task_type in task_types:
+        for outcome in TASK_OUTCOMES:
+            tasks_completed_total.labels(task_type, outcome)
+
+
 # outcome: succeeded | retry | failed | dead | lost_lease | cancelled
 task_attempts_total = Counter(
     "conveyor_task_attempts_total", "Handler attempts by outcome.", ("task_type", "outcome")

@@ -161,6 +161,7 @@ class Worker:
         )
         metrics.export(*metrics.WORKER_METRICS)
         metrics.worker_concurrency_limit.set(settings.worker_concurrency)
+        metrics.start_task_series(types)
 
     # ---- the loop ----
     def run(self, stop: threading.Event) -> None:
