@@ -19,7 +19,9 @@ def test_local_run_settles_every_task_and_exits_zero(tmp_path):
             "-m",
             "conveyor_dev.local.run",
             "--duration",
-            "20",
+            # Long enough for the burn-rate pages to see the demo (with one task in ten poison,
+            # ConveyorTaskSuccessBudgetBurnPage fires within it; in 20 s nothing could).
+            "60",
             "--workdir",
             str(tmp_path),
         ],
@@ -47,4 +49,7 @@ def test_local_run_settles_every_task_and_exits_zero(tmp_path):
     tenants = re.search(r"submitted by tenant\s*│\s*demo=(\d+), demo-b=(\d+)", out)
     assert tenants and int(tenants.group(1)) > 0 and int(tenants.group(2)) > 0
     assert "api=0, relay=0, worker-1=0, worker-2=0" in out
+    # Issue 17: the healthy demo at its default rate pages nothing, by the shipped rules in make
+    # local's Prometheus (its poison tasks are placed, conveyor_dev.local.demo.POISON_EVERY).
+    assert re.search(r"alerts fired: page\s*│\s*none\b", out), out[-3000:]
     assert (tmp_path / "conveyor.env").read_text().count("export CONVEYOR_") >= 5

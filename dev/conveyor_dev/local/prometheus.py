@@ -8,6 +8,7 @@ the services really export, not against a mock).
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import time
@@ -74,6 +75,16 @@ class Prometheus:
         if body.get("status") != "success":
             raise RuntimeError(f"query {expr!r} failed: {body}")
         return list(body["data"]["result"])
+
+    def fired(self, seconds: float) -> dict[str, set[str]]:
+        """The alerts that fired in the last `seconds`, by severity."""
+        window = max(1, math.ceil(seconds))
+        result = self.query(f'max_over_time(ALERTS{{alertstate="firing"}}[{window}s])')
+        by_severity: dict[str, set[str]] = {}
+        for series in result:
+            labels = series["metric"]
+            by_severity.setdefault(labels.get("severity", ""), set()).add(labels["alertname"])
+        return by_severity
 
     def get(self, path: str) -> Mapping[str, Any]:
         with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as resp:

@@ -222,6 +222,7 @@ def show_summary(
     refused: int,
     exit_codes: dict,
     restarts: dict[str, int] | None,
+    alerts: dict[str, set[str]] | None,
 ) -> None:
     table = Table(title="Summary")
     table.add_column("measure")
@@ -253,6 +254,12 @@ def show_summary(
         "off" if restarts is None else ", ".join(f"{k}={v}" for k, v in restarts.items()) or "0",
     )
     table.add_row("process exit codes", ", ".join(f"{k}={v}" for k, v in exit_codes.items()))
+    for severity in ("page", "ticket"):
+        if alerts is None:
+            fired = "not watched (no Prometheus)"
+        else:
+            fired = ", ".join(sorted(alerts.get(severity, ()))) or "none"
+        table.add_row(f"alerts fired: {severity}", fired)
     console.print(table)
 
 
@@ -269,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         system.backend = dataclasses.replace(backend, endpoint_url=meter.url, service_endpoints={})
         exit_codes: dict = {}
         prometheus: Prometheus | None = None
+        alerts: dict[str, set[str]] | None = None  # fired during the run, by severity
         supervisor: Supervisor | None = None
         try:
             system.start(workers=args.workers)
@@ -277,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                 supervisor.start()
             if prometheus_binary():
                 prometheus = start_prometheus(system)
+                watched_from = time.monotonic()
             env_file = args.workdir.resolve() / "conveyor.env"
             write_env_file(system, env_file)
             show_endpoints(console, system, env_file, prometheus, backend.endpoint_url)
@@ -300,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
             span = (max(updated) - min(created)) / 1000 if states else 0.0
             summary = summarize(states, span, aws_requests, meter.billing.dollars(_polling))
             summary = dataclasses.replace(summary, by_tenant=load.by_tenant(TENANT))
+            if prometheus is not None:
+                alerts = prometheus.fired(time.monotonic() - watched_from)
             channel.close()
             second.close()
         finally:
@@ -318,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         load.rejected,
         exit_codes,
         restarts,
+        alerts,
     )
     clean = all(code == 0 for code in exit_codes.values())
     return 0 if summary.lost == 0 and clean and summary.submitted > 0 else 1
