@@ -490,8 +490,11 @@ def _dependency_outage(
     before the breaker opened wait for their deadline (slow), those after it fail fast (not
     slow), so whether the slow share passes 14.4x the budget in both windows depends on how
     many fast calls came before and after. Nothing else: the relay's and the worker's
-    breakers stay closed (an idle worker makes no DynamoDB call; the relay's calls in the
-    outage are too few to trip its breaker), and no task is left waiting (nothing commits).
+    breakers stay closed (an idle worker makes no DynamoDB call; a frozen DynamoDB fails each
+    of the relay's calls only after its read timeout on every attempt, 15 s with the
+    defaults, so the five faults that open its breaker take over a minute, and the outage ends
+    once the pages are delivered; the throttling rule is armed in the API alone), and no task
+    is left waiting (nothing commits).
     The clients keep calling after the fix: the open breaker closes on its next trial call.
     """
     expected = {
