@@ -74,7 +74,8 @@ test-e2e: setup
 test-soak: setup
 	$(BIN)/pytest tests/soak
 ## Real faults against the running system; alerts (rules time-scaled 60x by the generator)
-## through a real Prometheus and Alertmanager with the deployed routing (tests/drill).
+## through a real Prometheus and Alertmanager with the deployed routing (tests/drill); it ends
+## with a table per alert: fault, receiver, fired after, resolved after, promised.
 drill: setup
 	$(BIN)/pytest -s -q tests/drill
 test-drill: drill
