@@ -45,6 +45,10 @@ def test_local_run_settles_every_task_and_exits_zero(tmp_path):
     assert re.search(r"delayed tasks succeeded \(submitted\)\s*│\s*3 \(4\)", out)
     assert re.search(r"expired\s*│\s*1\b", out)
     assert re.search(r"tasks with a start_by deadline\s*│\s*3\b", out)
+    # The demo's schedule fires a task a minute: each slot once (ids are one per slot), so over
+    # the run's time at most two slots (it starts before the load, and the load is 45 s).
+    fired = re.search(r"tasks fired\s*│\s*(\d+)", out)
+    assert fired and int(fired.group(1)) <= 2
     # Two tenants share the load (conveyor_dev.local.demo.SECOND_TENANT_SHARE).
     tenants = re.search(r"submitted by tenant\s*│\s*demo=(\d+), demo-b=(\d+)", out)
     assert tenants and int(tenants.group(1)) > 0 and int(tenants.group(2)) > 0

@@ -67,6 +67,17 @@ def _at(seconds_from_now: float) -> Timestamp | None:
     return ts
 
 
+# The demo's recurring schedule: a no-op task every minute. The mix submits no demo.noop, so
+# the tenant's demo.noop tasks are the schedule's, one per minute's slot (the relay fires them).
+SCHEDULE = pb.Schedule(
+    name="demo-every-minute",
+    cron="* * * * *",
+    time_zone="UTC",
+    task_type="demo.noop",
+    payload=b"{}",
+)
+
+
 # The share of the mix the second tenant submits: a tenant of its own, with its own message
 # groups and quotas, beside the first one's load.
 SECOND_TENANT_SHARE = 0.3
@@ -136,6 +147,14 @@ class DemoLoad:
                         Submitted(response.task.task_id, "demo.sleep", False, kind)
                     )
 
+    def create_schedule(self) -> None:
+        self.stub.CreateSchedule(pb.CreateScheduleRequest(schedule=SCHEDULE), timeout=5)
+
+    def scheduled(self) -> dict[str, int]:
+        """The schedule's tasks so far, by state."""
+        tasks = self.stub.ListTasks(pb.ListTasksRequest(task_type=SCHEDULE.task_type), timeout=10)
+        return dict(Counter(pb.TaskState.Name(t.state).removeprefix("TASK_STATE_") for t in tasks))
+
     def by_tenant(self, first: str) -> dict[str, int]:
         """Tasks submitted by each tenant (`first` names the first one's)."""
         with self._lock:
@@ -168,6 +187,7 @@ class Summary:
     delayed_succeeded: int = 0
     with_deadline: int = 0  # tasks submitted with a start_by (EXPIRED ones are in by_state)
     by_tenant: dict[str, int] = field(default_factory=dict)  # tasks submitted, by tenant
+    scheduled: dict[str, int] = field(default_factory=dict)  # the schedule's tasks, by state
 
 
 def summarize(

@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from conveyor_dev.emulators.backend import start_backend
-from conveyor_dev.local.demo import TERMINAL, DemoLoad, Summary, summarize
+from conveyor_dev.local.demo import SCHEDULE, TERMINAL, DemoLoad, Summary, summarize
 from conveyor_dev.local.meter import MeteringProxy
 from conveyor_dev.local.prometheus import Prometheus, prometheus_binary, start_prometheus
 from conveyor_dev.local.scrape import total
@@ -237,6 +237,11 @@ def show_summary(
         "delayed tasks succeeded (submitted)", f"{summary.delayed_succeeded} ({summary.delayed})"
     )
     table.add_row("tasks with a start_by deadline", str(summary.with_deadline))
+    by_state = ", ".join(f"{k.lower()}={v}" for k, v in sorted(summary.scheduled.items()))
+    table.add_row(
+        f"schedule {SCHEDULE.name} ({SCHEDULE.cron}): tasks fired",
+        f"{sum(summary.scheduled.values())} ({by_state})" if by_state else "0 (no slot came yet)",
+    )
     table.add_row(
         "submitted by tenant", ", ".join(f"{t}={n}" for t, n in sorted(summary.by_tenant.items()))
     )
@@ -295,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             submit_rate = 0.0
             try:
                 load.submit_timed()
+                load.create_schedule()
                 submit_rate = drive(console, load, args)
                 if args.duration is None:
                     console.print("demo load submitted; the system keeps running. Ctrl-C stops it.")
@@ -308,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
             updated = [t.updated_at.ToMilliseconds() for t in states.values()]
             span = (max(updated) - min(created)) / 1000 if states else 0.0
             summary = summarize(states, span, aws_requests, meter.billing.dollars(_polling))
-            summary = dataclasses.replace(summary, by_tenant=load.by_tenant(TENANT))
+            summary = dataclasses.replace(
+                summary, by_tenant=load.by_tenant(TENANT), scheduled=load.scheduled()
+            )
             if prometheus is not None:
                 alerts = prometheus.fired(time.monotonic() - watched_from)
             channel.close()
