@@ -50,6 +50,7 @@ from conveyor.tasks.lifecycle import Lifecycle, Run
 from conveyor.tasks.registry import TaskType
 from conveyor.telemetry import metrics
 from conveyor.worker.handlers import PermanentError, TaskCancelled, TaskContext
+from conveyor.worker.hearts import Hearts, HeartStarter
 from conveyor.worker.prefetch import Prefetch
 
 log = logging.getLogger("conveyor.worker")
@@ -155,6 +156,7 @@ class Worker:
         self._active = 0
         self._idle = threading.Condition(self._lock)
         self._deleter = DeleteBatcher(queue, settings.delete_linger_seconds)
+        self._hearts = HeartStarter()
         # Waits are kept to half a heartbeat interval at the slots' pace; a whole one is the limit.
         self._prefetch = Prefetch(
             settings.worker_concurrency, settings.heartbeat_interval_seconds / 2
@@ -344,23 +346,20 @@ class Worker:
         # The lease runs from the claim; the message's visibility from its receive, which
         # was earlier if the message waited in the prefetch.
         received_at = item.held_until - self.settings.visibility_timeout_seconds
-        hearts = [
-            threading.Thread(target=self._beat, args=(item, extend, first), daemon=True)
-            for extend, first in (
-                (self._extend_lease, time.monotonic() + interval),
-                (self._extend_visibility, received_at + interval),
-            )
-        ]
-        for heart in hearts:
-            heart.start()
+        # Each loop on a thread of its own, started when its first beat is due: a task done
+        # before then starts none (conveyor.worker.hearts).
+        hearts = Hearts(item.done)
+        for extend, first in (
+            (self._extend_lease, time.monotonic() + interval),
+            (self._extend_visibility, received_at + interval),
+        ):
+            self._hearts.schedule(first, hearts, self._beat, (item, extend, first))
         started = time.monotonic()
         outcome = "unrecorded"  # the outcome could not be written: the lease lapses, re-run
         try:
             outcome = self._attempt(item)
         finally:
-            item.done.set()
-            for heart in hearts:
-                heart.join()
+            hearts.finish()  # sets item.done; no beat outlives the attempt
             with self._lock:
                 self._inflight.pop(task.task_id, None)
             metrics.worker_inflight_tasks.dec()
