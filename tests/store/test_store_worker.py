@@ -7,6 +7,7 @@ comes back at once); every wait polls with a deadline.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import threading
 import time
@@ -907,3 +908,31 @@ def test_a_task_started_in_time_and_handed_back_after_its_start_by_runs_again(
     )
 
     assert again.state == S.RUNNING, again.events[-1]
+
+
+_SEEN_BY_AN_EARLIER_RUN: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "seen", default=None
+)
+
+
+def test_runs_reuse_a_thread_per_slot_each_in_a_context_of_its_own(store, queue, start_worker):
+    """No thread is started per message (issue 18's CPU cut): the runs go to one runner thread
+    per slot, and what a run leaves in its context (a trace span, say) is not the next one's
+    (seen failing with the runs on the runner's own context)."""
+    lock = threading.Lock()
+    runs: list[tuple[str, str | None]] = []
+
+    def where(ctx: Any, _: Any) -> bytes:
+        with lock:
+            runs.append((threading.current_thread().name, _SEEN_BY_AN_EARLIER_RUN.get()))
+        _SEEN_BY_AN_EARLIER_RUN.set(ctx.task.task_id)
+        return b""
+
+    declared = declare("demo.where", where, payload=NoParams)
+    start_worker(worker_concurrency=2, types={**DEMO, "demo.where": declared})
+    tasks = [_enqueue(store, queue, "demo.where", {}) for _ in range(6)]
+    for task in tasks:
+        wait_for(in_state(store, task.task_id, S.SUCCEEDED), 60, "SUCCEEDED")
+    assert len(runs) == 6
+    assert {name for name, _ in runs} <= {"runner-0", "runner-1"}
+    assert [seen for _, seen in runs] == [None] * 6
