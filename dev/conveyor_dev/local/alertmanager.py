@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,6 +21,7 @@ import yaml
 from conveyor_infra.alert_routing import RECEIVERS, alertmanager_config
 
 from conveyor_dev.local.lifetime import popen_with_parent
+from conveyor_dev.local.ready import wait_ready
 from conveyor_dev.local.system import free_port
 
 
@@ -116,13 +116,10 @@ def start_alertmanager(home: Path, *, group_wait: str = "1s", timeout: float = 3
             start_new_session=True,
         )
     manager = Alertmanager(f"127.0.0.1:{port}", process, webhook)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://{manager.address}/-/ready", timeout=1):
-                return manager
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                manager.stop()
-                raise RuntimeError("alertmanager did not start; see alertmanager.log") from None
-            time.sleep(0.2)
+    try:
+        ready = f"http://{manager.address}/-/ready"
+        wait_ready(ready, process, home / "alertmanager.log", "alertmanager", timeout)
+    except Exception:
+        manager.stop()
+        raise
+    return manager

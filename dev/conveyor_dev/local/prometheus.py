@@ -11,7 +11,6 @@ import json
 import math
 import shutil
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -22,6 +21,7 @@ from typing import Any
 import yaml
 
 from conveyor_dev.local.lifetime import popen_with_parent
+from conveyor_dev.local.ready import wait_ready
 from conveyor_dev.local.system import LocalSystem, free_port
 
 RULES_DIR = Path(__file__).resolve().parents[3] / "observability" / "rules"
@@ -129,18 +129,9 @@ def start_prometheus(
             start_new_session=True,
         )
     server = Prometheus(f"http://127.0.0.1:{port}", process)
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"prometheus exited with {process.returncode}:\n"
-                + (home / "prometheus.log").read_text()[-3000:]
-            )
-        try:
-            with urllib.request.urlopen(f"{server.url}/-/ready", timeout=1):
-                return server
-        except OSError:
-            if time.monotonic() > deadline:
-                server.stop()
-                raise TimeoutError(f"prometheus not ready after {timeout}s") from None
-            time.sleep(0.2)
+    try:
+        wait_ready(f"{server.url}/-/ready", process, home / "prometheus.log", "prometheus", timeout)
+    except Exception:
+        server.stop()
+        raise
+    return server
