@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -45,7 +46,7 @@ from conveyor.schedule_store import ScheduleStore
 from conveyor.scheduler import Scheduler
 from conveyor.settings import RelaySettings
 from conveyor.store import OutboxMark, TaskStore, now_ms
-from conveyor.tasks.lifecycle import Lifecycle
+from conveyor.tasks.lifecycle import SEND_BATCH, Lifecycle
 from conveyor.telemetry import metrics
 
 log = logging.getLogger("conveyor.relay")
@@ -134,24 +135,36 @@ class Relay:
 
     def relay_due_marks(self) -> int:
         """Send every delayed task that is due (its start_by passed: EXPIRED instead), and note
-        when the next one is: at once if the query hit its limit (more may be due behind)."""
+        when the next one is: at once if the query hit its limit (more may be due behind) and
+        the sweep got anywhere (a brownout that failed every send waits an interval).
+
+        The due tasks are enqueued side by side, CONVEYOR_RELAY_DUE_CONCURRENCY at a time, each
+        on its own (Lifecycle.enqueue: its send, then QUEUED): a task whose enqueue fails keeps
+        its mark for the next sweep and holds back none of the others."""
         self._next_due_ms = None
         limit = self.settings.relay_batch_size
         marks = self.store.due_marks(limit)
         now = now_ms()
+        due = [m for m in marks if m.marked_at_ms <= now]
+        if len(due) < len(marks):
+            self._next_due_ms = marks[len(due)].marked_at_ms
+        if not due:
+            return 0
+        ids = [m.task_id for m in due]
+        batches = -(-len(ids) // SEND_BATCH)
+        workers = min(self.settings.relay_due_concurrency, batches)
+        with ThreadPoolExecutor(workers, thread_name_prefix="relay-due") as pool:
+            outcomes = self.tasks.enqueue_many(ids, "sent by the relay: due", pool.map)
         relayed = 0
-        for mark in marks:
-            if mark.marked_at_ms > now:
-                self._next_due_ms = mark.marked_at_ms
-                break
-            if self.tasks.enqueue(mark.task_id, "sent by the relay: due"):
+        for mark in due:
+            if outcomes.get(mark.task_id):
                 metrics.delayed_task_lag_seconds.observe(
                     max(0, now_ms() - mark.marked_at_ms) / 1000
                 )
                 relayed += 1
-        else:
-            if len(marks) >= limit:
-                self._next_due_ms = 0
+        failed = sum(1 for o in outcomes.values() if o is None)
+        if len(marks) >= limit and len(due) == len(marks) and failed < len(due):
+            self._next_due_ms = 0
         return relayed
 
     def fire_schedules(self) -> int:

@@ -269,6 +269,26 @@ class TaskStore:
             raise Conflict(f"task {task_id}: read before its PAYLOAD item was committed; retry")
         return task_from_item(task_item, payload_item)
 
+    def get_many(
+        self, task_ids: Sequence[str], *, remaining: float | None = None
+    ) -> dict[str, Task]:
+        """The tasks of `task_ids` (at most 100) that exist, by id, as `get` reads them but
+        without their payload (Task.payload empty): for a caller that sends them by reference,
+        not one that runs them (the relay). Two strongly consistent BatchGetItems: the task
+        items, and the trace context of their PAYLOAD items."""
+        ids = list(task_ids)
+        if not ids:
+            return {}
+        deadline = None if remaining is None else time.monotonic() + remaining
+
+        def left() -> float | None:
+            return None if deadline is None else deadline - time.monotonic()
+
+        items = self._batch_items(ids, schema.TASK_SK, codec.attributes(codec.TASK), left())
+        found = [t for t in ids if t in items]
+        traces = self._batch_items(found, schema.PAYLOAD_SK, (codec.attr("traceparent"),), left())
+        return {t: task_from_item(items[t], traces.get(t)) for t in found}
+
     def list_for_tenant(
         self,
         tenant: str,

@@ -8,6 +8,7 @@ does not wait for it)."""
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 
 import pytest
@@ -89,6 +90,90 @@ def test_the_relay_looks_again_at_once_while_more_are_due_than_one_query_returns
     assert relay._next_due_ms == 0
     assert relay.relay_due_marks() == 1
     assert relay._next_due_ms is None
+
+
+def _due_now(lifecycle: Lifecycle, raw, count: int) -> list[str]:
+    """`count` delayed tasks, their marks moved to just past (due now, in submit order)."""
+    tasks = [_submit(lifecycle, not_before_ms=now_ms() + HOUR_MS) for _ in range(count)]
+    for task in tasks:
+        _move_mark(raw, task.task_id, now_ms() - 1)
+    return [t.task_id for t in tasks]
+
+
+@pytest.mark.parametrize("failure", ["refused", "raised"])
+def test_a_due_task_whose_send_fails_keeps_its_mark_and_holds_back_none_of_the_others(
+    failure, settings, store, queue, raw, monkeypatch
+):
+    """SQS refuses one entry of a SendMessageBatch ("refused"), or the whole request of the
+    batch of ten holding it fails ("raised"): every other due task is sent and QUEUED in the
+    same sweep, and the failed ones keep their due marks for the next sweep, which sends them."""
+    relay = relay_on(settings, store, queue)
+    ids = _due_now(Lifecycle(store, queue), raw, 13)  # two batches of ten: 10 and 3
+    victim = ids[-1]
+    sqs = queue._sqs()
+    real = sqs.send_message_batch
+    failed: list[str] = []
+
+    def failing(**kwargs):
+        entries = kwargs["Entries"]
+        hit = [e for e in entries if json.loads(e["MessageBody"])["task_id"] == victim]
+        if not hit:
+            return real(**kwargs)
+        if failure == "raised":
+            failed.extend(json.loads(e["MessageBody"])["task_id"] for e in entries)
+            raise ConnectionError("SQS is unreachable")
+        failed.append(victim)
+        resp = real(**{**kwargs, "Entries": [e for e in entries if e not in hit]})
+        refusal = {"Id": hit[0]["Id"], "SenderFault": False, "Code": "InternalError"}
+        return {**resp, "Failed": [refusal]}
+
+    monkeypatch.setattr(sqs, "send_message_batch", failing)
+    assert relay.relay_due_marks() == len(ids) - len(failed)
+    assert victim in failed and len(failed) < len(ids)
+    for task_id in ids:
+        stored = store.get(task_id)
+        assert stored is not None
+        assert stored.state == (S.PENDING if task_id in failed else S.QUEUED), task_id
+        assert ("outbox_pk" in raw.task_item(task_id)) == (task_id in failed)
+    assert raw.depth(raw.res.queue_url) == (len(ids) - len(failed), 0)
+
+    monkeypatch.setattr(sqs, "send_message_batch", real)
+    assert relay.relay_due_marks() == len(failed)  # the next sweep sends what failed
+    assert {getattr(store.get(t), "state", None) for t in ids} == {S.QUEUED}
+    assert raw.depth(raw.res.queue_url) == (len(ids), 0)  # one message each
+
+
+def test_the_relay_enqueues_due_tasks_side_by_side_no_more_than_its_setting_allows(
+    settings, store, queue, raw, monkeypatch
+):
+    """CONVEYOR_RELAY_DUE_CONCURRENCY bounds the batches of ten in flight at once: with 2, two
+    sends overlap (each waits for another to start before it answers) and never three."""
+    relay = relay_on(settings, store, queue, relay_due_concurrency=2)
+    ids = _due_now(Lifecycle(store, queue), raw, 40)  # four batches of ten
+    sqs = queue._sqs()
+    real = sqs.send_message_batch
+    lock = threading.Lock()
+    in_flight, most = 0, 0
+    overlapped = threading.Event()
+
+    def counting(**kwargs):
+        nonlocal in_flight, most
+        with lock:
+            in_flight += 1
+            most = max(most, in_flight)
+            if in_flight >= 2:
+                overlapped.set()
+        try:
+            # A deadlock guard, not a timing bound: one at a time, it never overlaps.
+            overlapped.wait(timeout=10)
+            return real(**kwargs)
+        finally:
+            with lock:
+                in_flight -= 1
+
+    monkeypatch.setattr(sqs, "send_message_batch", counting)
+    assert relay.relay_due_marks() == len(ids)
+    assert most == 2
 
 
 def test_a_task_past_its_start_by_expires_at_the_relay_and_is_never_sent(relay, store, queue, raw):

@@ -64,7 +64,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -94,6 +94,14 @@ tracer = trace.get_tracer("conveyor.tasks")
 S = TaskState
 _ATTEMPTS, _ERROR, _RESULT = (codec.attr(f) for f in ("attempts", "last_error", "result"))
 _OWNER, _EXPIRES = LEASE_ATTRIBUTES
+
+# enqueue_many's batches: BatchGetItem reads at most 100 keys, SendMessageBatch sends 10.
+READ_BATCH, SEND_BATCH = 100, 10
+# A map (the builtin, or a thread pool's) over batches of tasks.
+Mapper = Callable[
+    [Callable[[list[Task]], dict[str, bool | None]], Iterable[list[Task]]],
+    Iterable[dict[str, bool | None]],
+]
 
 # The error of a task whose message the queue's redrive policy moved to the DLQ.
 REDRIVE_POLICY_ERROR = "redrive policy: too many receives"
@@ -243,6 +251,82 @@ class Lifecycle:
             return False
         self._send_and_queue(task, detail, task.traceparent)
         return True
+
+    def enqueue_many(
+        self, task_ids: Sequence[str], detail: str, run: Mapper = map
+    ) -> dict[str, bool | None]:
+        """`enqueue` of many tasks in fewer requests: their task items read a hundred at a
+        time (TaskStore.get_many), their messages sent ten at a time (TaskQueue.send_refs),
+        then each one's QUEUED write; the same order and the same dedup ids, so a crash
+        anywhere leaves what `enqueue` would. `run` maps the batches of ten (a thread pool's
+        map runs them side by side). Per task: True if sent, False if there was nothing to
+        send (gone, no longer PENDING, or expired instead), None if its read, send or write
+        failed: its mark stays for the next try, and the others go on without it."""
+        outcomes: dict[str, bool | None] = {}
+        pending: list[Task] = []
+        for start in range(0, len(task_ids), READ_BATCH):
+            ids = task_ids[start : start + READ_BATCH]
+            try:
+                tasks = self.store.get_many(ids)
+            except Exception:
+                log.exception("reading tasks to enqueue failed; their marks stay")
+                outcomes.update(dict.fromkeys(ids, None))
+                continue
+            for task_id in ids:
+                task = tasks.get(task_id)
+                if task is None or task.state != S.PENDING:
+                    outcomes[task_id] = False
+                else:
+                    pending.append(task)
+        batches = [pending[i : i + SEND_BATCH] for i in range(0, len(pending), SEND_BATCH)]
+        for done in run(lambda batch: self._enqueue_batch(batch, detail), batches):
+            outcomes.update(done)
+        return outcomes
+
+    def _enqueue_batch(self, tasks: list[Task], detail: str) -> dict[str, bool | None]:
+        """enqueue_many's steps for up to SEND_BATCH PENDING tasks: expire those past their
+        start_by, send the rest in one request, then record each sent one QUEUED."""
+        outcomes: dict[str, bool | None] = {}
+        now = now_ms()
+        send = []
+        for task in tasks:
+            if not task.expired_at(now):
+                send.append(task)
+                continue
+            try:
+                with contextlib.suppress(Conflict):
+                    self.expire(task)
+                outcomes[task.task_id] = False
+            except Exception:
+                log.exception("expiring a task failed", extra={"task_id": task.task_id})
+                outcomes[task.task_id] = None
+        if not send:
+            return outcomes
+        try:
+            refused = self.queue.send_refs(send)
+        except Exception:
+            log.exception("sending %d tasks failed; their marks stay", len(send))
+            refused = {t.task_id for t in send}
+        for task_id in refused:
+            log.warning("SQS refused a task's message; its mark stays", extra={"task_id": task_id})
+            outcomes[task_id] = None
+        sent = [t for t in send if t.task_id not in refused]
+        if sent:
+            failpoints.hit("enqueue.after_send")
+        for task in sent:
+            try:
+                # On Conflict a worker claimed it (the message overtook this write) or it was
+                # cancelled: the mark is gone either way.
+                with contextlib.suppress(Conflict):
+                    self.store.transition(task, S.QUEUED, detail=detail)
+                outcomes[task.task_id] = True
+            except Exception:
+                log.exception(
+                    "recording QUEUED failed; its mark stays (the resend collapses)",
+                    extra={"task_id": task.task_id},
+                )
+                outcomes[task.task_id] = None
+        return outcomes
 
     def expire(self, task: Task) -> Task:
         """EXPIRED: never started, and past its start_by. Conditional on no effect recorded (as
