@@ -24,6 +24,15 @@ own time when it was submitted at least one CONVEYOR_RELAY_INTERVAL_SECONDS befo
 within one interval of it otherwise (the relay learns of it at its next sweep). Of a task past
 its start_by the relay records EXPIRED instead of sending it.
 
+Many tasks due at once (Lifecycle.enqueue_many): the due tasks a query returns are read a
+hundred at a time (BatchGetItem), sent ten at a time (SendMessageBatch, each with its submit's
+dedup id) and recorded QUEUED one by one, CONVEYOR_RELAY_DUE_CONCURRENCY batches of ten side by
+side; a query that hit CONVEYOR_RELAY_BATCH_SIZE is made again at once. Each task keeps the
+order above (send, then QUEUED; the mark stays until QUEUED), and one whose read, send or write
+fails keeps its mark for the next sweep without holding back the others. Measured with `make
+bench`'s delayed phase (1,000 tasks due at one moment, 2 workers, embedded emulator, 2 cores
+shared with a CI run): due time to QUEUED {FIGURES}; one at a time it was {BEFORE}.
+
 Recurring schedules: each sweep also fires the schedules whose next slot has come
 (conveyor.scheduler), and sleeps no later than the next slot it saw.
 """
@@ -135,12 +144,14 @@ class Relay:
 
     def relay_due_marks(self) -> int:
         """Send every delayed task that is due (its start_by passed: EXPIRED instead), and note
-        when the next one is: at once if the query hit its limit (more may be due behind) and
-        the sweep got anywhere (a brownout that failed every send waits an interval).
+        when the next one is: at once if the query hit its limit (`limit` due or more: more
+        may be due behind) and the sweep got anywhere (a brownout that failed every send
+        waits an interval). Every due mark the query read goes, up to `limit` per shard.
 
-        The due tasks are enqueued side by side, CONVEYOR_RELAY_DUE_CONCURRENCY at a time, each
-        on its own (Lifecycle.enqueue: its send, then QUEUED): a task whose enqueue fails keeps
-        its mark for the next sweep and holds back none of the others."""
+        The due tasks are enqueued in batches of ten, CONVEYOR_RELAY_DUE_CONCURRENCY batches
+        side by side (Lifecycle.enqueue_many: each task sent, then QUEUED): a task whose
+        enqueue fails keeps its mark for the next sweep and holds back none of the others.
+        The lag is observed once the page is done: an upper bound for its earlier tasks."""
         self._next_due_ms = None
         limit = self.settings.relay_batch_size
         marks = self.store.due_marks(limit)
@@ -163,7 +174,7 @@ class Relay:
                 )
                 relayed += 1
         failed = sum(1 for o in outcomes.values() if o is None)
-        if len(marks) >= limit and len(due) == len(marks) and failed < len(due):
+        if len(due) >= limit and failed < len(due):
             self._next_due_ms = 0
         return relayed
 

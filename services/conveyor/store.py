@@ -772,12 +772,19 @@ class TaskStore:
         return self._marks(schema.outbox_pk, limit, older_than_ms)
 
     def due_marks(self, limit: int) -> list[OutboxMark]:
-        """Delayed tasks' marks, earliest due first, across all shards: those due by now, and
-        after them the next ones to come (so the relay knows when to look again)."""
-        return self._marks(schema.due_pk, limit)
+        """Delayed tasks' marks, earliest due first, up to `limit` from each shard (every mark
+        the shards' queries read): those due by now, and after them the next ones to come (so
+        the relay knows when to look again). Fewer than `limit` are due only if no more were:
+        a shard with more due behind its page returned `limit` due marks itself."""
+        return self._marks(schema.due_pk, limit, per_shard=True)
 
     def _marks(
-        self, partition: Callable[[int], str], limit: int, before_ms: int | None = None
+        self,
+        partition: Callable[[int], str],
+        limit: int,
+        before_ms: int | None = None,
+        *,
+        per_shard: bool = False,
     ) -> list[OutboxMark]:
         marks: list[OutboxMark] = []
         for shard in range(self._settings.outbox_shards):
@@ -807,7 +814,7 @@ class TaskStore:
                     )
                 )
         marks.sort(key=lambda m: m.marked_at_ms)
-        return marks[:limit]
+        return marks if per_shard else marks[:limit]
 
     # ---- a tenant's tasks waiting to start ----
     def oldest_queued_ms(self, tenant: str, remaining: float | None = None) -> int | None:

@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 import tenacity
+from conveyor.aws import make_breaker
 from conveyor.domain import TaskState
 from conveyor.queue import parse
 from conveyor.relay import Relay
@@ -79,8 +80,11 @@ def test_a_delayed_task_is_committed_pending_and_sent_by_the_relay_once_due(
 
 
 def test_the_relay_looks_again_at_once_while_more_are_due_than_one_query_returns(
-    settings, store, queue, raw
+    settings, clients, queue, raw
 ):
+    # One outbox shard: a query's page is then the shard's, `relay_batch_size` marks.
+    one_shard = settings.model_copy(update={"outbox_shards": 1})
+    store = TaskStore(clients, one_shard, make_breaker(one_shard, "dynamodb"))
     relay = relay_on(settings, store, queue, relay_batch_size=2)
     lifecycle = Lifecycle(store, queue)
     tasks = [_submit(lifecycle, not_before_ms=now_ms() + HOUR_MS) for _ in range(3)]
@@ -98,6 +102,39 @@ def _due_now(lifecycle: Lifecycle, raw, count: int) -> list[str]:
     for task in tasks:
         _move_mark(raw, task.task_id, now_ms() - 1)
     return [t.task_id for t in tasks]
+
+
+def test_a_due_task_is_sent_on_its_submits_trace(relay, store, raw):
+    """The relay's batched read takes each task's trace context from its PAYLOAD item, and
+    its batched send carries it, so the task's run continues the submit's trace."""
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    task = store.submit(
+        tenant=TENANT,
+        task_type="demo.sleep",
+        payload=b"{}",
+        idempotency_key=uuid.uuid4().hex,
+        request_hash="h",
+        max_attempts=3,
+        traceparent=traceparent,
+        not_before_ms=now_ms() + HOUR_MS,
+    ).task
+    _move_mark(raw, task.task_id, now_ms() - 1)
+
+    assert relay.relay_due_marks() == 1
+    [message] = raw.receive(raw.res.queue_url)
+    assert message["MessageAttributes"]["traceparent"]["StringValue"] == traceparent
+    assert json.loads(message["Body"]) == {"task_id": task.task_id, "task_type": "demo.sleep"}
+
+
+def test_a_sweep_sends_every_due_mark_its_shard_queries_read(settings, store, queue, raw):
+    """The due query reads up to `relay_batch_size` marks from each outbox shard; all the due
+    ones go in that sweep (the reads are paid for), not only the earliest `relay_batch_size`."""
+    relay = relay_on(settings, store, queue, relay_batch_size=1)
+    ids = _due_now(Lifecycle(store, queue), raw, 12)
+    shards = {store.outbox_shard(t) for t in ids}  # one page of one mark each
+
+    assert relay.relay_due_marks() == len(shards)
+    assert relay._next_due_ms == 0  # a full page: more may be due behind
 
 
 @pytest.mark.parametrize("failure", ["refused", "raised"])
