@@ -16,7 +16,8 @@ submit       [api.before_commit] 1 commit the task PENDING with its outbox mark,
              A delayed task (not_before ahead) is committed with a due mark dated then and
              no send: the relay enqueues it when it is due, as below.
 enqueue      (the relay's, for a stale or due mark; a redrive's) 1 send, with the submit's
-             dedup id [enqueue.after_send] 2 QUEUED, clearing the mark.
+             dedup id [enqueue.after_send] 2 QUEUED, clearing the mark. (Due marks go in
+             batches, enqueue_many: a batch of ten sent, [enqueue.after_send], then each QUEUED.)
              After 1: the mark stays: the relay sends again (deduplicated) and records
              QUEUED, or the claim clears it.
 expire       (the relay's, for a mark past its task's start_by; the worker's, for a message
@@ -311,22 +312,32 @@ class Lifecycle:
             log.warning("SQS refused a task's message; its mark stays", extra={"task_id": task_id})
             outcomes[task_id] = None
         sent = [t for t in send if t.task_id not in refused]
-        if sent:
-            failpoints.hit("enqueue.after_send")
+        failures = self._queue_sent(sent, detail) if sent else {}
+        for task in sent:
+            failure = failures.get(task.task_id)
+            outcomes[task.task_id] = True if failure is None else None
+            if failure is not None:
+                log.error(
+                    "recording QUEUED failed; its mark stays (the resend collapses)",
+                    exc_info=failure,
+                    extra={"task_id": task.task_id},
+                )
+        return outcomes
+
+    def _queue_sent(self, sent: list[Task], detail: str) -> dict[str, Exception]:
+        """After the send of `sent` [enqueue.after_send]: each one QUEUED, clearing its mark.
+        Returns the failure of each task whose write failed (its mark stays)."""
+        failpoints.hit("enqueue.after_send")
+        failures: dict[str, Exception] = {}
         for task in sent:
             try:
                 # On Conflict a worker claimed it (the message overtook this write) or it was
                 # cancelled: the mark is gone either way.
                 with contextlib.suppress(Conflict):
                     self.store.transition(task, S.QUEUED, detail=detail)
-                outcomes[task.task_id] = True
-            except Exception:
-                log.exception(
-                    "recording QUEUED failed; its mark stays (the resend collapses)",
-                    extra={"task_id": task.task_id},
-                )
-                outcomes[task.task_id] = None
-        return outcomes
+            except Exception as exc:
+                failures[task.task_id] = exc
+        return failures
 
     def expire(self, task: Task) -> Task:
         """EXPIRED: never started, and past its start_by. Conditional on no effect recorded (as
@@ -349,11 +360,9 @@ class Lifecycle:
             dedup_id=enqueue_dedup_id(pending),
             traceparent=traceparent,
         )
-        failpoints.hit("enqueue.after_send")
-        # On Conflict a worker claimed it (the message overtook this write) or it was
-        # cancelled: the mark is gone either way.
-        with contextlib.suppress(Conflict):
-            self.store.transition(pending, S.QUEUED, detail=detail)
+        failures = self._queue_sent([pending], detail)
+        if failures:
+            raise failures[pending.task_id]
 
     # ---- a run ----
     def receive(
