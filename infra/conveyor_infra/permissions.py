@@ -84,7 +84,12 @@ def task_role_statements(service: str, arns: DataPlaneArns) -> list[dict[str, An
         "relay": [
             # It reads a task (one Query of its items) and moves it on; it creates items only to
             # fire a schedule's slot (a submit's transaction), after reading the schedule.
-            _allow("TaskItems", [*ITEM_ACTIONS, "dynamodb:Query"], [arns.table]),
+            # BatchGetItem: it reads the due delayed tasks a hundred at a time.
+            _allow(
+                "TaskItems",
+                [*ITEM_ACTIONS, "dynamodb:Query", "dynamodb:BatchGetItem"],
+                [arns.table],
+            ),
             _allow("OutboxMarks", ["dynamodb:Query"], [arns.outbox_index]),
             _allow("Enqueue", ["sqs:SendMessage"], [arns.queue]),
             _allow("QueueDepths", ["sqs:GetQueueAttributes"], [arns.queue, arns.dlq]),

@@ -24,6 +24,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,6 +170,49 @@ class TaskQueue:
             if tenant is None:
                 raise TypeError("a send needs the task's tenant (for its message group)")
             group_id = self.group_id(task_id, task_type, tenant)
+        entry = self._entry(
+            task_id, task_type, group_id, dedup_id or task_id, error, traceparent, snapshot
+        )
+        resp = self._sqs(remaining).send_message(QueueUrl=self.urls[queue], **entry)
+        return str(resp["MessageId"])
+
+    def send_refs(self, tasks: Sequence[Task], remaining: float | None = None) -> set[str]:
+        """Send the reference of each of `tasks` (at most 10) to the main queue in one
+        SendMessageBatch, each as `send` would with its enqueue dedup id and its trace context.
+        Returns the ids of the tasks whose message SQS refused (the rest were sent); raises
+        when the request itself failed (then none may have been sent, or any)."""
+        if not tasks:
+            return set()
+        entries = [
+            {
+                "Id": str(i),
+                **self._entry(
+                    t.task_id,
+                    t.task_type,
+                    self.group_id(t.task_id, t.task_type, t.tenant),
+                    enqueue_dedup_id(t),
+                    traceparent=t.traceparent,
+                ),
+            }
+            for i, t in enumerate(tasks)
+        ]
+        resp = self._sqs(remaining).send_message_batch(
+            QueueUrl=self.urls[QUEUE_MAIN], Entries=entries
+        )
+        return {tasks[int(f["Id"])].task_id for f in resp.get("Failed", [])}
+
+    @staticmethod
+    def _entry(
+        task_id: str,
+        task_type: str,
+        group_id: str,
+        dedup_id: str,
+        error: str = "",
+        traceparent: str = "",
+        snapshot: Task | None = None,
+    ) -> dict[str, Any]:
+        """A task reference's message (`send`'s arguments): body, group, dedup id and trace
+        context (the current one, or `traceparent` when given)."""
         carrier: dict[str, str] = {"traceparent": traceparent} if traceparent else {}
         if not carrier:
             propagate.inject(carrier)
@@ -177,16 +221,14 @@ class TaskQueue:
             body["error"] = error[:1024]
         if snapshot is not None:
             body["task"] = codec.snapshot(snapshot)
-        resp = self._sqs(remaining).send_message(
-            QueueUrl=self.urls[queue],
-            MessageBody=json.dumps(body),
-            MessageGroupId=group_id,
-            MessageDeduplicationId=dedup_id or task_id,
-            MessageAttributes={
+        return {
+            "MessageBody": json.dumps(body),
+            "MessageGroupId": group_id,
+            "MessageDeduplicationId": dedup_id,
+            "MessageAttributes": {
                 k: {"DataType": "String", "StringValue": v} for k, v in carrier.items()
             },
-        )
-        return str(resp["MessageId"])
+        }
 
     def dead_letter(self, task: Task, error: str) -> str:
         """Put `task`'s message in the DLQ under a message group of its own (see

@@ -24,6 +24,17 @@ own time when it was submitted at least one CONVEYOR_RELAY_INTERVAL_SECONDS befo
 within one interval of it otherwise (the relay learns of it at its next sweep). Of a task past
 its start_by the relay records EXPIRED instead of sending it.
 
+Many tasks due at once (Lifecycle.enqueue_many): every due mark the query read (up to
+CONVEYOR_RELAY_BATCH_SIZE per outbox shard) goes, the tasks read a hundred at a time
+(BatchGetItem), sent ten at a time (SendMessageBatch, each with its submit's dedup id) and
+recorded QUEUED one by one, CONVEYOR_RELAY_DUE_CONCURRENCY batches of ten side by side; a full
+page is queried again at once. Each task keeps the order above (send, then QUEUED; the mark
+stays until QUEUED), and one whose read, send or write fails keeps its mark for the next sweep
+without holding back the others. Measured with `make bench`'s delayed phase (1,000 tasks due
+at one moment, 2 workers, the embedded emulator, 2 cores shared with a CI run at a 1-minute
+load of 1.5 to 2.6): due time to QUEUED p50 1.3 to 1.8 s, p99 2.5 to 3.6 s; one task at a
+time it was p50 4.5 to 6.0 s, p99 9.8 to 11.2 s (README, "Delayed tasks and deadlines").
+
 Recurring schedules: each sweep also fires the schedules whose next slot has come
 (conveyor.scheduler), and sleeps no later than the next slot it saw.
 """
@@ -35,6 +46,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -45,7 +57,7 @@ from conveyor.schedule_store import ScheduleStore
 from conveyor.scheduler import Scheduler
 from conveyor.settings import RelaySettings
 from conveyor.store import OutboxMark, TaskStore, now_ms
-from conveyor.tasks.lifecycle import Lifecycle
+from conveyor.tasks.lifecycle import SEND_BATCH, Lifecycle
 from conveyor.telemetry import metrics
 
 log = logging.getLogger("conveyor.relay")
@@ -134,24 +146,38 @@ class Relay:
 
     def relay_due_marks(self) -> int:
         """Send every delayed task that is due (its start_by passed: EXPIRED instead), and note
-        when the next one is: at once if the query hit its limit (more may be due behind)."""
+        when the next one is: at once if the query hit its limit (`limit` due or more: more
+        may be due behind) and the sweep got anywhere (a brownout that failed every send
+        waits an interval). Every due mark the query read goes, up to `limit` per shard.
+
+        The due tasks are enqueued in batches of ten, CONVEYOR_RELAY_DUE_CONCURRENCY batches
+        side by side (Lifecycle.enqueue_many: each task sent, then QUEUED): a task whose
+        enqueue fails keeps its mark for the next sweep and holds back none of the others.
+        The lag is observed once the page is done: an upper bound for its earlier tasks."""
         self._next_due_ms = None
         limit = self.settings.relay_batch_size
         marks = self.store.due_marks(limit)
         now = now_ms()
+        due = [m for m in marks if m.marked_at_ms <= now]
+        if len(due) < len(marks):
+            self._next_due_ms = marks[len(due)].marked_at_ms
+        if not due:
+            return 0
+        ids = [m.task_id for m in due]
+        batches = -(-len(ids) // SEND_BATCH)
+        workers = min(self.settings.relay_due_concurrency, batches)
+        with ThreadPoolExecutor(workers, thread_name_prefix="relay-due") as pool:
+            outcomes = self.tasks.enqueue_many(ids, "sent by the relay: due", pool.map)
         relayed = 0
-        for mark in marks:
-            if mark.marked_at_ms > now:
-                self._next_due_ms = mark.marked_at_ms
-                break
-            if self.tasks.enqueue(mark.task_id, "sent by the relay: due"):
+        for mark in due:
+            if outcomes.get(mark.task_id):
                 metrics.delayed_task_lag_seconds.observe(
                     max(0, now_ms() - mark.marked_at_ms) / 1000
                 )
                 relayed += 1
-        else:
-            if len(marks) >= limit:
-                self._next_due_ms = 0
+        failed = sum(1 for o in outcomes.values() if o is None)
+        if len(due) >= limit and failed < len(due):
+            self._next_due_ms = 0
         return relayed
 
     def fire_schedules(self) -> int:

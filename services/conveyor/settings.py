@@ -182,6 +182,9 @@ class RelaySettings(AwsSettings, StoreSettings, QueueSettings, TelemetrySettings
     relay_interval_seconds: float = Field(default=5.0, gt=0)
     outbox_age_seconds: float = Field(default=10.0, ge=0)
     relay_batch_size: int = Field(default=100, ge=1, le=1000)
+    # How many due delayed tasks the relay enqueues side by side (each a read, a send and the
+    # QUEUED write: three round trips); 1 enqueues them one at a time.
+    relay_due_concurrency: int = Field(default=8, ge=1, le=64)
     # The DLQ compensator reads the whole DLQ (up to the limit): dead letters wait there for an
     # operator, and a message the redrive policy moves there later can be anywhere behind them.
     dlq_scan_limit: int = Field(default=10_000, ge=1, le=100_000)

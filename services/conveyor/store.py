@@ -269,6 +269,26 @@ class TaskStore:
             raise Conflict(f"task {task_id}: read before its PAYLOAD item was committed; retry")
         return task_from_item(task_item, payload_item)
 
+    def get_many(
+        self, task_ids: Sequence[str], *, remaining: float | None = None
+    ) -> dict[str, Task]:
+        """The tasks of `task_ids` (at most 100) that exist, by id, as `get` reads them but
+        without their payload (Task.payload empty): for a caller that sends them by reference,
+        not one that runs them (the relay). Two strongly consistent BatchGetItems: the task
+        items, and the trace context of their PAYLOAD items."""
+        ids = list(task_ids)
+        if not ids:
+            return {}
+        deadline = None if remaining is None else time.monotonic() + remaining
+
+        def left() -> float | None:
+            return None if deadline is None else deadline - time.monotonic()
+
+        items = self._batch_items(ids, schema.TASK_SK, codec.attributes(codec.TASK), left())
+        found = [t for t in ids if t in items]
+        traces = self._batch_items(found, schema.PAYLOAD_SK, (codec.attr("traceparent"),), left())
+        return {t: task_from_item(items[t], traces.get(t)) for t in found}
+
     def list_for_tenant(
         self,
         tenant: str,
@@ -752,12 +772,19 @@ class TaskStore:
         return self._marks(schema.outbox_pk, limit, older_than_ms)
 
     def due_marks(self, limit: int) -> list[OutboxMark]:
-        """Delayed tasks' marks, earliest due first, across all shards: those due by now, and
-        after them the next ones to come (so the relay knows when to look again)."""
-        return self._marks(schema.due_pk, limit)
+        """Delayed tasks' marks, earliest due first, up to `limit` from each shard (every mark
+        the shards' queries read): those due by now, and after them the next ones to come (so
+        the relay knows when to look again). Fewer than `limit` are due only if no more were:
+        a shard with more due behind its page returned `limit` due marks itself."""
+        return self._marks(schema.due_pk, limit, per_shard=True)
 
     def _marks(
-        self, partition: Callable[[int], str], limit: int, before_ms: int | None = None
+        self,
+        partition: Callable[[int], str],
+        limit: int,
+        before_ms: int | None = None,
+        *,
+        per_shard: bool = False,
     ) -> list[OutboxMark]:
         marks: list[OutboxMark] = []
         for shard in range(self._settings.outbox_shards):
@@ -787,7 +814,7 @@ class TaskStore:
                     )
                 )
         marks.sort(key=lambda m: m.marked_at_ms)
-        return marks[:limit]
+        return marks if per_shard else marks[:limit]
 
     # ---- a tenant's tasks waiting to start ----
     def oldest_queued_ms(self, tenant: str, remaining: float | None = None) -> int | None:

@@ -33,6 +33,7 @@ TASK_ROLE_GRANTS = {
     | {
         ("dynamodb:Query", "table"),  # a task and its payload
         ("dynamodb:Query", "index/outbox"),
+        ("dynamodb:BatchGetItem", "table"),  # the due delayed tasks, a hundred at a time
         ("sqs:SendMessage", "queue"),
         ("sqs:GetQueueAttributes", "queue"),
         ("sqs:GetQueueAttributes", "dlq"),

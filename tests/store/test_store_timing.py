@@ -8,10 +8,12 @@ does not wait for it)."""
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 
 import pytest
 import tenacity
+from conveyor.aws import make_breaker
 from conveyor.domain import TaskState
 from conveyor.queue import parse
 from conveyor.relay import Relay
@@ -78,8 +80,11 @@ def test_a_delayed_task_is_committed_pending_and_sent_by_the_relay_once_due(
 
 
 def test_the_relay_looks_again_at_once_while_more_are_due_than_one_query_returns(
-    settings, store, queue, raw
+    settings, clients, queue, raw
 ):
+    # One outbox shard: a query's page is then the shard's, `relay_batch_size` marks.
+    one_shard = settings.model_copy(update={"outbox_shards": 1})
+    store = TaskStore(clients, one_shard, make_breaker(one_shard, "dynamodb"))
     relay = relay_on(settings, store, queue, relay_batch_size=2)
     lifecycle = Lifecycle(store, queue)
     tasks = [_submit(lifecycle, not_before_ms=now_ms() + HOUR_MS) for _ in range(3)]
@@ -89,6 +94,123 @@ def test_the_relay_looks_again_at_once_while_more_are_due_than_one_query_returns
     assert relay._next_due_ms == 0
     assert relay.relay_due_marks() == 1
     assert relay._next_due_ms is None
+
+
+def _due_now(lifecycle: Lifecycle, raw, count: int) -> list[str]:
+    """`count` delayed tasks, their marks moved to just past (due now, in submit order)."""
+    tasks = [_submit(lifecycle, not_before_ms=now_ms() + HOUR_MS) for _ in range(count)]
+    for task in tasks:
+        _move_mark(raw, task.task_id, now_ms() - 1)
+    return [t.task_id for t in tasks]
+
+
+def test_a_due_task_is_sent_on_its_submits_trace(relay, store, raw):
+    """The relay's batched read takes each task's trace context from its PAYLOAD item, and
+    its batched send carries it, so the task's run continues the submit's trace."""
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    task = store.submit(
+        tenant=TENANT,
+        task_type="demo.sleep",
+        payload=b"{}",
+        idempotency_key=uuid.uuid4().hex,
+        request_hash="h",
+        max_attempts=3,
+        traceparent=traceparent,
+        not_before_ms=now_ms() + HOUR_MS,
+    ).task
+    _move_mark(raw, task.task_id, now_ms() - 1)
+
+    assert relay.relay_due_marks() == 1
+    [message] = raw.receive(raw.res.queue_url)
+    assert message["MessageAttributes"]["traceparent"]["StringValue"] == traceparent
+    assert json.loads(message["Body"]) == {"task_id": task.task_id, "task_type": "demo.sleep"}
+
+
+def test_a_sweep_sends_every_due_mark_its_shard_queries_read(settings, store, queue, raw):
+    """The due query reads up to `relay_batch_size` marks from each outbox shard; all the due
+    ones go in that sweep (the reads are paid for), not only the earliest `relay_batch_size`."""
+    relay = relay_on(settings, store, queue, relay_batch_size=1)
+    ids = _due_now(Lifecycle(store, queue), raw, 12)
+    shards = {store.outbox_shard(t) for t in ids}  # one page of one mark each
+
+    assert relay.relay_due_marks() == len(shards)
+    assert relay._next_due_ms == 0  # a full page: more may be due behind
+
+
+@pytest.mark.parametrize("failure", ["refused", "raised"])
+def test_a_due_task_whose_send_fails_keeps_its_mark_and_holds_back_none_of_the_others(
+    failure, settings, store, queue, raw, monkeypatch
+):
+    """SQS refuses one entry of a SendMessageBatch ("refused"), or the whole request of the
+    batch of ten holding it fails ("raised"): every other due task is sent and QUEUED in the
+    same sweep, and the failed ones keep their due marks for the next sweep, which sends them."""
+    relay = relay_on(settings, store, queue)
+    ids = _due_now(Lifecycle(store, queue), raw, 13)  # two batches of ten: 10 and 3
+    victim = ids[-1]
+    sqs = queue._sqs()
+    real = sqs.send_message_batch
+    failed: list[str] = []
+
+    def failing(**kwargs):
+        entries = kwargs["Entries"]
+        hit = [e for e in entries if json.loads(e["MessageBody"])["task_id"] == victim]
+        if not hit:
+            return real(**kwargs)
+        if failure == "raised":
+            failed.extend(json.loads(e["MessageBody"])["task_id"] for e in entries)
+            raise ConnectionError("SQS is unreachable")
+        failed.append(victim)
+        resp = real(**{**kwargs, "Entries": [e for e in entries if e not in hit]})
+        refusal = {"Id": hit[0]["Id"], "SenderFault": False, "Code": "InternalError"}
+        return {**resp, "Failed": [refusal]}
+
+    monkeypatch.setattr(sqs, "send_message_batch", failing)
+    assert relay.relay_due_marks() == len(ids) - len(failed)
+    assert victim in failed and len(failed) < len(ids)
+    for task_id in ids:
+        stored = store.get(task_id)
+        assert stored is not None
+        assert stored.state == (S.PENDING if task_id in failed else S.QUEUED), task_id
+        assert ("outbox_pk" in raw.task_item(task_id)) == (task_id in failed)
+    assert raw.depth(raw.res.queue_url) == (len(ids) - len(failed), 0)
+
+    monkeypatch.setattr(sqs, "send_message_batch", real)
+    assert relay.relay_due_marks() == len(failed)  # the next sweep sends what failed
+    assert {getattr(store.get(t), "state", None) for t in ids} == {S.QUEUED}
+    assert raw.depth(raw.res.queue_url) == (len(ids), 0)  # one message each
+
+
+def test_the_relay_enqueues_due_tasks_side_by_side_no_more_than_its_setting_allows(
+    settings, store, queue, raw, monkeypatch
+):
+    """CONVEYOR_RELAY_DUE_CONCURRENCY bounds the batches of ten in flight at once: with 2, two
+    sends overlap (each waits for another to start before it answers) and never three."""
+    relay = relay_on(settings, store, queue, relay_due_concurrency=2)
+    ids = _due_now(Lifecycle(store, queue), raw, 40)  # four batches of ten
+    sqs = queue._sqs()
+    real = sqs.send_message_batch
+    lock = threading.Lock()
+    in_flight, most = 0, 0
+    overlapped = threading.Event()
+
+    def counting(**kwargs):
+        nonlocal in_flight, most
+        with lock:
+            in_flight += 1
+            most = max(most, in_flight)
+            if in_flight >= 2:
+                overlapped.set()
+        try:
+            # A deadlock guard, not a timing bound: one at a time, it never overlaps.
+            overlapped.wait(timeout=10)
+            return real(**kwargs)
+        finally:
+            with lock:
+                in_flight -= 1
+
+    monkeypatch.setattr(sqs, "send_message_batch", counting)
+    assert relay.relay_due_marks() == len(ids)
+    assert most == 2
 
 
 def test_a_task_past_its_start_by_expires_at_the_relay_and_is_never_sent(relay, store, queue, raw):

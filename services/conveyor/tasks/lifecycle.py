@@ -16,7 +16,8 @@ submit       [api.before_commit] 1 commit the task PENDING with its outbox mark,
              A delayed task (not_before ahead) is committed with a due mark dated then and
              no send: the relay enqueues it when it is due, as below.
 enqueue      (the relay's, for a stale or due mark; a redrive's) 1 send, with the submit's
-             dedup id [enqueue.after_send] 2 QUEUED, clearing the mark.
+             dedup id [enqueue.after_send] 2 QUEUED, clearing the mark. (Due marks go in
+             batches, enqueue_many: a batch of ten sent, [enqueue.after_send], then each QUEUED.)
              After 1: the mark stays: the relay sends again (deduplicated) and records
              QUEUED, or the claim clears it.
 expire       (the relay's, for a mark past its task's start_by; the worker's, for a message
@@ -64,7 +65,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -94,6 +95,14 @@ tracer = trace.get_tracer("conveyor.tasks")
 S = TaskState
 _ATTEMPTS, _ERROR, _RESULT = (codec.attr(f) for f in ("attempts", "last_error", "result"))
 _OWNER, _EXPIRES = LEASE_ATTRIBUTES
+
+# enqueue_many's batches: BatchGetItem reads at most 100 keys, SendMessageBatch sends 10.
+READ_BATCH, SEND_BATCH = 100, 10
+# A map (the builtin, or a thread pool's) over batches of tasks.
+Mapper = Callable[
+    [Callable[[list[Task]], dict[str, bool | None]], Iterable[list[Task]]],
+    Iterable[dict[str, bool | None]],
+]
 
 # The error of a task whose message the queue's redrive policy moved to the DLQ.
 REDRIVE_POLICY_ERROR = "redrive policy: too many receives"
@@ -244,6 +253,92 @@ class Lifecycle:
         self._send_and_queue(task, detail, task.traceparent)
         return True
 
+    def enqueue_many(
+        self, task_ids: Sequence[str], detail: str, run: Mapper = map
+    ) -> dict[str, bool | None]:
+        """`enqueue` of many tasks in fewer requests: their task items read a hundred at a
+        time (TaskStore.get_many), their messages sent ten at a time (TaskQueue.send_refs),
+        then each one's QUEUED write; the same order and the same dedup ids, so a crash
+        anywhere leaves what `enqueue` would. `run` maps the batches of ten (a thread pool's
+        map runs them side by side). Per task: True if sent, False if there was nothing to
+        send (gone, no longer PENDING, or expired instead), None if its read, send or write
+        failed: its mark stays for the next try, and the others go on without it."""
+        outcomes: dict[str, bool | None] = {}
+        pending: list[Task] = []
+        for start in range(0, len(task_ids), READ_BATCH):
+            ids = task_ids[start : start + READ_BATCH]
+            try:
+                tasks = self.store.get_many(ids)
+            except Exception:
+                log.exception("reading tasks to enqueue failed; their marks stay")
+                outcomes.update(dict.fromkeys(ids, None))
+                continue
+            for task_id in ids:
+                task = tasks.get(task_id)
+                if task is None or task.state != S.PENDING:
+                    outcomes[task_id] = False
+                else:
+                    pending.append(task)
+        batches = [pending[i : i + SEND_BATCH] for i in range(0, len(pending), SEND_BATCH)]
+        for done in run(lambda batch: self._enqueue_batch(batch, detail), batches):
+            outcomes.update(done)
+        return outcomes
+
+    def _enqueue_batch(self, tasks: list[Task], detail: str) -> dict[str, bool | None]:
+        """enqueue_many's steps for up to SEND_BATCH PENDING tasks: expire those past their
+        start_by, send the rest in one request, then record each sent one QUEUED."""
+        outcomes: dict[str, bool | None] = {}
+        now = now_ms()
+        send = []
+        for task in tasks:
+            if not task.expired_at(now):
+                send.append(task)
+                continue
+            try:
+                with contextlib.suppress(Conflict):
+                    self.expire(task)
+                outcomes[task.task_id] = False
+            except Exception:
+                log.exception("expiring a task failed", extra={"task_id": task.task_id})
+                outcomes[task.task_id] = None
+        if not send:
+            return outcomes
+        try:
+            refused = self.queue.send_refs(send)
+        except Exception:
+            log.exception("sending %d tasks failed; their marks stay", len(send))
+            refused = {t.task_id for t in send}
+        for task_id in refused:
+            log.warning("SQS refused a task's message; its mark stays", extra={"task_id": task_id})
+            outcomes[task_id] = None
+        sent = [t for t in send if t.task_id not in refused]
+        failures = self._queue_sent(sent, detail) if sent else {}
+        for task in sent:
+            failure = failures.get(task.task_id)
+            outcomes[task.task_id] = True if failure is None else None
+            if failure is not None:
+                log.error(
+                    "recording QUEUED failed; its mark stays (the resend collapses)",
+                    exc_info=failure,
+                    extra={"task_id": task.task_id},
+                )
+        return outcomes
+
+    def _queue_sent(self, sent: list[Task], detail: str) -> dict[str, Exception]:
+        """After the send of `sent` [enqueue.after_send]: each one QUEUED, clearing its mark.
+        Returns the failure of each task whose write failed (its mark stays)."""
+        failpoints.hit("enqueue.after_send")
+        failures: dict[str, Exception] = {}
+        for task in sent:
+            try:
+                # On Conflict a worker claimed it (the message overtook this write) or it was
+                # cancelled: the mark is gone either way.
+                with contextlib.suppress(Conflict):
+                    self.store.transition(task, S.QUEUED, detail=detail)
+            except Exception as exc:
+                failures[task.task_id] = exc
+        return failures
+
     def expire(self, task: Task) -> Task:
         """EXPIRED: never started, and past its start_by. Conditional on no effect recorded (as
         a cancel is); Conflict if it changed since it was read."""
@@ -265,11 +360,9 @@ class Lifecycle:
             dedup_id=enqueue_dedup_id(pending),
             traceparent=traceparent,
         )
-        failpoints.hit("enqueue.after_send")
-        # On Conflict a worker claimed it (the message overtook this write) or it was
-        # cancelled: the mark is gone either way.
-        with contextlib.suppress(Conflict):
-            self.store.transition(pending, S.QUEUED, detail=detail)
+        failures = self._queue_sent([pending], detail)
+        if failures:
+            raise failures[pending.task_id]
 
     # ---- a run ----
     def receive(
