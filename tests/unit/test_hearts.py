@@ -4,12 +4,23 @@ against the emulator in tests/store/test_store_worker.py."""
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 
+from conveyor.worker import hearts as hearts_module
 from conveyor.worker.hearts import Hearts, HeartStarter
 
 LATER = 3600.0  # a first beat no test waits for
+
+
+class _State:
+    """Stands for a run's state (its task and payload) held by a loop's arguments."""
+
+
+def _noop(ran: threading.Event, state: _State) -> None:
+    ran.set()
 
 
 def _loop(started: threading.Event, done: threading.Event, stopped: threading.Event) -> None:
@@ -18,15 +29,43 @@ def _loop(started: threading.Event, done: threading.Event, stopped: threading.Ev
     stopped.set()
 
 
-def test_a_task_done_before_its_first_beat_starts_no_loop():
+def test_a_task_done_before_its_loop_starts_starts_none_and_keeps_nothing():
+    """A finished task's waiting loops are dropped at once, with their arguments (the run and
+    its payload), not when their start would have come (seen failing with them kept)."""
     starter, done = HeartStarter(), threading.Event()
     hearts = Hearts(done)
     ran = threading.Event()
-    starter.schedule(time.monotonic() + LATER, hearts, ran.set, ())
+    state = _State()
+    kept = weakref.ref(state)
+    starter.schedule(time.monotonic() + LATER, hearts, _noop, (ran, state))
+    del state
     hearts.finish()
     assert done.is_set()
-    hearts.start(ran.set, ())  # what the starter would do at the due time: nothing
+    gc.collect()
+    assert kept() is None, "a finished task's state is kept until its loop's start time"
     assert hearts.started == 0 and not ran.is_set()
+
+
+def test_a_loop_whose_thread_cannot_start_is_started_on_a_later_try(monkeypatch):
+    """No thread to be had (RuntimeError: can't start new thread) drops no loop: the starter
+    tries again (seen failing with the loop dropped after the error)."""
+    failures = [RuntimeError("can't start new thread")]
+
+    class Flaky(threading.Thread):
+        def start(self) -> None:
+            if self.name == "heartbeat" and failures:
+                raise failures.pop()
+            super().start()
+
+    monkeypatch.setattr(hearts_module.threading, "Thread", Flaky)
+    starter, done = HeartStarter(), threading.Event()
+    hearts = Hearts(done)
+    started, stopped = threading.Event(), threading.Event()
+    starter.schedule(time.monotonic(), hearts, _loop, (started, done, stopped))
+    assert started.wait(30), "the loop was dropped after its thread could not start"
+    assert not failures
+    hearts.finish()
+    assert stopped.is_set()
 
 
 def test_a_due_loop_starts_and_the_task_s_finish_stops_and_joins_it():

@@ -366,17 +366,19 @@ class Worker:
         # The lease runs from the claim; the message's visibility from its receive, which
         # was earlier if the message waited in the prefetch.
         received_at = item.held_until - self.settings.visibility_timeout_seconds
-        # Each loop on a thread of its own, started when its first beat is due: a task done
-        # before then starts none (conveyor.worker.hearts).
+        # Each loop on a thread of its own, started half an interval before its first beat
+        # (it waits for the beat itself): a task done before then starts none
+        # (conveyor.worker.hearts).
         hearts = Hearts(item.done)
-        for extend, first in (
-            (self._extend_lease, time.monotonic() + interval),
-            (self._extend_visibility, received_at + interval),
-        ):
-            self._hearts.schedule(first, hearts, self._beat, (item, extend, first))
         started = time.monotonic()
         outcome = "unrecorded"  # the outcome could not be written: the lease lapses, re-run
         try:
+            for extend, first in (
+                (self._extend_lease, started + interval),
+                (self._extend_visibility, received_at + interval),
+            ):
+                start_at = first - interval / 2
+                self._hearts.schedule(start_at, hearts, self._beat, (item, extend, first))
             outcome = self._attempt(item)
         finally:
             hearts.finish()  # sets item.done; no beat outlives the attempt
