@@ -236,7 +236,9 @@ def _reuse_user_agent(client: BaseClient) -> None:
         return
     kept: dict[frozenset[str], str] = {}
 
-    def to_string() -> str:
+    def to_string(*args: Any, **kwargs: Any) -> str:
+        if args or kwargs:  # a botocore that passes something: not what this was built for
+            return str(build(*args, **kwargs))
         ctx = get_context()
         features = frozenset(creator._client_features or ()).union(
             ctx.features if ctx is not None else ()

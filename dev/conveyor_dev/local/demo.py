@@ -30,12 +30,12 @@ MIX: tuple[Kind, ...] = (
     (5, "demo.sleep", lambda r: {"seconds": 30}, 3, True),
 )
 # Poison tasks (they end DEAD, into the DLQ) are not drawn but placed: every POISON_EVERY-th
-# submit of the mix, from the (POISON_EVERY // 2)-th. The task-success SLO's budget is 0.5 %
-# DEAD, and its page fires when over 3 % die over both windows of a pair (6x the budget, the
-# 6h/30m pair; a fresh Prometheus has only the run's minutes in both). Drawn at random, a few
-# early poison tasks would cross that before the mix evens out, and the demo would page itself
-# (issue 17: a healthy demo pages nothing). Placed, their share stays near 2 % at most: the DLQ gets
-# its dead letters (a ticket, ConveyorDlqNotEmpty) and nobody is paged.
+# submit of the mix. The task-success SLO's budget is 0.5 % DEAD, and its page fires when over
+# 3 % die over both windows of a pair (6x the budget, the 6h/30m pair; a fresh Prometheus has
+# only the run's minutes in both). Drawn at random, a few early poison tasks would cross that
+# before the mix evens out, and the demo would page itself (issue 17: a healthy demo pages
+# nothing). Placed, the first comes after about 90 finished tasks and their share stays near
+# 1 %: the DLQ gets its dead letters (a ticket, ConveyorDlqNotEmpty) and nobody is paged.
 POISON_EVERY = 100
 POISON: Kind = (0, "demo.poison", lambda r: {}, 3, False)
 
@@ -101,7 +101,7 @@ class DemoLoad:
         """Submit one task of the mix (thread-safe); None if the API refused it."""
         with self._lock:
             self._drawn += 1
-            if self._drawn % POISON_EVERY == POISON_EVERY // 2:
+            if self._drawn % POISON_EVERY == 0:
                 kind = POISON
             else:
                 kind = self._random.choices(MIX, [m[0] for m in MIX])[0]
