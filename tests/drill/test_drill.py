@@ -375,10 +375,17 @@ def test_all_workers_killed_page_for_the_workers_and_the_waiting_tasks(
     d = drill
     expected = {**COMPONENT_GONE, "ConveyorTasksNotConsumed": PAGE_RECEIVER}
     promised = {alert: _promised_seconds(alert) for alert in COMPONENT_GONE}
+    # The relay infers the head's age from visible counts (conveyor.queue_age): a count that
+    # drops restarts its clock. Once in a fresh-clone CI run the page came one visibility
+    # timeout later than here (74.8 s against 70; 64-66 s in the seven other runs): the restart
+    # came when the message the dead worker's open poll had hidden came back, most likely a
+    # dip in the emulator's approximate count at that moment (not pinned down; issue 17's
+    # note). So the promise allows one visibility timeout for it.
     promised["ConveyorTasksNotConsumed"] = _promised_seconds(
         "ConveyorTasksNotConsumed",
         lead=_age_threshold_seconds("ConveyorTasksNotConsumed")
-        + 2 * _relay_sweep_seconds(d.system),
+        + 2 * _relay_sweep_seconds(d.system)
+        + float(d.system.tuning["CONVEYOR_VISIBILITY_TIMEOUT_SECONDS"]),
     )
     killed_at = time.monotonic()
     d.system.signal("worker-1", signal.SIGKILL)
