@@ -8,8 +8,8 @@ counts from the receive). After a receive the poller lingers (up to
 CONVEYOR_RECEIVE_LINGER_SECONDS, see `linger_seconds`) so that receives come in batches, and
 settled messages are deleted in batches too (DeleteBatcher). Each message runs on one of the
 daemon runner threads, one per slot, with two heartbeat loops beside it, each on a thread of
-its own started when its first beat is due (conveyor.worker.hearts), that extend the SQS
-visibility timeout and the DynamoDB lease, and notice cancellation.
+its own started half an interval before its first beat (conveyor.worker.hearts), that extend
+the SQS visibility timeout and the DynamoDB lease, and notice cancellation.
 
 Per task type (conveyor.tasks.registry): its backoff and permanent errors decide a failure; a
 handler past its `timeout` is no longer waited for (its slot is free again) and its attempt
