@@ -37,7 +37,7 @@ PERIOD_SECONDS = 3  # divides a minute: the slots are the epoch's multiples of i
 CRON = f"* * * * * */{PERIOD_SECONDS}"  # every minute, at seconds 0, 3, 6, ...
 KEY_PREFIX = f"schedule:{NAME}:"
 # How long a SIGKILLed relay may take to be back and firing on a loaded 2-core machine.
-RESTART_ALLOWANCE_SECONDS = 10.0
+RESTART_ALLOWANCE_SECONDS = 8.0
 
 
 def is_schedule_key(key: str) -> bool:
