@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import grpc
@@ -95,6 +95,9 @@ class ScheduleReport:
     unexpected: int = 0
     late_slots_fired: int = 0  # of the last period's, which may or may not fire
     relay_kills: int = 0
+    # For an audit of the verdict: the slots with no task (UTC ISO), and when the relay died.
+    unfired_slots: list[str] = field(default_factory=list)
+    relay_killed_at: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -119,7 +122,9 @@ def judge(
 ) -> ScheduleReport:
     """The schedule's verdict from the sink (see the module's docstring)."""
     applied: dict[float, set[str]] = {}
-    report = ScheduleReport(relay_kills=len(relay_kills))
+    report = ScheduleReport(
+        relay_kills=len(relay_kills), relay_killed_at=[_iso(k) for k in relay_kills]
+    )
     for task_id, key in seen.task_keys.items():
         if not key.startswith(KEY_PREFIX) or not seen.applied(task_id):
             continue
@@ -143,8 +148,14 @@ def judge(
                 report.skipped_by_policy += 1
             elif tasks == 0:
                 report.missed += 1
+            if tasks == 0:
+                report.unfired_slots.append(_iso(slot))
         slot += PERIOD_SECONDS
     return report
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
 
 
 def _excused(slot: float, kills: list[float], windows: list[tuple[float, float]]) -> bool:

@@ -403,13 +403,18 @@ def verdict(
     ]
     phantom = [t.task_id for k, ts in by_key.items() for t in (ts if k not in ours else ts[1:])]
     tasks = [by_key[s.key][0] for s in acknowledged if by_key.get(s.key)]
-    stuck = [t.task_id for t in tasks if t.state not in TERMINAL]
+    scheduled = [t for t in listed or [] if schedule_oracle.is_schedule_key(t.idempotency_key)]
+    stuck = [t.task_id for t in [*tasks, *scheduled] if t.state not in TERMINAL]
     succeeded = [t for t in tasks if t.state == pb.TASK_STATE_SUCCEEDED]
-    missing = [t.task_id for t in succeeded if seen.applied(t.task_id) == 0]
+    missing = [
+        t.task_id
+        for t in [*succeeded, *scheduled]
+        if t.state == pb.TASK_STATE_SUCCEEDED and seen.applied(t.task_id) == 0
+    ]
     cancelled_with_effect = [
         t.task_id for t in tasks if t.state == pb.TASK_STATE_CANCELLED and seen.applied(t.task_id)
     ]
-    ids = {t.task_id for t in tasks}
+    ids = {t.task_id for t in [*tasks, *scheduled]}  # a schedule's effects count too
     duplicates = {t: why for t, why in seen.duplicate_effects().items() if t in ids}
     executions = [seen.executions[t.task_id] for t in tasks]
     first_sent = {
