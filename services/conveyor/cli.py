@@ -451,7 +451,10 @@ def _print_schedules(schedules: Sequence[pb.Schedule], as_json: bool) -> None:
 @schedule_app.command("create")
 def schedule_create(
     name: ScheduleName,
-    cron: Annotated[str, typer.Option(help="Five fields: minute hour day month weekday.")],
+    cron: Annotated[
+        str,
+        typer.Option(help="Five fields: minute hour day month weekday (a sixth, seconds, last)."),
+    ],
     task_type: Annotated[str, typer.Option("--type", help="A declared task type.")],
     time_zone: Annotated[str, typer.Option("--tz", help="IANA time zone of the spec.")] = "UTC",
     payload: Annotated[str | None, typer.Option(help="The tasks' payload, JSON.")] = None,

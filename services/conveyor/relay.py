@@ -27,13 +27,12 @@ its start_by the relay records EXPIRED instead of sending it.
 Many tasks due at once (Lifecycle.enqueue_many): every due mark the query read (up to
 CONVEYOR_RELAY_BATCH_SIZE per outbox shard) goes, the tasks read a hundred at a time
 (BatchGetItem), sent ten at a time (SendMessageBatch, each with its submit's dedup id) and
-recorded QUEUED one by one, CONVEYOR_RELAY_DUE_CONCURRENCY batches of ten side by side; a full
-page is queried again at once. Each task keeps the order above (send, then QUEUED; the mark
-stays until QUEUED), and one whose read, send or write fails keeps its mark for the next sweep
-without holding back the others. Measured with `make bench`'s delayed phase (1,000 tasks due
-at one moment, 2 workers, the embedded emulator, 2 cores shared with a CI run at a 1-minute
-load of 1.5 to 2.6): due time to QUEUED p50 1.3 to 1.8 s, p99 2.5 to 3.6 s; one task at a
-time it was p50 4.5 to 6.0 s, p99 9.8 to 11.2 s (README, "Delayed tasks and deadlines").
+recorded QUEUED one by one, CONVEYOR_RELAY_DUE_CONCURRENCY batches of ten side by side (the
+first ten go while the next hundred are read); a full page is queried again at once. Each
+task keeps the order above (send, then QUEUED; the mark stays until QUEUED), and one whose
+read, send or write fails keeps its mark for the next sweep without holding back the others.
+Measured with `make bench`'s delayed phase (1,000 tasks due at one moment, 2 workers, the
+embedded emulator, 2 shared cores): README, "Delayed tasks and deadlines".
 
 Recurring schedules: each sweep also fires the schedules whose next slot has come
 (conveyor.scheduler), and sleeps no later than the next slot it saw.

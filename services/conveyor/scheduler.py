@@ -5,6 +5,11 @@ key `schedules.slot_key(name, slot)` [schedule.after_submit] 2 advance the sched
 conditional on the slot it read. The submit is the fence: two relays firing the same slot, or a
 relay killed after 1 whose successor fires it again, replay the one task. A failed advance
 means another relay (or a pause or delete) moved the schedule first, which is fine.
+
+Metrics (conveyor.telemetry.metrics): each slot fired counts in conveyor_schedule_firings_total
+by outcome (created, replayed, failed); a task created for a slot later than the schedule's due
+one (older missed slots skipped) also counts in conveyor_schedule_catch_ups_total; a created
+task observes the time from its slot to its creation in conveyor_schedule_fire_lag_seconds.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from conveyor.api.servicer import request_hash
 from conveyor.schedule_store import Schedule, ScheduleStore
 from conveyor.store import IdempotencyMismatch
 from conveyor.tasks.lifecycle import Lifecycle
+from conveyor.telemetry import metrics
 
 log = logging.getLogger("conveyor.scheduler")
 
@@ -60,9 +66,20 @@ class Scheduler:
             )
             created = result.created
         except IdempotencyMismatch:
+            metrics.schedule_firings_total.labels("replayed").inc()
             # The key made another task: a schedule deleted and created again under its name
             # with another definition, within one slot. That slot has its task.
             log.warning("schedule slot already fired by an earlier definition", extra={"key": key})
+        except Exception:
+            metrics.schedule_firings_total.labels("failed").inc()
+            raise
+        else:
+            metrics.schedule_firings_total.labels("created" if created else "replayed").inc()
+            if created:
+                lag = max(0, result.task.created_at_ms - int(slot.timestamp() * 1000)) / 1000
+                metrics.schedule_fire_lag_seconds.observe(lag)
+                if slot > s.next_slot:
+                    metrics.schedule_catch_ups_total.inc()
         failpoints.hit("schedule.after_submit")
         advanced = self.store.advance(s, schedules.next_slot(s.cron, s.time_zone, slot))
         log.info(

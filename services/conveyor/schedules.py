@@ -7,6 +7,9 @@ time does what a user of cron expects, once:
 - a wall time the fall-back hour repeats (01:30 on 2026-11-01) fires once, at its first
   occurrence: croniter yields both, and the second (fold=1) is skipped here.
 
+A sixth field, croniter's seconds (last: `*/5 * * * * 30` is minute 0, 5, ... at second 30),
+fires more often than once a minute; the five-field spec fires at second 0.
+
 Catch-up: a schedule whose slots passed while no relay ran (or while its relay was behind)
 fires ONCE, for the latest slot that passed, and skips the older ones; a paused schedule
 resumes at its next slot after the resume. A slot's task carries `slot_key` as its idempotency
@@ -42,10 +45,16 @@ def zone(name: str) -> ZoneInfo:
 
 
 def check(cron: str, time_zone: str) -> None:
-    """Raises BadSpec unless `cron` is a five-field cron spec and `time_zone` an IANA zone."""
+    """Raises BadSpec unless `cron` is a cron spec of five fields (minute hour day month dow),
+    or six with croniter's seconds field last (`* * * * * */10`: every ten seconds), and
+    `time_zone` an IANA zone."""
     zone(time_zone)
-    if len(cron.split()) != 5 or not croniter.is_valid(cron):
-        raise BadSpec("cron", f"{cron!r} is not a five-field cron spec (minute hour day month dow)")
+    if len(cron.split()) not in (5, 6) or not croniter.is_valid(cron):
+        raise BadSpec(
+            "cron",
+            f"{cron!r} is not a cron spec of five fields (minute hour day month dow), "
+            "or six with seconds last",
+        )
 
 
 def _repeated(local: datetime) -> bool:

@@ -47,3 +47,6 @@ def test_200_tasks_under_kills_and_fault_windows_lose_and_duplicate_nothing(tmp_
         assert not report[name], name
     assert sum(report["kills"].values()) >= 5, "the soak killed (almost) nothing"
     assert sum(report["fault_windows"].values()) >= 1, "the soak opened no fault window"
+    schedule = report["schedule"]  # counted from the oracle's sink, not the system's records
+    assert schedule["fired_once"] >= 1, schedule
+    assert (schedule["doubled"], schedule["missed"], schedule["unexpected"]) == (0, 0, 0), schedule

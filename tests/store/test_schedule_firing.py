@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from conveyor import relay, schedules
 from conveyor.schedule_store import Schedule, ScheduleStore
-from store_support import relay_on
+from store_support import metric, relay_on
 
 NAME = "every-minute"
 T0 = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)  # a slot of "* * * * *"
@@ -47,7 +47,17 @@ def test_each_slot_fires_one_task_across_two_relays_a_restart_a_kill_and_an_outa
     schedule_store = ScheduleStore(store)
     assert schedule_store.create(_schedule(tenant)) is None
     a, b = relay_on(settings, store, queue), relay_on(settings, store, queue)
+    outcomes = ("created", "replayed", "failed")
 
+    def firings() -> dict[str, float]:
+        counts = {o: metric("conveyor_schedule_firings_total", outcome=o) for o in outcomes}
+        return {
+            **counts,
+            "catch_ups": metric("conveyor_schedule_catch_ups_total"),
+            "lags": metric("conveyor_schedule_fire_lag_seconds_count"),
+        }
+
+    before = firings()
     for minute in range(3):  # both relays sweep every slot
         _at(monkeypatch, T0 + timedelta(minutes=minute, seconds=5))
         a.fire_schedules()
@@ -71,6 +81,17 @@ def test_each_slot_fires_one_task_across_two_relays_a_restart_a_kill_and_an_outa
     fired = [T0 + timedelta(minutes=m) for m in (0, 1, 2, 3, 7)]
     assert _slot_tasks(store, tenant) == [schedules.slot_key(NAME, slot) for slot in fired]
     assert schedule_store.get(tenant, NAME).next_slot == T0 + timedelta(minutes=8)
+    # The metrics say the same: 5 slots' tasks created (their lag observed), one replayed (the
+    # slot of the kill, fired again by relay b; the other sweeps found the slot advanced),
+    # one catch-up (the outage's).
+    after = firings()
+    assert {k: after[k] - before[k] for k in after} == {
+        "created": 5,
+        "replayed": 1,
+        "failed": 0,
+        "catch_ups": 1,
+        "lags": 5,
+    }
 
 
 def test_a_paused_schedule_does_not_fire_and_resumes_at_its_next_slot(

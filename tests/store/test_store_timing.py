@@ -213,6 +213,34 @@ def test_the_relay_enqueues_due_tasks_side_by_side_no_more_than_its_setting_allo
     assert most == 2
 
 
+def test_the_relay_sends_the_first_due_tasks_while_it_reads_the_next_hundred(
+    settings, store, queue, raw, monkeypatch
+):
+    """The due tasks' reads (a hundred at a time) overlap their sends: the first batch of ten
+    goes out before the second hundred is read (the second read waits for a send to start, and
+    fails the test if none comes: read all, then send, never overlaps)."""
+    relay = relay_on(settings, store, queue, relay_batch_size=200, relay_due_concurrency=2)
+    ids = _due_now(Lifecycle(store, queue), raw, 110)  # two reads: 100 and 10
+    sqs = queue._sqs()
+    real_send, real_read = sqs.send_message_batch, store.get_many
+    sending = threading.Event()
+    reads: list[bool] = []  # per read after the first: had a send started by then?
+
+    def send(**kwargs):
+        sending.set()
+        return real_send(**kwargs)
+
+    def read(task_ids, **kwargs):
+        # A deadlock guard, not a timing bound: read-all-then-send never sets it.
+        reads.append(sending.wait(timeout=10) if reads else True)
+        return real_read(task_ids, **kwargs)
+
+    monkeypatch.setattr(sqs, "send_message_batch", send)
+    monkeypatch.setattr(store, "get_many", read)
+    assert relay.relay_due_marks() == len(ids)
+    assert len(reads) == 2 and all(reads)
+
+
 def test_a_task_past_its_start_by_expires_at_the_relay_and_is_never_sent(relay, store, queue, raw):
     lifecycle = Lifecycle(store, queue)
     task = _submit(lifecycle, not_before_ms=now_ms() + HOUR_MS, start_by_ms=now_ms() + 2 * HOUR_MS)

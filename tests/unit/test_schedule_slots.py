@@ -72,12 +72,29 @@ def test_the_slot_key_names_the_schedule_and_the_slot_in_utc():
     assert schedules.slot_key("nightly", slot) == "schedule:nightly:2026-11-01T05:30:00Z"
 
 
+def test_a_sixth_field_is_seconds_and_its_slots_keys_and_catch_up_follow_it():
+    """`* * * * * */5` fires every five seconds; each slot has its own key (to the second), and
+    a relay away for three slots fires the latest once."""
+    schedules.check("* * * * * */5", "UTC")
+    at = datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC)
+    first = schedules.next_slot("* * * * * */5", "UTC", at)
+    assert first == datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC)
+    assert schedules.next_slot("* * * * * */5", "UTC", first) == first + timedelta(seconds=5)
+    assert schedules.slot_key("s", first) == "schedule:s:2026-01-01T00:00:05Z"
+    late = first + timedelta(seconds=12)
+    latest = schedules.latest_slot("* * * * * */5", "UTC", first, late)
+    assert latest == datetime(2026, 1, 1, 0, 0, 15, tzinfo=UTC)
+    # The five-field spec still fires on the minute, at second 0.
+    assert schedules.next_slot("* * * * *", "UTC", at) == datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
+
+
 @pytest.mark.parametrize(
     ("cron", "zone", "field"),
     [
         ("61 * * * *", "UTC", "cron"),
         ("* * * *", "UTC", "cron"),
-        ("*/5 * * * * *", "UTC", "cron"),
+        ("* * * * * * *", "UTC", "cron"),  # seven fields: croniter's year is not offered
+        ("* * * * * 61", "UTC", "cron"),  # the sixth field is seconds
         ("0 9 * * *", "Mars/Olympus", "time_zone"),
         ("0 9 * * *", "", "time_zone"),
     ],

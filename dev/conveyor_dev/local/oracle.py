@@ -65,6 +65,8 @@ def record(kind: str, ctx: TaskContext, **extra: str) -> None:
         "worker": os.environ.get("CONVEYOR_WORKER_ID", ""),
         "pid": os.getpid(),
         "at": time.time(),
+        # The key the handler was given (a schedule's slot is in it): the soak counts firings.
+        "task_key": ctx.task.idempotency_key,
         **extra,
     }
     os.write(_fd, (json.dumps(line) + "\n").encode())
@@ -116,6 +118,7 @@ class Observed:
     calls: Counter[str] = field(default_factory=Counter)
     keys: dict[str, set[str]] = field(default_factory=dict)
     first_effect_at: dict[str, float] = field(default_factory=dict)
+    task_keys: dict[str, str] = field(default_factory=dict)  # task id -> its idempotency key
     lines: list[dict[str, Any]] = field(default_factory=list)
 
     def applied(self, task_id: str) -> int:
@@ -159,6 +162,7 @@ def read(path: Path) -> Observed:
         entry: dict[str, Any] = json.loads(line)
         observed.lines.append(entry)
         task_id, kind = entry["task_id"], entry["kind"]
+        observed.task_keys.setdefault(task_id, entry.get("task_key", ""))
         if kind == "execution":
             observed.executions[task_id] += 1
         elif kind == "decided":

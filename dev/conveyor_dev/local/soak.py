@@ -8,14 +8,18 @@ here through `while=` files) throttle, fail, slow down or cut off DynamoDB and S
 seconds at a time. The client retries every refused submit with its idempotency key. Then the
 chaos stops and the backlog drains.
 
+A recurring schedule (conveyor_dev.local.schedule_oracle: every 3 s, croniter's seconds field)
+is created before the chaos and deleted after it; its tasks run the oracle's handler too.
+
 The verdict comes from outside the system: the client's own record of what it submitted and
 when, the tenant's task listing, and the outside oracle's sink (conveyor_dev.local.oracle) for
 executions and effects. It reports lost tasks (submitted and acknowledged, then missing), phantom
 tasks (in the listing but never submitted, or a second task for one key), stuck tasks (not
 terminal once the drain is over), duplicate effects, effects missing from succeeded tasks,
-duplicate executions, and the longest time from the client's first submit to the effect. It
-exits 1 on any lost, phantom or stuck task or any duplicate or missing effect; it stops by
-itself after --timeout seconds at most.
+duplicate executions, the longest time from the client's first submit to the effect, and the
+schedule's slots: fired once, doubled, missed beyond the catch-up policy. It exits 1 on any
+lost, phantom or stuck task, any duplicate or missing effect, or any doubled, missed or
+unexpected schedule firing; it stops by itself after --timeout seconds at most.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from conveyor_dev.emulators.backend import start_backend
-from conveyor_dev.local import oracle
+from conveyor_dev.local import oracle, schedule_oracle
 from conveyor_dev.local.demo import TERMINAL
 from conveyor_dev.local.system import LocalSystem
 
@@ -117,6 +121,7 @@ class Report:
     seconds: float
     exit_codes: dict[str, int | None] = field(default_factory=dict)
     delayed: int = 0
+    schedule: schedule_oracle.ScheduleReport = field(default_factory=schedule_oracle.ScheduleReport)
 
     @property
     def failed(self) -> bool:
@@ -127,6 +132,7 @@ class Report:
             or self.duplicate_effects
             or self.missing_effects
             or self.acknowledged < self.tasks
+            or self.schedule.failed
         )
 
 
@@ -160,6 +166,9 @@ class Chaos:
         self.rng = rng
         self.kills: dict[str, int] = {}
         self.windows: dict[str, int] = {}
+        self.relay_kills: list[float] = []  # wall times, for the schedule's verdict
+        self.window_spans: list[tuple[float, float]] = []  # (opened, closed), wall times
+        self._opened_at = 0.0
         self.open_window = ""
         now = time.monotonic()
         self._next_kill = now + rng.uniform(1.0, 3.0)
@@ -177,6 +186,7 @@ class Chaos:
             self.open_window = self.rng.choice(sorted(WINDOWS))
             self.windows[self.open_window] = self.windows.get(self.open_window, 0) + 1
             (self.flags / self.open_window).touch()
+            self._opened_at = time.time()
             self._next_window = now + self.rng.uniform(2.0, 5.0)
 
     def finish(self) -> None:
@@ -195,10 +205,13 @@ class Chaos:
             proc.popen.kill()
             proc.popen.wait()
             self.kills[name] = self.kills.get(name, 0) + 1
+            if name == "relay":
+                self.relay_kills.append(time.time())
         self.system.respawn(name)
 
     def _close_window(self) -> None:
         (self.flags / self.open_window).unlink()
+        self.window_spans.append((self._opened_at, time.time()))
         self.open_window = ""
 
 
@@ -215,7 +228,7 @@ class TerminalCounter(threading.Thread):
         while not self.halt.is_set():
             tasks = list_tenant(self.stub, time.monotonic() + 5)
             if tasks is not None:
-                self.count = sum(t.state in TERMINAL for t in tasks)
+                self.count = sum(t.state in TERMINAL for t in submitted(tasks))
             self.halt.wait(2.0)
 
 
@@ -281,13 +294,19 @@ def run(args: argparse.Namespace, console: Console) -> Report:
             system.start(workers=args.workers)
             with system.channel(TENANT) as channel:
                 stub = system.stub(channel)
+                created_at = schedule_oracle.create(stub, time.monotonic() + 60)
                 chaos = Chaos(system, flags, rng)
                 drive(console, stub, submissions, chaos, deadline - DRAIN_SECONDS)
                 chaos.finish()
+                deleted_at = schedule_oracle.delete(stub, time.monotonic() + 60)
                 listed = drain(console, stub, submissions, deadline)
         finally:
             exit_codes = system.stop()
-    report = verdict(submissions, listed, oracle.read(sink), chaos, seed)
+    seen = oracle.read(sink)
+    report = verdict(submissions, listed, seen, chaos, seed)
+    report.schedule = schedule_oracle.judge(
+        seen, created_at, deleted_at, chaos.relay_kills, chaos.window_spans
+    )
     report.seconds = round(time.monotonic() - started, 1)
     report.exit_codes = exit_codes
     return report
@@ -335,9 +354,19 @@ def drain(
     return list_tenant(stub, time.monotonic() + 60)
 
 
+def submitted(tasks: list[pb.Task]) -> list[pb.Task]:
+    """The tasks the soak's client submitted: not its schedule's."""
+    return [t for t in tasks if not schedule_oracle.is_schedule_key(t.idempotency_key)]
+
+
 def _terminal_count(stub: pb_grpc.TaskServiceStub) -> int:
+    """The submitted tasks that are terminal, counted only once every schedule task is too
+    (the schedule's last tasks drain with the rest)."""
     tasks = list_tenant(stub, time.monotonic() + 5) or []
-    return sum(t.state in TERMINAL for t in tasks)
+    scheduled = [t for t in tasks if schedule_oracle.is_schedule_key(t.idempotency_key)]
+    if any(t.state not in TERMINAL for t in scheduled):
+        return 0
+    return sum(t.state in TERMINAL for t in submitted(tasks))
 
 
 def _chaos_line(chaos: Chaos) -> str:
@@ -363,7 +392,7 @@ def verdict(
     seed: int,
 ) -> Report:
     by_key: dict[str, list[pb.Task]] = {}
-    for task in listed or []:
+    for task in submitted(listed or []):
         by_key.setdefault(task.idempotency_key, []).append(task)
     ours = {s.key: s for s in submissions}
     acknowledged = [s for s in submissions if s.task_id]
@@ -374,13 +403,18 @@ def verdict(
     ]
     phantom = [t.task_id for k, ts in by_key.items() for t in (ts if k not in ours else ts[1:])]
     tasks = [by_key[s.key][0] for s in acknowledged if by_key.get(s.key)]
-    stuck = [t.task_id for t in tasks if t.state not in TERMINAL]
+    scheduled = [t for t in listed or [] if schedule_oracle.is_schedule_key(t.idempotency_key)]
+    stuck = [t.task_id for t in [*tasks, *scheduled] if t.state not in TERMINAL]
     succeeded = [t for t in tasks if t.state == pb.TASK_STATE_SUCCEEDED]
-    missing = [t.task_id for t in succeeded if seen.applied(t.task_id) == 0]
+    missing = [
+        t.task_id
+        for t in [*succeeded, *scheduled]
+        if t.state == pb.TASK_STATE_SUCCEEDED and seen.applied(t.task_id) == 0
+    ]
     cancelled_with_effect = [
         t.task_id for t in tasks if t.state == pb.TASK_STATE_CANCELLED and seen.applied(t.task_id)
     ]
-    ids = {t.task_id for t in tasks}
+    ids = {t.task_id for t in [*tasks, *scheduled]}  # a schedule's effects count too
     duplicates = {t: why for t, why in seen.duplicate_effects().items() if t in ids}
     executions = [seen.executions[t.task_id] for t in tasks]
     first_sent = {
@@ -440,6 +474,18 @@ def show(console: Console, report: Report) -> None:
         f"{report.duplicate_executions} tasks (at most {report.most_executions} runs of one)",
     )
     table.add_row("longest submit-to-effect", f"{report.longest_end_to_end_seconds:.1f} s")
+    s = report.schedule
+    table.add_row(
+        f"schedule {schedule_oracle.CRON!r}: slots fired once",
+        f"{s.fired_once} of {s.slots} (+{s.late_slots_fired} in the delete's last period)",
+    )
+    table.add_row("schedule: doubled slots", bad(["x"] * s.doubled))
+    table.add_row("schedule: missed slots (beyond catch-up)", bad(["x"] * s.missed))
+    table.add_row("schedule: unexpected firings", bad(["x"] * s.unexpected))
+    table.add_row(
+        "schedule: skipped by catch-up",
+        f"{s.skipped_by_policy} (relay SIGKILLed {s.relay_kills} times)",
+    )
     table.add_row("seed, duration", f"{report.seed}, {report.seconds:.0f} s")
     table.add_row(
         "exit codes at the end", ", ".join(f"{k}={v}" for k, v in report.exit_codes.items())
@@ -448,6 +494,8 @@ def show(console: Console, report: Report) -> None:
     for name in ("lost", "phantom", "stuck", "duplicate_effects", "missing_effects"):
         if getattr(report, name):
             console.print(f"[red]{name}:[/] {getattr(report, name)}")
+    if report.schedule.failed:
+        console.print(f"[red]schedule:[/] {report.schedule}")
 
 
 def main(argv: list[str] | None = None) -> int:

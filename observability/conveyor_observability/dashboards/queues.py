@@ -181,6 +181,49 @@ def queues_dashboard(spec: Spec) -> db.Dashboard:
                 width=8,
             )
         )
+        .with_row(row("Delayed tasks and schedules"))
+        .with_panel(
+            graph(
+                "Schedule firings by outcome",
+                "Slots the relay fired per second: created (the slot's task made), replayed (it "
+                "existed: another relay, or a restart), failed (tried again next sweep); "
+                "catch-up: a task made for the latest of several missed slots.",
+                "ops",
+                [
+                    Query(
+                        f"sum by (outcome) (rate(conveyor_schedule_firings_total[{RATE}]))",
+                        "{{outcome}}",
+                    ),
+                    Query(f"sum(rate(conveyor_schedule_catch_ups_total[{RATE}]))", "catch-up"),
+                ],
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Schedule lag",
+                "Slot time to its task's creation, p50 and p99 (the relay sleeps until the "
+                "next slot, so this is its sweep's own time unless it was down or behind).",
+                "s",
+                [
+                    Query(_quantile("conveyor_schedule_fire_lag_seconds", "0.5"), "p50"),
+                    Query(_quantile("conveyor_schedule_fire_lag_seconds", "0.99"), "p99"),
+                ],
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Delayed task lag",
+                "A delayed task's not_before to the relay's send of its message, p50 and p99.",
+                "s",
+                [
+                    Query(_quantile("conveyor_delayed_task_lag_seconds", "0.5"), "p50"),
+                    Query(_quantile("conveyor_delayed_task_lag_seconds", "0.99"), "p99"),
+                ],
+                width=8,
+            )
+        )
         .with_row(row("AWS and resilience"))
         .with_panel(
             graph(

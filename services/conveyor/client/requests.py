@@ -90,7 +90,7 @@ def schedule_request(
     max_attempts: int | None = None,
 ) -> pb.CreateScheduleRequest:
     """A schedule submitting `task` (as submit_request takes it) at each slot of `cron`, a
-    five-field spec read in the IANA `time_zone`."""
+    five-field spec (or six, seconds last) read in the IANA `time_zone`."""
     submit = submit_request(task, payload, "unused", max_attempts)
     return pb.CreateScheduleRequest(
         schedule=pb.Schedule(

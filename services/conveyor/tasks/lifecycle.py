@@ -65,7 +65,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -260,27 +260,34 @@ class Lifecycle:
         time (TaskStore.get_many), their messages sent ten at a time (TaskQueue.send_refs),
         then each one's QUEUED write; the same order and the same dedup ids, so a crash
         anywhere leaves what `enqueue` would. `run` maps the batches of ten (a thread pool's
-        map runs them side by side). Per task: True if sent, False if there was nothing to
-        send (gone, no longer PENDING, or expired instead), None if its read, send or write
-        failed: its mark stays for the next try, and the others go on without it."""
+        map runs them side by side); the batches come from a generator that reads the next
+        hundred only when `run` asks for more, so a pool's map (which submits each batch as it
+        gets it) sends the first ten while the rest are read. Per task: True if sent, False if
+        there was nothing to send (gone, no longer PENDING, or expired instead), None if its
+        read, send or write failed: its mark stays for the next try, and the others go on
+        without it."""
         outcomes: dict[str, bool | None] = {}
-        pending: list[Task] = []
-        for start in range(0, len(task_ids), READ_BATCH):
-            ids = task_ids[start : start + READ_BATCH]
-            try:
-                tasks = self.store.get_many(ids)
-            except Exception:
-                log.exception("reading tasks to enqueue failed; their marks stay")
-                outcomes.update(dict.fromkeys(ids, None))
-                continue
-            for task_id in ids:
-                task = tasks.get(task_id)
-                if task is None or task.state != S.PENDING:
-                    outcomes[task_id] = False
-                else:
-                    pending.append(task)
-        batches = [pending[i : i + SEND_BATCH] for i in range(0, len(pending), SEND_BATCH)]
-        for done in run(lambda batch: self._enqueue_batch(batch, detail), batches):
+
+        def batches() -> Iterator[list[Task]]:
+            for start in range(0, len(task_ids), READ_BATCH):
+                ids = task_ids[start : start + READ_BATCH]
+                try:
+                    tasks = self.store.get_many(ids)
+                except Exception:
+                    log.exception("reading tasks to enqueue failed; their marks stay")
+                    outcomes.update(dict.fromkeys(ids, None))
+                    continue
+                pending = []
+                for task_id in ids:
+                    task = tasks.get(task_id)
+                    if task is None or task.state != S.PENDING:
+                        outcomes[task_id] = False
+                    else:
+                        pending.append(task)
+                for i in range(0, len(pending), SEND_BATCH):
+                    yield pending[i : i + SEND_BATCH]
+
+        for done in run(lambda batch: self._enqueue_batch(batch, detail), batches()):
             outcomes.update(done)
         return outcomes
 

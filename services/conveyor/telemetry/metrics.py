@@ -158,6 +158,27 @@ delayed_task_lag_seconds = Histogram(
     "Time from a delayed task's not_before to the relay's send of its message.",
     buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
 )
+# Recurring schedules (conveyor.scheduler), one count per slot the relay fires.
+# outcome: created (the slot's task made now) | replayed (the slot's task existed: another
+# relay fired it, or this one again after a kill) | failed (the submit raised; the next sweep
+# tries again)
+schedule_firings_total = Counter(
+    "conveyor_schedule_firings_total",
+    "Schedule slots the relay fired, by outcome.",
+    ("outcome",),
+    registry=None,
+)
+schedule_catch_ups_total = Counter(
+    "conveyor_schedule_catch_ups_total",
+    "Firings that skipped older missed slots (catch-up: the latest missed slot fires once).",
+    registry=None,
+)
+schedule_fire_lag_seconds = Histogram(
+    "conveyor_schedule_fire_lag_seconds",
+    "Time from a schedule's slot to the creation of its task.",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
+    registry=None,
+)
 # queue: main | dlq ; state: visible | inflight | delayed
 queue_messages = Gauge(
     "conveyor_queue_messages",
@@ -184,6 +205,9 @@ RELAY_METRICS = (
     queue_messages,
     queue_oldest_age_seconds,
     dlq_compensated_total,
+    schedule_firings_total,
+    schedule_catch_ups_total,
+    schedule_fire_lag_seconds,
 )
 
 # ---- AWS and resilience ----
