@@ -81,6 +81,7 @@ def task_dict(task: pb.Task) -> dict[str, Any]:
         "updated_at": _iso(task.updated_at),
         "not_before": _iso(task.not_before),
         "start_by": _iso(task.start_by),
+        "lane": task.lane,
     }
 
 
@@ -130,6 +131,7 @@ def task_table(task: pb.Task, *, title: str = "Task") -> Table:
         ("task id", Text(task.task_id)),
         ("type", Text(task.task_type)),
         ("state", _state_text(task.state)),
+        ("lane", Text(task.lane)),
         ("attempts", Text(f"{task.attempts} of {task.max_attempts}")),
         ("last error", Text(task.last_error)),
         ("payload", _bytes_text(task.payload)),

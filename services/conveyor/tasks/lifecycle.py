@@ -75,7 +75,7 @@ from opentelemetry import propagate, trace
 
 from conveyor import failpoints
 from conveyor.aws import is_dependency_fault
-from conveyor.domain import MAX_RECEIVE_COUNT, Task, TaskState
+from conveyor.domain import DEFAULT_LANE, MAX_RECEIVE_COUNT, Task, TaskState
 from conveyor.queue import QUEUE_DLQ, QUEUE_MAIN, Message, TaskQueue, enqueue_dedup_id
 from conveyor.store import (
     LEASE_ATTRIBUTES,
@@ -174,6 +174,7 @@ class Lifecycle:
         send_budget: Callable[[], float],
         not_before_ms: int = 0,
         start_by_ms: int = 0,
+        lane: str = DEFAULT_LANE,
     ) -> SubmitResult:
         """submit_many of one task; IdempotencyMismatch raised."""
         new = NewTask(
@@ -185,6 +186,7 @@ class Lifecycle:
             max_attempts=max_attempts,
             not_before_ms=not_before_ms,
             start_by_ms=start_by_ms,
+            lane=lane,
         )
         [result] = self.submit_many([new], remaining=remaining, send_budget=send_budget)
         if isinstance(result, IdempotencyMismatch):
