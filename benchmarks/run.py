@@ -43,7 +43,7 @@ from typing import Any
 import grpc
 from conveyor.aws import AwsClients, make_breaker
 from conveyor.queue import TaskQueue
-from conveyor.settings import WorkerSettings
+from conveyor.settings import WorkerSettings, lane_url_fields
 from conveyor.store import MAX_BATCH_TASKS, TaskStore
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor_dev.emulators.backend import Backend, start_backend
@@ -372,8 +372,11 @@ def _direct_submit_ms(system: LocalSystem, count: int, clients: int, payload: by
         "AWS_REGION": env["AWS_REGION"],
         "AWS_ENDPOINT_URL": env["AWS_ENDPOINT_URL"],
         "table_name": system.table_name,
-        "queue_url": system.queue_url,
-        "dlq_url": system.dlq_url,
+        **{
+            field: url
+            for lane, urls in system.lane_urls.items()
+            for field, url in zip(lane_url_fields(lane), urls, strict=True)
+        },
         "metrics_listen": "127.0.0.1:0",
     }
     settings = WorkerSettings(**values)

@@ -436,7 +436,7 @@ def outbox_status() -> None:
 
 @queue_app.command("stats")
 def queue_stats() -> None:
-    """Approximate message counts of the main queue and the DLQ."""
+    """Approximate message counts of every lane's queue and DLQ."""
     from conveyor import ops
 
     with _reported_errors():

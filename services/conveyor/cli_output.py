@@ -216,11 +216,12 @@ def dlq_table(entries: Iterable[Any]) -> Table:
     """Rows of ops.DlqEntry."""
     return _table(
         "Dead-letter queue",
-        ("task id", "type", "state", "attempts", "last error", "message id"),
+        ("task id", "type", "lane", "state", "attempts", "last error", "message id"),
         (
             (
                 Text(e.task_id),
                 Text(e.task_type),
+                Text(e.lane),
                 Text(e.state),
                 str(e.attempts),
                 _clip(e.last_error),

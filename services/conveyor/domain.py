@@ -110,6 +110,15 @@ LANES: tuple[str, ...] = ("high", "default")
 DEFAULT_LANE = "default"
 
 
+def lane_suffix(lane: str, sep: str = "_") -> str:
+    """What `lane` adds to the names of its queues, settings, stack outputs and resources:
+    nothing for the default lane (its names are those from before lanes, so existing stacks
+    keep their queues and deployments their variables), `<sep><lane>` for every other one."""
+    if lane not in LANES:
+        raise ValueError(f"{lane!r} is not a lane (lanes: {', '.join(LANES)})")
+    return "" if lane == DEFAULT_LANE else f"{sep}{lane}"
+
+
 def bounded_error(text: str) -> str:
     """`text` cut to MAX_ERROR_CHARS, saying so: an exception message may be any size, and
     an item over DynamoDB's 400 KB would make the outcome itself impossible to record."""
