@@ -2,22 +2,27 @@
 
 The lanes are domain.LANES, highest first. The rule (README "Priority lanes"):
 
-- A receive asks the lanes in that order with short polls (no wait) and takes the first
-  lane's batch that is not empty; the lanes after it are not asked.
+- A receive asks the lanes in that order with short polls (no wait), each for what the lanes
+  before it left of the batch (the free slots and prefetch room): a lane with enough
+  messages fills it, and the lanes after it are not asked. It counts as served by the first
+  lane that had messages.
 - Every lane but the first counts the receives served by a lane above it since its last turn.
   Once that count reaches K (CONVEYOR_LANE_TURN_AFTER, default 3), the next receive asks that
   lane first (its turn), then the others in order; a turn is spent whether or not the lane had
   messages (an empty lane costs one empty short poll per K + 1 receives, not one per receive).
   So while the high lane is saturated, a default lane with messages is served by at least one
   receive in K + 1 (at least 1/(K + 1) of the receives, a quarter by default) and the high lane
-  by the rest; a high-lane task waits at most for the receive under way and the messages
-  already waiting in the prefetch (conveyor.worker.prefetch keeps them in arrival order).
+  by the rest; while the high lane has fewer messages than a receive takes, the default lane
+  fills the rest of each receive. A high-lane task waits at most for the receive under way and
+  the messages already waiting in the prefetch (conveyor.worker.prefetch keeps them in arrival
+  order).
 - When every lane's short poll came back empty, the worker is idle: it long-polls every lane
   at once (one request each, side by side, CONVEYOR_POLL_WAIT_SECONDS), so a task arriving in
   any lane is received at once, and keeps long-polling, without short polls, until a long poll
   brings messages. Idle costs one ReceiveMessage per lane per poll wait (two lanes, 5 s: 0.4
-  a second per worker, twice the single queue's 0.2); busy, a receive that the default lane
-  serves costs one more (empty) short poll of the high lane before it.
+  a second per worker, twice the single queue's 0.2); busy, a receive costs one short poll
+  per lane it has to ask: one more (empty) poll of the high lane before the default lane's
+  while only the default lane has messages.
 """
 
 from __future__ import annotations

@@ -267,15 +267,24 @@ class Worker:
     def _short_polls(
         self, order: tuple[str, ...], asked: int, stop: threading.Event
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """The first lane's messages (in `order`) that has any, and that lane."""
+        """Up to `asked` messages from the lanes in `order`, each lane asked for what the ones
+        before it left, and the first lane that had any."""
+        got: list[dict[str, Any]] = []
+        first = None
         for lane in order:
+            if len(got) >= asked:
+                break
             raw = self.queue.receive(
-                asked, 0, self.settings.visibility_timeout_seconds, queue=main_queue(lane)
+                asked - len(got),
+                0,
+                self.settings.visibility_timeout_seconds,
+                queue=main_queue(lane),
             )
             if raw:
                 self._take_in(raw, stop)
-                return raw, lane
-        return [], None
+                got += raw
+                first = first or lane
+        return got, first
 
     def _long_poll(
         self, pollers: ThreadPoolExecutor, asked: int, stop: threading.Event
