@@ -73,7 +73,6 @@ def queue_of(raw: dict[str, Any]) -> QueueId:
     return raw.get(_FROM) or main()
 
 
-MAIN_QUEUES = tuple(main(lane) for lane in LANES)
 DEAD_LETTER_QUEUES = tuple(dlq(lane) for lane in LANES)
 _DEPTH_ATTRIBUTES = {
     "ApproximateNumberOfMessages": "visible",

@@ -19,10 +19,14 @@ The lanes are domain.LANES, highest first. The rule (README "Priority lanes"):
 - When every lane's short poll came back empty, the worker is idle: it long-polls every lane
   at once (one request each, side by side, CONVEYOR_POLL_WAIT_SECONDS), so a task arriving in
   any lane is received at once, and keeps long-polling, without short polls, until a long poll
-  brings messages. Idle costs one ReceiveMessage per lane per poll wait (two lanes, 5 s: 0.4
-  a second per worker, twice the single queue's 0.2); busy, a receive costs one short poll
-  per lane it has to ask: one more (empty) poll of the high lane before the default lane's
-  while only the default lane has messages.
+  brings messages. It goes back to short polls as soon as one does: the other lanes' long polls
+  go on waiting (a later idle round keeps them rather than asking again) and put their
+  messages in the prefetch when they come.
+
+Idle costs one ReceiveMessage per lane per poll wait (two lanes, 5 s: 0.4 a second per worker,
+twice the single queue's 0.2). Busy, a receive costs one short poll per lane it has to ask:
+one more (empty) poll of the high lane before the default lane's while only the default lane
+has messages.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from queue import SimpleQueue
 from typing import Any
@@ -236,6 +236,7 @@ class Worker:
         by side while idle."""
         turns = LaneTurns(LANES, self.settings.lane_turn_after)
         idle = False
+        long_polls: dict[str, Future[list[dict[str, Any]]]] = {}  # per lane, the latest
         with ThreadPoolExecutor(len(LANES), thread_name_prefix="long-poll") as pollers:
             while not stop.is_set():
                 asked = self._prefetch.room(timeout=0.5)
@@ -243,7 +244,7 @@ class Worker:
                     continue
                 try:
                     if idle:
-                        raw = self._long_poll(pollers, asked, stop)
+                        raw = self._long_poll(pollers, long_polls, asked, stop)
                     else:
                         order = turns.order()
                         raw, lane = self._short_polls(order, asked, stop)
@@ -287,33 +288,44 @@ class Worker:
         return got, first
 
     def _long_poll(
-        self, pollers: ThreadPoolExecutor, asked: int, stop: threading.Event
+        self,
+        pollers: ThreadPoolExecutor,
+        long_polls: dict[str, Future[list[dict[str, Any]]]],
+        asked: int,
+        stop: threading.Event,
     ) -> list[dict[str, Any]]:
-        """Every lane long-polled side by side; each lane's messages go to the prefetch as
-        they come. All of them (more than `asked` when several lanes bring some at once: the
-        extra ones wait in the prefetch, or are released if they wait too long)."""
-        futures = [
-            pollers.submit(
-                self.queue.receive,
-                asked,
-                self.settings.poll_wait_seconds,
-                self.settings.visibility_timeout_seconds,
-                queue=main_queue(lane),
-            )
-            for lane in LANES
-        ]
+        """Every lane long-polled side by side (a lane whose long poll from an earlier round
+        is still waiting keeps it), each lane's messages put in the prefetch as they come.
+        Returns once one of them brought messages (the others go on waiting, and put theirs
+        in the prefetch when they come: the next receives need not wait a poll out), or all
+        came back empty. Several lanes bringing messages at once may bring more than `asked`:
+        the extra ones wait in the prefetch, or are released if they wait too long."""
+        for lane in LANES:
+            if lane not in long_polls or long_polls[lane].done():
+                long_polls[lane] = pollers.submit(self._receive_into, lane, asked, stop)
+        waiting = set(long_polls.values())
         raw: list[dict[str, Any]] = []
         failed: BaseException | None = None
-        for future in as_completed(futures):
-            try:
-                got = future.result()
-            except Exception as exc:
-                failed = exc
-                continue
-            self._take_in(got, stop)
-            raw += got
+        while waiting and not raw:
+            done, waiting = wait(waiting, return_when=FIRST_COMPLETED)
+            for future in done:
+                try:
+                    raw += future.result()
+                except Exception as exc:
+                    failed = exc
         if failed is not None and not raw:
             raise failed
+        return raw
+
+    def _receive_into(self, lane: str, asked: int, stop: threading.Event) -> list[dict[str, Any]]:
+        """One long poll of `lane`'s queue, its messages put in the prefetch."""
+        raw = self.queue.receive(
+            asked,
+            self.settings.poll_wait_seconds,
+            self.settings.visibility_timeout_seconds,
+            queue=main_queue(lane),
+        )
+        self._take_in(raw, stop)
         return raw
 
     def _dispatch(self, stop: threading.Event) -> None:
