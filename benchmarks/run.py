@@ -12,7 +12,10 @@ Every phase gets a fresh emulator with the stack's resources (as `make local` cr
    payloads, and the floor behind it too: DynamoDB units and SQS billed requests per task;
 5. fairness: tenant B's first task behind tenant A's --backlog (benchmarks/fairness.py).
 6. delayed: --delayed-tasks delayed tasks due at one moment: due time to QUEUED p50/p99.
-7. peers: three sequences, each on one emulator behind one metering proxy: Conveyor (2 workers
+7. lanes: --lanes-backlog default-lane tasks queued at once, then --lanes-high high-lane tasks
+   submitted one by one: the high lane's submit -> start p50/p99, and the default lane's tasks/s
+   while the high lane is busy against its tasks/s overall.
+8. peers: three sequences, each on one emulator behind one metering proxy: Conveyor (2 workers
    x 4 slots), the floor, dramatiq + dramatiq_sqs and Celery on SQS
    (benchmarks/peer_systems.py), the same tasks, clients and slots: tasks/s, ratio to the
    floor, requests per task by operation, CPU per task, end-to-end p50/p99.
@@ -43,7 +46,7 @@ from typing import Any
 import grpc
 from conveyor.aws import AwsClients, make_breaker
 from conveyor.queue import TaskQueue
-from conveyor.settings import WorkerSettings
+from conveyor.settings import WorkerSettings, lane_url_fields
 from conveyor.store import MAX_BATCH_TASKS, TaskStore
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor_dev.emulators.backend import Backend, start_backend
@@ -64,7 +67,7 @@ TASK_TYPE = "demo.noop"
 CLIENTS = 8
 SLOTS = 4  # CONVEYOR_WORKER_CONCURRENCY of the local tuning
 STEADY_SLOTS = 10
-PHASES = ("floor", "throughput", "steady", "billing", "fairness", "delayed", "peers")
+PHASES = ("floor", "throughput", "steady", "billing", "fairness", "delayed", "lanes", "peers")
 SEQUENCES = 3  # of the peer phase
 # Polling and relay cadence as deployed (the settings' defaults), not the local run's faster
 # ones: idle polling and relay sweeps are part of the cost per task being measured.
@@ -95,7 +98,11 @@ def payload_of(size: int) -> bytes:
 # ---- the system ----
 @contextmanager
 def system_on(
-    backend: Backend, workers: int, endpoint: str | None = None, slots: int = SLOTS
+    backend: Backend,
+    workers: int,
+    endpoint: str | None = None,
+    slots: int = SLOTS,
+    tuning: dict[str, str] | None = None,
 ) -> Iterator[LocalSystem]:
     """The stack provisioned in `backend`, its services started (talking to `endpoint`, the
     metering proxy, if given)."""
@@ -105,7 +112,7 @@ def system_on(
         RESULTS / "runs" / stamp,
         backend,
         (TENANT,),
-        tuning={**BENCH_TUNING, "CONVEYOR_WORKER_CONCURRENCY": str(slots)},
+        tuning={**BENCH_TUNING, "CONVEYOR_WORKER_CONCURRENCY": str(slots), **(tuning or {})},
     )
     if endpoint:
         system.backend = dataclasses.replace(backend, endpoint_url=endpoint, service_endpoints={})
@@ -335,6 +342,98 @@ def phase_delayed(tasks: int) -> dict[str, Any]:
     }
 
 
+# The lanes phase: the submit quota out of the way, so the default lane is full before the first
+# high task comes (at the default 100/s, 1,000 tasks take 8 s to submit while workers drain them).
+# The settings' default of 32 message groups per tenant and type, not the local run's 4: with 4,
+# one tenant's default lane runs at most a few groups' worth at a time (about 12 tasks/s here),
+# whatever the lanes do.
+LANES_TUNING = {
+    "CONVEYOR_TENANT_SUBMITS_PER_SECOND": "100000",
+    "CONVEYOR_TENANT_SUBMIT_BURST": "100000",
+    "CONVEYOR_MESSAGE_GROUP_SHARDS": "32",
+}
+LANES_TASK_SECONDS = 0.05  # demo.sleep: 2 workers x 4 slots run at most 160 a second
+
+
+def _runs(stub: Any, ids: list[str]) -> list[tuple[int, int]]:
+    """(created, first RUNNING) in ms of each task of `ids`."""
+
+    def one(task_id: str) -> tuple[int, int]:
+        got = stub.GetTask(pb.GetTaskRequest(task_id=task_id), timeout=10)
+        started = next(e for e in got.events if e.to_state == pb.TASK_STATE_RUNNING)
+        return got.task.created_at.ToMilliseconds(), started.at.ToMilliseconds()
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, ids))
+
+
+def phase_lanes(backlog: int, high: int, high_rate: float) -> dict[str, Any]:
+    """A full default lane (`backlog` tasks submitted at once), then `high` high-lane tasks
+    submitted one by one at `high_rate` a second: each high task's submit -> start, and the
+    default lane's throughput while the high lane is busy (its tasks started between the
+    first high submit and the last high start) against its throughput overall."""
+    with (
+        start_backend() as backend,
+        system_on(backend, 2, tuning=LANES_TUNING) as system,
+        system.channel(TENANT) as channel,
+    ):
+        console.print(
+            f"[bold]lanes:[/] {backlog} default tasks queued, then {high} high tasks at "
+            f"{high_rate:g}/s; 2 worker processes x {SLOTS} slots, demo.sleep "
+            f"{LANES_TASK_SECONDS} s"
+        )
+        stub = system.stub(channel)
+        body = json.dumps({"seconds": LANES_TASK_SECONDS}).encode()
+
+        def request(lane: str) -> pb.SubmitTaskRequest:
+            return pb.SubmitTaskRequest(
+                task_type="demo.sleep", payload=body, idempotency_key=uuid.uuid4().hex, lane=lane
+            )
+
+        default_ids: list[str] = []
+        for start in range(0, backlog, MAX_BATCH_TASKS):
+            batch = [request("default") for _ in range(min(MAX_BATCH_TASKS, backlog - start))]
+            answer = _submit_batch(stub, pb.SubmitTasksRequest(tasks=batch))
+            default_ids += [r.task.task_id for r in answer.results]
+        high_ids = []
+        for _ in range(high):
+            high_ids.append(stub.SubmitTask(request("high"), timeout=10).task.task_id)
+            time.sleep(1 / high_rate)
+        wait_completed(system, backlog + high, timeout=600)
+        high_runs, default_runs = _runs(stub, high_ids), _runs(stub, default_ids)
+    busy_from = min(created for created, _ in high_runs)
+    busy_to = max(started for _, started in high_runs)
+    during = sum(1 for _, started in default_runs if busy_from <= started <= busy_to)
+    default_starts = [started for _, started in default_runs]
+    whole = (max(default_starts) - min(default_starts)) / 1000
+    return {
+        "default_backlog": backlog,
+        "high_tasks": high,
+        "high_rate": high_rate,
+        "task_seconds": LANES_TASK_SECONDS,
+        "high_submit_to_start": p50_p99([started - created for created, started in high_runs]),
+        "high_busy_seconds": (busy_to - busy_from) / 1000,
+        "default_started_while_high_busy": during,
+        "default_tasks_per_second_while_high_busy": during
+        / max(1e-3, (busy_to - busy_from) / 1000),
+        "default_tasks_per_second_overall": backlog / max(1e-3, whole),
+        "default_left_when_last_high_started": sum(1 for s in default_starts if s > busy_to),
+    }
+
+
+def _lanes(backlog: int, high: int, high_rate: float) -> dict[str, Any]:
+    result = phase_lanes(backlog, high, high_rate)
+    latency = result["high_submit_to_start"]
+    console.print(
+        f"[bold]lanes:[/] high lane submit -> start p50 {latency['p50_ms']:.0f} ms, p99 "
+        f"{latency['p99_ms']:.0f} ms behind {backlog} default tasks; the default lane ran "
+        f"{result['default_tasks_per_second_while_high_busy']:.1f} tasks/s while the high lane "
+        f"was busy ({result['default_tasks_per_second_overall']:.1f} tasks/s overall), with "
+        f"{result['default_left_when_last_high_started']} still waiting at the last high start"
+    )
+    return result
+
+
 OVERHEAD = "conveyor_api_overhead_seconds"
 OVERHEAD_CPU = "conveyor_api_overhead_cpu_seconds"
 
@@ -372,8 +471,11 @@ def _direct_submit_ms(system: LocalSystem, count: int, clients: int, payload: by
         "AWS_REGION": env["AWS_REGION"],
         "AWS_ENDPOINT_URL": env["AWS_ENDPOINT_URL"],
         "table_name": system.table_name,
-        "queue_url": system.queue_url,
-        "dlq_url": system.dlq_url,
+        **{
+            field: url
+            for lane, urls in system.lane_urls.items()
+            for field, url in zip(lane_url_fields(lane), urls, strict=True)
+        },
         "metrics_listen": "127.0.0.1:0",
     }
     settings = WorkerSettings(**values)
@@ -699,6 +801,19 @@ def report_table(report: dict[str, Any]) -> Table:
         f"{lag['p50_ms']:.0f} / {lag['p99_ms']:.0f} ms",
         "p99 <= 2000 ms",
     )
+    lanes = report["lanes"]
+    high = lanes["high_submit_to_start"]
+    table.add_row(
+        f"high lane submit -> start p50 / p99, {lanes['default_backlog']} default tasks queued",
+        f"{high['p50_ms']:.0f} / {high['p99_ms']:.0f} ms",
+        "",
+    )
+    table.add_row(
+        "  default lane tasks/s while the high lane is busy / overall",
+        f"{lanes['default_tasks_per_second_while_high_busy']:.1f} / "
+        f"{lanes['default_tasks_per_second_overall']:.1f}",
+        "",
+    )
     return table
 
 
@@ -723,6 +838,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--billing-tasks", type=int, default=100, help="per payload size")
     parser.add_argument("--backlog", type=int, default=2000, help="tenant A's, in fairness")
     parser.add_argument("--delayed-tasks", type=int, default=1000, help="all due at once")
+    parser.add_argument("--lanes-backlog", type=int, default=1000, help="default-lane tasks")
+    parser.add_argument("--lanes-high", type=int, default=100, help="high-lane tasks")
+    parser.add_argument("--lanes-high-rate", type=float, default=20.0, help="their submits/s")
     parser.add_argument(
         "--phases", default=",".join(PHASES), help=f"a subset of {','.join(PHASES)}"
     )
@@ -753,6 +871,7 @@ def main(argv: list[str] | None = None) -> int:
         "billing": lambda: phase_billing(args.billing_tasks, args.rate),
         "fairness": lambda: _fairness(args.backlog),
         "delayed": lambda: phase_delayed(args.delayed_tasks),
+        "lanes": lambda: _lanes(args.lanes_backlog, args.lanes_high, args.lanes_high_rate),
         "peers": lambda: phase_peers(args.tasks, small),
     }
     for name in PHASES:

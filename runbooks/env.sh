@@ -1,7 +1,8 @@
 # The runbooks' environment, from one place: `source runbooks/env.sh` from the repository root.
 #
 # AWS shell: CONVEYOR_STACK=<stack> source runbooks/env.sh  (Pulumi CLI and AWS credentials)
-#   exports the stack's outputs: AWS_REGION, CONVEYOR_QUEUE_URL/DLQ_URL/TABLE_NAME,
+#   exports the stack's outputs: AWS_REGION, CONVEYOR_QUEUE_URL/DLQ_URL/TABLE_NAME, each lane's
+#   CONVEYOR_QUEUE_URL_<LANE>/DLQ_URL_<LANE> (conveyor.settings.QueueSettings),
 #   CONVEYOR_API_ADDRESS, CLUSTER, API_SERVICE, RELAY_SERVICE, WORKER_SERVICE and
 #   API_LOG_GROUP, RELAY_LOG_GROUP, WORKER_LOG_GROUP.
 # Local shell (make local): source runbooks/env.sh
@@ -31,7 +32,8 @@ _conveyor_env() {
     local pairs
     pairs=$(printf '%s' "$outputs" | jq -r '
         [["AWS_REGION", .region], ["CONVEYOR_QUEUE_URL", .queue_url],
-         ["CONVEYOR_DLQ_URL", .dlq_url], ["CONVEYOR_TABLE_NAME", .table_name],
+         ["CONVEYOR_DLQ_URL", .dlq_url], ["CONVEYOR_QUEUE_URL_HIGH", .queue_url_high],
+         ["CONVEYOR_DLQ_URL_HIGH", .dlq_url_high], ["CONVEYOR_TABLE_NAME", .table_name],
          ["CONVEYOR_API_ADDRESS", .api_endpoint], ["CLUSTER", .cluster_name],
          ["API_SERVICE", .api_service_name], ["RELAY_SERVICE", .relay_service_name],
          ["WORKER_SERVICE", .worker_service_name],

@@ -64,6 +64,7 @@ def submit(
     *,
     key: str | None = None,
     max_attempts: int = 0,
+    lane: str = "",
     timeout: float = 10,
 ) -> pb.SubmitTaskResponse:
     raw = payload if isinstance(payload, bytes) else json.dumps(payload or {}).encode()
@@ -73,6 +74,7 @@ def submit(
             payload=raw,
             idempotency_key=key or uuid.uuid4().hex,
             max_attempts=max_attempts,
+            lane=lane,
         ),
         timeout=timeout,
     )

@@ -1,13 +1,14 @@
-"""Paging path: an SNS topic with the stack's alarm targets, and the CloudWatch alarm that
-fires when anything lands in the DLQ (a task the system gave up on needs a human)."""
+"""Paging path: an SNS topic with the stack's alarm targets, and the CloudWatch alarm per lane
+that fires when anything lands in its DLQ (a task the system gave up on needs a human)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+from conveyor.domain import lane_suffix
 
 # Services that publish to the topic: CloudWatch alarms and AMP's Alertmanager.
 PUBLISHERS = ("cloudwatch.amazonaws.com", "aps.amazonaws.com")
@@ -17,7 +18,7 @@ PUBLISHERS = ("cloudwatch.amazonaws.com", "aps.amazonaws.com")
 class AlertingArgs:
     name_prefix: str
     account_id: pulumi.Input[str]
-    dlq_name: pulumi.Input[str]
+    dlq_names: Mapping[str, pulumi.Input[str]]  # per lane
     alarm_emails: Sequence[str]
 
 
@@ -26,7 +27,7 @@ class Alerting(pulumi.ComponentResource):
     key, and alarm payloads carry no task data."""
 
     topic: aws.sns.Topic
-    dlq_alarm: aws.cloudwatch.MetricAlarm
+    dlq_alarms: dict[str, aws.cloudwatch.MetricAlarm]  # per lane
 
     def __init__(
         self, name: str, args: AlertingArgs, opts: pulumi.ResourceOptions | None = None
@@ -62,15 +63,32 @@ class Alerting(pulumi.ComponentResource):
                 endpoint=email,
                 opts=child,
             )
-        self.dlq_alarm = aws.cloudwatch.MetricAlarm(
-            f"{name}-dlq-not-empty",
-            name=f"{args.name_prefix}-dlq-not-empty",
+        # One per lane's DLQ; the default lane's keeps its name from before lanes.
+        self.dlq_alarms = {
+            lane: self._dlq_alarm(name, args, lane, dlq_name, child)
+            for lane, dlq_name in args.dlq_names.items()
+        }
+        self.register_outputs({"topic_arn": self.topic.arn})
+
+    def _dlq_alarm(
+        self,
+        name: str,
+        args: AlertingArgs,
+        lane: str,
+        dlq_name: pulumi.Input[str],
+        child: pulumi.ResourceOptions,
+    ) -> aws.cloudwatch.MetricAlarm:
+        suffix = lane_suffix(lane, "-")
+        return aws.cloudwatch.MetricAlarm(
+            f"{name}-dlq-not-empty{suffix}",
+            name=f"{args.name_prefix}-dlq-not-empty{suffix}",
             alarm_description=(
-                "Tasks reached the dead-letter queue. Runbook: runbooks/ConveyorDlqNotEmpty.md"
+                f"Tasks reached the {lane} lane's dead-letter queue. "
+                "Runbook: runbooks/ConveyorDlqNotEmpty.md"
             ),
             namespace="AWS/SQS",
             metric_name="ApproximateNumberOfMessagesVisible",
-            dimensions={"QueueName": args.dlq_name},
+            dimensions={"QueueName": dlq_name},
             statistic="Maximum",
             period=60,
             evaluation_periods=1,
@@ -81,4 +99,3 @@ class Alerting(pulumi.ComponentResource):
             ok_actions=[self.topic.arn],
             opts=child,
         )
-        self.register_outputs({"topic_arn": self.topic.arn})

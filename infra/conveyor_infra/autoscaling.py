@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
+from conveyor.domain import LANES, lane_suffix
 
 from conveyor_infra.config import ApiServiceConfig, WorkerServiceConfig
 
-BACKLOG_PER_TASK_EXPRESSION = "visible / running"
+
+def visible_id(lane: str) -> str:
+    """The metric-math id of `lane`'s visible messages."""
+    return f"visible{lane_suffix(lane)}"
+
+
+# Every lane's backlog counts: a worker serves them all.
+BACKLOG_PER_TASK_EXPRESSION = f"({' + '.join(visible_id(lane) for lane in LANES)}) / running"
 
 
 @dataclass(frozen=True)
@@ -18,33 +27,37 @@ class AutoscalingArgs:
     cluster_name: pulumi.Input[str]
     api_service_name: pulumi.Input[str]
     worker_service_name: pulumi.Input[str]
-    queue_name: pulumi.Input[str]
+    queue_names: Mapping[str, pulumi.Input[str]]  # per lane
     api: ApiServiceConfig
     worker: WorkerServiceConfig
 
 
 def backlog_per_task_metrics(
-    queue_name: pulumi.Input[str],
+    queue_names: Mapping[str, pulumi.Input[str]],
     cluster_name: pulumi.Input[str],
     service_name: pulumi.Input[str],
 ) -> list[Any]:
-    """Metric math: visible messages / running worker tasks (Container Insights).
+    """Metric math: visible messages of every lane's queue / running worker tasks (Container
+    Insights).
 
     The divisor is never zero because the worker service keeps at least one task (minCount >= 1).
     """
     return [
-        {
-            "id": "visible",
-            "return_data": False,
-            "metric_stat": {
-                "stat": "Sum",
-                "metric": {
-                    "namespace": "AWS/SQS",
-                    "metric_name": "ApproximateNumberOfMessagesVisible",
-                    "dimensions": [{"name": "QueueName", "value": queue_name}],
+        *(
+            {
+                "id": visible_id(lane),
+                "return_data": False,
+                "metric_stat": {
+                    "stat": "Sum",
+                    "metric": {
+                        "namespace": "AWS/SQS",
+                        "metric_name": "ApproximateNumberOfMessagesVisible",
+                        "dimensions": [{"name": "QueueName", "value": queue_names[lane]}],
+                    },
                 },
-            },
-        },
+            }
+            for lane in LANES
+        ),
         {
             "id": "running",
             "return_data": False,
@@ -91,7 +104,7 @@ class Autoscaling(pulumi.ComponentResource):
                 "scale_in_cooldown": 300,
                 "customized_metric_specification": {
                     "metrics": backlog_per_task_metrics(
-                        args.queue_name, args.cluster_name, args.worker_service_name
+                        args.queue_names, args.cluster_name, args.worker_service_name
                     )
                 },
             },

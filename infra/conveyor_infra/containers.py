@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.runtime import ApiKnobs, Knobs, WorkerKnobs
-from conveyor.settings import env_name
+from conveyor.settings import env_name, queue_environment
 
 from conveyor_infra.config import ConfigError, StackConfig
 from conveyor_infra.topology import OTLP_GRPC_PORT, TRACE_GATEWAY
@@ -57,8 +57,7 @@ class DataPlaneRefs:
     """What every service needs to find the data plane; values may be Pulumi Inputs."""
 
     table_name: Any
-    queue_url: Any
-    dlq_url: Any
+    queue_urls: Mapping[str, tuple[Any, Any]]  # lane -> (queue URL, DLQ URL)
 
 
 def service_environment(service: str, config: StackConfig, refs: DataPlaneRefs) -> dict[str, Any]:
@@ -67,8 +66,7 @@ def service_environment(service: str, config: StackConfig, refs: DataPlaneRefs) 
         "AWS_REGION": config.region,
         "CONVEYOR_SERVICE_NAME": f"conveyor-{service}",
         "CONVEYOR_TABLE_NAME": refs.table_name,
-        "CONVEYOR_QUEUE_URL": refs.queue_url,
-        "CONVEYOR_DLQ_URL": refs.dlq_url,
+        **queue_environment(refs.queue_urls),
         "CONVEYOR_METRICS_LISTEN": f"127.0.0.1:{config.metrics_port}",
         "CONVEYOR_OTLP_ENDPOINT": OTLP_ENDPOINT,
         "CONVEYOR_LOG_LEVEL": config.log_level,

@@ -50,8 +50,8 @@ class DataPlaneArns:
     by_tenant_index: Any
     outbox_index: Any
     queued_index: Any
-    queue: Any
-    dlq: Any
+    queues: Sequence[Any]  # every lane's task queue
+    dlqs: Sequence[Any]  # every lane's DLQ
     prometheus_workspace: Any
 
 
@@ -79,7 +79,7 @@ def task_role_statements(service: str, arns: DataPlaneArns) -> list[dict[str, An
             _allow("ListByTenant", ["dynamodb:Query"], [arns.by_tenant_index]),
             # Admission reads a tenant's backlog: its oldest unfinished task and their count.
             _allow("TenantBacklog", ["dynamodb:Query"], [arns.queued_index]),
-            _allow("Enqueue", ["sqs:SendMessage"], [arns.queue]),
+            _allow("Enqueue", ["sqs:SendMessage"], list(arns.queues)),
         ],
         "relay": [
             # It reads a task (one Query of its items) and moves it on; it creates items only to
@@ -91,8 +91,8 @@ def task_role_statements(service: str, arns: DataPlaneArns) -> list[dict[str, An
                 [arns.table],
             ),
             _allow("OutboxMarks", ["dynamodb:Query"], [arns.outbox_index]),
-            _allow("Enqueue", ["sqs:SendMessage"], [arns.queue]),
-            _allow("QueueDepths", ["sqs:GetQueueAttributes"], [arns.queue, arns.dlq]),
+            _allow("Enqueue", ["sqs:SendMessage"], list(arns.queues)),
+            _allow("QueueDepths", ["sqs:GetQueueAttributes"], [*arns.queues, *arns.dlqs]),
             # The DLQ compensator peeks (hides, then unhides), marks stranded tasks DEAD and
             # re-files their messages under the task's own group (send, then delete).
             _allow(
@@ -103,7 +103,7 @@ def task_role_statements(service: str, arns: DataPlaneArns) -> list[dict[str, An
                     "sqs:SendMessage",
                     "sqs:DeleteMessage",
                 ],
-                [arns.dlq],
+                list(arns.dlqs),
             ),
         ],
         "worker": [
@@ -111,9 +111,12 @@ def task_role_statements(service: str, arns: DataPlaneArns) -> list[dict[str, An
             _allow(
                 "Consume",
                 ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],
-                [arns.queue],
+                list(arns.queues),
             ),
-            _allow("DeadLetter", ["sqs:SendMessage"], [arns.dlq]),
+            # SendMessage on the task queues: a message whose receives cannot cover the task's
+            # attempts left is replaced by a new one (conveyor.tasks.lifecycle `_replace`).
+            _allow("Replace", ["sqs:SendMessage"], list(arns.queues)),
+            _allow("DeadLetter", ["sqs:SendMessage"], list(arns.dlqs)),
         ],
     }
     return [

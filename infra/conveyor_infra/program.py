@@ -8,12 +8,14 @@ so a LocalStack stack and the local emulator get the same data plane as a real s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 from conveyor import schema
+from conveyor.domain import LANES, lane_suffix
 
 from conveyor_infra.alerting import Alerting, AlertingArgs
 from conveyor_infra.autoscaling import Autoscaling, AutoscalingArgs
@@ -32,7 +34,7 @@ from conveyor_infra.permissions import (
     execution_role_statements,
     task_role_statements,
 )
-from conveyor_infra.task_queue import TaskQueue, TaskQueueArgs
+from conveyor_infra.task_queue import TaskQueue, TaskQueueArgs, task_queue_name
 from conveyor_infra.task_table import TaskTable, TaskTableArgs
 from conveyor_infra.topology import SERVICES, TRACE_GATEWAY
 from conveyor_infra.trace_gateway import TraceGateway, TraceGatewayArgs, trace_gateway_endpoint
@@ -43,16 +45,22 @@ def build(config: StackConfig) -> dict[str, Any]:
     prefix = f"conveyor-{pulumi.get_stack()}"
     account_id = aws.get_caller_identity_output().account_id
 
-    tasks = TaskQueue(
-        "tasks",
-        TaskQueueArgs(
-            name_prefix=prefix,
-            visibility_timeout_seconds=config.visibility_timeout_seconds,
-            message_retention_seconds=config.message_retention_seconds,
-            dlq_retention_seconds=config.dlq_retention_seconds,
-            high_throughput=config.high_throughput_fifo,
-        ),
-    )
+    # A queue and DLQ per priority lane, the same policies each (the default lane's keep the
+    # names from before lanes: task_queue_name).
+    lanes = {
+        lane: TaskQueue(
+            task_queue_name(lane),
+            TaskQueueArgs(
+                name_prefix=prefix,
+                visibility_timeout_seconds=config.visibility_timeout_seconds,
+                message_retention_seconds=config.message_retention_seconds,
+                dlq_retention_seconds=config.dlq_retention_seconds,
+                high_throughput=config.high_throughput_fifo,
+                lane=lane,
+            ),
+        )
+        for lane in LANES
+    }
     store = TaskTable(
         "store",
         TaskTableArgs(
@@ -66,18 +74,13 @@ def build(config: StackConfig) -> dict[str, Any]:
         AlertingArgs(
             name_prefix=prefix,
             account_id=account_id,
-            dlq_name=tasks.dlq.name,
+            dlq_names={lane: q.dlq.name for lane, q in lanes.items()},
             alarm_emails=config.alarm_emails,
         ),
     )
     outputs: dict[str, Any] = {
         "region": config.region,
-        "queue_url": tasks.queue.url,
-        "queue_arn": tasks.queue.arn,
-        "queue_name": tasks.queue.name,
-        "dlq_url": tasks.dlq.url,
-        "dlq_arn": tasks.dlq.arn,
-        "dlq_name": tasks.dlq.name,
+        **lane_outputs(lanes),
         "table_name": store.table.name,
         "table_arn": store.table.arn,
         "alarm_topic_arn": alerting.topic.arn,
@@ -86,14 +89,25 @@ def build(config: StackConfig) -> dict[str, Any]:
     if not config.deploy_compute:
         tls = _mutual_tls(config, prefix, config.api_dns_names)
         return outputs | _tls_outputs(tls)
-    return outputs | _compute_plane(config, prefix, account_id, tasks, store, alerting)
+    return outputs | _compute_plane(config, prefix, account_id, lanes, store, alerting)
+
+
+def lane_outputs(lanes: Mapping[str, TaskQueue]) -> dict[str, Any]:
+    """Each lane's queue_url, queue_arn, queue_name, dlq_url, dlq_arn and dlq_name, suffixed
+    by its lane (`lane_suffix`: the default lane's outputs keep their names)."""
+    return {
+        f"{kind}_{attribute}{lane_suffix(lane)}": getattr(getattr(q, kind), attribute)
+        for lane, q in lanes.items()
+        for kind in ("queue", "dlq")
+        for attribute in ("url", "arn", "name")
+    }
 
 
 def _compute_plane(
     config: StackConfig,
     prefix: str,
     account_id: pulumi.Output[str],
-    tasks: TaskQueue,
+    lanes: Mapping[str, TaskQueue],
     store: TaskTable,
     alerting: Alerting,
 ) -> dict[str, Any]:
@@ -155,8 +169,8 @@ def _compute_plane(
         by_tenant_index=store.index_arn(schema.GSI_BY_TENANT),
         outbox_index=store.index_arn(schema.GSI_OUTBOX),
         queued_index=store.index_arn(schema.GSI_QUEUED),
-        queue=tasks.queue.arn,
-        dlq=tasks.dlq.arn,
+        queues=[q.queue.arn for q in lanes.values()],
+        dlqs=[q.dlq.arn for q in lanes.values()],
         prometheus_workspace=monitoring.workspace.arn,
     )
     assert config.image is not None  # guaranteed by StackConfig when deploy_compute is set
@@ -232,7 +246,8 @@ def _compute_plane(
             name_prefix=prefix,
             config=config,
             refs=DataPlaneRefs(
-                table_name=store.table.name, queue_url=tasks.queue.url, dlq_url=tasks.dlq.url
+                table_name=store.table.name,
+                queue_urls={lane: (q.queue.url, q.dlq.url) for lane, q in lanes.items()},
             ),
             collector_config=collector_config,
             log_group_names={s: g.name for s, g in monitoring.log_groups.items()},
@@ -274,7 +289,7 @@ def _compute_plane(
             cluster_name=ecs.cluster.name,
             api_service_name=ecs.services["api"].name,
             worker_service_name=ecs.services["worker"].name,
-            queue_name=tasks.queue.name,
+            queue_names={lane: q.queue.name for lane, q in lanes.items()},
             api=config.api,
             worker=config.worker,
         ),

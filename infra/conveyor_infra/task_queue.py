@@ -1,4 +1,6 @@
-"""The task queue: an SQS FIFO queue with a FIFO dead-letter queue behind it."""
+"""A lane's task queue: an SQS FIFO queue with a FIFO dead-letter queue behind it. The program
+declares one per priority lane (conveyor.domain.LANES), all with the same policies; the default
+lane's keeps the names from before lanes (`lane_suffix`), so existing stacks keep their queues."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
-from conveyor.domain import MAX_RECEIVE_COUNT
+from conveyor.domain import DEFAULT_LANE, MAX_RECEIVE_COUNT, lane_suffix
 
 # The worker itself dead-letters a task after max attempts (state DEAD + DLQ message). SQS's
 # redrive fires only if that path failed (a worker crashed mid-attempt again and again), so it
@@ -27,6 +29,12 @@ class TaskQueueArgs:
     # DeduplicationScope=messageGroup + FifoThroughputLimit=perMessageGroupId: throughput scales
     # with message groups. Dedup then holds per group, so a task's group id must be stable.
     high_throughput: bool
+    lane: str = DEFAULT_LANE
+
+
+def task_queue_name(lane: str) -> str:
+    """The Pulumi name of `lane`'s TaskQueue (its queue and DLQ: `<name>-queue`, `<name>-dlq`)."""
+    return f"tasks{lane_suffix(lane, '-')}"
 
 
 class TaskQueue(pulumi.ComponentResource):
@@ -47,7 +55,7 @@ class TaskQueue(pulumi.ComponentResource):
 
         self.dlq = aws.sqs.Queue(
             f"{name}-dlq",
-            name=f"{args.name_prefix}-tasks-dlq.fifo",
+            name=f"{args.name_prefix}-tasks{lane_suffix(args.lane, '-')}-dlq.fifo",
             fifo_queue=True,
             content_based_deduplication=False,
             deduplication_scope="queue",
@@ -60,7 +68,7 @@ class TaskQueue(pulumi.ComponentResource):
         )
         self.queue = aws.sqs.Queue(
             f"{name}-queue",
-            name=f"{args.name_prefix}-tasks.fifo",
+            name=f"{args.name_prefix}-tasks{lane_suffix(args.lane, '-')}.fifo",
             fifo_queue=True,
             content_based_deduplication=False,
             deduplication_scope="messageGroup" if args.high_throughput else "queue",

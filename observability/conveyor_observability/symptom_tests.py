@@ -28,8 +28,16 @@ QUOTA = "ConveyorQuotaRefusals"
 NO_LABELS: dict[str, str] = {}
 
 
-def _queue(instance: str, queue: str, state: str) -> str:
-    return f'conveyor_queue_messages{{{instance},queue="{queue}",state="{state}"}}'
+DEFAULT_LANE = {"lane": "default"}
+HIGH_LANE = {"lane": "high"}
+
+
+def _queue(instance: str, queue: str, state: str, lane: str = "default") -> str:
+    return f'conveyor_queue_messages{{{instance},queue="{queue}",lane="{lane}",state="{state}"}}'
+
+
+def _age(instance: str, lane: str = "default") -> str:
+    return f'conveyor_queue_oldest_age_seconds{{{instance},queue="main",lane="{lane}"}}'
 
 
 def _up(instance: str) -> str:
@@ -49,8 +57,20 @@ def _dlq_scenarios() -> list[Scenario]:
             checks=[
                 AlertCheck(9, DLQ),
                 AlertCheck(14, DLQ),
-                AlertCheck(20, DLQ, [NO_LABELS]),
+                AlertCheck(20, DLQ, [DEFAULT_LANE]),
                 AlertCheck(35, DLQ),
+            ],
+        ),
+        Scenario(
+            name="each lane's DLQ raises its own ticket: the high lane's alone, then both",
+            series={
+                _queue(RELAY_A, "dlq", "visible", "high"): "0x5 2x30",
+                _queue(RELAY_A, "dlq", "visible"): "0x15 1x20",
+                _queue(RELAY_A, "main", "visible", "high"): "5x35",
+            },
+            checks=[
+                AlertCheck(12, DLQ, [HIGH_LANE]),
+                AlertCheck(25, DLQ, [HIGH_LANE, DEFAULT_LANE]),
             ],
         ),
         Scenario(
@@ -59,7 +79,7 @@ def _dlq_scenarios() -> list[Scenario]:
                 _queue(RELAY_A, "dlq", "visible"): "0x20",
                 _queue(RELAY_A, "dlq", "inflight"): "2x20",
             },
-            checks=[AlertCheck(10, DLQ, [NO_LABELS])],
+            checks=[AlertCheck(10, DLQ, [DEFAULT_LANE])],
         ),
         Scenario(
             name="a DLQ message handled within 5 minutes is silent",
@@ -93,7 +113,7 @@ def _outbox_scenarios() -> list[Scenario]:
 
 
 def _not_consumed_scenarios() -> list[Scenario]:
-    age = f'conveyor_queue_oldest_age_seconds{{{RELAY_A},queue="main"}}'
+    age = _age(RELAY_A)
     return [
         Scenario(
             name="the oldest queued task waiting over a minute for 2 minutes pages while the "
@@ -103,8 +123,18 @@ def _not_consumed_scenarios() -> list[Scenario]:
             series={age: "0x10 0+60x10 0x10"},
             checks=[
                 AlertCheck(12, NOT_CONSUMED),
-                AlertCheck(15, NOT_CONSUMED, [NO_LABELS]),
-                AlertCheck(19, NOT_CONSUMED, [NO_LABELS]),
+                AlertCheck(15, NOT_CONSUMED, [DEFAULT_LANE]),
+                AlertCheck(19, NOT_CONSUMED, [DEFAULT_LANE]),
+                AlertCheck(22, NOT_CONSUMED),
+            ],
+        ),
+        Scenario(
+            name="the high lane's queue not consumed while the default lane's is pages for the "
+            "high lane alone",
+            series={_age(RELAY_A, "high"): "0x10 0+60x10 0x10", age: "0 2 0 3 1 0x26"},
+            checks=[
+                AlertCheck(12, NOT_CONSUMED),
+                AlertCheck(15, NOT_CONSUMED, [HIGH_LANE]),
                 AlertCheck(22, NOT_CONSUMED),
             ],
         ),
@@ -123,7 +153,7 @@ def _component_absent_scenarios() -> list[Scenario]:
     relay_gauges = {
         _queue(RELAY_A, "dlq", "visible"): "4x5",
         f"conveyor_outbox_oldest_age_seconds{{{RELAY_A}}}": "400x5",
-        f'conveyor_queue_oldest_age_seconds{{{RELAY_A},queue="main"}}': "0+60x5",
+        _age(RELAY_A): "0+60x5",
     }
     others = {_up(API_A): "1x20", _up(WORKER_A): "1x20"}
     relay_alerts = (DLQ, OUTBOX, NOT_CONSUMED)
@@ -150,11 +180,11 @@ def _component_absent_scenarios() -> list[Scenario]:
                 _up(WORKER_A): "1x5 0x15",
                 _up(API_A): "1x20",
                 _up(RELAY_A): "1x20",
-                f'conveyor_queue_oldest_age_seconds{{{RELAY_A},queue="main"}}': "0x5 0+60x15",
+                _age(RELAY_A): "0x5 0+60x15",
             },
             checks=[
                 AlertCheck(14, COMPONENT_DOWN, [{"job": "conveyor-worker"}]),
-                AlertCheck(14, NOT_CONSUMED, [NO_LABELS]),
+                AlertCheck(14, NOT_CONSUMED, [DEFAULT_LANE]),
             ],
         ),
         Scenario(

@@ -31,7 +31,9 @@ from conveyor.client import Client, ConveyorError
 from conveyor.client.sync import DEFAULT_IDLE_SECONDS, DEFAULT_TIMEOUT_SECONDS
 from conveyor.dlq_filter import DlqFilter
 from conveyor.domain import (
+    DEFAULT_LANE,
     IDEMPOTENCY_KEY_RE,
+    LANES,
     MAX_ATTEMPTS_LIMIT,
     MAX_PAYLOAD_BYTES,
     MAX_REASON_CHARS,
@@ -188,6 +190,10 @@ def submit(
         str | None,
         typer.Option(help="Its deadline to start, ISO 8601 with a zone; else it ends EXPIRED."),
     ] = None,
+    lane: Annotated[
+        str,
+        typer.Option(help=f"Its priority lane: {', '.join(LANES)}."),
+    ] = DEFAULT_LANE,
     wait: Annotated[
         bool, typer.Option("--wait", help="Follow the task until it finishes.")
     ] = False,
@@ -216,6 +222,7 @@ def submit(
             max_attempts=max_attempts,
             not_before=due,
             start_by=deadline,
+            lane=lane,
         )
         task = response.task
         if not as_json:
@@ -429,7 +436,7 @@ def outbox_status() -> None:
 
 @queue_app.command("stats")
 def queue_stats() -> None:
-    """Approximate message counts of the main queue and the DLQ."""
+    """Approximate message counts of every lane's queue and DLQ."""
     from conveyor import ops
 
     with _reported_errors():

@@ -81,6 +81,7 @@ def task_dict(task: pb.Task) -> dict[str, Any]:
         "updated_at": _iso(task.updated_at),
         "not_before": _iso(task.not_before),
         "start_by": _iso(task.start_by),
+        "lane": task.lane,
     }
 
 
@@ -130,6 +131,7 @@ def task_table(task: pb.Task, *, title: str = "Task") -> Table:
         ("task id", Text(task.task_id)),
         ("type", Text(task.task_type)),
         ("state", _state_text(task.state)),
+        ("lane", Text(task.lane)),
         ("attempts", Text(f"{task.attempts} of {task.max_attempts}")),
         ("last error", Text(task.last_error)),
         ("payload", _bytes_text(task.payload)),
@@ -214,11 +216,12 @@ def dlq_table(entries: Iterable[Any]) -> Table:
     """Rows of ops.DlqEntry."""
     return _table(
         "Dead-letter queue",
-        ("task id", "type", "state", "attempts", "last error", "message id"),
+        ("task id", "type", "lane", "state", "attempts", "last error", "message id"),
         (
             (
                 Text(e.task_id),
                 Text(e.task_type),
+                Text(e.lane),
                 Text(e.state),
                 str(e.attempts),
                 _clip(e.last_error),

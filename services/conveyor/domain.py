@@ -101,6 +101,22 @@ MAX_PAGE_SIZE = 100
 # next year" always fits.
 MAX_DELAY_SECONDS = 366 * 24 * 3600
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# Priority lanes, the one definition (README "Priority lanes"): each has its own SQS FIFO queue
+# and DLQ (the Pulumi program declares a pair per lane, settings read a URL pair per lane), and
+# workers drain them in this order, first lane first, without starving the later ones
+# (conveyor.worker.lanes). A submit names its lane; none is DEFAULT_LANE, whose queues keep
+# the names they had before lanes existed.
+LANES: tuple[str, ...] = ("high", "default")
+DEFAULT_LANE = "default"
+
+
+def lane_suffix(lane: str, sep: str = "_") -> str:
+    """What `lane` adds to the names of its queues, settings, stack outputs and resources:
+    nothing for the default lane (its names are those from before lanes, so existing stacks
+    keep their queues and deployments their variables), `<sep><lane>` for every other one."""
+    if lane not in LANES:
+        raise ValueError(f"{lane!r} is not a lane (lanes: {', '.join(LANES)})")
+    return "" if lane == DEFAULT_LANE else f"{sep}{lane}"
 
 
 def bounded_error(text: str) -> str:
@@ -144,6 +160,7 @@ class Task:
     effects_applied: int = 0  # effects its handler recorded (TaskContext.apply_once)
     not_before_ms: int = 0  # a delayed task's due time: PENDING until then, 0 = at once
     start_by_ms: int = 0  # its deadline to start: EXPIRED if not claimed by then, 0 = none
+    lane: str = DEFAULT_LANE  # its priority lane (LANES): which queue and DLQ carry it
     events: tuple[TaskEvent, ...] = field(default=())
 
     def expired_at(self, now_ms: int) -> bool:

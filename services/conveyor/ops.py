@@ -13,8 +13,15 @@ import tenacity
 
 from conveyor import wiring
 from conveyor.dlq_filter import ANY, DlqFilter
-from conveyor.domain import Task
-from conveyor.queue import QUEUE_DLQ, MalformedMessage, Message, TaskQueue, parse
+from conveyor.domain import DEFAULT_LANE, Task
+from conveyor.queue import (
+    DEAD_LETTER_QUEUES,
+    MalformedMessage,
+    Message,
+    TaskQueue,
+    parse,
+    queue_of,
+)
 from conveyor.settings import AwsSettings, QueueSettings, StoreSettings, load
 from conveyor.store import TaskStore, now_ms
 from conveyor.tasks.lifecycle import Lifecycle
@@ -38,6 +45,7 @@ class DlqEntry:
     attempts: int
     last_error: str
     message_id: str
+    lane: str = DEFAULT_LANE  # whose DLQ holds it
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,26 @@ FILTERED_SCAN_LIMIT = 10_000
 class OutboxStatus:
     pending: int
     oldest_age_seconds: float | None
+
+
+def _dlq_depth(o: Ops) -> dict[str, int]:
+    """Every lane's DLQ's counts, added up (visible, inflight, delayed)."""
+    total: dict[str, int] = {}
+    for dlq in DEAD_LETTER_QUEUES:
+        for state, count in o.queue.depth(dlq).items():
+            total[state] = total.get(state, 0) + count
+    return total
+
+
+def _peek_dlqs(o: Ops, limit: int, hold_seconds: int = 30) -> list[dict[str, Any]]:
+    """Up to `limit` messages of the lanes' DLQs, lane by lane in LANES order, held for
+    `hold_seconds` (each notes its DLQ: conveyor.queue.queue_of)."""
+    raws: list[dict[str, Any]] = []
+    for dlq in DEAD_LETTER_QUEUES:
+        if len(raws) >= limit:
+            break
+        raws += o.queue.peek(limit - len(raws), queue=dlq, hold_seconds=hold_seconds)
+    return raws
 
 
 def from_env() -> Ops:
@@ -87,9 +115,9 @@ def _while_held(
     else 0."""
 
     def attempt() -> tuple[bool, int]:
-        held_before = o.queue.depth(QUEUE_DLQ)["inflight"]
+        held_before = _dlq_depth(o)["inflight"]
         look()
-        after = o.queue.depth(QUEUE_DLQ)
+        after = _dlq_depth(o)
         return saw_all(after), max(held_before, after["inflight"])
 
     saw, held = tenacity.Retrying(
@@ -126,7 +154,7 @@ def dlq_inspect(
 
 def _inspect_pass(o: Ops, limit: int, where: DlqFilter) -> tuple[list[DlqEntry], int]:
     """The matching entries, and how many messages it read."""
-    raws = o.queue.peek(FILTERED_SCAN_LIMIT if where.narrows else limit, queue=QUEUE_DLQ)
+    raws = _peek_dlqs(o, FILTERED_SCAN_LIMIT if where.narrows else limit)
     entries: list[DlqEntry] = []
     try:
         for raw in raws:
@@ -135,7 +163,9 @@ def _inspect_pass(o: Ops, limit: int, where: DlqFilter) -> tuple[list[DlqEntry],
             try:
                 message = parse(raw)
             except MalformedMessage as exc:
-                entry = DlqEntry("?", "?", "MALFORMED", 0, str(exc), raw["MessageId"])
+                entry = DlqEntry(
+                    "?", "?", "MALFORMED", 0, str(exc), raw["MessageId"], queue_of(raw).lane
+                )
             else:
                 task = o.store.get(message.task_id)
                 entry = DlqEntry(
@@ -145,11 +175,12 @@ def _inspect_pass(o: Ops, limit: int, where: DlqFilter) -> tuple[list[DlqEntry],
                     task.attempts if task else 0,
                     _last_error(task, message.error),
                     message.message_id,
+                    message.queue.lane,
                 )
             if where.matches(entry.task_type, entry.last_error):
                 entries.append(entry)
     finally:
-        o.queue.unhide(raws, queue=QUEUE_DLQ)
+        o.queue.unhide(raws)
     return entries, len(raws)
 
 
@@ -218,9 +249,7 @@ def _redrive_pass(
     tasks = Lifecycle(o.store, o.queue)
     started = time.monotonic()
     scan_all = wanted is not None or where.narrows
-    raws = o.queue.peek(
-        FILTERED_SCAN_LIMIT if scan_all else limit, queue=QUEUE_DLQ, hold_seconds=hold_seconds
-    )
+    raws = _peek_dlqs(o, FILTERED_SCAN_LIMIT if scan_all else limit, hold_seconds)
     stop_at = started + hold_seconds * (1 - HOLD_MARGIN_FRACTION)
     results: list[RedriveResult] = []
     give_back = list(raws)  # until each is finished with
@@ -246,7 +275,9 @@ def _redrive_pass(
                 continue
             give_back.remove(raw)
             try:
-                outcome, detail = tasks.redrive(message.task_id, raw["ReceiptHandle"])
+                outcome, detail = tasks.redrive(
+                    message.task_id, raw["ReceiptHandle"], message.queue
+                )
                 results.append(RedriveResult(message.task_id, outcome, detail))
             except Exception:
                 give_back.append(raw)  # half done: the next redrive looks at it again
@@ -265,7 +296,7 @@ def _unhide_each(o: Ops, raws: list[dict[str, Any]]) -> None:
     """Make each message visible again; one that cannot be returns when its hold ends."""
     for raw in raws:
         with contextlib.suppress(Exception):
-            o.queue.set_visibility(raw["ReceiptHandle"], 0, queue=QUEUE_DLQ)
+            o.queue.set_visibility(raw["ReceiptHandle"], 0, queue=queue_of(raw))
 
 
 def outbox_status(o: Ops) -> OutboxStatus:
@@ -276,4 +307,6 @@ def outbox_status(o: Ops) -> OutboxStatus:
 
 
 def queue_stats(o: Ops) -> dict[str, dict[str, int]]:
-    return o.queue.depths()
+    """Every lane's queue and DLQ by name: main and dlq for the default lane, <lane>/main
+    and <lane>/dlq for the others."""
+    return {str(queue): counts for queue, counts in o.queue.depths().items()}

@@ -13,6 +13,11 @@ trade-off is that ordering holds only within a shard, which Conveyor does not pr
 (tasks are independent); more shards give one tenant more parallelism per type, fewer shards
 let other tenants in sooner.
 
+Each priority lane (domain.LANES) has its own queue and DLQ: a queue is named by `QueueId`
+(lane, kind), `main(lane)` and `dlq(lane)`. A task is sent to its lane's queue and dead-lettered
+to its lane's DLQ; a received message remembers the queue it came from (`Message.queue`), where
+every later call on its receipt handle goes.
+
 The W3C trace context rides in message attributes (`traceparent`, `tracestate`) so the worker's
 CONSUMER span joins the submitter's trace.
 """
@@ -26,20 +31,49 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry import propagate
 
 from conveyor.aws import AwsClients
-from conveyor.domain import Task
+from conveyor.domain import DEFAULT_LANE, LANES, Task
 from conveyor.settings import QueueSettings
 from conveyor.tasks import codec
 from conveyor.telemetry import metrics
 
 log = logging.getLogger("conveyor.queue")
 
+# A queue's kind: a lane's task queue, or its dead-letter queue.
 QUEUE_MAIN = "main"
 QUEUE_DLQ = "dlq"
+# The key under which `TaskQueue.receive` notes, in each raw message, the queue it came from.
+_FROM = "conveyor.queue"
+
+
+class QueueId(NamedTuple):
+    """One of the queues: a lane's task queue (kind QUEUE_MAIN) or its DLQ (QUEUE_DLQ)."""
+
+    lane: str
+    kind: str
+
+    def __str__(self) -> str:
+        return self.kind if self.lane == DEFAULT_LANE else f"{self.lane}/{self.kind}"
+
+
+def main(lane: str = DEFAULT_LANE) -> QueueId:
+    return QueueId(lane, QUEUE_MAIN)
+
+
+def dlq(lane: str = DEFAULT_LANE) -> QueueId:
+    return QueueId(lane, QUEUE_DLQ)
+
+
+def queue_of(raw: dict[str, Any]) -> QueueId:
+    """The queue a raw message was received from (the default lane's task queue if unnoted)."""
+    return raw.get(_FROM) or main()
+
+
+DEAD_LETTER_QUEUES = tuple(dlq(lane) for lane in LANES)
 _DEPTH_ATTRIBUTES = {
     "ApproximateNumberOfMessages": "visible",
     "ApproximateNumberOfMessagesNotVisible": "inflight",
@@ -60,6 +94,8 @@ class Message:
     # The task as it was committed when this message was sent (see `TaskQueue.send`), if the
     # sender included it.
     snapshot: Task | None = None
+    # The queue it was received from: its receipt handle is valid there only.
+    queue: QueueId = field(default_factory=main)
 
 
 def _task_from_snapshot(value: Any, task_id: str) -> Task | None:
@@ -126,6 +162,7 @@ def parse(raw: dict[str, Any]) -> Message:
         error=str(body.get("error", "")),
         group_id=raw.get("Attributes", {}).get("MessageGroupId", ""),
         snapshot=_task_from_snapshot(body["task"], task_id) if "task" in body else None,
+        queue=queue_of(raw),
     )
 
 
@@ -133,7 +170,9 @@ class TaskQueue:
     def __init__(self, clients: AwsClients, settings: QueueSettings) -> None:
         self._clients = clients
         self._settings = settings
-        self.urls = {QUEUE_MAIN: settings.queue_url, QUEUE_DLQ: settings.dlq_url}
+        self.urls: dict[QueueId, str] = {}
+        for lane in LANES:
+            self.urls[main(lane)], self.urls[dlq(lane)] = settings.lane_urls(lane)
 
     def _sqs(self, remaining: float | None = None) -> Any:
         return self._clients.client("sqs", remaining)
@@ -148,7 +187,8 @@ class TaskQueue:
         task_type: str,
         *,
         tenant: str | None = None,
-        queue: str = QUEUE_MAIN,
+        lane: str = DEFAULT_LANE,
+        queue: QueueId | None = None,
         dedup_id: str | None = None,
         group_id: str | None = None,
         error: str = "",
@@ -156,8 +196,9 @@ class TaskQueue:
         snapshot: Task | None = None,
         remaining: float | None = None,
     ) -> str:
-        """Send a task reference; the dedup id defaults to the task id (DESIGN.md §1), the
-        message group to the task's tenant group (`tenant` is then required).
+        """Send a task reference to `queue`, by default its `lane`'s task queue; the dedup id
+        defaults to the task id (DESIGN.md §1), the message group to the task's tenant group
+        (`tenant` is then required).
 
         The trace context is the current one, or `traceparent` when given (the relay sends on
         behalf of a submit that happened in another process, possibly minutes ago). With
@@ -173,14 +214,23 @@ class TaskQueue:
         entry = self._entry(
             task_id, task_type, group_id, dedup_id or task_id, error, traceparent, snapshot
         )
-        resp = self._sqs(remaining).send_message(QueueUrl=self.urls[queue], **entry)
+        resp = self._sqs(remaining).send_message(QueueUrl=self.urls[queue or main(lane)], **entry)
         return str(resp["MessageId"])
 
     def send_refs(self, tasks: Sequence[Task], remaining: float | None = None) -> set[str]:
-        """Send the reference of each of `tasks` (at most 10) to the main queue in one
-        SendMessageBatch, each as `send` would with its enqueue dedup id and its trace context.
-        Returns the ids of the tasks whose message SQS refused (the rest were sent); raises
-        when the request itself failed (then none may have been sent, or any)."""
+        """Send the reference of each of `tasks` (at most 10) to its lane's task queue, one
+        SendMessageBatch per lane among them, each as `send` would with its enqueue dedup id
+        and its trace context. Returns the ids of the tasks whose message SQS refused (the rest
+        were sent); raises when a request itself failed (then none of its lane's may have been
+        sent, or any; those of lanes sent before were)."""
+        refused: set[str] = set()
+        for lane in LANES:
+            refused |= self._send_lane_refs([t for t in tasks if t.lane == lane], lane, remaining)
+        return refused
+
+    def _send_lane_refs(
+        self, tasks: Sequence[Task], lane: str, remaining: float | None
+    ) -> set[str]:
         if not tasks:
             return set()
         entries = [
@@ -197,7 +247,7 @@ class TaskQueue:
             for i, t in enumerate(tasks)
         ]
         resp = self._sqs(remaining).send_message_batch(
-            QueueUrl=self.urls[QUEUE_MAIN], Entries=entries
+            QueueUrl=self.urls[main(lane)], Entries=entries
         )
         return {tasks[int(f["Id"])].task_id for f in resp.get("Failed", [])}
 
@@ -231,13 +281,13 @@ class TaskQueue:
         }
 
     def dead_letter(self, task: Task, error: str) -> str:
-        """Put `task`'s message in the DLQ under a message group of its own (see
+        """Put `task`'s message in its lane's DLQ under a message group of its own (see
         `dead_letter_group`). The dedup id is per version: repeating this after a crash
         collapses, a task dead again after a redrive gets a new message."""
         return self.send(
             task.task_id,
             task.task_type,
-            queue=QUEUE_DLQ,
+            queue=dlq(task.lane),
             dedup_id=f"{task.task_id}.{task.version}",
             group_id=dead_letter_group(task.task_id),
             error=error,
@@ -249,9 +299,11 @@ class TaskQueue:
         wait_seconds: int,
         visibility_timeout: int,
         *,
-        queue: str = QUEUE_MAIN,
+        queue: QueueId | None = None,
     ) -> list[dict[str, Any]]:
-        """Raw messages (parse each with `parse`, so one bad body cannot sink a batch)."""
+        """Raw messages of `queue` (default: the default lane's task queue), each noting that
+        queue (`queue_of`); parse each with `parse`, so one bad body cannot sink a batch."""
+        queue = queue or main()
         resp = self._sqs().receive_message(
             QueueUrl=self.urls[queue],
             MaxNumberOfMessages=max(1, min(max_messages, 10)),
@@ -265,11 +317,13 @@ class TaskQueue:
             MessageAttributeNames=["All"],
         )
         messages: list[dict[str, Any]] = resp.get("Messages", [])
+        for message in messages:
+            message[_FROM] = queue
         if messages:
-            metrics.sqs_messages_received_total.labels(queue).inc(len(messages))
+            metrics.sqs_messages_received_total.labels(queue.kind, queue.lane).inc(len(messages))
         return messages
 
-    def peek(self, limit: int, *, queue: str, hold_seconds: int = 30) -> list[dict[str, Any]]:
+    def peek(self, limit: int, *, queue: QueueId, hold_seconds: int = 30) -> list[dict[str, Any]]:
         """Up to `limit` distinct messages, each hidden for `hold_seconds` while the caller looks
         (receiving with visibility 0 would return the same first messages again and again).
         Give them back with `unhide`. FIFO: only the oldest message of each message group can
@@ -284,43 +338,50 @@ class TaskQueue:
             seen.update((m["MessageId"], m) for m in fresh)
         return list(seen.values())
 
-    def unhide(self, raws: list[dict[str, Any]], *, queue: str) -> None:
+    def unhide(self, raws: list[dict[str, Any]]) -> None:
         for raw in raws:
-            self.set_visibility(raw["ReceiptHandle"], 0, queue=queue)
+            self.set_visibility(raw["ReceiptHandle"], 0, queue=queue_of(raw))
 
     def set_visibility(
         self,
         receipt_handle: str,
         seconds: int,
         *,
-        queue: str = QUEUE_MAIN,
+        queue: QueueId | None = None,
         remaining: float | None = None,
     ) -> None:
+        """Make a message of `queue` (default: the default lane's task queue) visible in
+        `seconds`."""
         self._sqs(remaining).change_message_visibility(
-            QueueUrl=self.urls[queue], ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
+            QueueUrl=self.urls[queue or main()],
+            ReceiptHandle=receipt_handle,
+            VisibilityTimeout=seconds,
         )
 
-    def delete(self, receipt_handle: str, *, queue: str = QUEUE_MAIN) -> None:
-        self._sqs().delete_message(QueueUrl=self.urls[queue], ReceiptHandle=receipt_handle)
+    def delete(self, receipt_handle: str, *, queue: QueueId | None = None) -> None:
+        self._sqs().delete_message(
+            QueueUrl=self.urls[queue or main()], ReceiptHandle=receipt_handle
+        )
 
-    def delete_batch(self, receipt_handles: list[str], *, queue: str = QUEUE_MAIN) -> int:
-        """One DeleteMessageBatch for up to 10 messages; returns how many SQS did not delete
-        (they come back after their visibility timeout, and are deleted then)."""
+    def delete_batch(self, receipt_handles: list[str], *, queue: QueueId | None = None) -> int:
+        """One DeleteMessageBatch for up to 10 messages of one queue; returns how many SQS did
+        not delete (they come back after their visibility timeout, and are deleted then)."""
         resp = self._sqs().delete_message_batch(
-            QueueUrl=self.urls[queue],
+            QueueUrl=self.urls[queue or main()],
             Entries=[{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(receipt_handles)],
         )
         return len(resp.get("Failed", []))
 
-    def depth(self, queue: str) -> dict[str, int]:
+    def depth(self, queue: QueueId) -> dict[str, int]:
         """Approximate message counts of `queue` by state (visible, inflight, delayed)."""
         attrs = self._sqs().get_queue_attributes(
             QueueUrl=self.urls[queue], AttributeNames=list(_DEPTH_ATTRIBUTES)
         )["Attributes"]
         return {state: int(attrs.get(attr, 0)) for attr, state in _DEPTH_ATTRIBUTES.items()}
 
-    def depths(self) -> dict[str, dict[str, int]]:
-        """Approximate message counts of both queues by state (visible, inflight, delayed)."""
+    def depths(self) -> dict[QueueId, dict[str, int]]:
+        """Approximate message counts of every lane's queue and DLQ by state (visible,
+        inflight, delayed)."""
         return {name: self.depth(name) for name in self.urls}
 
 
@@ -341,7 +402,7 @@ class DeleteBatcher:
     def __init__(self, queue: TaskQueue, linger: float) -> None:
         self._queue = queue
         self._linger = linger
-        self._pending: list[str] = []
+        self._pending: list[tuple[QueueId, str]] = []
         self._first_at = 0.0
         self._flush = False
         self._wake = threading.Condition()
@@ -349,13 +410,16 @@ class DeleteBatcher:
         self._thread = threading.Thread(target=self._run, name="deleter", daemon=True)
         self._thread.start()
 
-    def add(self, receipt_handle: str, *, flush: bool = False) -> None:
-        """Queue a delete; `flush` sends the batch now (the caller knows nothing else is about
-        to settle, so waiting would only hold the message's group back)."""
+    def add(
+        self, receipt_handle: str, *, queue: QueueId | None = None, flush: bool = False
+    ) -> None:
+        """Queue a delete of a message of `queue` (default: the default lane's task queue);
+        `flush` sends the batch now (the caller knows nothing else is about to settle, so
+        waiting would only hold the message's group back)."""
         with self._wake:
             if not self._pending:
                 self._first_at = time.monotonic()
-            self._pending.append(receipt_handle)
+            self._pending.append((queue or main(), receipt_handle))
             self._flush = self._flush or flush
             self._wake.notify()
 
@@ -365,8 +429,9 @@ class DeleteBatcher:
             self._wake.notify()
         self._thread.join()
 
-    def _take(self) -> list[str] | None:
-        """The next batch to delete, once it is full or old enough; None when closed and empty."""
+    def _take(self) -> tuple[QueueId, list[str]] | None:
+        """The next batch to delete (the oldest pending delete's queue, up to BATCH of its
+        messages), once it is full or old enough; None when closed and empty."""
         with self._wake:
             while True:
                 due = self._first_at + self._linger
@@ -376,18 +441,23 @@ class DeleteBatcher:
                     or self._flush
                     or time.monotonic() >= due
                 ):
-                    batch, self._pending = self._pending[: self.BATCH], self._pending[self.BATCH :]
+                    queue = self._pending[0][0]
+                    mine = [i for i, (q, _) in enumerate(self._pending) if q == queue][: self.BATCH]
+                    batch = [self._pending[i][1] for i in mine]
+                    taken = set(mine)
+                    self._pending = [p for i, p in enumerate(self._pending) if i not in taken]
                     self._first_at = time.monotonic()
                     self._flush = bool(self._pending) and self._flush
-                    return batch
+                    return queue, batch
                 if self._closed:
                     return None
                 self._wake.wait(max(0.0, due - time.monotonic()) if self._pending else None)
 
     def _run(self) -> None:
-        while (batch := self._take()) is not None:
+        while (taken := self._take()) is not None:
+            queue, batch = taken
             try:
-                failed = self._queue.delete_batch(batch)
+                failed = self._queue.delete_batch(batch, queue=queue)
             except Exception:
                 log.warning("could not delete settled messages; they come back", exc_info=True)
                 continue

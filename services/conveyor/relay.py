@@ -47,10 +47,18 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from conveyor.process import serve
-from conveyor.queue import QUEUE_DLQ, MalformedMessage, TaskQueue, dead_letter_group, parse
+from conveyor.queue import (
+    DEAD_LETTER_QUEUES,
+    QUEUE_DLQ,
+    MalformedMessage,
+    QueueId,
+    TaskQueue,
+    dead_letter_group,
+    parse,
+)
 from conveyor.queue_age import BacklogClock
 from conveyor.schedule_store import ScheduleStore
 from conveyor.scheduler import Scheduler
@@ -71,7 +79,7 @@ class Relay:
         self.tasks = Lifecycle(store, queue)
         self._next_outbox_query_ms = 0  # wall clock, as the marks' times are
         self._next_dlq_scan = 0.0  # monotonic
-        self._dlq_depth = 0  # visible DLQ messages at the last depth export
+        self._dlq_depth: dict[str, int] = {}  # visible messages per lane's DLQ, last export
         self._next_due_ms: int | None = None  # the next delayed task's due time, if known
         self.scheduler = Scheduler(
             ScheduleStore(store), self.tasks, settings.relay_interval_seconds
@@ -109,7 +117,7 @@ class Relay:
             # A scan costs about 1.1 SQS requests per DLQ message (receives of 10, then one
             # visibility reset each): every sweep while the DLQ is small, and no more than
             # ~10 requests a second on average once it is large.
-            self._next_dlq_scan = time.monotonic() + self._dlq_depth / 10
+            self._next_dlq_scan = time.monotonic() + sum(self._dlq_depth.values()) / 10
             self._part("compensating the DLQ", self.compensate_dlq)
         return relayed
 
@@ -200,44 +208,52 @@ class Relay:
         return min([now, *fresh]) + age_ms
 
     def export_queue_depths(self) -> None:
+        """Every lane's queue and DLQ: messages by state, and the oldest's age (labels: the
+        queue's kind, main or dlq, and its lane)."""
         for queue, states in self.queue.depths().items():
             for state, count in states.items():
-                metrics.queue_messages.labels(queue, state).set(count)
+                metrics.queue_messages.labels(queue.kind, queue.lane, state).set(count)
             age = self._backlog[queue].observe(states.get("visible", 0), time.monotonic())
-            metrics.queue_oldest_age_seconds.labels(queue).set(age)
-            if queue == QUEUE_DLQ:
-                self._dlq_depth = states.get("visible", 0)
+            metrics.queue_oldest_age_seconds.labels(queue.kind, queue.lane).set(age)
+            if queue.kind == QUEUE_DLQ:
+                self._dlq_depth[queue.lane] = states.get("visible", 0)
 
     def compensate_dlq(self) -> int:
-        """Compensate every message the redrive policy moved to the DLQ (Lifecycle.compensate:
-        its task marked DEAD, the message re-filed under the task's own group). Returns the
-        tasks marked DEAD.
+        """Compensate every message the redrive policy moved to a lane's DLQ
+        (Lifecycle.compensate: its task marked DEAD, the message re-filed under the task's own
+        group), every lane's DLQ in turn. Returns the tasks marked DEAD.
 
         It reads the whole DLQ (up to CONVEYOR_DLQ_SCAN_LIMIT), not a batch: dead letters stay
         there until an operator acts, so a batch would be the same dead letters every time and
         a message the redrive policy moved there later would never be looked at."""
         compensated = 0
-        looked_at = []  # messages to give back now; re-filed ones are deleted instead
+        looked_at: list[
+            dict[str, Any]
+        ] = []  # messages to give back now; re-filed ones are deleted instead
         try:
-            # Held until the scan ends, but no longer: the hold is also how long the messages
-            # stay hidden if this relay dies mid-scan. A receive of 10 takes well under 0.1 s.
-            hold = 30 + self._dlq_depth // 100
-            for raw in self.queue.peek(
-                self.settings.dlq_scan_limit, queue=QUEUE_DLQ, hold_seconds=hold
-            ):
-                try:
-                    message = parse(raw)
-                except MalformedMessage:
-                    looked_at.append(raw)
-                    continue
-                if message.group_id == dead_letter_group(message.task_id):
-                    looked_at.append(raw)  # dead-lettered by a worker: the task is DEAD
-                    continue
-                if self.tasks.compensate(message):
-                    metrics.dlq_compensated_total.inc()
-                    compensated += 1
+            for dlq in DEAD_LETTER_QUEUES:
+                compensated += self._compensate_one(dlq, looked_at)
         finally:
-            self.queue.unhide(looked_at, queue=QUEUE_DLQ)
+            self.queue.unhide(looked_at)
+        return compensated
+
+    def _compensate_one(self, dlq: QueueId, looked_at: list[dict[str, Any]]) -> int:
+        compensated = 0
+        # Held until the scan ends, but no longer: the hold is also how long the messages
+        # stay hidden if this relay dies mid-scan. A receive of 10 takes well under 0.1 s.
+        hold = 30 + self._dlq_depth.get(dlq.lane, 0) // 100
+        for raw in self.queue.peek(self.settings.dlq_scan_limit, queue=dlq, hold_seconds=hold):
+            try:
+                message = parse(raw)
+            except MalformedMessage:
+                looked_at.append(raw)
+                continue
+            if message.group_id == dead_letter_group(message.task_id):
+                looked_at.append(raw)  # dead-lettered by a worker: the task is DEAD
+                continue
+            if self.tasks.compensate(message):
+                metrics.dlq_compensated_total.inc()
+                compensated += 1
         return compensated
 
 

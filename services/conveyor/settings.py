@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from typing import Annotated, TypeVar
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from conveyor.domain import LANES, lane_suffix
 from conveyor.runtime import ApiKnobs, WorkerKnobs
 from conveyor.tasks import registry
 
@@ -23,6 +25,9 @@ PREFIX = "CONVEYOR_"
 def env_name(field: str) -> str:
     """The variable that sets `field` (the region's AWS names aside: see `_env_name`)."""
     return PREFIX + field.upper()
+
+
+T = TypeVar("T")
 
 
 class ConfigError(Exception):
@@ -77,9 +82,48 @@ class StoreSettings(_Base):
 
 
 class QueueSettings(_Base):
+    """The task queue and DLQ of each lane (domain.LANES), one pair of variables per lane:
+    CONVEYOR_QUEUE_URL and CONVEYOR_DLQ_URL for the default lane, CONVEYOR_QUEUE_URL_<LANE> and
+    CONVEYOR_DLQ_URL_<LANE> for each other one (`lane_url_fields`; a lane added to LANES needs
+    its two fields here, which the check below demands)."""
+
     queue_url: str = Field(min_length=1)
     dlq_url: str = Field(min_length=1)
+    queue_url_high: str = Field(min_length=1)
+    dlq_url_high: str = Field(min_length=1)
     message_group_shards: int = Field(default=32, ge=1, le=1024)
+
+    def lane_urls(self, lane: str) -> tuple[str, str]:
+        """(queue URL, DLQ URL) of `lane`."""
+        queue_field, dlq_field = lane_url_fields(lane)
+        return str(getattr(self, queue_field)), str(getattr(self, dlq_field))
+
+    def lane_url_settings(self) -> dict[str, str]:
+        """Every lane's URL fields and values, to build other settings on the same queues."""
+        return {f: str(getattr(self, f)) for lane in LANES for f in lane_url_fields(lane)}
+
+
+def lane_url_fields(lane: str) -> tuple[str, str]:
+    """The QueueSettings fields of `lane`'s queue and DLQ URLs (variables: `env_name`)."""
+    suffix = lane_suffix(lane)
+    return f"queue_url{suffix}", f"dlq_url{suffix}"
+
+
+def queue_environment(urls: Mapping[str, tuple[T, T]]) -> dict[str, T]:
+    """The variables that give each lane of `urls` (lane -> (queue URL, DLQ URL); the values
+    may be anything, Pulumi outputs say) to QueueSettings. Every lane must be there."""
+    if set(urls) != set(LANES):
+        raise ValueError(f"queue URLs for lanes {sorted(urls)}, expected {sorted(LANES)}")
+    return {
+        env_name(field): url
+        for lane in LANES
+        for field, url in zip(lane_url_fields(lane), urls[lane], strict=True)
+    }
+
+
+_URL_FIELDS = {f for f in QueueSettings.model_fields if f.startswith(("queue_url", "dlq_url"))}
+if {f for lane in LANES for f in lane_url_fields(lane)} != _URL_FIELDS:
+    raise RuntimeError(f"QueueSettings' URL fields {sorted(_URL_FIELDS)} do not match LANES")
 
 
 class TelemetrySettings(_Base):
@@ -170,6 +214,10 @@ class WorkerSettings(
     worker_concurrency: int = Field(default=4, ge=1, le=256)
     # Long-poll length bounds how long shutdown waits for the poll to return its messages.
     poll_wait_seconds: int = Field(default=5, ge=0, le=20)
+    # Priority lanes (conveyor.worker.lanes): after this many receives in a row served by a
+    # higher lane while a lower one waited its turn, one receive asks the lower lane first, so
+    # a saturated high lane leaves the default lane at least 1/(this + 1) of the receives.
+    lane_turn_after: int = Field(default=3, ge=1, le=100)
     # After a receive, wait this long before the next one unless the queue is behind, so that
     # receives come in batches (fewer requests per task, up to this much more queue delay).
     receive_linger_seconds: float = Field(default=0.5, ge=0, le=5)

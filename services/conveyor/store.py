@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 from conveyor import schema
 from conveyor.aws import AwsClients, cancellation_reasons, error_code, guarded
 from conveyor.domain import (
+    DEFAULT_LANE,
     EFFECT_NAME_RE,
     MAX_EVENT_DETAIL_CHARS,
     MAX_HISTORY_EVENTS,
@@ -115,6 +116,7 @@ class NewTask:
     traceparent: str = ""
     not_before_ms: int = 0
     start_by_ms: int = 0
+    lane: str = DEFAULT_LANE
 
 
 # A submit writes ITEMS_PER_TASK items in its transaction (the task item, its idempotency record
@@ -409,6 +411,7 @@ class TaskStore:
         traceparent: str = "",
         not_before_ms: int = 0,
         start_by_ms: int = 0,
+        lane: str = DEFAULT_LANE,
         remaining: float | None = None,
     ) -> SubmitResult:
         """Commit the task item (with its first event and outbox mark), its PAYLOAD item and the
@@ -424,6 +427,7 @@ class TaskStore:
             traceparent=traceparent,
             not_before_ms=not_before_ms,
             start_by_ms=start_by_ms,
+            lane=lane,
         )
         [result] = self.submit_many([new], remaining=remaining)
         if isinstance(result, IdempotencyMismatch):
@@ -508,6 +512,7 @@ class TaskStore:
             traceparent=n.traceparent,
             not_before_ms=n.not_before_ms,
             start_by_ms=n.start_by_ms,
+            lane=n.lane,
             events=(submitted,),
         )
         mark = (

@@ -52,6 +52,12 @@ def test_local_run_settles_every_task_and_exits_zero(tmp_path):
     # Two tenants share the load (conveyor_dev.local.demo.SECOND_TENANT_SHARE).
     tenants = re.search(r"submitted by tenant\s*│\s*demo=(\d+), demo-b=(\d+)", out)
     assert tenants and int(tenants.group(1)) > 0 and int(tenants.group(2)) > 0
+    # Both priority lanes carry some of it (conveyor_dev.local.demo.HIGH_LANE_SHARE), each
+    # with its tasks (succeeded) and its end-to-end p50.
+    for lane in ("high", "default"):
+        tasks = re.search(rf"{lane} lane: tasks \(succeeded\)\s*│\s*(\d+) \((\d+)\)", out)
+        assert tasks and int(tasks.group(2)) > 0, out[-3000:]
+        assert re.search(rf"{lane} lane: end-to-end p50 \(succeeded\)\s*│\s*\d+ ms", out)
     assert "api=0, relay=0, worker-1=0, worker-2=0" in out
     # Issue 17: the healthy demo at its default rate pages nothing, by the shipped rules in make
     # local's Prometheus (its poison tasks are placed, conveyor_dev.local.demo.POISON_EVERY).

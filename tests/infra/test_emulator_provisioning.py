@@ -72,11 +72,13 @@ def _inputs_of(declared: DataPlane, queue_name: str) -> dict[str, Any]:
     return dict(next(q.inputs for q in declared.queues if q.inputs["name"] == queue_name))
 
 
-def test_the_declared_data_plane_is_one_task_queue_its_dlq_one_table_and_the_tls_secrets(
+def test_the_declared_data_plane_is_a_queue_and_dlq_per_lane_one_table_and_the_tls_secrets(
     declared: DataPlane,
 ) -> None:
     assert sorted(q.inputs["name"] for q in declared.queues) == [
         "conveyor-dev-tasks-dlq.fifo",
+        "conveyor-dev-tasks-high-dlq.fifo",
+        "conveyor-dev-tasks-high.fifo",
         "conveyor-dev-tasks.fifo",
     ]
     assert [t.inputs["name"] for t in declared.tables] == ["conveyor-dev-tasks"]
@@ -197,7 +199,13 @@ def test_provisioning_again_changes_nothing_and_keeps_secret_values(
         "local certificate"
     )
     queues = _client("sqs", endpoint).list_queues(QueueNamePrefix="conveyor-dev")["QueueUrls"]
-    assert sorted(queues) == sorted([provisioned.queue_url, provisioned.dlq_url])
+    assert sorted(queues) == sorted(url for urls in provisioned.lane_urls.values() for url in urls)
+    assert provisioned.lane_urls["high"] == (
+        queues[queues.index(provisioned.lane_urls["high"][0])],
+        queues[queues.index(provisioned.lane_urls["high"][1])],
+    )
+    assert provisioned.lane_urls["high"][0].endswith("/conveyor-dev-tasks-high.fifo")
+    assert provisioned.lane_urls["high"][1].endswith("/conveyor-dev-tasks-high-dlq.fifo")
 
 
 def test_an_emulator_table_that_contradicts_the_declaration_is_reported(endpoint: str) -> None:

@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 from conveyor import schema
+from conveyor.domain import LANES
 from conveyor_dev.emulators.declared import Declaration
 from conveyor_infra.config import secret_resource
 from conveyor_infra.permissions import STAR_ONLY_ACTIONS, ecr_repository_arn
+from conveyor_infra.task_queue import task_queue_name
 from conveyor_infra.topology import TRACE_GATEWAY
 from stack_support import COMPUTE_STACKS, SERVICES, stack_config, stack_file
 
@@ -18,6 +20,13 @@ ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 
 IDENTITIES = (*SERVICES, TRACE_GATEWAY)
 TABLE = {(f"dynamodb:{a}", "table") for a in ("GetItem", "PutItem", "UpdateItem")}
+
+
+def _every_lane(action: str, kind: str) -> set[tuple[str, str]]:
+    """`action` on every priority lane's queue (kind "queue") or DLQ ("dlq")."""
+    return {(action, f"{kind}:{lane}") for lane in LANES}
+
+
 TASK_ROLE_GRANTS = {
     "api": TABLE
     | {
@@ -26,7 +35,7 @@ TASK_ROLE_GRANTS = {
         ("dynamodb:Query", "index/queued"),  # admission: a tenant's backlog
         ("dynamodb:BatchGetItem", "table"),  # the task items of a listed page
         ("dynamodb:DeleteItem", "table"),  # DeleteSchedule
-        ("sqs:SendMessage", "queue"),
+        *_every_lane("sqs:SendMessage", "queue"),
         ("aps:RemoteWrite", "workspace"),
     },
     "relay": TABLE  # UpdateItem: transitions; GetItem, PutItem: firing a schedule's slot
@@ -34,23 +43,24 @@ TASK_ROLE_GRANTS = {
         ("dynamodb:Query", "table"),  # a task and its payload
         ("dynamodb:Query", "index/outbox"),
         ("dynamodb:BatchGetItem", "table"),  # the due delayed tasks, a hundred at a time
-        ("sqs:SendMessage", "queue"),
-        ("sqs:GetQueueAttributes", "queue"),
-        ("sqs:GetQueueAttributes", "dlq"),
+        *_every_lane("sqs:SendMessage", "queue"),
+        *_every_lane("sqs:GetQueueAttributes", "queue"),
+        *_every_lane("sqs:GetQueueAttributes", "dlq"),
         # The DLQ compensator: peek (receive, then unhide), re-file (send, delete).
-        ("sqs:ReceiveMessage", "dlq"),
-        ("sqs:ChangeMessageVisibility", "dlq"),
-        ("sqs:SendMessage", "dlq"),
-        ("sqs:DeleteMessage", "dlq"),
+        *_every_lane("sqs:ReceiveMessage", "dlq"),
+        *_every_lane("sqs:ChangeMessageVisibility", "dlq"),
+        *_every_lane("sqs:SendMessage", "dlq"),
+        *_every_lane("sqs:DeleteMessage", "dlq"),
         ("aps:RemoteWrite", "workspace"),
     },
     "worker": TABLE
     | {
         ("dynamodb:Query", "table"),  # a task and its payload
-        ("sqs:ReceiveMessage", "queue"),
-        ("sqs:DeleteMessage", "queue"),
-        ("sqs:ChangeMessageVisibility", "queue"),
-        ("sqs:SendMessage", "dlq"),
+        *_every_lane("sqs:ReceiveMessage", "queue"),
+        *_every_lane("sqs:DeleteMessage", "queue"),
+        *_every_lane("sqs:ChangeMessageVisibility", "queue"),
+        *_every_lane("sqs:SendMessage", "queue"),  # a message replaced to keep its receives
+        *_every_lane("sqs:SendMessage", "dlq"),
         ("aps:RemoteWrite", "workspace"),
     },
     # Only the gateway exports traces; the sidecars send them to it.
@@ -87,8 +97,11 @@ def _own_arns(declaration: Declaration, stack: str) -> dict[str, str]:
     table = declaration.named("store-table").outputs["arn"]
     arns = {
         table: "table",
-        declaration.named("tasks-queue").outputs["arn"]: "queue",
-        declaration.named("tasks-dlq").outputs["arn"]: "dlq",
+        **{
+            declaration.named(f"{task_queue_name(lane)}-{kind}").outputs["arn"]: f"{kind}:{lane}"
+            for lane in LANES
+            for kind in ("queue", "dlq")
+        },
         declaration.named("monitoring-prometheus").outputs["arn"]: "workspace",
         declaration.named("tls-server").outputs["arn"]: "server-secret",
         declaration.named("tls-secrets-key").outputs["arn"]: "secrets-key",

@@ -12,17 +12,22 @@ from __future__ import annotations
 import fnmatch
 import json
 import signal
+import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from conveyor.domain import LANES, lane_suffix
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor_dev.emulators.backend import start_backend
 from conveyor_dev.emulators.declared import Declaration
 from conveyor_dev.local.scrape import total
 from conveyor_dev.local.system import LocalSystem
+from conveyor_infra.task_queue import task_queue_name
+from google.protobuf.timestamp_pb2 import Timestamp
 from stack_support import COMPUTE_STACKS, SERVICES
 from support import TENANTS, get, submit, wait_for, wait_state, wait_terminal
 
@@ -40,6 +45,16 @@ UNEXERCISED = {
         "tests/store/test_schedule_firing.py"
     ),
     ("relay", "dynamodb:PutItem", "table"): "see the relay's GetItem",
+    # The relay's sends and re-files go to a task's lane by the same code as the default lane's,
+    # exercised there (conveyor.queue: the queue is chosen by the task's lane).
+    ("relay", "sqs:SendMessage", "queue:high"): "the outbox re-send of a high task; see queue",
+    ("relay", "sqs:SendMessage", "dlq:high"): "the DLQ compensator's re-file; see dlq",
+    ("relay", "sqs:DeleteMessage", "dlq:high"): "the DLQ compensator's re-file; see dlq",
+    ("worker", "sqs:SendMessage", "queue"): (
+        "replaces a message whose receives cannot cover the task's attempts left (visibility "
+        "losses used them): tests/store/test_store_worker.py"
+    ),
+    ("worker", "sqs:SendMessage", "queue:high"): "see the worker's SendMessage on queue",
     ("worker", "dynamodb:GetItem", "table"): (
         "reads an effect's ledger item only when recording it met an earlier record: "
         "tests/store/test_store_effects.py"
@@ -92,10 +107,12 @@ def ungranted(
 
 def _symbol(declaration: Declaration, arn: str) -> str:
     names = {
-        declaration.named("tasks-queue").outputs["arn"]: "queue",
-        declaration.named("tasks-dlq").outputs["arn"]: "dlq",
-        declaration.named("monitoring-prometheus").outputs["arn"]: "workspace",
+        declaration.named(f"{task_queue_name(lane)}-{kind}").outputs["arn"]: kind
+        + lane_suffix(lane, ":")
+        for lane in LANES
+        for kind in ("queue", "dlq")
     }
+    names[declaration.named("monitoring-prometheus").outputs["arn"]] = "workspace"
     table = declaration.named("store-table").outputs["arn"]
     return names.get(arn) or ("table" if arn == table else arn.removeprefix(f"{table}/"))
 
@@ -150,6 +167,17 @@ def _schedule_round_trip(stub: Any) -> None:
     assert stub.DeleteSchedule(pb.DeleteScheduleRequest(name="iam-check"), timeout=10).deleted
 
 
+def _submit_delayed(stub: Any) -> str:
+    """A task due a second from now, which the relay sends when due."""
+    not_before = Timestamp()
+    not_before.FromMilliseconds(int(time.time() * 1000) + 1000)
+    request = pb.SubmitTaskRequest(
+        task_type="demo.noop", payload=b"{}", idempotency_key=uuid.uuid4().hex
+    )
+    request.not_before.CopyFrom(not_before)
+    return str(stub.SubmitTask(request, timeout=10).task.task_id)
+
+
 def _workload(system: LocalSystem) -> None:
     """Every path of the task roles' grants: submit, get, list, cancel; the relay re-sending a
     mark the API left (killed between commit and send), compensating a task SQS moved to the
@@ -178,9 +206,13 @@ def _workload(system: LocalSystem) -> None:
         heartbeat = float(system.tuning["CONVEYOR_HEARTBEAT_INTERVAL_SECONDS"])
         done = submit(stub, "demo.sleep", {"seconds": heartbeat * 1.5}).task.task_id
         poison = submit(stub, "demo.poison", max_attempts=1).task.task_id
+        # The high lane's queue and DLQ: a run long enough for a heartbeat, a dead letter.
+        high = submit(stub, "demo.sleep", {"seconds": heartbeat * 1.5}, lane="high").task.task_id
+        high_poison = submit(stub, "demo.poison", max_attempts=1, lane="high").task.task_id
         cancelled = submit(stub, "demo.sleep", {"seconds": 30}).task.task_id
         stub.CancelTask(pb.CancelTaskRequest(task_id=cancelled), timeout=10)
-        for task_id in (done, poison, cancelled):
+        delayed = _submit_delayed(stub)  # the relay reads due tasks in batches (BatchGetItem)
+        for task_id in (done, poison, cancelled, high, high_poison, delayed):
             wait_terminal(stub, task_id)
         assert list(stub.ListTasks(pb.ListTasksRequest(), timeout=10))
         _schedule_round_trip(stub)

@@ -11,6 +11,7 @@ import pytest
 from conveyor import settings
 from conveyor.runtime import TaskRuntime
 from conveyor_dev.emulators.declared import Declaration, DeclarationError, declare
+from conveyor_infra.autoscaling import visible_id
 from conveyor_infra.config import stack_key
 from conveyor_infra.containers import COLLECTOR, COLLECTOR_CONFIG_VARIABLE, TLS_SECRET_VARIABLES
 from conveyor_infra.paths import REPO_ROOT
@@ -333,18 +334,23 @@ def test_workers_scale_on_backlog_per_task_and_the_api_on_cpu(
     assert worker_policy["resourceId"] == worker_target.inputs["resourceId"]
     assert tracking["targetValue"] == worker.backlog_per_task
     metrics = {m["id"]: m for m in tracking["customizedMetricSpecification"]["metrics"]}
-    visible = metrics["visible"]["metricStat"]["metric"]
     running = metrics["running"]["metricStat"]["metric"]
-    assert (visible["namespace"], visible["metricName"]) == (
-        "AWS/SQS",
-        "ApproximateNumberOfMessagesVisible",
-    )
-    assert visible["dimensions"] == [{"name": "QueueName", "value": f"conveyor-{stack}-tasks.fifo"}]
+    # Every lane's backlog: the default lane's queue (named as before lanes) and the high one's.
+    for lane, queue in (
+        ("default", f"conveyor-{stack}-tasks.fifo"),
+        ("high", f"conveyor-{stack}-tasks-high.fifo"),
+    ):
+        visible = metrics[visible_id(lane)]["metricStat"]["metric"]
+        assert (visible["namespace"], visible["metricName"]) == (
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+        )
+        assert visible["dimensions"] == [{"name": "QueueName", "value": queue}]
     assert (running["namespace"], running["metricName"]) == (
         "ECS/ContainerInsights",
         "RunningTaskCount",
     )
-    assert metrics["backlog_per_task"]["expression"] == "visible / running"
+    assert metrics["backlog_per_task"]["expression"] == "(visible_high + visible) / running"
     assert [m["id"] for m in metrics.values() if m["returnData"]] == ["backlog_per_task"]
 
     api_policy = declaration.named("autoscaling-api-cpu").inputs
@@ -401,6 +407,13 @@ def test_stack_outputs_name_everything_services_and_runbooks_need(
     assert data_plane <= set(outputs)
     assert (compute <= set(outputs)) is (stack != "localstack")
     assert outputs["queue_url"] == declarations[stack].named("tasks-queue").outputs["url"]
+    # Each other lane's outputs carry its name; the default lane's keep theirs.
+    for kind in ("queue", "dlq"):
+        for attribute in ("url", "arn", "name"):
+            assert (
+                outputs[f"{kind}_{attribute}_high"]
+                == (declarations[stack].named(f"tasks-high-{kind}").outputs[attribute])
+            )
     if stack != "localstack":
         assert outputs["worker_service_name"] == f"conveyor-{stack}-worker"
         assert set(outputs["log_group_names"]) == {*SERVICES, TRACE_GATEWAY}

@@ -111,6 +111,8 @@ def _worker_refusal(monkeypatch: pytest.MonkeyPatch, **knobs: str) -> str:
         "CONVEYOR_TABLE_NAME": "tasks",
         "CONVEYOR_QUEUE_URL": "http://sqs/q.fifo",
         "CONVEYOR_DLQ_URL": "http://sqs/dlq.fifo",
+        "CONVEYOR_QUEUE_URL_HIGH": "http://sqs/q-high.fifo",
+        "CONVEYOR_DLQ_URL_HIGH": "http://sqs/dlq-high.fifo",
         "CONVEYOR_METRICS_LISTEN": ":9102",
         **{settings.env_name(field): value for field, value in knobs.items()},
     }

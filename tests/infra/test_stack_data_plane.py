@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from conveyor import schema
-from conveyor.domain import MAX_ATTEMPTS_LIMIT, REDRIVE_MARGIN
+from conveyor.domain import DEFAULT_LANE, LANES, MAX_ATTEMPTS_LIMIT, REDRIVE_MARGIN
 from conveyor_dev.emulators.declared import Declaration, DeclaredResource, declare
 from conveyor_dev.emulators.provision import DATA_PLANE_ONLY
 from stack_support import STACKS, stack_config
@@ -18,18 +18,47 @@ TABLE = "aws:dynamodb/table:Table"
 SECRET = "aws:secretsmanager/secret:Secret"
 
 
-def _queues(declaration: Declaration) -> tuple[DeclaredResource, DeclaredResource]:
+def _names(stack: str, lane: str) -> tuple[str, str]:
+    """`lane`'s queue and DLQ names: the default lane's are those from before lanes."""
+    base = f"conveyor-{stack}-tasks{'' if lane == DEFAULT_LANE else '-' + lane}"
+    return f"{base}.fifo", f"{base}-dlq.fifo"
+
+
+def _queues(
+    declaration: Declaration, lane: str = DEFAULT_LANE
+) -> tuple[DeclaredResource, DeclaredResource]:
     queues = {q.inputs["name"]: q for q in declaration.of_type(QUEUE)}
-    prefix = f"conveyor-{declaration.stack}"
-    assert set(queues) == {f"{prefix}-tasks.fifo", f"{prefix}-tasks-dlq.fifo"}
-    return queues[f"{prefix}-tasks.fifo"], queues[f"{prefix}-tasks-dlq.fifo"]
+    assert set(queues) == {n for other in LANES for n in _names(declaration.stack, other)}
+    queue, dlq = _names(declaration.stack, lane)
+    return queues[queue], queues[dlq]
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_task_queue_is_fifo_with_a_fifo_dlq_behind_a_redrive_safety_net(
+def test_the_default_lanes_queues_keep_their_pulumi_names_so_stacks_keep_them(
     declarations: dict[str, Declaration], stack: str
 ) -> None:
     queue, dlq = _queues(declarations[stack])
+    assert (queue.name, dlq.name) == ("tasks-queue", "tasks-dlq")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_lane_has_the_same_queue_policies(
+    declarations: dict[str, Declaration], stack: str
+) -> None:
+    def policies(q: DeclaredResource) -> dict[str, Any]:
+        return {k: v for k, v in q.inputs.items() if k not in ("name", "redrivePolicy")}
+
+    default = [policies(q) for q in _queues(declarations[stack])]
+    for lane in LANES:
+        assert [policies(q) for q in _queues(declarations[stack], lane)] == default
+
+
+@pytest.mark.parametrize("lane", LANES)
+@pytest.mark.parametrize("stack", STACKS)
+def test_task_queue_is_fifo_with_a_fifo_dlq_behind_a_redrive_safety_net(
+    declarations: dict[str, Declaration], stack: str, lane: str
+) -> None:
+    queue, dlq = _queues(declarations[stack], lane)
 
     for q in (queue, dlq):
         assert q.inputs["fifoQueue"] is True
@@ -120,15 +149,21 @@ def test_dlq_depth_above_zero_alarms_to_the_stacks_sns_targets(
     declarations: dict[str, Declaration], stack_files: dict[str, Any], stack: str
 ) -> None:
     declaration = declarations[stack]
-    _, dlq = _queues(declaration)
     (topic,) = declaration.of_type("aws:sns/topic:Topic")
-    (alarm,) = declaration.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
-    assert alarm.inputs["namespace"] == "AWS/SQS"
-    assert alarm.inputs["metricName"] == "ApproximateNumberOfMessagesVisible"
-    assert alarm.inputs["dimensions"] == {"QueueName": dlq.inputs["name"]}
-    assert alarm.inputs["comparisonOperator"] == "GreaterThanThreshold"
-    assert alarm.inputs["threshold"] == 0
-    assert alarm.inputs["alarmActions"] == [topic.outputs["arn"]]
+    alarms = declaration.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    # One per lane's DLQ.
+    assert sorted(a.inputs["dimensions"]["QueueName"] for a in alarms) == sorted(
+        _queues(declaration, lane)[1].inputs["name"] for lane in LANES
+    )
+    assert declaration.named("alerting-dlq-not-empty").inputs["dimensions"] == {
+        "QueueName": _queues(declaration)[1].inputs["name"]
+    }
+    for alarm in alarms:
+        assert alarm.inputs["namespace"] == "AWS/SQS"
+        assert alarm.inputs["metricName"] == "ApproximateNumberOfMessagesVisible"
+        assert alarm.inputs["comparisonOperator"] == "GreaterThanThreshold"
+        assert alarm.inputs["threshold"] == 0
+        assert alarm.inputs["alarmActions"] == [topic.outputs["arn"]]
 
     subscriptions = declaration.of_type("aws:sns/topicSubscription:TopicSubscription")
     assert len(subscriptions) == len(stack_config(stack).alarm_emails)
@@ -152,4 +187,4 @@ def test_the_emulators_data_plane_is_the_full_programs_data_plane(
         }
 
     assert inputs(data_plane_only) == inputs(declarations["prod"])
-    assert len(inputs(data_plane_only)) == 2 + 1 + 3 + 1
+    assert len(inputs(data_plane_only)) == 2 * len(LANES) + 1 + 3 + 1

@@ -28,8 +28,7 @@ def test_one_trace_from_submit_to_the_worker(tmp_path):
         env.update(
             {
                 "CONVEYOR_TABLE_NAME": resources.table_name,
-                "CONVEYOR_QUEUE_URL": resources.queue_url,
-                "CONVEYOR_DLQ_URL": resources.dlq_url,
+                **resources.queue_environment(),
                 "PROBE_CLIENT_CA": str(client.ca),
                 "PROBE_CLIENT_CERT": str(client.cert),
                 "PROBE_CLIENT_KEY": str(client.key),

@@ -141,6 +141,20 @@ MUTATIONS = {
         "symptoms.test.yaml",
         "DLQ",
     ),
+    "the DLQ alert adds up the lanes": Mutation(
+        "conveyor-symptoms.rules.yaml",
+        "max by (lane) (sum by (job, instance, lane) (conveyor_queue_messages",
+        "max(sum by (job, instance) (conveyor_queue_messages",
+        "symptoms.test.yaml",
+        "each lane's DLQ",
+    ),
+    "the not-consumed page takes the oldest head of any lane": Mutation(
+        "conveyor-symptoms.rules.yaml",
+        "max by (lane) (conveyor_queue_oldest_age_seconds",
+        "max(conveyor_queue_oldest_age_seconds",
+        "symptoms.test.yaml",
+        "high lane alone",
+    ),
     "stalled workers do not page until the queue's head is ten minutes old": Mutation(
         "conveyor-symptoms.rules.yaml",
         'conveyor_queue_oldest_age_seconds{queue="main"}) > 60',

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from conveyor.aws import AwsClients, make_breaker
+from conveyor.domain import LANES, lane_suffix
 from conveyor.ops import Ops, OpsSettings
 from conveyor.queue import TaskQueue
 from conveyor.settings import AwsSettings
@@ -116,23 +117,28 @@ def resources(
         TableName=table,
         TimeToLiveSpecification={"Enabled": True, "AttributeName": table_shape["ttl_attribute"]},
     )
-    dlq_url = sqs.create_queue(QueueName=f"store-{suffix}-dlq.fifo", Attributes=queue_shape["dlq"])[
-        "QueueUrl"
-    ]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    redrive = {**queue_shape["redrive"], "deadLetterTargetArn": dlq_arn}
-    queue_url = sqs.create_queue(
-        QueueName=f"store-{suffix}.fifo",
-        Attributes={**queue_shape["main"], "RedrivePolicy": json.dumps(redrive)},
-    )["QueueUrl"]
+    lane_urls = {}
+    for lane in LANES:  # a queue and DLQ per lane, as the program declares them
+        name = f"store-{suffix}{lane_suffix(lane, '-')}"
+        dlq_url = sqs.create_queue(QueueName=f"{name}-dlq.fifo", Attributes=queue_shape["dlq"])[
+            "QueueUrl"
+        ]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        redrive = {**queue_shape["redrive"], "deadLetterTargetArn": dlq_arn}
+        queue_url = sqs.create_queue(
+            QueueName=f"{name}.fifo",
+            Attributes={**queue_shape["main"], "RedrivePolicy": json.dumps(redrive)},
+        )["QueueUrl"]
+        lane_urls[lane] = (queue_url, dlq_url)
     try:
-        yield Resources(table, queue_url, dlq_url)
+        yield Resources(table, lane_urls)
     finally:
         ddb.delete_table(TableName=table)
-        sqs.delete_queue(QueueUrl=queue_url)
-        sqs.delete_queue(QueueUrl=dlq_url)
+        for urls in lane_urls.values():
+            for url in urls:
+                sqs.delete_queue(QueueUrl=url)
 
 
 @pytest.fixture(scope="session")
@@ -149,8 +155,7 @@ def settings(aws_backend: Backend, resources: Resources, aws_credentials: None) 
     return OpsSettings(  # type: ignore[call-arg]
         **aws_backend.env(),
         table_name=resources.table,
-        queue_url=resources.queue_url,
-        dlq_url=resources.dlq_url,
+        **resources.url_settings(),
     )
 
 

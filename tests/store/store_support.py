@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
-from conveyor.domain import Task, TaskState
+from conveyor.domain import DEFAULT_LANE, Task, TaskState
 from conveyor.relay import Relay
-from conveyor.settings import RelaySettings
+from conveyor.settings import RelaySettings, lane_url_fields
 from conveyor.store import TaskStore, now_ms
 from prometheus_client import REGISTRY
 
@@ -23,8 +23,23 @@ TENANT = "acme"
 @dataclass(frozen=True)
 class Resources:
     table: str
-    queue_url: str
-    dlq_url: str
+    lane_urls: dict[str, tuple[str, str]]  # lane -> (queue URL, DLQ URL)
+
+    @property
+    def queue_url(self) -> str:
+        return self.lane_urls[DEFAULT_LANE][0]
+
+    @property
+    def dlq_url(self) -> str:
+        return self.lane_urls[DEFAULT_LANE][1]
+
+    def url_settings(self) -> dict[str, str]:
+        """The QueueSettings fields of every lane's URLs."""
+        return {
+            field: url
+            for lane, urls in self.lane_urls.items()
+            for field, url in zip(lane_url_fields(lane), urls, strict=True)
+        }
 
 
 def plain(item: dict[str, Any]) -> dict[str, Any]:
@@ -129,6 +144,7 @@ def submit(
     request_hash: str = "h1",
     max_attempts: int = 3,
     traceparent: str = "",
+    lane: str = DEFAULT_LANE,
 ) -> Task:
     result = store.submit(
         tenant=tenant,
@@ -138,6 +154,7 @@ def submit(
         request_hash=request_hash,
         max_attempts=max_attempts,
         traceparent=traceparent,
+        lane=lane,
     )
     assert result.created
     return result.task
@@ -186,8 +203,7 @@ def relay_on(settings: Any, store: TaskStore, queue: Any, **overrides: Any) -> R
         "AWS_ENDPOINT_URL": settings.aws_endpoint_url,
         "AWS_ENDPOINT_URL_DYNAMODB": settings.aws_endpoint_url_dynamodb,
         "table_name": settings.table_name,
-        "queue_url": settings.queue_url,
-        "dlq_url": settings.dlq_url,
+        **settings.lane_url_settings(),
         "metrics_listen": "127.0.0.1:0",
         **overrides,
     }

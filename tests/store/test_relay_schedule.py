@@ -8,7 +8,7 @@ import time
 
 from conveyor import relay
 from conveyor.domain import TaskState
-from conveyor.queue import QUEUE_DLQ
+from conveyor.queue import dlq as dlq_of
 from conveyor_dev.inject import faults
 from store_support import claim, ddb_calls, metric, relay_on, submit
 
@@ -82,7 +82,7 @@ def test_a_dlq_holding_messages_is_scanned_every_sweep(settings, store, queue):
     sweeper = relay_on(settings, store, queue, outbox_age_seconds=10)
     stuck = claim(store, submit(store))
     # The redrive policy moved it:
-    queue.send(stuck.task_id, stuck.task_type, tenant=stuck.tenant, queue=QUEUE_DLQ)
+    queue.send(stuck.task_id, stuck.task_type, tenant=stuck.tenant, queue=dlq_of())
     sweeper.sweep()  # depth 1: compensated, re-filed under the task's own group
     assert store.get(stuck.task_id).state == TaskState.DEAD
     before = sqs_calls("ReceiveMessage")

@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 from conveyor import ops as ops_mod
 from conveyor.domain import TaskState
-from conveyor.queue import QUEUE_DLQ
+from conveyor.queue import dlq as dlq_of
 from conveyor.store import now_ms
 from conveyor_dev.inject import faults
 from store_support import claim, dead, submit, succeeded
@@ -25,7 +25,7 @@ def _to_dlq(queue, task, error: str = "boom") -> str:
         task.task_id,
         task.task_type,
         tenant=task.tenant,
-        queue=QUEUE_DLQ,
+        queue=dlq_of(),
         dedup_id=f"{task.task_id}.{task.version}",
         error=error,
     )

@@ -8,7 +8,9 @@ import time
 import uuid
 
 import pytest
-from conveyor.queue import QUEUE_DLQ, DeleteBatcher, MalformedMessage, parse
+from conveyor.queue import DeleteBatcher, MalformedMessage, parse
+from conveyor.queue import dlq as dlq_of
+from conveyor.queue import main as main_of
 from store_support import metric, submit
 from support import wait_for
 
@@ -43,7 +45,7 @@ def test_send_and_parse_round_trip(queue, raw):
 
 def test_dlq_messages_carry_the_error_truncated(queue, raw):
     task_id = uuid.uuid4().hex
-    queue.send(task_id, "t", tenant="t", queue=QUEUE_DLQ, dedup_id=f"{task_id}.3", error="e" * 5000)
+    queue.send(task_id, "t", tenant="t", queue=dlq_of(), dedup_id=f"{task_id}.3", error="e" * 5000)
     [received] = raw.receive(raw.res.dlq_url)
     assert parse(received).error == "e" * 1024
     assert received["Attributes"]["MessageDeduplicationId"] == f"{task_id}.3"
@@ -74,9 +76,9 @@ def test_depths_by_state(queue):
         queue.send(uuid.uuid4().hex, "t", tenant="t")
     queue.receive(1, 0, 30)
     depths = queue.depths()
-    assert depths["main"]["visible"] + depths["main"]["inflight"] == 3
-    assert depths["main"]["inflight"] == 1
-    assert depths["dlq"] == {"visible": 0, "inflight": 0, "delayed": 0}
+    assert depths[main_of()]["visible"] + depths[main_of()]["inflight"] == 3
+    assert depths[main_of()]["inflight"] == 1
+    assert depths[dlq_of()] == {"visible": 0, "inflight": 0, "delayed": 0}
 
 
 @pytest.mark.parametrize("body", ["not json", "[1, 2]", '{"task_id": "x"}', "null"])

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from conveyor.domain import TaskState
-from conveyor.queue import QUEUE_DLQ
+from conveyor.queue import dlq as dlq_of
 from conveyor.relay import Relay
 from conveyor.settings import RelaySettings
 from conveyor.telemetry import metrics
@@ -22,8 +22,7 @@ def relay(aws_backend, settings, store, queue) -> Relay:
     relay_settings = RelaySettings(  # type: ignore[call-arg]
         **aws_backend.env(),
         table_name=settings.table_name,
-        queue_url=settings.queue_url,
-        dlq_url=settings.dlq_url,
+        **settings.lane_url_settings(),
         metrics_listen="127.0.0.1:0",
         outbox_age_seconds=10,
     )
@@ -73,7 +72,7 @@ def test_compensator_marks_a_task_moved_to_the_dlq_by_the_redrive_policy_dead(
     relay, store, queue, raw
 ):
     stuck = claim(store, submit(store))  # a worker died on it too often
-    queue.send(stuck.task_id, stuck.task_type, tenant=stuck.tenant, queue=QUEUE_DLQ)
+    queue.send(stuck.task_id, stuck.task_type, tenant=stuck.tenant, queue=dlq_of())
     assert relay.compensate_dlq() == 1
     stored = store.get(stuck.task_id)
     assert stored is not None
@@ -93,9 +92,9 @@ def test_compensator_finds_a_stuck_task_behind_dead_ones_in_the_same_group(
     for _ in range(12):
         task = claim(store, submit(store, task_type="demo.poison"))
         dead.append(store.transition(task, S.DEAD, remove=("lease_owner", "lease_expires_at")))
-        queue.send(task.task_id, task.task_type, queue=QUEUE_DLQ, group_id=group)
+        queue.send(task.task_id, task.task_type, queue=dlq_of(), group_id=group)
     stuck = claim(store, submit(store, task_type="demo.poison"))
-    queue.send(stuck.task_id, stuck.task_type, queue=QUEUE_DLQ, group_id=group)
+    queue.send(stuck.task_id, stuck.task_type, queue=dlq_of(), group_id=group)
 
     for _ in range(3):  # a few sweeps: each re-files the heads it sees under their own groups
         relay.compensate_dlq()
@@ -137,7 +136,7 @@ def test_compensator_still_sees_new_arrivals_behind_a_full_batch_of_dead_letters
         queue.dead_letter(dead, "boom")
     assert relay.compensate_dlq() == 0
     stuck = claim(store, submit(store))  # then the redrive policy moves one more message
-    queue.send(stuck.task_id, stuck.task_type, tenant=stuck.tenant, queue=QUEUE_DLQ)
+    queue.send(stuck.task_id, stuck.task_type, tenant=stuck.tenant, queue=dlq_of())
 
     assert relay.compensate_dlq() == 1
 
@@ -148,8 +147,8 @@ def test_compensator_still_sees_new_arrivals_behind_a_full_batch_of_dead_letters
 def test_a_failing_sweep_part_does_not_skip_the_others(settings, store, queue, raw):
     relay = relay_on(settings, store, queue)
     stuck = claim(store, submit(store))
-    queue.send(stuck.task_id, stuck.task_type, tenant=stuck.tenant, queue=QUEUE_DLQ)
-    metrics.queue_messages.labels("dlq", "visible").set(-1)  # not exported yet
+    queue.send(stuck.task_id, stuck.task_type, tenant=stuck.tenant, queue=dlq_of())
+    metrics.queue_messages.labels("dlq", "default", "visible").set(-1)  # not exported yet
 
     # The sweep's first part, the outbox-mark query, fails (each of its tries); the reads after
     # it (Queries too) go through.

@@ -63,8 +63,7 @@ def start_worker(aws_backend, settings, store, queue) -> Iterator[Callable[..., 
         values: dict[str, Any] = {
             **aws_backend.env(),
             "table_name": settings.table_name,
-            "queue_url": settings.queue_url,
-            "dlq_url": settings.dlq_url,
+            **settings.lane_url_settings(),
             "metrics_listen": "127.0.0.1:0",
             "worker_id": f"w-{uuid.uuid4().hex[:6]}",
             "worker_concurrency": 2,
@@ -837,7 +836,9 @@ def _send_in_groups(queue, tasks: list[Task]) -> None:
 
 def test_a_worker_behind_on_its_queue_receives_full_batches(store, queue, start_worker):
     """2 slots: asking only for the free slots took 2 messages a receive (40 tasks: 20 or
-    more receives); the prefetch asks for 10 once the slots' pace is known."""
+    more receives, 40 or more requests); the prefetch asks for 10 once the slots' pace is known.
+    Each receive of the default lane's messages costs one more, empty, short poll of the high
+    lane's queue before it (conveyor.worker.lanes), hence two requests per receive."""
     start_worker(worker_concurrency=2, **PREFETCHING)
     first = submit(store, task_type="demo.noop")
     _send_in_groups(queue, [first])
@@ -847,7 +848,8 @@ def test_a_worker_behind_on_its_queue_receives_full_batches(store, queue, start_
     _send_in_groups(queue, tasks)
     for task in tasks:
         wait_for(in_state(store, task.task_id, S.SUCCEEDED), 60, "SUCCEEDED")
-    assert _receives() - before <= 40 / 4
+    receives = _receives() - before
+    assert receives <= 2 * 40 / 4, receives
 
 
 def test_shutdown_gives_back_the_prefetched_messages(store, queue, raw, start_worker):

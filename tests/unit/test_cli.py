@@ -178,6 +178,7 @@ def test_dlq_inspect_json_carries_whole_entries(runner, fake_ops):
             "attempts": 5,
             "last_error": "smtp [550] refused",
             "message_id": "m-1",
+            "lane": "default",
         }
     ]
 

@@ -140,6 +140,7 @@ def test_the_listing_and_the_indexes_project_what_they_did():
     assert set(schema.LISTING_ATTRIBUTES) == {
         *("task_id", "tenant", "task_type", "state", "version", "attempts", "max_attempts"),
         *("created_at", "updated_at", "last_error", "idempotency_key", "not_before", "start_by"),
+        "lane",
     }
     assert schema.GSI_BY_TENANT_PROJECTED == ("task_type",)
     assert schema.GSI_OUTBOX_PROJECTED == ("task_id", "task_type")
@@ -181,6 +182,15 @@ def test_the_snapshot_is_sent_and_read_as_before():
         effects_applied=0,
         events=(),
     )
+
+
+def test_a_lane_other_than_the_default_is_stored_listed_and_sent_and_the_default_is_not():
+    high = dataclasses.replace(TASK, lane="high")
+    assert codec.item_values(high, codec.TASK)["lane"] == "high"
+    assert "lane" not in codec.item_values(TASK, codec.TASK)  # older items read as default
+    assert codec.task_from_item(typed(codec.item_values(high, codec.TASK))).lane == "high"
+    assert codec.task_from_snapshot(codec.snapshot(high)).lane == "high"
+    assert codec.task_from_item(STORED_TASK_ITEM).lane == "default"
 
 
 def test_an_update_maps_attributes_to_field_changes():

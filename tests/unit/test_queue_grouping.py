@@ -23,7 +23,11 @@ TYPES = st.from_regex(TASK_TYPE_RE, fullmatch=True)
 def _queue(shards: int) -> TaskQueue:
     clients = AwsClients(AwsSettings(AWS_REGION="us-east-1"))  # type: ignore[call-arg]
     settings = QueueSettings(
-        queue_url="http://sqs/q.fifo", dlq_url="http://sqs/dlq.fifo", message_group_shards=shards
+        queue_url="http://sqs/q.fifo",
+        dlq_url="http://sqs/dlq.fifo",
+        queue_url_high="http://sqs/q-high.fifo",
+        dlq_url_high="http://sqs/dlq-high.fifo",
+        message_group_shards=shards,
     )
     return TaskQueue(clients, settings)
 

@@ -28,6 +28,8 @@ WORKER_BASE = {
     "CONVEYOR_TABLE_NAME": "tasks",
     "CONVEYOR_QUEUE_URL": "http://sqs/q.fifo",
     "CONVEYOR_DLQ_URL": "http://sqs/dlq.fifo",
+    "CONVEYOR_QUEUE_URL_HIGH": "http://sqs/q-high.fifo",
+    "CONVEYOR_DLQ_URL_HIGH": "http://sqs/dlq-high.fifo",
     "CONVEYOR_METRICS_LISTEN": ":9102",
 }
 
@@ -59,6 +61,8 @@ def test_missing_variables_are_all_listed_by_their_env_names(env: SetEnv):
         "CONVEYOR_TABLE_NAME",
         "CONVEYOR_QUEUE_URL",
         "CONVEYOR_DLQ_URL",
+        "CONVEYOR_QUEUE_URL_HIGH",  # a queue and DLQ per lane
+        "CONVEYOR_DLQ_URL_HIGH",
         "CONVEYOR_METRICS_LISTEN",
     }
     assert str(caught.value).startswith("invalid configuration:")

@@ -230,3 +230,18 @@ def test_task_id_accepted_and_field_name_is_the_callers():
 @given(st.uuids())
 def test_server_generated_ids_pass_the_task_id_check(value):
     assert validation.task_id(value.hex) == value.hex
+
+
+def test_every_lane_is_accepted_and_an_empty_one_is_the_default():
+    assert [validation.lane(pb.SubmitTaskRequest(lane=lane)) for lane in domain.LANES] == list(
+        domain.LANES
+    )
+    assert validation.lane(pb.SubmitTaskRequest()) == domain.DEFAULT_LANE
+
+
+@pytest.mark.parametrize("value", ["urgent", "High", "default ", "low"])
+def test_an_unknown_lane_is_rejected_naming_the_lanes(value: str):
+    with pytest.raises(InvalidArgument) as err:
+        validation.lane(pb.SubmitTaskRequest(lane=value))
+    assert err.value.field == "lane"
+    assert all(lane in str(err.value) for lane in domain.LANES)

@@ -14,6 +14,8 @@ COMMON = {
     "CONVEYOR_TABLE_NAME": "conveyor-tasks",
     "CONVEYOR_QUEUE_URL": "http://127.0.0.1:9/000000000000/tasks.fifo",
     "CONVEYOR_DLQ_URL": "http://127.0.0.1:9/000000000000/tasks-dlq.fifo",
+    "CONVEYOR_QUEUE_URL_HIGH": "http://127.0.0.1:9/000000000000/tasks-high.fifo",
+    "CONVEYOR_DLQ_URL_HIGH": "http://127.0.0.1:9/000000000000/tasks-high-dlq.fifo",
     "CONVEYOR_METRICS_LISTEN": "127.0.0.1:0",
     "AWS_REGION": "eu-west-1",
     "AWS_ACCESS_KEY_ID": "test",

@@ -5,6 +5,7 @@ and secrets that the Pulumi program declares, with the same attributes: one sour
     from conveyor_dev.emulators.provision import provision
     resources = provision("http://127.0.0.1:5000", "eu-west-1", stack="dev")
     resources.queue_url, resources.dlq_url, resources.table_name, resources.secret_arns
+    resources.lane_urls["high"], resources.queue_environment()
 
 The program runs under Pulumi's mocks in a child process (`declared.declare`), so this module
 imports neither Pulumi nor the program and can be used from any process. The data plane does not
@@ -28,6 +29,8 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
+from conveyor.domain import DEFAULT_LANE, LANES, lane_suffix
+from conveyor.settings import queue_environment
 
 from conveyor_dev.emulators.declared import Declaration, DeclaredResource, declare
 
@@ -94,9 +97,22 @@ class DataPlane:
 @dataclass(frozen=True)
 class ProvisionedResources:
     table_name: str
-    queue_url: str
-    dlq_url: str
+    lane_urls: dict[str, tuple[str, str]]  # lane -> (queue URL, DLQ URL)
     secret_arns: dict[str, str]  # Pulumi logical name (e.g. "tls-server") -> ARN
+
+    @property
+    def queue_url(self) -> str:
+        """The default lane's task queue."""
+        return self.lane_urls[DEFAULT_LANE][0]
+
+    @property
+    def dlq_url(self) -> str:
+        """The default lane's DLQ."""
+        return self.lane_urls[DEFAULT_LANE][1]
+
+    def queue_environment(self) -> dict[str, str]:
+        """The CONVEYOR_*_URL variables of every lane's queue and DLQ."""
+        return queue_environment(self.lane_urls)
 
 
 def declared_resources(stack: str = "dev") -> DataPlane:
@@ -300,10 +316,12 @@ def _provision_secret(secretsmanager: Any, secret: DeclaredResource, prefix: str
         return str(created["ARN"])
 
 
-def _task_queue(queues: tuple[DeclaredResource, ...]) -> DeclaredResource:
-    with_redrive = [q for q in queues if "redrivePolicy" in q.inputs]
+def _task_queue(queues: tuple[DeclaredResource, ...], lane: str) -> DeclaredResource:
+    """`lane`'s task queue (conveyor_infra.task_queue.task_queue_name), with its DLQ."""
+    name = f"tasks{lane_suffix(lane, '-')}-queue"
+    with_redrive = [q for q in queues if "redrivePolicy" in q.inputs and q.name == name]
     if len(with_redrive) != 1:
-        raise EmulatorError(f"expected one queue with a DLQ, the program declares {with_redrive}")
+        raise EmulatorError(f"expected one queue {name} with a DLQ, the program declares {queues}")
     return with_redrive[0]
 
 
@@ -344,12 +362,14 @@ def provision(
     )
 
     urls = _provision_queues(sqs, declared.queues, name_prefix)
-    task_queue = _task_queue(declared.queues)
-    dlq_arn = json.loads(task_queue.inputs["redrivePolicy"])["deadLetterTargetArn"]
+    lane_urls = {}
+    for lane in LANES:
+        task_queue = _task_queue(declared.queues, lane)
+        dlq_arn = json.loads(task_queue.inputs["redrivePolicy"])["deadLetterTargetArn"]
+        lane_urls[lane] = (urls[task_queue.outputs["arn"]], urls[dlq_arn])
     return ProvisionedResources(
         table_name=_provision_table(dynamodb, declared.tables[0], name_prefix),
-        queue_url=urls[task_queue.outputs["arn"]],
-        dlq_url=urls[dlq_arn],
+        lane_urls=lane_urls,
         secret_arns={
             s.name: _provision_secret(secretsmanager, s, name_prefix) for s in declared.secrets
         },

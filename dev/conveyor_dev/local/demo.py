@@ -81,6 +81,8 @@ SCHEDULE = pb.Schedule(
 # The share of the mix the second tenant submits: a tenant of its own, with its own message
 # groups and quotas, beside the first one's load.
 SECOND_TENANT_SHARE = 0.3
+# The share of the mix submitted in the high priority lane (the rest in the default lane).
+HIGH_LANE_SHARE = 0.2
 
 
 @dataclass
@@ -94,6 +96,9 @@ class DemoLoad:
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
+        # The lanes drawn from a stream of their own: the mix's draws stay what they were (its
+        # early share of failures decides whether the healthy demo pages itself: issue 17).
+        self._lanes = random.Random(self.seed + 1)
         self._lock = threading.Lock()
         self._drawn = 0  # submits of the mix so far
 
@@ -108,12 +113,14 @@ class DemoLoad:
             _, task_type, make, max_attempts, cancel = kind
             payload = json.dumps(make(self._random)).encode()
             theirs = self.second is not None and self._random.random() < SECOND_TENANT_SHARE
+            lane = "high" if self._lanes.random() < HIGH_LANE_SHARE else "default"
         tenant, stub = self.second if theirs and self.second else ("", self.stub)
         request = pb.SubmitTaskRequest(
             task_type=task_type,
             payload=payload,
             idempotency_key=uuid.uuid4().hex,
             max_attempts=max_attempts,
+            lane=lane,
         )
         try:
             response = stub.SubmitTask(request, timeout=5)
@@ -188,6 +195,9 @@ class Summary:
     with_deadline: int = 0  # tasks submitted with a start_by (EXPIRED ones are in by_state)
     by_tenant: dict[str, int] = field(default_factory=dict)  # tasks submitted, by tenant
     scheduled: dict[str, int] = field(default_factory=dict)  # the schedule's tasks, by state
+    # Per priority lane: its tasks by state, and its submit -> end p50 (succeeded), in seconds.
+    by_lane: dict[str, dict[str, int]] = field(default_factory=dict)
+    lane_p50_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def summarize(
@@ -205,12 +215,23 @@ def summarize(
         if t.state == pb.TASK_STATE_SUCCEEDED
     )
 
-    def pct(q: float) -> float:
-        if not latencies:
+    def pct(q: float, values: list[float] | None = None) -> float:
+        values = latencies if values is None else values
+        if not values:
             return 0.0
-        if len(latencies) == 1:
-            return latencies[0]
-        return statistics.quantiles(latencies, n=100, method="inclusive")[int(q) - 1]
+        if len(values) == 1:
+            return values[0]
+        return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+    by_lane: dict[str, Counter[str]] = {}
+    lane_latencies: dict[str, list[float]] = {}
+    for t in tasks.values():
+        by_lane.setdefault(t.lane, Counter())[
+            pb.TaskState.Name(t.state).removeprefix("TASK_STATE_")
+        ] += 1
+        if t.state == pb.TASK_STATE_SUCCEEDED:
+            seconds = (t.updated_at.ToMilliseconds() - t.created_at.ToMilliseconds()) / 1000
+            lane_latencies.setdefault(t.lane, []).append(seconds)
 
     return Summary(
         submitted=len(tasks),
@@ -224,4 +245,6 @@ def summarize(
         delayed=len(delayed),
         delayed_succeeded=sum(1 for t in delayed if t.state == pb.TASK_STATE_SUCCEEDED),
         with_deadline=sum(1 for t in tasks.values() if t.HasField("start_by")),
+        by_lane={lane: dict(states) for lane, states in by_lane.items()},
+        lane_p50_seconds={lane: pct(50, sorted(v)) for lane, v in lane_latencies.items()},
     )

@@ -245,6 +245,15 @@ def show_summary(
     table.add_row(
         "submitted by tenant", ", ".join(f"{t}={n}" for t, n in sorted(summary.by_tenant.items()))
     )
+    for lane, states in sorted(summary.by_lane.items()):
+        table.add_row(
+            f"{lane} lane: tasks (succeeded)",
+            f"{sum(states.values())} ({states.get('SUCCEEDED', 0)})",
+        )
+        table.add_row(
+            f"{lane} lane: end-to-end p50 (succeeded)",
+            f"{summary.lane_p50_seconds.get(lane, 0.0) * 1000:.0f} ms",
+        )
     style = "red" if summary.lost else "green"
     table.add_row("lost or not terminal", f"[{style}]{summary.lost}")
     table.add_row("tasks/s (settled)", f"{summary.tasks_per_second:.1f}")

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import grpc
 from conveyor.api.auth import secure_channel
+from conveyor.domain import DEFAULT_LANE
+from conveyor.settings import queue_environment
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -76,8 +78,7 @@ class LocalSystem:
     backend: Backend
     certs: DeploymentCerts
     table_name: str
-    queue_url: str
-    dlq_url: str
+    lane_urls: dict[str, tuple[str, str]]  # lane -> (queue URL, DLQ URL)
     tuning: dict[str, str]
     api_port: int = 0
     health_port: int = 0
@@ -106,11 +107,20 @@ class LocalSystem:
             backend=backend,
             certs=certs,
             table_name=resources.table_name,
-            queue_url=resources.queue_url,
-            dlq_url=resources.dlq_url,
+            lane_urls=resources.lane_urls,
             tuning={**LOCAL_TUNING, **(tuning or {})},
             action_log=action_log,
         )
+
+    @property
+    def queue_url(self) -> str:
+        """The default lane's task queue."""
+        return self.lane_urls[DEFAULT_LANE][0]
+
+    @property
+    def dlq_url(self) -> str:
+        """The default lane's DLQ."""
+        return self.lane_urls[DEFAULT_LANE][1]
 
     # ---- processes ----
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -119,8 +129,7 @@ class LocalSystem:
         env.update(
             {
                 "CONVEYOR_TABLE_NAME": self.table_name,
-                "CONVEYOR_QUEUE_URL": self.queue_url,
-                "CONVEYOR_DLQ_URL": self.dlq_url,
+                **queue_environment(self.lane_urls),
                 "PYTHONUNBUFFERED": "1",
                 **self.tuning,
                 **(extra or {}),

@@ -145,9 +145,9 @@ def overview_dashboard(spec: Spec) -> db.Dashboard:
         .with_panel(
             single_stat(
                 "Tasks waiting",
-                "Visible messages on the main queue.",
+                "Visible messages on every lane's queue.",
                 "short",
-                Query('max(conveyor_queue_messages{queue="main",state="visible"})'),
+                Query('sum(max by (lane) (conveyor_queue_messages{queue="main",state="visible"}))'),
                 [(None, "green"), (1000, "orange")],
             )
         )

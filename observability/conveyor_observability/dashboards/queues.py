@@ -34,13 +34,28 @@ def queues_dashboard(spec: Spec) -> db.Dashboard:
         .with_row(row("Queues"))
         .with_panel(
             graph(
-                "Messages by queue and state",
-                "Approximate SQS depths reported by the relay (largest report per series).",
+                "Messages by lane, queue and state",
+                "Approximate SQS depths of every priority lane's queue and DLQ, reported by the "
+                "relay (largest report per series).",
                 "short",
                 [
                     Query(
-                        "max by (queue, state) (conveyor_queue_messages)",
-                        "{{queue}} {{state}}",
+                        "max by (lane, queue, state) (conveyor_queue_messages)",
+                        "{{lane}} {{queue}} {{state}}",
+                    )
+                ],
+            )
+        )
+        .with_panel(
+            graph(
+                "Oldest queued message by lane",
+                "How long each lane's oldest visible message has waited, as the relay infers "
+                "it (ConveyorTasksNotConsumed pages per lane above 60 s).",
+                "s",
+                [
+                    Query(
+                        'max by (lane) (conveyor_queue_oldest_age_seconds{queue="main"})',
+                        "{{lane}}",
                     )
                 ],
             )
@@ -48,12 +63,13 @@ def queues_dashboard(spec: Spec) -> db.Dashboard:
         .with_panel(
             graph(
                 "Messages received",
-                "Messages workers receive from each queue per second.",
+                "Messages workers receive from each lane's queue per second.",
                 "ops",
                 [
                     Query(
-                        f"sum by (queue) (rate(conveyor_sqs_messages_received_total[{RATE}]))",
-                        "{{queue}}",
+                        "sum by (lane, queue) "
+                        f"(rate(conveyor_sqs_messages_received_total[{RATE}]))",
+                        "{{lane}} {{queue}}",
                     )
                 ],
             )
@@ -61,10 +77,13 @@ def queues_dashboard(spec: Spec) -> db.Dashboard:
         .with_panel(
             single_stat(
                 "DLQ messages",
-                "Messages in the dead-letter queue, all states; anything above 0 is a DEAD task "
-                "to inspect (ConveyorDlqNotEmpty).",
+                "Messages in every lane's dead-letter queue, all states; anything above 0 is a "
+                "DEAD task to inspect (ConveyorDlqNotEmpty, per lane).",
                 "short",
-                Query('max(sum by (job, instance) (conveyor_queue_messages{queue="dlq"}))'),
+                Query(
+                    "sum(max by (lane) "
+                    '(sum by (job, instance, lane) (conveyor_queue_messages{queue="dlq"})))'
+                ),
                 [(None, "green"), (1, "red")],
             )
         )

@@ -40,6 +40,7 @@ def task(t: Task) -> pb.Task:
         not_before=_ts(t.not_before_ms) if t.not_before_ms else None,
         start_by=_ts(t.start_by_ms) if t.start_by_ms else None,
         trace_id=trace_id(t.traceparent),
+        lane=t.lane,
     )
 
 

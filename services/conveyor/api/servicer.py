@@ -33,7 +33,7 @@ from conveyor.aws import (
     aws_seconds_on_this_thread,
     is_dependency_fault,
 )
-from conveyor.domain import IllegalTransition, Task, TaskState
+from conveyor.domain import DEFAULT_LANE, IllegalTransition, Task, TaskState
 from conveyor.queue import TaskQueue
 from conveyor.schedule_store import ScheduleStore
 from conveyor.settings import ApiSettings
@@ -138,15 +138,22 @@ def stream_rpc(fn: F) -> F:
 
 
 def request_hash(
-    task_type: str, payload: bytes, max_attempts: int, not_before_ms: int = 0, start_by_ms: int = 0
+    task_type: str,
+    payload: bytes,
+    max_attempts: int,
+    not_before_ms: int = 0,
+    start_by_ms: int = 0,
+    lane: str = DEFAULT_LANE,
 ) -> str:
     """What the client sent (max_attempts 0 when it asked for none), not what was derived
     from it: a default changed between a submit and its retry must not turn the retry into
-    ALREADY_EXISTS. The times join the hash only when set, so hashes of untimed requests stay
-    what they were."""
+    ALREADY_EXISTS. The times join the hash only when set, and the lane only when not the
+    default (the validated lane: an empty one is the default), so hashes of requests without
+    them stay what they were; a replay asking for another lane is a mismatch (ALREADY_EXISTS)."""
     digest = hashlib.sha256()
     timing = [f"{not_before_ms}/{start_by_ms}".encode()] if not_before_ms or start_by_ms else []
-    for part in (task_type.encode(), payload, str(max_attempts).encode(), *timing):
+    lanes = [f"lane={lane}".encode()] if lane != DEFAULT_LANE else []
+    for part in (task_type.encode(), payload, str(max_attempts).encode(), *timing, *lanes):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()
@@ -236,8 +243,11 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         tenant = tenant_of(context)
         self._submit_rate.take(tenant)
         max_attempts = validation.submit(request, self.types, self.settings.default_max_attempts)
+        lane = validation.lane(request)
         sent = validation.sent_times(request)
-        sent_hash = request_hash(request.task_type, request.payload, request.max_attempts, *sent)
+        sent_hash = request_hash(
+            request.task_type, request.payload, request.max_attempts, *sent, lane=lane
+        )
         try:
             not_before_ms, start_by_ms = validation.timing(request, now_ms())
         except validation.InvalidArgument:
@@ -257,6 +267,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             send_budget=self._send_budget(context),
             not_before_ms=not_before_ms,
             start_by_ms=start_by_ms,
+            lane=lane,
         )
         task = result.task
         log.info(
@@ -288,13 +299,15 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         keys: dict[str, int] = {}
         now = now_ms()
         for i, task_request in enumerate(request.tasks):
-            sent_hash = request_hash(
-                task_request.task_type,
-                task_request.payload,
-                task_request.max_attempts,
-                *validation.sent_times(task_request),
-            )
             try:
+                lane = validation.lane(task_request)
+                sent_hash = request_hash(
+                    task_request.task_type,
+                    task_request.payload,
+                    task_request.max_attempts,
+                    *validation.sent_times(task_request),
+                    lane=lane,
+                )
                 max_attempts = validation.submit(
                     task_request, self.types, self.settings.default_max_attempts
                 )
@@ -327,6 +340,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
                         max_attempts=max_attempts,
                         not_before_ms=not_before_ms,
                         start_by_ms=start_by_ms,
+                        lane=lane,
                     ),
                 )
             )

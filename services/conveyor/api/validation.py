@@ -87,6 +87,17 @@ def submit(
     return req.max_attempts or declared.max_attempts or default_max_attempts
 
 
+def lane(req: pb.SubmitTaskRequest) -> str:
+    """The submit's lane (domain.LANES; empty = the default lane)."""
+    if not req.lane:
+        return domain.DEFAULT_LANE
+    if req.lane not in domain.LANES:
+        raise InvalidArgument(
+            "lane", f"{req.lane!r} is not a lane (lanes: {', '.join(domain.LANES)})"
+        )
+    return req.lane
+
+
 def key_not_repeated(req: pb.SubmitTaskRequest, seen: Mapping[str, int]) -> None:
     """A batch's task whose key an earlier task of it has (`seen`: key -> its index)."""
     if req.idempotency_key in seen:

@@ -81,9 +81,12 @@ class AsyncClient:
         max_attempts: int | None = None,
         not_before: datetime | None = None,
         start_by: datetime | None = None,
+        lane: str | None = None,
         timeout: float | None = None,
     ) -> Submitted:
-        request = submit_request(task, payload, idempotency_key, max_attempts, not_before, start_by)
+        request = submit_request(
+            task, payload, idempotency_key, max_attempts, not_before, start_by, lane
+        )
         response = await self._unary(self._stub.SubmitTask, request, timeout)
         return Submitted(response.task, response.created)
 

@@ -58,11 +58,13 @@ def submit_request(
     max_attempts: int | None,
     not_before: datetime | None = None,
     start_by: datetime | None = None,
+    lane: str | None = None,
 ) -> pb.SubmitTaskRequest:
     """`task` is a type name (with `payload`) or a payload model instance whose declared type
     (conveyor.tasks.registry) names it. Without a key, a fresh one: made once per submit, so
     every retry of it carries the same. `not_before` delays the task until then; `start_by`
-    is its deadline to start (else it ends EXPIRED): absolute, zone-aware times."""
+    is its deadline to start (else it ends EXPIRED): absolute, zone-aware times. `lane` is its
+    priority lane ("high" or "default"; None = the default lane)."""
     if isinstance(task, BaseModel):
         if payload is not None:
             raise TypeError("submit(model) takes no separate payload")
@@ -78,6 +80,7 @@ def submit_request(
         max_attempts=max_attempts or 0,
         not_before=_timestamp(not_before),
         start_by=_timestamp(start_by),
+        lane=lane or "",
     )
 
 

@@ -83,11 +83,14 @@ class Client:
         max_attempts: int | None = None,
         not_before: datetime | None = None,
         start_by: datetime | None = None,
+        lane: str | None = None,
         timeout: float | None = None,
     ) -> Submitted:
         """Submit `task` (a payload model of a declared type, or a type name and its payload).
         Submitting again with the same key returns the original task (`created` False)."""
-        request = submit_request(task, payload, idempotency_key, max_attempts, not_before, start_by)
+        request = submit_request(
+            task, payload, idempotency_key, max_attempts, not_before, start_by, lane
+        )
         response = self._unary(self._stub.SubmitTask, request, timeout)
         return Submitted(response.task, response.created)
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
 
-from conveyor.domain import MAX_EVENT_DETAIL_CHARS, Task, TaskEvent, TaskState
+from conveyor.domain import DEFAULT_LANE, MAX_EVENT_DETAIL_CHARS, Task, TaskEvent, TaskState
 
 
 class Rep(enum.Flag):
@@ -161,6 +161,7 @@ FIELDS: tuple[Field, ...] = (
     Field("effects_applied",     "effects_applied",  INT,     TASK, 0),
     Field("not_before_ms",       "not_before",       INT,     SUMMARY, 0, sparse=True),
     Field("start_by_ms",         "start_by",         INT,     SUMMARY, 0, sparse=True),
+    Field("lane",                "lane",             STR,     SUMMARY, DEFAULT_LANE, sparse=True),
     Field("events",              "history",          HISTORY, TASK, ()),
 )
 # fmt: on

@@ -75,8 +75,8 @@ from opentelemetry import propagate, trace
 
 from conveyor import failpoints
 from conveyor.aws import is_dependency_fault
-from conveyor.domain import MAX_RECEIVE_COUNT, Task, TaskState
-from conveyor.queue import QUEUE_DLQ, QUEUE_MAIN, Message, TaskQueue, enqueue_dedup_id
+from conveyor.domain import DEFAULT_LANE, MAX_RECEIVE_COUNT, Task, TaskState
+from conveyor.queue import QUEUE_MAIN, Message, QueueId, TaskQueue, enqueue_dedup_id
 from conveyor.store import (
     LEASE_ATTRIBUTES,
     Conflict,
@@ -158,7 +158,9 @@ class Lifecycle:
     ) -> None:
         self.store = store
         self.queue = queue
-        self._settle = settle or (lambda message: queue.delete(message.receipt_handle))
+        self._settle = settle or (
+            lambda message: queue.delete(message.receipt_handle, queue=message.queue)
+        )
 
     # ---- submit, and the relay that finishes it ----
     def submit(
@@ -174,6 +176,7 @@ class Lifecycle:
         send_budget: Callable[[], float],
         not_before_ms: int = 0,
         start_by_ms: int = 0,
+        lane: str = DEFAULT_LANE,
     ) -> SubmitResult:
         """submit_many of one task; IdempotencyMismatch raised."""
         new = NewTask(
@@ -185,6 +188,7 @@ class Lifecycle:
             max_attempts=max_attempts,
             not_before_ms=not_before_ms,
             start_by_ms=start_by_ms,
+            lane=lane,
         )
         [result] = self.submit_many([new], remaining=remaining, send_budget=send_budget)
         if isinstance(result, IdempotencyMismatch):
@@ -225,6 +229,7 @@ class Lifecycle:
                     task.task_id,
                     task.task_type,
                     tenant=task.tenant,
+                    lane=task.lane,
                     dedup_id=enqueue_dedup_id(task),
                     snapshot=task,
                     remaining=send_budget(),
@@ -364,6 +369,7 @@ class Lifecycle:
             pending.task_id,
             pending.task_type,
             tenant=pending.tenant,
+            lane=pending.lane,
             dedup_id=enqueue_dedup_id(pending),
             traceparent=traceparent,
         )
@@ -500,7 +506,7 @@ class Lifecycle:
         except Conflict:
             return self.after_stop(run)
         try:
-            self.queue.set_visibility(run.message.receipt_handle, delay)
+            self.queue.set_visibility(run.message.receipt_handle, delay, queue=run.message.queue)
         except Exception:
             log.warning("could not delay the retry; it comes back after the visibility timeout")
         return "retry"
@@ -567,7 +573,7 @@ class Lifecycle:
         redrive policy, so a message without room left for the task's remaining attempts is
         replaced by a new one instead."""
         if _receives_cover(message, attempts_left):
-            self.queue.set_visibility(message.receipt_handle, delay)
+            self.queue.set_visibility(message.receipt_handle, delay, queue=message.queue)
         else:
             self._replace(message)
 
@@ -579,11 +585,12 @@ class Lifecycle:
         self.queue.send(
             message.task_id,
             message.task_type,
+            queue=message.queue,
             group_id=message.group_id or None,
             dedup_id=f"{message.task_id}.{message.message_id}",
             traceparent=message.attributes.get("traceparent", ""),
         )
-        self.queue.delete(message.receipt_handle)
+        self.queue.delete(message.receipt_handle, queue=message.queue)
         log.info("message replaced to keep its receives", extra={"task_id": message.task_id})
 
     # ---- dead letters ----
@@ -619,14 +626,14 @@ class Lifecycle:
         message stays hidden until the scan's hold ends, and is looked at again then)."""
         task = self.store.get(message.task_id)
         if task is None or task.state.terminal:
-            self.finished_with(message, task, QUEUE_DLQ)
+            self.finished_with(message, task)
             return False
         detail = "moved to the DLQ by the queue's redrive policy"
         try:
             dead = self._record_dead(task, task.last_error or REDRIVE_POLICY_ERROR, detail)
         except Conflict:
             return False
-        self.finished_with(message, dead, QUEUE_DLQ)
+        self.finished_with(message, dead)
         return True
 
     def _record_dead(
@@ -666,31 +673,32 @@ class Lifecycle:
         self,
         message: Message,
         task: Task | None,
-        source: str = QUEUE_MAIN,
         retrying: tenacity.Retrying | None = None,
     ) -> None:
         """Delete a message whose task is terminal (or gone), a DEAD task's after its DLQ
         message is there: filed under the task's own group, deduplicated by the DEAD version,
-        so finishing a dead_letter that died half-way files it once."""
+        so finishing a dead_letter that died half-way files it once. A task queue's message is
+        settled (the worker batches its deletes), a DLQ's deleted at once."""
         if task is not None and task.state == S.DEAD:
             (retrying or _once)(self.queue.dead_letter, task, task.last_error)
-        if source == QUEUE_MAIN:
+        if message.queue.kind == QUEUE_MAIN:
             self._settle(message)
         else:
-            self.queue.delete(message.receipt_handle, queue=source)
+            self.queue.delete(message.receipt_handle, queue=message.queue)
 
-    def redrive(self, task_id: str, receipt_handle: str) -> tuple[str, str]:
-        """An operator's redrive of a DEAD task whose DLQ message is held by `receipt_handle`:
-        back to PENDING with attempts reset and an outbox mark (so the relay finishes the job
-        if this process dies half-way), enqueued, then the DLQ message goes. Returns (outcome,
-        detail): redriven, discarded (the task finished otherwise), or skipped."""
+    def redrive(self, task_id: str, receipt_handle: str, dlq: QueueId) -> tuple[str, str]:
+        """An operator's redrive of a DEAD task whose message in `dlq` (its lane's) is held by
+        `receipt_handle`: back to PENDING with attempts reset and an outbox mark (so the relay
+        finishes the job if this process dies half-way), enqueued to its lane's queue, then the
+        DLQ message goes. Returns (outcome, detail): redriven, discarded (the task finished
+        otherwise), or skipped."""
         task = self.store.get(task_id)
         if task is None or (task.state.terminal and task.state != S.DEAD):
-            self.queue.delete(receipt_handle, queue=QUEUE_DLQ)
+            self.queue.delete(receipt_handle, queue=dlq)
             state = task.state.value if task else "missing"
             return "discarded", f"task is {state}; stale DLQ message removed"
         if task.state != S.DEAD:
-            self.queue.set_visibility(receipt_handle, 0, queue=QUEUE_DLQ)
+            self.queue.set_visibility(receipt_handle, 0, queue=dlq)
             return "skipped", f"task is {task.state.value}, not DEAD yet"
         # The redrive and the attempts it leads to stay on the task's own trace (its submit's).
         submitted = propagate.extract({"traceparent": task.traceparent})
@@ -699,9 +707,9 @@ class Lifecycle:
             context=submitted,
             attributes={"conveyor.task_id": task_id, "conveyor.task_type": task.task_type},
         ):
-            return self._redrive_dead(task, receipt_handle)
+            return self._redrive_dead(task, receipt_handle, dlq)
 
-    def _redrive_dead(self, task: Task, receipt_handle: str) -> tuple[str, str]:
+    def _redrive_dead(self, task: Task, receipt_handle: str, dlq: QueueId) -> tuple[str, str]:
         task_id = task.task_id
         try:
             pending = self.store.transition(
@@ -711,12 +719,12 @@ class Lifecycle:
                 set_values={_ATTEMPTS: 0, **self.store.outbox_mark(task_id, now_ms())},
             )
         except Conflict:
-            self.queue.set_visibility(receipt_handle, 0, queue=QUEUE_DLQ)
+            self.queue.set_visibility(receipt_handle, 0, queue=dlq)
             return "skipped", "task changed meanwhile; try again"
         failpoints.hit("redrive.after_pending")
         self._send_and_queue(pending, "sent by the DLQ redrive")
         failpoints.hit("redrive.after_send")
-        self.queue.delete(receipt_handle, queue=QUEUE_DLQ)
+        self.queue.delete(receipt_handle, queue=dlq)
         log.info(
             "task redriven from the DLQ: DEAD -> QUEUED, attempts reset",
             extra={

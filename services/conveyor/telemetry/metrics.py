@@ -136,7 +136,7 @@ worker_concurrency_limit = Gauge(
 )
 WORKER_METRICS = (worker_inflight_tasks, worker_concurrency_limit)
 sqs_messages_received_total = Counter(
-    "conveyor_sqs_messages_received_total", "Messages received from SQS.", ("queue",)
+    "conveyor_sqs_messages_received_total", "Messages received from SQS.", ("queue", "lane")
 )
 
 # ---- outbox relay ----
@@ -179,18 +179,18 @@ schedule_fire_lag_seconds = Histogram(
     buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
     registry=None,
 )
-# queue: main | dlq ; state: visible | inflight | delayed
+# queue: main | dlq ; lane: conveyor.domain.LANES ; state: visible | inflight | delayed
 queue_messages = Gauge(
     "conveyor_queue_messages",
     "Approximate messages in a queue, by state.",
-    ("queue", "state"),
+    ("queue", "lane", "state"),
     registry=None,
 )
-# queue: main | dlq (conveyor.queue_age: how it is measured)
+# queue: main | dlq ; lane: conveyor.domain.LANES (conveyor.queue_age: how it is measured)
 queue_oldest_age_seconds = Gauge(
     "conveyor_queue_oldest_age_seconds",
     "How long the oldest visible message of a queue has waited, as the relay measures it.",
-    ("queue",),
+    ("queue", "lane"),
     registry=None,
 )
 dlq_compensated_total = Counter(

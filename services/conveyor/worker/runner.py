@@ -4,7 +4,9 @@ Concurrency is bounded by a semaphore. The poller receives in batches of up to 1
 bounded prefetch (conveyor.worker.prefetch) and a dispatcher starts each waiting message when a
 slot frees; a message that waited longer than a heartbeat interval is released, not started, so
 every run keeps the visibility margin the heartbeat rules assume (its visibility heartbeat
-counts from the receive). After a receive the poller lingers (up to
+counts from the receive). The poller receives from the priority lanes' queues high first
+without starving the default lane (the rule, and what idle polling costs: conveyor.worker.lanes).
+After a receive the poller lingers (up to
 CONVEYOR_RECEIVE_LINGER_SECONDS, see `linger_seconds`) so that receives come in batches, and
 settled messages are deleted in batches too (DeleteBatcher). Each message runs on one of the
 daemon runner threads, one per slot, with two heartbeat loops beside it, each on a thread of
@@ -31,7 +33,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from queue import SimpleQueue
 from typing import Any
@@ -43,8 +45,9 @@ from pydantic import BaseModel, ValidationError
 
 from conveyor import failpoints
 from conveyor.aws import is_dependency_fault
-from conveyor.domain import MAX_ATTEMPTS_LIMIT, MAX_RESULT_BYTES, bounded_error
-from conveyor.queue import DeleteBatcher, MalformedMessage, Message, TaskQueue, parse
+from conveyor.domain import LANES, MAX_ATTEMPTS_LIMIT, MAX_RESULT_BYTES, bounded_error
+from conveyor.queue import DeleteBatcher, MalformedMessage, Message, TaskQueue, parse, queue_of
+from conveyor.queue import main as main_queue
 from conveyor.runtime import HAND_BACK_SECONDS
 from conveyor.settings import WorkerSettings
 from conveyor.store import TaskStore, now_ms
@@ -53,6 +56,7 @@ from conveyor.tasks.registry import TaskType
 from conveyor.telemetry import metrics
 from conveyor.worker.handlers import PermanentError, TaskCancelled, TaskContext
 from conveyor.worker.hearts import Hearts, HeartStarter
+from conveyor.worker.lanes import LaneTurns
 from conveyor.worker.prefetch import Prefetch
 
 log = logging.getLogger("conveyor.worker")
@@ -227,25 +231,102 @@ class Worker:
             return list(self._inflight.values())
 
     def _poll(self, stop: threading.Event) -> None:
-        """Receive into the prefetch whenever a batch fits."""
-        while not stop.is_set():
-            asked = self._prefetch.room(timeout=0.5)
-            if not asked:
-                continue
-            try:
-                raw = self.queue.receive(
-                    asked, self.settings.poll_wait_seconds, self.settings.visibility_timeout_seconds
+        """Receive into the prefetch whenever a batch fits, from the lanes in the order
+        conveyor.worker.lanes decides: short polls while busy, long polls of every lane side
+        by side while idle."""
+        turns = LaneTurns(LANES, self.settings.lane_turn_after)
+        idle = False
+        long_polls: dict[str, Future[list[dict[str, Any]]]] = {}  # per lane, the latest
+        with ThreadPoolExecutor(len(LANES), thread_name_prefix="long-poll") as pollers:
+            while not stop.is_set():
+                asked = self._prefetch.room(timeout=0.5)
+                if not asked:
+                    continue
+                try:
+                    if idle:
+                        raw = self._long_poll(pollers, long_polls, asked, stop)
+                    else:
+                        order = turns.order()
+                        raw, lane = self._short_polls(order, asked, stop)
+                        turns.served(order, lane)
+                except Exception:
+                    log.exception("receive failed; retrying")
+                    raw = []
+                    stop.wait(1.0)
+                idle = not raw
+                wait = linger_seconds(
+                    raw, asked, now_ms(), self.settings.receive_linger_seconds, asked
                 )
-            except Exception:
-                log.exception("receive failed; retrying")
-                raw = []
-                stop.wait(1.0)
-            refused = raw if stop.is_set() else self._prefetch.put(raw, time.monotonic())
-            for message in refused:
-                self._release(message)
-            wait = linger_seconds(raw, asked, now_ms(), self.settings.receive_linger_seconds, asked)
-            if wait:
-                stop.wait(wait)
+                if wait:
+                    stop.wait(wait)
+
+    def _take_in(self, raw: list[dict[str, Any]], stop: threading.Event) -> None:
+        refused = raw if stop.is_set() else self._prefetch.put(raw, time.monotonic())
+        for message in refused:
+            self._release(message)
+
+    def _short_polls(
+        self, order: tuple[str, ...], asked: int, stop: threading.Event
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Up to `asked` messages from the lanes in `order`, each lane asked for what the ones
+        before it left, and the first lane that had any."""
+        got: list[dict[str, Any]] = []
+        first = None
+        for lane in order:
+            if len(got) >= asked:
+                break
+            raw = self.queue.receive(
+                asked - len(got),
+                0,
+                self.settings.visibility_timeout_seconds,
+                queue=main_queue(lane),
+            )
+            if raw:
+                self._take_in(raw, stop)
+                got += raw
+                first = first or lane
+        return got, first
+
+    def _long_poll(
+        self,
+        pollers: ThreadPoolExecutor,
+        long_polls: dict[str, Future[list[dict[str, Any]]]],
+        asked: int,
+        stop: threading.Event,
+    ) -> list[dict[str, Any]]:
+        """Every lane long-polled side by side (a lane whose long poll from an earlier round
+        is still waiting keeps it), each lane's messages put in the prefetch as they come.
+        Returns once one of them brought messages (the others go on waiting, and put theirs
+        in the prefetch when they come: the next receives need not wait a poll out), or all
+        came back empty. Several lanes bringing messages at once may bring more than `asked`:
+        the extra ones wait in the prefetch, or are released if they wait too long."""
+        for lane in LANES:
+            if lane not in long_polls or long_polls[lane].done():
+                long_polls[lane] = pollers.submit(self._receive_into, lane, asked, stop)
+        waiting = set(long_polls.values())
+        raw: list[dict[str, Any]] = []
+        failed: BaseException | None = None
+        while waiting and not raw:
+            done, waiting = wait(waiting, return_when=FIRST_COMPLETED)
+            for future in done:
+                try:
+                    raw += future.result()
+                except Exception as exc:
+                    failed = exc
+        if failed is not None and not raw:
+            raise failed
+        return raw
+
+    def _receive_into(self, lane: str, asked: int, stop: threading.Event) -> list[dict[str, Any]]:
+        """One long poll of `lane`'s queue, its messages put in the prefetch."""
+        raw = self.queue.receive(
+            asked,
+            self.settings.poll_wait_seconds,
+            self.settings.visibility_timeout_seconds,
+            queue=main_queue(lane),
+        )
+        self._take_in(raw, stop)
+        return raw
 
     def _dispatch(self, stop: threading.Event) -> None:
         """Start each waiting message on a free slot, oldest first."""
@@ -271,7 +352,7 @@ class Worker:
             try:
                 message = parse(raw)
             except MalformedMessage:
-                self.queue.set_visibility(raw["ReceiptHandle"], 0)
+                self.queue.set_visibility(raw["ReceiptHandle"], 0, queue=queue_of(raw))
                 return
             # The task was not read: assume it has the most attempts left.
             self.tasks.return_message(message, 0, MAX_ATTEMPTS_LIMIT)
@@ -526,6 +607,7 @@ class Worker:
             self.queue.set_visibility(
                 item.run.message.receipt_handle,
                 self.settings.visibility_timeout_seconds,
+                queue=item.run.message.queue,
                 remaining=budget,
             )
             item.held_until = sent + self.settings.visibility_timeout_seconds
@@ -540,7 +622,7 @@ class Worker:
         with self._lock:
             settling = self._active  # message threads alive, this one included
         # The last one of a receive batch to settle sends the batch's deletes at once.
-        self._deleter.add(message.receipt_handle, flush=settling <= 1)
+        self._deleter.add(message.receipt_handle, queue=message.queue, flush=settling <= 1)
 
     def _retrying(self, item: _InFlight | None) -> tenacity.Retrying:
         """Retries, on dependency faults, of a write that records an outcome: a failed write
