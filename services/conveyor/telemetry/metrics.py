@@ -168,6 +168,10 @@ schedule_firings_total = Counter(
     ("outcome",),
     registry=None,
 )
+# Born at 0 (rate() sees the first firing of each outcome), so the series exist from the start.
+SCHEDULE_OUTCOMES = ("created", "replayed", "failed")
+for _outcome in SCHEDULE_OUTCOMES:
+    schedule_firings_total.labels(_outcome)
 schedule_catch_ups_total = Counter(
     "conveyor_schedule_catch_ups_total",
     "Firings that skipped older missed slots (catch-up: the latest missed slot fires once).",
