@@ -11,15 +11,16 @@ sweep at which it did. For a stalled consumer this is the stall's age (what the 
 it reads about 0 while consumers keep up, and under-reads a slow but moving consumer, which
 the freshness SLO measures at start.
 
-A drop restarts the clock only once it is confirmed. The count is approximate (SQS says so;
-the emulator's moved a message the dead worker's poll had hidden back into view with a dip
-before it, issue 17), and a dip that restarted the clock delayed ConveyorTasksNotConsumed by
-the time since the dip. A drop counts when the next read is still below the count before it
-(restarting the clock at the drop), or when the read after that drops again (restarting it
-there: consumers that take messages as fast as they come make the count go up and down, and
-two drops in three reads are consumption, not one bad read). Until then the clock runs on, so
-a real drop shows one or two sweeps late; a one-read dip, which comes back to where it was and
-goes no lower, does not restart it at all.
+A drop restarts the clock only once it is confirmed. The count is approximate (SQS says so):
+one read that dips below the truth and comes back would restart the clock and delay
+ConveyorTasksNotConsumed by the time since the dip (issue 17). A drop counts when the next
+read is still below the count before it (restarting the clock at the drop), or when the read
+after that drops again (restarting it there: consumers that take messages as fast as they
+come make the count go up and down, and two drops in three reads are consumption, not one bad
+read). Until then the clock runs on, so a real drop shows one or two sweeps late; a one-read
+dip, which comes back to where it was and goes no lower, does not restart it at all. A real
+take by a consumer that then dies (its receive hides the messages for a visibility timeout)
+still restarts it: the clock cannot tell it from consumption.
 """
 
 from __future__ import annotations

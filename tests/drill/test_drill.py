@@ -493,16 +493,17 @@ def test_all_workers_killed_page_for_the_workers_and_the_waiting_tasks(
     d = drill
     expected = {**COMPONENT_GONE, "ConveyorTasksNotConsumed": PAGE_RECEIVER}
     promised = {alert: _promised_seconds(alert) for alert in COMPONENT_GONE}
-    # The relay infers the head's age from visible counts (conveyor.queue_age): a count that
-    # drops restarts its clock. In two fresh-clone CI runs the page came one visibility
-    # timeout later than the 64-66 s of earlier runs (74.8 s both times, with the worker's
-    # runner threads and lazy heartbeats merged): the clock restarted about when the message
-    # the dead worker's open poll had hidden came back. Why the count dropped then is not
-    # pinned down (issue 17's note). The clock now restarts only on a drop the next sweeps
-    # confirm (conveyor.queue_age), so a one-read dip no longer restarts it; this machine saw
-    # the page at 65.7 s with that clock, as before it, and never saw the late case, so
-    # whether the CI's was such a dip is not shown yet. Until a CI run shows it gone, the
-    # promise keeps one visibility timeout for it.
+    # The relay infers the head's age from visible counts (conveyor.queue_age): a drop of the
+    # count restarts its clock. In two fresh-clone CI runs the page came one visibility
+    # timeout later than the 64-66 s of earlier runs (74.8 s both times). The clock now
+    # restarts only on a drop the next sweeps confirm, so a one-read dip of the approximate
+    # count cannot do that any more, yet the late case came here too with that clock (75.6 s
+    # in a full drill, 65.7 s in a run of this test alone), so it was no one-read dip: the
+    # count stayed down (or dropped twice), as it does when a receive takes messages. The
+    # likely taker is the receive the dead worker had open (the docstring), taking the tasks
+    # after the test saw them visible; they come back a visibility timeout later, their wait
+    # counted from there. Not shown (the emulator's receives are not logged). So the promise
+    # keeps one visibility timeout for it.
     promised["ConveyorTasksNotConsumed"] = _promised_seconds(
         "ConveyorTasksNotConsumed",
         lead=_age_threshold_seconds("ConveyorTasksNotConsumed")
