@@ -26,7 +26,7 @@ import grpc
 import pytest
 from conveyor.aws import AwsClients
 from conveyor.queue import TaskQueue
-from conveyor.settings import AwsSettings, QueueSettings
+from conveyor.settings import AwsSettings, QueueSettings, lane_url_fields
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
 from conveyor_dev.emulators.backend import Backend, start_backend
@@ -426,7 +426,9 @@ def test_the_healthy_demo_pages_nobody_and_burns_no_budget(drill: Drill, drill_t
         poison = [t.task_id for t in load.submitted if t.task_type == POISON[1]]
         stub = d.system.stub(channel)
         assert {wait_terminal(stub, i, timeout=120).state for i in poison} == {pb.TASK_STATE_DEAD}
-    d.backend.client("sqs").purge_queue(QueueUrl=d.system.dlq_url)
+    sqs = d.backend.client("sqs")
+    for _, dlq_url in d.system.lane_urls.values():  # the demo's poison lands in either lane
+        sqs.purge_queue(QueueUrl=dlq_url)
     purged_at = time.monotonic()
     resolved = _wait_resolved(d, started, set(expected), 120)
     _assert_exactly(d, started, expected, {})
@@ -502,11 +504,11 @@ def test_all_workers_killed_page_for_the_workers_and_the_waiting_tasks(
     promised = {alert: _promised_seconds(alert) for alert in COMPONENT_GONE}
     # The relay infers the head's age from visible counts (conveyor.queue_age): a drop of the
     # count restarts its clock. In two fresh-clone CI runs the page came one visibility
-    # timeout later than the 64-66 s of earlier runs (74.8 s both times). The clock now
-    # restarts only on a drop the next sweeps confirm, so a one-read dip of the approximate
-    # count cannot do that any more, yet the late case came here too with that clock (75.6 s
-    # in a full drill, 65.7 s in a run of this test alone), so it was no one-read dip: the
-    # count stayed down (or dropped twice), as it does when a receive takes messages. The
+    # timeout later than the 64-66 s of earlier runs (74.8 s both times). With a clock that
+    # restarted only on a drop the next sweeps confirmed (tried, then taken back: it could page
+    # a slow moving queue falsely) the late case came too (75.6 s in a full drill, 65.7 s in a
+    # run of this test alone), so it was no one-read dip of the approximate count: the count
+    # stayed down (or dropped twice), as it does when a receive takes messages. The
     # likely taker is the receive the dead worker had open (the docstring), taking the tasks
     # after the test saw them visible; they come back a visibility timeout later, their wait
     # counted from there. Not shown (the emulator's receives are not logged). So the promise
@@ -596,7 +598,9 @@ def test_a_poison_flood_tickets_for_the_dlq_and_pages_for_task_success(
     listing = cli(d.system, "acme", "dlq", "inspect", "--group-by", "error", "--json")
     assert listing.returncode == 0, listing.stderr
     assert "poison task" in listing.stdout
-    d.backend.client("sqs").purge_queue(QueueUrl=d.system.dlq_url)
+    sqs = d.backend.client("sqs")
+    for _, dlq_url in d.system.lane_urls.values():  # the demo's poison lands in either lane
+        sqs.purge_queue(QueueUrl=dlq_url)
     purged_at = time.monotonic()
 
     resolved = _wait_resolved(d, started, set(expected), 120)
@@ -824,7 +828,12 @@ def _hold_every_group(
     queue = TaskQueue(
         AwsClients(AwsSettings(AWS_REGION="us-east-1")),  # type: ignore[call-arg]
         QueueSettings(
-            queue_url=d.system.queue_url, dlq_url=d.system.dlq_url, message_group_shards=shards
+            **{
+                field: url
+                for lane, urls in d.system.lane_urls.items()
+                for field, url in zip(lane_url_fields(lane), urls, strict=True)
+            },
+            message_group_shards=shards,
         ),
     )
     holding: dict[str, str] = {}
