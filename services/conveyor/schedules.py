@@ -25,7 +25,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-_CATCH_UP_WINDOW = timedelta(days=1)  # see latest_slot
+_TICK = timedelta(microseconds=1)
+_STEPS_BACK = 4  # get_prev steps past a repeated or skipped wall time: two at most
 
 
 class BadSpec(ValueError):
@@ -71,25 +72,48 @@ def next_slot(cron: str, time_zone: str, after: datetime) -> datetime:
             return local.astimezone(UTC)
 
 
-def _last_slot(cron: str, time_zone: str, after: datetime, now: datetime) -> datetime | None:
-    """The latest slot in (after, now], None if there is none."""
-    slot = None
-    candidate = next_slot(cron, time_zone, after)
-    while candidate <= now:
-        slot = candidate
-        candidate = next_slot(cron, time_zone, slot)
-    return slot
+def _before_repeat(local: datetime) -> datetime:
+    """`local`, or if it is in a fall-back repeat (whose slots are all skipped), the last
+    instant before the repeat began: found by bisection, not by stepping back over its slots."""
+    if not _repeated(local):
+        return local
+    late = local.astimezone(UTC)  # in the repeat
+    early = local.replace(fold=0).astimezone(UTC)  # its first occurrence: before the repeat
+    while late - early > _TICK:
+        mid = early + (late - early) / 2
+        if _repeated(mid.astimezone(local.tzinfo)):
+            late = mid
+        else:
+            early = mid
+    return early.astimezone(local.tzinfo)
 
 
 def latest_slot(cron: str, time_zone: str, due: datetime, now: datetime) -> datetime | None:
     """The slot to fire at `now` for a schedule whose next slot is `due`: the latest slot in
-    [due, now] (the older ones are skipped), None if `due` has not come. It looks in the last
-    day first, so a long outage of a frequent schedule costs no more than a day of slots."""
+    [due, now] (the older ones are skipped), None if `due` has not come.
+
+    It steps back from `now` (croniter's get_prev, skipping a fall-back repeat's second
+    occurrence as next_slot does), then forward by next_slot's rules to `now`: a few steps
+    however long the schedule went unfired, so a per-second schedule a month behind costs no
+    more than one on time (the relay's sweep calls this per due schedule)."""
     if due > now:
         return None
-    recent = now - _CATCH_UP_WINDOW
-    slot = _last_slot(cron, time_zone, recent, now) if recent > due else None
-    return slot or _last_slot(cron, time_zone, due - timedelta(microseconds=1), now)
+    back = croniter(cron, _before_repeat(now.astimezone(zone(time_zone))))
+    for _ in range(_STEPS_BACK):
+        local = back.get_prev(datetime)
+        if _repeated(local):
+            continue
+        # The anchor is a wall-time match before `now`; next_slot from just before it finds
+        # the first slot at or after it by the forward rules (a spring-forward gap's slot is
+        # the gap's end), and on to the last one at or before `now` (on the dot included).
+        slot, candidate = None, next_slot(cron, time_zone, local - _TICK)
+        while candidate <= now:
+            slot, candidate = candidate, next_slot(cron, time_zone, candidate)
+        if slot is not None:
+            return slot if slot >= due else None
+        if local.astimezone(UTC) < due:
+            return None
+    return None
 
 
 def slot_key(name: str, slot: datetime) -> str:

@@ -141,3 +141,35 @@ def test_the_readme_example_runs_as_written(system):
     )
     assert ran.returncode == 0, ran.stderr
     assert "nightly-report" in ran.stdout and "schedule nightly-report deleted" in ran.stdout
+
+
+def test_a_tenant_at_its_schedule_quota_is_refused_resource_exhausted_and_nothing_stored(
+    system, acme, globex
+):
+    """The relay's scheduled submits pass the API's submit rate: the number of schedules is
+    what bounds a tenant's firing rate. At the quota a new name is refused, stored nowhere; the
+    same definition again is still answered, and another tenant is not affected."""
+    from conveyor.api.schedule_rpcs import MAX_SCHEDULES_PER_TENANT
+
+    prefix = f"quota-{uuid.uuid4().hex[:6]}-"
+    ours = [f"{prefix}{i}" for i in range(MAX_SCHEDULES_PER_TENANT - len(_names(acme)))]
+    try:
+        for name in ours:
+            acme.CreateSchedule(pb.CreateScheduleRequest(schedule=_schedule(name)), timeout=10)
+        over = f"{prefix}over"
+        with pytest.raises(grpc.RpcError) as refused:
+            acme.CreateSchedule(pb.CreateScheduleRequest(schedule=_schedule(over)), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert f"quota of {MAX_SCHEDULES_PER_TENANT}" in refused.value.details()
+        assert dict(refused.value.trailing_metadata())["retry-after"] == "60"
+        assert over not in _stored_schedules(system)
+        replay = pb.CreateScheduleRequest(schedule=_schedule(ours[0]))
+        assert not acme.CreateSchedule(replay, timeout=10).created
+        elsewhere = f"{prefix}globex"
+        assert globex.CreateSchedule(
+            pb.CreateScheduleRequest(schedule=_schedule(elsewhere)), timeout=10
+        ).created
+        globex.DeleteSchedule(pb.DeleteScheduleRequest(name=elsewhere), timeout=10)
+    finally:
+        for name in ours:
+            acme.DeleteSchedule(pb.DeleteScheduleRequest(name=name), timeout=10)

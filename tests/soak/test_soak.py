@@ -49,4 +49,7 @@ def test_200_tasks_under_kills_and_fault_windows_lose_and_duplicate_nothing(tmp_
     assert sum(report["fault_windows"].values()) >= 1, "the soak opened no fault window"
     schedule = report["schedule"]  # counted from the oracle's sink, not the system's records
     assert schedule["fired_once"] >= 1, schedule
+    assert schedule["calm_slots"] >= 4, schedule  # the calm stretch after the chaos
+    assert schedule["calm_fired_once"] == schedule["calm_slots"], schedule
     assert (schedule["doubled"], schedule["missed"], schedule["unexpected"]) == (0, 0, 0), schedule
+    assert schedule["early"] == 0, schedule

@@ -103,3 +103,52 @@ def test_a_bad_spec_names_its_field(cron, zone, field):
     with pytest.raises(schedules.BadSpec) as raised:
         schedules.check(cron, zone)
     assert raised.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("cron", "start"),
+    [
+        ("30 2 * * *", _utc(2026, 3, 7, 12)),  # a spring-forward gap's slot
+        ("*/20 * * * *", _utc(2026, 3, 8, 5)),  # through the gap
+        ("30 1 * * *", _utc(2026, 10, 31, 12)),  # a fall-back repeat's slot
+        ("*/20 * * * *", _utc(2026, 11, 1, 4)),  # through the repeated hour
+        ("* * * * * */30", _utc(2026, 11, 1, 5, 50)),  # seconds, through the repeat
+    ],
+)
+def test_latest_slot_agrees_with_stepping_every_slot_through_dst(cron, start):
+    """Stepping back from `now` finds what stepping forward from `due` finds, on DST days, for
+    every `now` on a 7-minute grid (on slots, between them, in the gap and the repeat)."""
+    due = schedules.next_slot(cron, NY, start)
+    every = [due, *_slots(cron, NY, due, due + timedelta(hours=37))]  # the slow, obvious way
+    for minutes in range(0, 36 * 60, 7):
+        now = due + timedelta(minutes=minutes, seconds=minutes % 60)
+        stepped = [slot for slot in every if slot <= now][-1]
+        assert schedules.latest_slot(cron, NY, due, now) == stepped, now
+
+
+def test_catch_up_work_does_not_grow_with_the_gap(monkeypatch):
+    """A per-second schedule 30 days behind: the right slot, in a handful of croniter steps
+    (stepping forward from `due` took 86,400, a day's worth, and 6 s on the relay's sweep)."""
+    steps = 0
+
+    class Counted(schedules.croniter):  # the real croniter, its steps counted
+        def get_next(self, *args, **kwargs):
+            nonlocal steps
+            steps += 1
+            return super().get_next(*args, **kwargs)
+
+        def get_prev(self, *args, **kwargs):
+            nonlocal steps
+            steps += 1
+            return super().get_prev(*args, **kwargs)
+
+    monkeypatch.setattr(schedules, "croniter", Counted)
+    due = _utc(2026, 5, 1, 10, 0, 0)
+    now = due + timedelta(days=30, seconds=7, microseconds=500_000)
+    assert schedules.latest_slot("* * * * * *", "UTC", due, now) == due + timedelta(
+        days=30, seconds=7
+    )
+    assert schedules.latest_slot("* * * * * */5", NY, due, now) == due + timedelta(
+        days=30, seconds=5
+    )
+    assert steps < 20

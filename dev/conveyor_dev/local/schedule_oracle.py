@@ -1,17 +1,21 @@
 """The soak's recurring schedule, and its firings counted from outside the system.
 
 The soak creates one schedule (every PERIOD_SECONDS, croniter's seconds field) before its chaos
-starts and deletes it once the chaos is over. Each slot's task runs the outside oracle's handler
-(conveyor_dev.local.oracle), which records in its sink the idempotency key it was given: the
-slot is in it (`schedule:<name>:<slot in UTC>`). The verdict counts, per slot, the tasks whose
-effect the sink saw applied, against the slots the soak computes itself from the period (no
-store read, no schedule record):
+starts, keeps it through a calm stretch after the chaos (CALM_SECONDS: nothing killed, no fault
+window) and then deletes it. Each slot's task runs the outside oracle's handler
+(conveyor_dev.local.oracle), which records in its sink, with the handler's own wall time, the
+idempotency key it was given: the slot is in it (`schedule:<name>:<slot in UTC>`). The verdict
+counts, per slot, the tasks whose effect the sink saw applied, against the slots the soak
+computes itself from the period (no store read, no schedule record):
 
 - doubled: a slot with more than one task applied (the slot key is the fence against that);
-- missed: a slot between the creation and the deletion with none, unless the catch-up policy
-  (conveyor.schedules: after slots passed unfired, fire the latest once and skip the older)
-  allows it: the relay was SIGKILLed (and restarting, RESTART_ALLOWANCE_SECONDS) or a fault
-  window was open during the slot's period, so it may have fired a later slot instead;
+- early: a slot's task whose handler first ran before the slot (the sink's time, written by
+  the worker's handler: the system's own created time would be the relay's word for it);
+- missed: a slot of the chaos with none, unless the catch-up policy (conveyor.schedules: after
+  slots passed unfired, fire the latest once and skip the older) allows it: the relay was
+  SIGKILLed (and restarting, RESTART_ALLOWANCE_SECONDS) or a DynamoDB fault window was open
+  during the slot's period (a firing needs only DynamoDB: an SQS fault delays the send, which
+  the outbox retries, not the firing); a slot of the calm stretch is never excused;
 - unexpected: a schedule task for an instant that is not a slot of the spec, or a slot after
   the deletion.
 The slots of the last period before the deletion may or may not fire (the delete races them):
@@ -38,6 +42,8 @@ CRON = f"* * * * * */{PERIOD_SECONDS}"  # every minute, at seconds 0, 3, 6, ...
 KEY_PREFIX = f"schedule:{NAME}:"
 # How long a SIGKILLed relay may take to be back and firing on a loaded 2-core machine.
 RESTART_ALLOWANCE_SECONDS = 8.0
+# The schedule's calm stretch after the chaos: every slot in it must fire exactly once.
+CALM_SECONDS = 15.0
 
 
 def is_schedule_key(key: str) -> bool:
@@ -91,6 +97,9 @@ class ScheduleReport:
     fired_once: int = 0  # of them, with exactly one task applied
     doubled: int = 0
     missed: int = 0  # not allowed by the catch-up policy
+    early: int = 0  # a task whose handler ran before its slot
+    calm_slots: int = 0  # of `slots`, after the chaos: none may be skipped
+    calm_fired_once: int = 0
     skipped_by_policy: int = 0
     unexpected: int = 0
     late_slots_fired: int = 0  # of the last period's, which may or may not fire
@@ -101,7 +110,14 @@ class ScheduleReport:
 
     @property
     def failed(self) -> bool:
-        return bool(self.doubled or self.missed or self.unexpected or self.fired_once == 0)
+        return bool(
+            self.doubled
+            or self.missed
+            or self.early
+            or self.unexpected
+            or self.calm_slots == 0
+            or self.calm_fired_once < self.calm_slots
+        )
 
 
 def _slot_of(key: str) -> float | None:
@@ -116,11 +132,13 @@ def _slot_of(key: str) -> float | None:
 def judge(
     seen: oracle.Observed,
     created_at: float,
+    calm_from: float,
     deleted_at: float,
     relay_kills: list[float],
-    fault_windows: list[tuple[float, float]],
+    dynamodb_windows: list[tuple[float, float]],
 ) -> ScheduleReport:
-    """The schedule's verdict from the sink (see the module's docstring)."""
+    """The schedule's verdict from the sink (see the module's docstring). The chaos ran from
+    `created_at` to `calm_from`; `dynamodb_windows` are its DynamoDB fault windows."""
     applied: dict[float, set[str]] = {}
     report = ScheduleReport(
         relay_kills=len(relay_kills), relay_killed_at=[_iso(k) for k in relay_kills]
@@ -132,6 +150,8 @@ def judge(
         if slot is None or slot % PERIOD_SECONDS or slot <= created_at or slot > deleted_at:
             report.unexpected += 1
             continue
+        ran = [line["at"] for line in seen.lines if line["task_id"] == task_id]
+        report.early += min(ran) < slot
         applied.setdefault(slot, set()).add(task_id)
     first = math.floor(created_at / PERIOD_SECONDS) * PERIOD_SECONDS + PERIOD_SECONDS
     slot = float(first)
@@ -142,9 +162,13 @@ def judge(
             report.late_slots_fired += tasks > 0
         else:
             report.slots += 1
-            if tasks == 1:
-                report.fired_once += 1
-            elif tasks == 0 and _excused(slot, relay_kills, fault_windows):
+            calm = slot > calm_from
+            report.calm_slots += calm
+            report.fired_once += tasks == 1
+            report.calm_fired_once += calm and tasks == 1
+            if tasks == 0 and calm:
+                report.missed += 1
+            elif tasks == 0 and _excused(slot, relay_kills, dynamodb_windows):
                 report.skipped_by_policy += 1
             elif tasks == 0:
                 report.missed += 1

@@ -9,7 +9,8 @@ seconds at a time. The client retries every refused submit with its idempotency 
 chaos stops and the backlog drains.
 
 A recurring schedule (conveyor_dev.local.schedule_oracle: every 3 s, croniter's seconds field)
-is created before the chaos and deleted after it; its tasks run the oracle's handler too.
+is created before the chaos, kept through a calm stretch after it (every slot there must fire
+exactly once) and then deleted; its tasks run the oracle's handler too.
 
 The verdict comes from outside the system: the client's own record of what it submitted and
 when, the tenant's task listing, and the outside oracle's sink (conveyor_dev.local.oracle) for
@@ -17,9 +18,10 @@ executions and effects. It reports lost tasks (submitted and acknowledged, then 
 tasks (in the listing but never submitted, or a second task for one key), stuck tasks (not
 terminal once the drain is over), duplicate effects, effects missing from succeeded tasks,
 duplicate executions, the longest time from the client's first submit to the effect, and the
-schedule's slots: fired once, doubled, missed beyond the catch-up policy. It exits 1 on any
-lost, phantom or stuck task, any duplicate or missing effect, or any doubled, missed or
-unexpected schedule firing; it stops by itself after --timeout seconds at most.
+schedule's slots: fired once, doubled, run before their slot, missed beyond the catch-up
+policy (or missed at all in the calm stretch). It exits 1 on any lost, phantom or stuck task,
+any duplicate or missing effect, or any doubled, early, missed or unexpected schedule firing;
+it stops by itself after --timeout seconds at most.
 """
 
 from __future__ import annotations
@@ -167,7 +169,7 @@ class Chaos:
         self.kills: dict[str, int] = {}
         self.windows: dict[str, int] = {}
         self.relay_kills: list[float] = []  # wall times, for the schedule's verdict
-        self.window_spans: list[tuple[float, float]] = []  # (opened, closed), wall times
+        self.window_spans: list[tuple[str, float, float]] = []  # (name, opened, closed), wall
         self._opened_at = 0.0
         self.open_window = ""
         now = time.monotonic()
@@ -211,7 +213,7 @@ class Chaos:
 
     def _close_window(self) -> None:
         (self.flags / self.open_window).unlink()
-        self.window_spans.append((self._opened_at, time.time()))
+        self.window_spans.append((self.open_window, self._opened_at, time.time()))
         self.open_window = ""
 
 
@@ -298,6 +300,7 @@ def run(args: argparse.Namespace, console: Console) -> Report:
                 chaos = Chaos(system, flags, rng)
                 drive(console, stub, submissions, chaos, deadline - DRAIN_SECONDS)
                 chaos.finish()
+                calm_from = calm(console)
                 deleted_at = schedule_oracle.delete(stub, time.monotonic() + 60)
                 listed = drain(console, stub, submissions, deadline)
         finally:
@@ -305,7 +308,12 @@ def run(args: argparse.Namespace, console: Console) -> Report:
     seen = oracle.read(sink)
     report = verdict(submissions, listed, seen, chaos, seed)
     report.schedule = schedule_oracle.judge(
-        seen, created_at, deleted_at, chaos.relay_kills, chaos.window_spans
+        seen,
+        created_at,
+        calm_from,
+        deleted_at,
+        chaos.relay_kills,
+        [(a, b) for name, a, b in chaos.window_spans if name.startswith("dynamodb")],
     )
     report.seconds = round(time.monotonic() - started, 1)
     report.exit_codes = exit_codes
@@ -337,6 +345,18 @@ def drive(
             progress.update(sent, description=_chaos_line(chaos))
             time.sleep(0.1)
         counter.halt.set()
+
+
+def calm(console: Console) -> float:
+    """Chaos over: keep the schedule through CALM_SECONDS in which nothing is killed and no
+    fault window opens (every slot in it must fire once); returns when the stretch began."""
+    began = time.time()
+    with _progress(console, "calm (schedule kept)") as progress:
+        bar = progress.add_task("seconds", total=schedule_oracle.CALM_SECONDS)
+        while (elapsed := time.time() - began) < schedule_oracle.CALM_SECONDS:
+            progress.update(bar, completed=elapsed)
+            time.sleep(0.5)
+    return began
 
 
 def drain(
@@ -479,12 +499,16 @@ def show(console: Console, report: Report) -> None:
         f"schedule {schedule_oracle.CRON!r}: slots fired once",
         f"{s.fired_once} of {s.slots} (+{s.late_slots_fired} in the delete's last period)",
     )
+    table.add_row(
+        "schedule: calm slots fired once", f"{s.calm_fired_once} of {s.calm_slots} (all needed)"
+    )
+    table.add_row("schedule: tasks run before their slot", bad(["x"] * s.early))
     table.add_row("schedule: doubled slots", bad(["x"] * s.doubled))
     table.add_row("schedule: missed slots (beyond catch-up)", bad(["x"] * s.missed))
     table.add_row("schedule: unexpected firings", bad(["x"] * s.unexpected))
     table.add_row(
         "schedule: skipped by catch-up",
-        f"{s.skipped_by_policy} (relay SIGKILLed {s.relay_kills} times)",
+        f"{s.skipped_by_policy} (relay SIGKILLed {s.relay_kills} times, or DynamoDB faults)",
     )
     table.add_row("seed, duration", f"{report.seed}, {report.seconds:.0f} s")
     table.add_row(

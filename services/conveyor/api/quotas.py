@@ -25,7 +25,7 @@ class QuotaExceeded(Exception):
     def __init__(self, tenant: str, quota: str, detail: str, retry_after: int) -> None:
         super().__init__(detail)
         self.tenant = tenant
-        self.quota = quota  # the metric label: "submit_rate", "streams"
+        self.quota = quota  # the metric label: "submit_rate", "streams", "schedules", ...
         self.retry_after = max(1, retry_after)
 
 

@@ -11,9 +11,17 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from conveyor import schedules
 from conveyor.api import validation
+from conveyor.api.quotas import QuotaExceeded
 from conveyor.schedule_store import Schedule, ScheduleStore
 from conveyor.tasks.registry import TaskType
 from conveyor.v1 import task_service_pb2 as pb
+
+# A tenant's schedules, at most: their slots are submitted by the relay, past the API's submit
+# rate, and a slot comes once a second at most (croniter's seconds field), so this bounds a
+# tenant's scheduled submits to MAX_SCHEDULES_PER_TENANT a second. Counted from the tenant's
+# listing before the write: creates racing each other may pass it by their number.
+MAX_SCHEDULES_PER_TENANT = 100
+_FULL_RETRY_AFTER_SECONDS = 60  # nothing frees a place but a delete
 
 
 def _ts(at: datetime) -> Timestamp:
@@ -88,6 +96,15 @@ class ScheduleRpcs:
     ) -> tuple[Schedule, bool]:
         """(the schedule, created). Raises ScheduleExists for the name under another definition."""
         wanted = self._valid(tenant, req.schedule, datetime.now(UTC))
+        names = {s.name for s in self.store.list_for_tenant(tenant, remaining)}
+        if len(names) >= MAX_SCHEDULES_PER_TENANT and wanted.name not in names:
+            raise QuotaExceeded(
+                tenant,
+                "schedules",
+                f"tenant {tenant} has {len(names)} schedules, its quota of "
+                f"{MAX_SCHEDULES_PER_TENANT}; delete one first",
+                _FULL_RETRY_AFTER_SECONDS,
+            )
         there = self.store.create(wanted, remaining)
         if there is None:
             return wanted, True
