@@ -1,8 +1,9 @@
 """The worker loop: receive, claim under a lease, heartbeat, run the handler, settle.
 
 Concurrency is bounded by a semaphore. The poller receives in batches of up to 10 into a
-bounded prefetch (conveyor.worker.prefetch) and a dispatcher starts each waiting message when a
-slot frees; a message that waited longer than a heartbeat interval is released, not started, so
+bounded prefetch (conveyor.worker.prefetch; what it has no room for is released at once) and a
+dispatcher starts each waiting message when a slot frees; a message that waited longer than a
+heartbeat interval is released, not started (at once, whether or not a slot is free), so
 every run keeps the visibility margin the heartbeat rules assume (its visibility heartbeat
 counts from the receive). The poller receives from the priority lanes' queues high first
 without starving the default lane (the rule, and what idle polling costs: conveyor.worker.lanes).
@@ -298,8 +299,10 @@ class Worker:
         is still waiting keeps it), each lane's messages put in the prefetch as they come.
         Returns once one of them brought messages (the others go on waiting, and put theirs
         in the prefetch when they come: the next receives need not wait a poll out), or all
-        came back empty. Several lanes bringing messages at once may bring more than `asked`:
-        the extra ones wait in the prefetch, or are released if they wait too long."""
+        came back empty. Several lanes bringing messages at once, or a long poll that brings
+        messages once the worker is busy again, may bring more than the prefetch has room for:
+        those are released at once (conveyor.worker.prefetch), not left invisible behind the
+        runs in progress."""
         for lane in LANES:
             if lane not in long_polls or long_polls[lane].done():
                 long_polls[lane] = pollers.submit(self._receive_into, lane, asked, stop)
@@ -333,6 +336,9 @@ class Worker:
         limit = self.settings.heartbeat_interval_seconds
         while not stop.is_set():
             if not self._slots.acquire(timeout=0.5):
+                # Every slot busy: what waited past its limit goes back now, not when one frees.
+                for raw in self._prefetch.expired(limit, time.monotonic()):
+                    self._release(raw)
                 continue
             waiting = self._prefetch.take(timeout=0.5)
             if waiting is None:
