@@ -79,6 +79,7 @@ _DEPTH_ATTRIBUTES = {
     "ApproximateNumberOfMessagesNotVisible": "inflight",
     "ApproximateNumberOfMessagesDelayed": "delayed",
 }
+DEPTH_STATES = tuple(_DEPTH_ATTRIBUTES.values())  # the states `TaskQueue.depth` counts
 
 
 @dataclass(frozen=True)

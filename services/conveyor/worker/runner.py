@@ -270,22 +270,37 @@ class Worker:
         self, order: tuple[str, ...], asked: int, stop: threading.Event
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Up to `asked` messages from the lanes in `order`, each lane asked for what the ones
-        before it left, and the first lane that had any."""
+        before it left, and the first lane that had any. A lane whose receive fails (denied,
+        throttled, its queue gone) is logged and skipped, so the other lanes are still served;
+        only if every lane asked failed does the error reach the poller (which backs off)."""
         got: list[dict[str, Any]] = []
         first = None
+        failed: Exception | None = None
+        asked_lanes = failures = 0
         for lane in order:
             if len(got) >= asked:
                 break
-            raw = self.queue.receive(
-                asked - len(got),
-                0,
-                self.settings.visibility_timeout_seconds,
-                queue=main_queue(lane),
-            )
+            asked_lanes += 1
+            try:
+                raw = self.queue.receive(
+                    asked - len(got),
+                    0,
+                    self.settings.visibility_timeout_seconds,
+                    queue=main_queue(lane),
+                )
+            except Exception as exc:
+                log.exception(
+                    "receive from a lane failed; polling the others", extra={"lane": lane}
+                )
+                failed = exc
+                failures += 1
+                continue
             if raw:
                 self._take_in(raw, stop)
                 got += raw
                 first = first or lane
+        if failed is not None and failures == asked_lanes:
+            raise failed
         return got, first
 
     def _long_poll(
@@ -306,7 +321,8 @@ class Worker:
         for lane in LANES:
             if lane not in long_polls or long_polls[lane].done():
                 long_polls[lane] = pollers.submit(self._receive_into, lane, asked, stop)
-        waiting = set(long_polls.values())
+        lane_of = {future: lane for lane, future in long_polls.items()}
+        waiting = set(lane_of)
         raw: list[dict[str, Any]] = []
         failed: BaseException | None = None
         while waiting and not raw:
@@ -315,6 +331,7 @@ class Worker:
                 try:
                     raw += future.result()
                 except Exception as exc:
+                    log.warning("long poll of a lane failed", extra={"lane": lane_of[future]})
                     failed = exc
         if failed is not None and not raw:
             raise failed
