@@ -152,3 +152,14 @@ def test_a_lane_whose_queues_fail_does_not_stop_the_relay_exporting_or_compensat
         labels = {"queue": kind, "lane": DEFAULT_LANE}
         assert metric("conveyor_queue_oldest_age_seconds", **labels) >= 0
         assert metric("conveyor_queue_messages", state="visible", **labels) >= 0
+
+
+def test_unhiding_goes_on_past_a_message_that_cannot_be_unhidden(store, queue, raw):
+    tasks = [submit(store) for _ in range(2)]
+    for task in tasks:
+        queue.send(task.task_id, task.task_type, queue=dlq_of(DEFAULT_LANE), group_id=task.task_id)
+    first, second = queue.peek(10, queue=dlq_of(DEFAULT_LANE), hold_seconds=30)
+    assert raw.depth(raw.res.dlq_url) == (0, 2)
+    stale = {**first, "ReceiptHandle": "no-such-handle"}
+    queue.unhide([first, stale, second])
+    assert raw.depth(raw.res.dlq_url) == (2, 0)
