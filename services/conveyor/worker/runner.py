@@ -349,7 +349,8 @@ class Worker:
         return raw
 
     def _dispatch(self, stop: threading.Event) -> None:
-        """Start each waiting message on a free slot, oldest first."""
+        """Start each waiting message on a free slot, oldest first; while every slot is busy,
+        release those that waited past the limit."""
         limit = self.settings.heartbeat_interval_seconds
         while not stop.is_set():
             if not self._slots.acquire(timeout=0.5):
