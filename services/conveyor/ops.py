@@ -3,7 +3,6 @@ operator's credentials, because they must work when the API is the thing that is
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -283,20 +282,13 @@ def _redrive_pass(
                 give_back.append(raw)  # half done: the next redrive looks at it again
                 raise
     finally:
-        _unhide_each(o, give_back)
+        o.queue.unhide(give_back)
     return results
 
 
 def _matches(o: Ops, where: DlqFilter, message: Message) -> bool:
     task = o.store.get(message.task_id) if where.error is not None else None
     return where.matches(message.task_type, _last_error(task, message.error))
-
-
-def _unhide_each(o: Ops, raws: list[dict[str, Any]]) -> None:
-    """Make each message visible again; one that cannot be returns when its hold ends."""
-    for raw in raws:
-        with contextlib.suppress(Exception):
-            o.queue.set_visibility(raw["ReceiptHandle"], 0, queue=queue_of(raw))
 
 
 def outbox_status(o: Ops) -> OutboxStatus:

@@ -79,6 +79,7 @@ _DEPTH_ATTRIBUTES = {
     "ApproximateNumberOfMessagesNotVisible": "inflight",
     "ApproximateNumberOfMessagesDelayed": "delayed",
 }
+DEPTH_STATES = tuple(_DEPTH_ATTRIBUTES.values())  # the states `TaskQueue.depth` counts
 
 
 @dataclass(frozen=True)
@@ -339,8 +340,18 @@ class TaskQueue:
         return list(seen.values())
 
     def unhide(self, raws: list[dict[str, Any]]) -> None:
+        """Make each message visible again, each on its own: one that cannot be (a stale
+        handle, a failed call) is logged and turns visible when its hold ends, and the rest
+        are still unhidden."""
         for raw in raws:
-            self.set_visibility(raw["ReceiptHandle"], 0, queue=queue_of(raw))
+            try:
+                self.set_visibility(raw["ReceiptHandle"], 0, queue=queue_of(raw))
+            except Exception:
+                log.warning(
+                    "could not unhide a message; it turns visible when its hold ends",
+                    exc_info=True,
+                    extra={"message_id": raw.get("MessageId")},
+                )
 
     def set_visibility(
         self,

@@ -52,6 +52,7 @@ from typing import Any, TypeVar
 from conveyor.process import serve
 from conveyor.queue import (
     DEAD_LETTER_QUEUES,
+    DEPTH_STATES,
     QUEUE_DLQ,
     MalformedMessage,
     QueueId,
@@ -209,8 +210,27 @@ class Relay:
 
     def export_queue_depths(self) -> None:
         """Every lane's queue and DLQ: messages by state, and the oldest's age (labels: the
-        queue's kind, main or dlq, and its lane)."""
-        for queue, states in self.queue.depths().items():
+        queue's kind, main or dlq, and its lane).
+
+        Each queue on its own: one whose read fails (denied, throttled, gone) is logged and its
+        gauges are dropped until a read succeeds again, while the others are exported. Dropped,
+        not left as they were: the alerts read these gauges (observability/slos.yaml), and a
+        value frozen at its last read would look current, an age under the threshold keeping
+        ConveyorTasksNotConsumed quiet however long the queue goes unread, a DLQ count of 0
+        hiding dead letters. An absent series shows as no data on the dashboard, and the
+        failure in the relay's log and its conveyor_aws_requests_total outcomes."""
+        for queue in self.queue.urls:
+            try:
+                states = self.queue.depth(queue)
+            except Exception:
+                log.exception(
+                    "reading a queue's depth failed; its gauges are dropped until it succeeds",
+                    extra={"queue": queue.kind, "lane": queue.lane},
+                )
+                for state in DEPTH_STATES:
+                    metrics.queue_messages.remove(queue.kind, queue.lane, state)
+                metrics.queue_oldest_age_seconds.remove(queue.kind, queue.lane)
+                continue
             for state, count in states.items():
                 metrics.queue_messages.labels(queue.kind, queue.lane, state).set(count)
             age = self._backlog[queue].observe(states.get("visible", 0), time.monotonic())
@@ -227,14 +247,19 @@ class Relay:
         there until an operator acts, so a batch would be the same dead letters every time and
         a message the redrive policy moved there later would never be looked at."""
         compensated = 0
-        looked_at: list[
-            dict[str, Any]
-        ] = []  # messages to give back now; re-filed ones are deleted instead
-        try:
-            for dlq in DEAD_LETTER_QUEUES:
+        for dlq in DEAD_LETTER_QUEUES:
+            # Each lane's DLQ on its own: one whose scan fails is logged and the others are
+            # still scanned; what a scan held is given back as soon as that scan ends.
+            looked_at: list[dict[str, Any]] = []  # to give back; re-filed ones are deleted
+            try:
                 compensated += self._compensate_one(dlq, looked_at)
-        finally:
-            self.queue.unhide(looked_at)
+            except Exception:
+                log.exception(
+                    "compensating a lane's DLQ failed; trying again next scan",
+                    extra={"lane": dlq.lane},
+                )
+            finally:
+                self.queue.unhide(looked_at)
         return compensated
 
     def _compensate_one(self, dlq: QueueId, looked_at: list[dict[str, Any]]) -> int:

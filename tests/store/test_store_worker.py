@@ -938,3 +938,42 @@ def test_runs_reuse_a_thread_per_slot_each_in_a_context_of_its_own(store, queue,
     assert len(runs) == 6
     assert {name for name, _ in runs} <= {"runner-0", "runner-1"}
     assert [seen for _, seen in runs] == [None] * 6
+
+
+def test_a_message_an_open_long_poll_brings_while_every_slot_is_busy_is_released_at_once(
+    store, queue, raw, start_worker
+):
+    """Idle, the worker long-polls both lanes; a default task fills its only slot, and the
+    high lane's long poll, still open, then brings a high task. With no room for it, it must
+    be visible again at once to the other workers, not held for the long task's 40 s."""
+    receives = {"service": "sqs", "operation": "ReceiveMessage", "outcome": "success"}
+    before = metric("conveyor_aws_requests_total", **receives)
+    start_worker(
+        worker_concurrency=1,
+        poll_wait_seconds=20,
+        visibility_timeout_seconds=60,
+        heartbeat_interval_seconds=10,
+        lease_seconds=30,
+    )
+    # Its first short polls of both lanes came back empty: it is long-polling both now.
+    wait_for(
+        lambda: metric("conveyor_aws_requests_total", **receives) >= before + 2,
+        15,
+        "the worker's first, empty, short polls",
+        every=0.05,
+    )
+    long = _enqueue(store, queue, "demo.sleep", {"seconds": 40})
+    wait_for(in_state(store, long.task_id, S.RUNNING), 15, "the long task RUNNING")
+    high_received = {"queue": "main", "lane": "high"}
+    received = metric("conveyor_sqs_messages_received_total", **high_received)
+    high = submit(store, lane="high")
+    queue.send(high.task_id, high.task_type, tenant=high.tenant, lane="high")
+    wait_for(
+        lambda: metric("conveyor_sqs_messages_received_total", **high_received) > received,
+        10,
+        "the worker's open long poll to receive the high message",
+        every=0.05,
+    )
+    high_url = raw.res.lane_urls["high"][0]
+    wait_for(lambda: raw.depth(high_url) == (1, 0), 10, "the high message visible", every=0.05)
+    assert store.get(high.task_id).state != S.RUNNING

@@ -42,3 +42,28 @@ def test_the_prefetch_hands_out_in_order_and_gives_back_what_waits_when_closed()
     assert prefetch.close() == [{"n": 1}, {"n": 2}]
     assert prefetch.put([{"n": 3}], received_at=0.0) == [{"n": 3}]
     assert prefetch.take(timeout=0) is None
+
+
+def test_messages_beyond_the_room_are_refused_for_release_at_once():
+    """A long poll left open while the slots filled brings a message: with every slot busy and
+    no prefetch bound yet, it must come back to be released, not wait behind the runs."""
+    prefetch = Prefetch(slots=1, horizon=1.0)
+    prefetch.put([{"n": 0}], received_at=0.0)
+    assert prefetch.take(timeout=0).raw == {"n": 0}  # the only slot runs a long task
+    assert prefetch.put([{"n": 1}], received_at=0.0) == [{"n": 1}]
+    prefetch.finished(0.5)  # pace: 2 a second for 1 s, so 2 may wait with the slot busy
+    prefetch.put([{"n": 2}], received_at=0.0)
+    assert prefetch.take(timeout=0).raw == {"n": 2}  # the slot is busy again
+    assert prefetch.put([{"n": 3}, {"n": 4}, {"n": 5}], received_at=0.0) == [{"n": 5}]
+
+
+def test_messages_past_their_wait_limit_are_handed_back_without_a_free_slot():
+    prefetch = Prefetch(slots=1, horizon=10.0)
+    prefetch.put([{"n": 0}], received_at=0.0)
+    prefetch.take(timeout=0)
+    prefetch.finished(1.0)  # 10 may wait
+    prefetch.put([{"n": 1}], received_at=0.0)
+    prefetch.put([{"n": 2}], received_at=5.0)
+    assert prefetch.expired(limit=3.0, now=4.0) == [{"n": 1}]
+    assert prefetch.expired(limit=3.0, now=4.0) == []
+    assert prefetch.take(timeout=0).raw == {"n": 2}

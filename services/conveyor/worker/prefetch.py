@@ -7,6 +7,11 @@ nothing waits long with its message invisible: no more wait than the slots finis
 measured pace, within `horizon` seconds (none before a first task has finished), and the
 worker releases instead of starting a message that waited past its limit (see runner).
 
+Messages beyond that room are refused when they arrive (the caller releases them at once): a
+long poll left open while the worker got busy may bring messages when every slot is taken,
+and each would otherwise sit invisible behind runs of any length. Messages that waited past
+the limit are handed back by `expired` without a slot having to free first.
+
 Waiting messages are unclaimed: the task is untouched, so a SIGKILL loses nothing (the
 messages turn visible when their visibility timeout ends) and a shutdown gives them back.
 """
@@ -66,14 +71,31 @@ class Prefetch:
             self._changed.wait_for(lambda: self._size() > 0 or self._closed, timeout)
             return 0 if self._closed else self._size()
 
+    def _capacity(self) -> int:
+        """How many more may wait: the free slots plus the bound, less those already waiting."""
+        bound = prefetch_bound(self._slots, self._slot_seconds, self._horizon)
+        return max(0, self._slots - self._running + bound - len(self._waiting))
+
     def put(self, raws: list[dict[str, Any]], received_at: float) -> list[dict[str, Any]]:
-        """Queue `raws`; returns them instead if closed (the caller releases them)."""
+        """Queue what of `raws` there is room for (all of them if it was asked for); returns
+        the rest, all of them if closed, for the caller to release."""
         with self._changed:
             if self._closed:
                 return raws
-            self._waiting.extend(Waiting(raw, received_at) for raw in raws)
+            room = self._capacity()
+            self._waiting.extend(Waiting(raw, received_at) for raw in raws[:room])
             self._changed.notify_all()
-            return []
+            return raws[room:]
+
+    def expired(self, limit: float, now: float) -> list[dict[str, Any]]:
+        """Remove and return the messages that have waited more than `limit` seconds by `now`
+        (monotonic), for the caller to release."""
+        with self._changed:
+            old = [w.raw for w in self._waiting if now - w.received_at > limit]
+            if old:
+                self._waiting = deque(w for w in self._waiting if now - w.received_at <= limit)
+                self._changed.notify_all()
+            return old
 
     def take(self, timeout: float) -> Waiting | None:
         """The oldest waiting message, counted as running; None if none came within `timeout`."""

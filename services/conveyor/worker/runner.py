@@ -1,8 +1,9 @@
 """The worker loop: receive, claim under a lease, heartbeat, run the handler, settle.
 
 Concurrency is bounded by a semaphore. The poller receives in batches of up to 10 into a
-bounded prefetch (conveyor.worker.prefetch) and a dispatcher starts each waiting message when a
-slot frees; a message that waited longer than a heartbeat interval is released, not started, so
+bounded prefetch (conveyor.worker.prefetch; what it has no room for is released at once) and a
+dispatcher starts each waiting message when a slot frees; a message that waited longer than a
+heartbeat interval is released, not started (at once, whether or not a slot is free), so
 every run keeps the visibility margin the heartbeat rules assume (its visibility heartbeat
 counts from the receive). The poller receives from the priority lanes' queues high first
 without starving the default lane (the rule, and what idle polling costs: conveyor.worker.lanes).
@@ -269,22 +270,37 @@ class Worker:
         self, order: tuple[str, ...], asked: int, stop: threading.Event
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Up to `asked` messages from the lanes in `order`, each lane asked for what the ones
-        before it left, and the first lane that had any."""
+        before it left, and the first lane that had any. A lane whose receive fails (denied,
+        throttled, its queue gone) is logged and skipped, so the other lanes are still served;
+        only if every lane asked failed does the error reach the poller (which backs off)."""
         got: list[dict[str, Any]] = []
         first = None
+        failed: Exception | None = None
+        asked_lanes = failures = 0
         for lane in order:
             if len(got) >= asked:
                 break
-            raw = self.queue.receive(
-                asked - len(got),
-                0,
-                self.settings.visibility_timeout_seconds,
-                queue=main_queue(lane),
-            )
+            asked_lanes += 1
+            try:
+                raw = self.queue.receive(
+                    asked - len(got),
+                    0,
+                    self.settings.visibility_timeout_seconds,
+                    queue=main_queue(lane),
+                )
+            except Exception as exc:
+                log.exception(
+                    "receive from a lane failed; polling the others", extra={"lane": lane}
+                )
+                failed = exc
+                failures += 1
+                continue
             if raw:
                 self._take_in(raw, stop)
                 got += raw
                 first = first or lane
+        if failed is not None and failures == asked_lanes:
+            raise failed
         return got, first
 
     def _long_poll(
@@ -298,12 +314,15 @@ class Worker:
         is still waiting keeps it), each lane's messages put in the prefetch as they come.
         Returns once one of them brought messages (the others go on waiting, and put theirs
         in the prefetch when they come: the next receives need not wait a poll out), or all
-        came back empty. Several lanes bringing messages at once may bring more than `asked`:
-        the extra ones wait in the prefetch, or are released if they wait too long."""
+        came back empty. Several lanes bringing messages at once, or a long poll that brings
+        messages once the worker is busy again, may bring more than the prefetch has room for:
+        those are released at once (conveyor.worker.prefetch), not left invisible behind the
+        runs in progress."""
         for lane in LANES:
             if lane not in long_polls or long_polls[lane].done():
                 long_polls[lane] = pollers.submit(self._receive_into, lane, asked, stop)
-        waiting = set(long_polls.values())
+        lane_of = {future: lane for lane, future in long_polls.items()}
+        waiting = set(lane_of)
         raw: list[dict[str, Any]] = []
         failed: BaseException | None = None
         while waiting and not raw:
@@ -312,6 +331,7 @@ class Worker:
                 try:
                     raw += future.result()
                 except Exception as exc:
+                    log.warning("long poll of a lane failed", extra={"lane": lane_of[future]})
                     failed = exc
         if failed is not None and not raw:
             raise failed
@@ -329,10 +349,14 @@ class Worker:
         return raw
 
     def _dispatch(self, stop: threading.Event) -> None:
-        """Start each waiting message on a free slot, oldest first."""
+        """Start each waiting message on a free slot, oldest first; while every slot is busy,
+        release those that waited past the limit."""
         limit = self.settings.heartbeat_interval_seconds
         while not stop.is_set():
             if not self._slots.acquire(timeout=0.5):
+                # Every slot busy: what waited past its limit goes back now, not when one frees.
+                for raw in self._prefetch.expired(limit, time.monotonic()):
+                    self._release(raw)
                 continue
             waiting = self._prefetch.take(timeout=0.5)
             if waiting is None:
