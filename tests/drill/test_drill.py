@@ -729,36 +729,30 @@ def test_a_frozen_emulator_pages_for_api_availability_and_its_breaker(
     )
 
 
-def test_dynamodb_throttling_the_api_pages_for_availability_and_its_breaker(
-    drill: Drill, drill_table
+@pytest.mark.parametrize(
+    ("flag", "fault"),
+    [
+        ("throttle_flag", "API's DynamoDB throttled"),
+        ("down_flag", "API cannot reach DynamoDB"),
+    ],
+    ids=["throttled", "unreachable"],
+)
+def test_an_api_whose_dynamodb_is_throttled_or_unreachable_pages_for_availability_and_its_breaker(
+    drill: Drill, drill_table, flag: str, fault: str
 ) -> None:
-    """Every DynamoDB call of the API is throttled (the fault injector's rule, live while the
-    flag file exists). The clients submit: a throttled transaction writes nothing."""
+    """Every DynamoDB call of the API is throttled, or never leaves (the fault injector's
+    `down`: EndpointConnectionError, as a lost route or a dead VPC endpoint looks), live while
+    the flag file exists. The clients submit: a throttled transaction, or one that never
+    left, writes nothing. The breaker counts throttling and transport failures alike, so both
+    faults page the same two alerts."""
     d = drill
+    path: Path = getattr(d, flag)
     _dependency_outage(
         d,
         drill_table,
-        "API's DynamoDB throttled",
-        d.throttle_flag.touch,
-        lambda: d.throttle_flag.unlink(missing_ok=True),
-        lambda stub: submit(stub, "demo.sleep", {"seconds": 0}, timeout=1),
-    )
-
-
-def test_an_api_that_cannot_reach_dynamodb_pages_for_availability_and_its_breaker(
-    drill: Drill, drill_table
-) -> None:
-    """Nothing answers the API's DynamoDB calls (the fault injector's `down`: the request
-    never leaves, EndpointConnectionError, as a lost route or a dead VPC endpoint looks),
-    live while the flag file exists. The clients submit: a transaction that never left writes
-    nothing. The breaker counts transport failures, so the same two pages as throttling."""
-    d = drill
-    _dependency_outage(
-        d,
-        drill_table,
-        "API cannot reach DynamoDB",
-        d.down_flag.touch,
-        lambda: d.down_flag.unlink(missing_ok=True),
+        fault,
+        path.touch,
+        lambda: path.unlink(missing_ok=True),
         lambda stub: submit(stub, "demo.sleep", {"seconds": 0}, timeout=1),
     )
 
