@@ -14,6 +14,7 @@ from conveyor.domain import DEFAULT_LANE, Task, TaskState
 from conveyor.relay import Relay
 from conveyor.settings import RelaySettings, lane_url_fields
 from conveyor.store import TaskStore, now_ms
+from conveyor_dev.emulators.provision import LaneUrls
 from prometheus_client import REGISTRY
 
 _deser = TypeDeserializer()
@@ -21,17 +22,9 @@ TENANT = "acme"
 
 
 @dataclass(frozen=True)
-class Resources:
+class Resources(LaneUrls):
     table: str
     lane_urls: dict[str, tuple[str, str]]  # lane -> (queue URL, DLQ URL)
-
-    @property
-    def queue_url(self) -> str:
-        return self.lane_urls[DEFAULT_LANE][0]
-
-    @property
-    def dlq_url(self) -> str:
-        return self.lane_urls[DEFAULT_LANE][1]
 
     def url_settings(self) -> dict[str, str]:
         """The QueueSettings fields of every lane's URLs."""

@@ -94,11 +94,10 @@ class DataPlane:
     secrets: tuple[DeclaredResource, ...]
 
 
-@dataclass(frozen=True)
-class ProvisionedResources:
-    table_name: str
+class LaneUrls:
+    """Each lane's (queue URL, DLQ URL), and the default lane's two by name."""
+
     lane_urls: dict[str, tuple[str, str]]  # lane -> (queue URL, DLQ URL)
-    secret_arns: dict[str, str]  # Pulumi logical name (e.g. "tls-server") -> ARN
 
     @property
     def queue_url(self) -> str:
@@ -109,6 +108,13 @@ class ProvisionedResources:
     def dlq_url(self) -> str:
         """The default lane's DLQ."""
         return self.lane_urls[DEFAULT_LANE][1]
+
+
+@dataclass(frozen=True)
+class ProvisionedResources(LaneUrls):
+    table_name: str
+    lane_urls: dict[str, tuple[str, str]]  # lane -> (queue URL, DLQ URL)
+    secret_arns: dict[str, str]  # Pulumi logical name (e.g. "tls-server") -> ARN
 
     def queue_environment(self) -> dict[str, str]:
         """The CONVEYOR_*_URL variables of every lane's queue and DLQ."""

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import grpc
 from conveyor.api.auth import secure_channel
-from conveyor.domain import DEFAULT_LANE
 from conveyor.settings import queue_environment
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conveyor_dev.emulators.backend import Backend
+from conveyor_dev.emulators.provision import LaneUrls
 from conveyor_dev.inject.action_log import ACTION_LOG_VARIABLE
 from conveyor_dev.local.certs import DeploymentCerts, generate_deployment
 from conveyor_dev.local.lifetime import popen_with_parent
@@ -73,7 +73,7 @@ class Proc:
 
 
 @dataclass
-class LocalSystem:
+class LocalSystem(LaneUrls):
     workdir: Path
     backend: Backend
     certs: DeploymentCerts
@@ -111,16 +111,6 @@ class LocalSystem:
             tuning={**LOCAL_TUNING, **(tuning or {})},
             action_log=action_log,
         )
-
-    @property
-    def queue_url(self) -> str:
-        """The default lane's task queue."""
-        return self.lane_urls[DEFAULT_LANE][0]
-
-    @property
-    def dlq_url(self) -> str:
-        """The default lane's DLQ."""
-        return self.lane_urls[DEFAULT_LANE][1]
 
     # ---- processes ----
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
