@@ -19,6 +19,9 @@ from conveyor.domain import TERMINAL
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 QUEUE_DELAY_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
+# How late the relay acts on a due time (a delayed task's send, a schedule slot's firing); 2 s,
+# the delayed tasks' documented bound, is a boundary.
+DUE_LAG_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 PROCESSING_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
 
 # ---- gRPC server (go-grpc-prometheus names) ----
@@ -156,7 +159,8 @@ outbox_relayed_total = Counter(
 delayed_task_lag_seconds = Histogram(
     "conveyor_delayed_task_lag_seconds",
     "Time from a delayed task's not_before to the relay's send of its message.",
-    buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
+    buckets=DUE_LAG_BUCKETS,
+    registry=None,
 )
 # Recurring schedules (conveyor.scheduler), one count per slot the relay fires.
 # outcome: created (the slot's task made now) | replayed (the slot's task existed: another
@@ -180,7 +184,7 @@ schedule_catch_ups_total = Counter(
 schedule_fire_lag_seconds = Histogram(
     "conveyor_schedule_fire_lag_seconds",
     "Time from a schedule's slot to the creation of its task.",
-    buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
+    buckets=DUE_LAG_BUCKETS,
     registry=None,
 )
 # queue: main | dlq ; lane: conveyor.domain.LANES ; state: visible | inflight | delayed
@@ -206,6 +210,7 @@ RELAY_METRICS = (
     outbox_pending_tasks,
     outbox_oldest_age_seconds,
     outbox_relayed_total,
+    delayed_task_lag_seconds,
     queue_messages,
     queue_oldest_age_seconds,
     dlq_compensated_total,
