@@ -11,7 +11,6 @@ import pytest
 from botocore.exceptions import ClientError
 from conveyor import ops as ops_mod
 from conveyor.domain import TaskState
-from conveyor.queue import dlq as dlq_of
 from conveyor.store import now_ms
 from conveyor_dev.inject import faults
 from store_support import claim, dead, submit, succeeded
@@ -20,15 +19,9 @@ S = TaskState
 
 
 def _to_dlq(queue, task, error: str = "boom") -> str:
-    """Dead-letter `task` as the worker does (its own dedup id, the error in the body)."""
-    return queue.send(
-        task.task_id,
-        task.task_type,
-        tenant=task.tenant,
-        queue=dlq_of(),
-        dedup_id=f"{task.task_id}.{task.version}",
-        error=error,
-    )
+    """Dead-letter `task` as the worker does: in a message group of its own, so a peek sees
+    every dead task at once (in a shared group FIFO would hide all but its head)."""
+    return queue.dead_letter(task, error)
 
 
 def test_inspect_lists_dlq_messages_with_task_state_and_leaves_them_visible(ops, queue, raw):
