@@ -6,10 +6,12 @@ types, so these tests pin the CLI's side of that contract without AWS.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import types
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -160,11 +162,16 @@ def test_dlq_inspect_shows_entries_verbatim(runner, fake_ops):
     assert "smtp [550] refused" in result.stdout  # brackets are data, not markup
 
 
-def test_dlq_inspect_never_cuts_an_id_on_a_narrow_terminal(runner, fake_ops):
+def test_dlq_inspect_never_cuts_an_id_on_a_narrow_terminal(runner, fake_ops, monkeypatch):
+    """Whole task ids (to paste into `get` and `redrive`) and still every other column: with
+    SQS's 36-character message ids beside them, the others once shrank to nothing."""
+    entries = [dataclasses.replace(e, message_id=str(uuid.uuid4())) for e in DEAD_LETTERS]
+    monkeypatch.setattr(fake_ops, "dlq_inspect", lambda o, limit, where: ops.DlqListing(entries, 0))
     result = runner.invoke(cli.app, ["dlq", "inspect"], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
-    for entry in DEAD_LETTERS:
+    for entry in entries:
         assert entry.task_id in result.stdout
+    assert result.stdout.count("DEAD") == len(entries)
 
 
 def test_dlq_inspect_json_carries_whole_entries(runner, fake_ops):
