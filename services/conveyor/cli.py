@@ -132,9 +132,11 @@ def _require(pattern: re.Pattern[str], value: str, param: str) -> None:
 
 def _payload_bytes(text: str | None) -> bytes:
     """The payload as compact JSON, so the same document always hashes the same for
-    idempotency however it was spaced on the command line."""
+    idempotency however it was spaced on the command line. None (no --payload) is the empty
+    document: a type without parameters needs none, and one with parameters names those
+    missing."""
     if text is None:
-        return b""
+        return b"{}"
     try:
         document = json.loads(text)
     except ValueError as exc:
@@ -169,7 +171,9 @@ def _moment(value: str | None, option: str) -> dt.datetime | None:
 @app.command()
 def submit(
     task_type: Annotated[str, typer.Argument(metavar="TYPE", help="Task type, e.g. email.send.")],
-    payload: Annotated[str | None, typer.Option(help="The task's input, a JSON document.")] = None,
+    payload: Annotated[
+        str | None, typer.Option(help="The task's input, a JSON document (default: {}).")
+    ] = None,
     key: Annotated[
         str | None,
         typer.Option(

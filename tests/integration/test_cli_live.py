@@ -69,6 +69,14 @@ def test_submit_a_delayed_task_with_a_deadline_from_the_cli(system):
     assert "zone" in zoneless.stderr + zoneless.stdout
 
 
+def test_submit_without_a_payload_sends_the_empty_document(system):
+    """A type without parameters (or with defaults for all) needs no --payload: it was
+    refused with "Invalid JSON" about a payload the user never gave."""
+    done = cli(system, "acme", "submit", "demo.noop", "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["task"]["state"] == "SUCCEEDED"
+
+
 def test_bad_payload_is_refused_before_any_call(system):
     result = cli(system, "acme", "submit", "demo.sleep", "--payload", "{not json")
     assert result.returncode == 2
