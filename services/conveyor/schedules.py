@@ -116,6 +116,11 @@ def latest_slot(cron: str, time_zone: str, due: datetime, now: datetime) -> date
     return None
 
 
+def slot_key_prefix(name: str) -> str:
+    """What the idempotency key of every task of schedule `name` starts with."""
+    return f"schedule:{name}:"
+
+
 def slot_key(name: str, slot: datetime) -> str:
     """The idempotency key of a slot's task: the fence against firing a slot twice."""
-    return f"schedule:{name}:{slot.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    return slot_key_prefix(name) + slot.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

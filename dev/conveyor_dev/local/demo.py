@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from conveyor.api.convert import TERMINAL_STATES
+from conveyor.schedules import slot_key_prefix
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -67,8 +68,8 @@ def _at(seconds_from_now: float) -> Timestamp | None:
     return ts
 
 
-# The demo's recurring schedule: a no-op task every minute. The mix submits no demo.noop, so
-# the tenant's demo.noop tasks are the schedule's, one per minute's slot (the relay fires them).
+# The demo's recurring schedule: a no-op task every minute, one per minute's slot (the relay
+# fires them).
 SCHEDULE = pb.Schedule(
     name="demo-every-minute",
     cron="* * * * *",
@@ -158,9 +159,17 @@ class DemoLoad:
         self.stub.CreateSchedule(pb.CreateScheduleRequest(schedule=SCHEDULE), timeout=5)
 
     def scheduled(self) -> dict[str, int]:
-        """The schedule's tasks so far, by state."""
+        """The schedule's tasks so far, by state: those of its type whose idempotency key names
+        the schedule (a demo.noop submitted by hand meanwhile is not one of them)."""
         tasks = self.stub.ListTasks(pb.ListTasksRequest(task_type=SCHEDULE.task_type), timeout=10)
-        return dict(Counter(pb.TaskState.Name(t.state).removeprefix("TASK_STATE_") for t in tasks))
+        prefix = slot_key_prefix(SCHEDULE.name)
+        return dict(
+            Counter(
+                pb.TaskState.Name(t.state).removeprefix("TASK_STATE_")
+                for t in tasks
+                if t.idempotency_key.startswith(prefix)
+            )
+        )
 
     def by_tenant(self, first: str) -> dict[str, int]:
         """Tasks submitted by each tenant (`first` names the first one's)."""
