@@ -243,6 +243,15 @@ def _wait_fired(
     return {alert: got[(alert, receiver)] for alert, receiver in expected.items()}
 
 
+def _purge_dlqs(d: Drill) -> float:
+    """Empty every lane's DLQ (the demo's poison lands in either lane), as the DLQ runbook's
+    step 3 does with `aws sqs purge-queue`; returns when (monotonic), the fix's time."""
+    sqs = d.backend.client("sqs")
+    for _, dlq_url in d.system.lane_urls.values():
+        sqs.purge_queue(QueueUrl=dlq_url)
+    return time.monotonic()
+
+
 def _wait_resolved(d: Drill, since: float, alerts: set[str], timeout: float) -> dict[str, float]:
     """Until every one of `alerts` delivered since `since` was last delivered resolved (every
     instance of it); when each was first delivered resolved after its last firing."""
@@ -426,10 +435,7 @@ def test_the_healthy_demo_pages_nobody_and_burns_no_budget(drill: Drill, drill_t
         poison = [t.task_id for t in load.submitted if t.task_type == POISON[1]]
         stub = d.system.stub(channel)
         assert {wait_terminal(stub, i, timeout=120).state for i in poison} == {pb.TASK_STATE_DEAD}
-    sqs = d.backend.client("sqs")
-    for _, dlq_url in d.system.lane_urls.values():  # the demo's poison lands in either lane
-        sqs.purge_queue(QueueUrl=dlq_url)
-    purged_at = time.monotonic()
+    purged_at = _purge_dlqs(d)
     resolved = _wait_resolved(d, started, set(expected), 120)
     _assert_exactly(d, started, expected, {})
     _report(
@@ -598,10 +604,7 @@ def test_a_poison_flood_tickets_for_the_dlq_and_pages_for_task_success(
     listing = cli(d.system, "acme", "dlq", "inspect", "--group-by", "error", "--json")
     assert listing.returncode == 0, listing.stderr
     assert "poison task" in listing.stdout
-    sqs = d.backend.client("sqs")
-    for _, dlq_url in d.system.lane_urls.values():  # the demo's poison lands in either lane
-        sqs.purge_queue(QueueUrl=dlq_url)
-    purged_at = time.monotonic()
+    purged_at = _purge_dlqs(d)
 
     resolved = _wait_resolved(d, started, set(expected), 120)
     _assert_exactly(d, started, expected, {})
