@@ -725,8 +725,9 @@ class Lifecycle:
         self._send_and_queue(pending, "sent by the DLQ redrive")
         failpoints.hit("redrive.after_send")
         self.queue.delete(receipt_handle, queue=dlq)
+        what = "DEAD -> PENDING -> QUEUED with attempts reset"
         log.info(
-            "task redriven from the DLQ: DEAD -> QUEUED, attempts reset",
+            f"task redriven from the DLQ: {what}",
             extra={
                 "task_id": task_id,
                 "task_type": task.task_type,
@@ -734,7 +735,7 @@ class Lifecycle:
                 "last_error": task.last_error,
             },
         )
-        return "redriven", "PENDING -> QUEUED with attempts reset"
+        return "redriven", what
 
     # ---- the client's ----
     def cancel(self, task: Task, reason: str, remaining: float | None = None) -> Task:
