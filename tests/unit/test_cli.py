@@ -131,7 +131,9 @@ def fake_ops(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOps]:
     def dlq_redrive(o, task_ids, limit, where=ANY):
         assert o is handle
         calls.append(("dlq_redrive", (task_ids, limit) if where == ANY else (task_ids, where)))
-        return [ops.RedriveResult(TASK_ID, "redriven", "DEAD -> PENDING -> QUEUED with attempts reset")]
+        return [
+            ops.RedriveResult(TASK_ID, "redriven", "DEAD -> PENDING -> QUEUED with attempts reset")
+        ]
 
     def dlq_inspect(o, limit, where=ANY):
         assert o is handle

@@ -727,7 +727,8 @@ class Lifecycle:
         self.queue.delete(receipt_handle, queue=dlq)
         what = "DEAD -> PENDING -> QUEUED with attempts reset"
         log.info(
-            f"task redriven from the DLQ: {what}",
+            "task redriven from the DLQ: %s",
+            what,
             extra={
                 "task_id": task_id,
                 "task_type": task.task_type,
