@@ -16,8 +16,12 @@ BACKLOG = 200
 # system's 4 groups per tenant and type, B's group is delivered once each of A's groups has a
 # message in flight: after about a receive (up to 10 messages, one group's) from each, some 40
 # of A's tasks. Sharing A's groups (the old `<type>#<shard>`), it started after all of them,
-# as both emulators deliver the oldest group head first.
-STARTS_BEFORE = BACKLOG // 2
+# as both emulators deliver the oldest group head first. Moto (the second backend's SQS) fills
+# a receive from every group not in flight when the receive began, up to 10 across A's groups,
+# so there B waits longer: 66, 78, 70, 83 and once 105 of A's 200 (MiniStack: 40). The bound,
+# half the backlog before, failed on that 105; it is now three quarters of
+# the backlog: still far from all of it, which is what sharing A's groups gives.
+STARTS_BEFORE = 3 * BACKLOG // 4
 
 
 def _started_at_ms(stub, task_id: str) -> int | None:
